@@ -1,0 +1,821 @@
+//! The runtime: a registry of definitions, one tokio task per running saga,
+//! durable retry timers, recovery on open, cancellation, operator retry,
+//! graceful shutdown and a stream of events.
+//!
+//! Each worker loops: carry out the current decision, feed the outcome to
+//! the state machine, persist the new state (durably), publish its events,
+//! and only then carry out the next decision.
+
+use crate::clock::{Clock, SystemClock};
+use crate::definition::{Erased, ErasedDefinition, SagaDefinition, StepContext, StepError};
+use crate::events::{EventKind, SagaEvent};
+use crate::machine::{Ctx, Decision, FailureKind, Input, SagaState, SagaStatus};
+use crate::store::{fingerprint, CreateOutcome, SagaRecord, Store, RECORD_FORMAT};
+use crate::{Error, SagaId};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+/// A saga found in the store whose definition (name, version and steps) is
+/// not registered in this engine. It is left untouched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnregisteredSaga {
+    /// The saga.
+    pub id: SagaId,
+    /// Its definition's name.
+    pub definition: String,
+    /// Its definition's version.
+    pub version: u32,
+    /// Why it cannot run.
+    pub reason: String,
+}
+
+/// Configures and opens an [`Engine`].
+pub struct EngineBuilder {
+    store: Arc<dyn Store>,
+    defs: Vec<Arc<dyn ErasedDefinition>>,
+    clock: Arc<dyn Clock>,
+    event_capacity: usize,
+}
+
+impl EngineBuilder {
+    /// Registers a saga definition. Every version whose instances may be in
+    /// the store must be registered for them to resume.
+    pub fn register<D>(mut self, def: SagaDefinition<D>) -> Self
+    where
+        D: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        self.defs.push(Arc::new(Erased::new(def)));
+        self
+    }
+
+    /// Uses `clock` for "now" (timers, timestamps). Default: the system clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How many events a slow subscriber may fall behind before it misses
+    /// some (it then gets `RecvError::Lagged`). Default 16,384.
+    pub fn event_capacity(mut self, n: usize) -> Self {
+        self.event_capacity = n.max(1);
+        self
+    }
+
+    /// Opens the engine and resumes every non-terminal saga in the store.
+    pub async fn open(self) -> Result<Engine, Error> {
+        let mut defs = HashMap::new();
+        let mut latest: HashMap<String, u32> = HashMap::new();
+        for d in self.defs {
+            let key = (d.name().to_string(), d.version());
+            if defs.contains_key(&key) {
+                return Err(Error::InvalidDefinition {
+                    name: key.0,
+                    reason: format!("version {} is registered twice", key.1),
+                });
+            }
+            let v = latest.entry(key.0.clone()).or_insert(key.1);
+            *v = (*v).max(key.1);
+            defs.insert(key, d);
+        }
+        let (events, _) = broadcast::channel(self.event_capacity);
+        let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            store: self.store,
+            defs,
+            latest,
+            clock: self.clock,
+            events,
+            workers: Mutex::new(HashMap::new()),
+            unregistered: Mutex::new(Vec::new()),
+            shutting_down: AtomicBool::new(false),
+            shutdown,
+            control: tokio::sync::Mutex::new(()),
+        });
+        let active = inner.store.list_active().await?;
+        let mut resumed = 0usize;
+        for rec in active {
+            match inner.definition_for(&rec) {
+                Ok(def) => {
+                    resumed += 1;
+                    inner.spawn(def, rec, Some(Input::Resume));
+                }
+                Err(reason) => {
+                    tracing::error!(saga_id = %rec.id, definition = %rec.definition, version = rec.version,
+                        %reason, "saga left untouched: its definition is not registered");
+                    inner.lock_unregistered().push(UnregisteredSaga {
+                        id: rec.id.clone(),
+                        definition: rec.definition.clone(),
+                        version: rec.version,
+                        reason,
+                    });
+                }
+            }
+        }
+        if resumed > 0 {
+            tracing::info!(resumed, "resumed sagas that were in flight");
+        }
+        Ok(Engine { inner })
+    }
+}
+
+/// The saga engine. Cheap to clone; all clones share one engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("running", &self.running_count())
+            .finish()
+    }
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    defs: HashMap<(String, u32), Arc<dyn ErasedDefinition>>,
+    latest: HashMap<String, u32>,
+    clock: Arc<dyn Clock>,
+    events: broadcast::Sender<SagaEvent>,
+    workers: Mutex<HashMap<SagaId, Worker>>,
+    unregistered: Mutex<Vec<UnregisteredSaga>>,
+    shutting_down: AtomicBool,
+    shutdown: watch::Sender<bool>,
+    /// Serialises operator actions on sagas that have no worker.
+    control: tokio::sync::Mutex<()>,
+}
+
+struct Worker {
+    control: mpsc::UnboundedSender<Control>,
+    outcome: watch::Receiver<Option<SagaStatus>>,
+    task: Option<JoinHandle<()>>,
+}
+
+enum Control {
+    Cancel {
+        reason: String,
+        ack: oneshot::Sender<Result<(), Error>>,
+    },
+}
+
+impl Engine {
+    /// Starts configuring an engine over `store`.
+    pub fn builder(store: impl Store) -> EngineBuilder {
+        Self::builder_arc(Arc::new(store))
+    }
+
+    /// Like [`Engine::builder`], for a store shared with other owners.
+    pub fn builder_arc(store: Arc<dyn Store>) -> EngineBuilder {
+        EngineBuilder {
+            store,
+            defs: Vec::new(),
+            clock: Arc::new(SystemClock),
+            event_capacity: 16_384,
+        }
+    }
+
+    /// Starts a saga of the latest registered version of `definition` with
+    /// `input` as its data. Returns once the saga is durably recorded.
+    ///
+    /// With an idempotency key that already started a saga, returns that
+    /// saga's id and starts nothing; if the earlier input differs, fails with
+    /// [`Error::IdempotencyConflict`].
+    pub async fn start<I: Serialize>(
+        &self,
+        definition: &str,
+        input: &I,
+        idempotency_key: Option<&str>,
+    ) -> Result<SagaId, Error> {
+        let inner = &self.inner;
+        if inner.shutting_down.load(Ordering::SeqCst) {
+            return Err(Error::ShuttingDown);
+        }
+        let version = *inner
+            .latest
+            .get(definition)
+            .ok_or_else(|| Error::UnknownDefinition {
+                name: definition.to_string(),
+                version: None,
+            })?;
+        let def = inner.defs[&(definition.to_string(), version)].clone();
+        let data = serde_json::to_value(input).map_err(|e| Error::InvalidInput {
+            definition: definition.to_string(),
+            reason: e.to_string(),
+        })?;
+        let fp = fingerprint(&serde_json::to_vec(&data).unwrap_or_default());
+        let now = inner.clock.now_ms();
+        let id = SagaId::generate(now);
+        let mut rec = SagaRecord {
+            revision: 0,
+            v: RECORD_FORMAT,
+            id: id.clone(),
+            definition: def.name().to_string(),
+            version,
+            idempotency_key: idempotency_key.map(str::to_string),
+            input_fingerprint: fp,
+            next_seq: 0,
+            created_at_ms: now,
+            updated_at_ms: now,
+            state: SagaState::new(def.step_names()),
+            data,
+        };
+        let decision = rec
+            .state
+            .apply(def.policies(), Input::Start, inner.ctx(now))?;
+        let events = events_for(
+            &mut rec,
+            Some(EventKind::SagaStarted {
+                definition: def.name().to_string(),
+                version,
+            }),
+            decision,
+            now,
+        );
+        match inner.store.create(&rec, &events).await? {
+            CreateOutcome::Created => {
+                tracing::debug!(saga_id = %id, definition, "saga started");
+                inner.publish(events);
+                inner.spawn(def, rec, None);
+                Ok(id)
+            }
+            CreateOutcome::Existing(existing) => {
+                if existing.input_fingerprint != fp || existing.definition != definition {
+                    return Err(Error::IdempotencyConflict {
+                        key: idempotency_key.unwrap_or_default().to_string(),
+                        existing: existing.id.clone(),
+                    });
+                }
+                Ok(existing.id.clone())
+            }
+        }
+    }
+
+    /// Waits until the saga reaches a terminal status and returns its record.
+    pub async fn wait(&self, id: &SagaId) -> Result<SagaRecord, Error> {
+        let rx = self.inner.lock_workers().get(id).map(|w| w.outcome.clone());
+        if let Some(mut rx) = rx {
+            // The sender is dropped when the worker exits (finished, shut
+            // down or failed); the record tells which.
+            let _ = rx.wait_for(|s| s.is_some()).await;
+        }
+        let rec = self.status(id).await?;
+        if rec.status().is_terminal() {
+            return Ok(rec);
+        }
+        if let Err(reason) = self.inner.definition_for(&rec) {
+            let _ = reason;
+            return Err(Error::UnregisteredVersion {
+                id: id.clone(),
+                name: rec.definition,
+                version: rec.version,
+            });
+        }
+        Err(Error::InvalidState {
+            id: id.clone(),
+            status: rec.status(),
+            operation: "wait: no worker runs it (engine shutting down or storage failed)",
+        })
+    }
+
+    /// The saga's current record.
+    pub async fn status(&self, id: &SagaId) -> Result<SagaRecord, Error> {
+        self.inner
+            .store
+            .get(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(id.clone()))
+    }
+
+    /// The saga started with `key`, if any.
+    pub async fn find_by_key(&self, key: &str) -> Result<Option<SagaId>, Error> {
+        Ok(self.inner.store.find_by_key(key).await?)
+    }
+
+    /// The saga's full history.
+    pub async fn history(&self, id: &SagaId) -> Result<Vec<SagaEvent>, Error> {
+        let h = self.inner.store.history(id).await?;
+        if h.is_empty() && self.inner.store.get(id).await?.is_none() {
+            return Err(Error::NotFound(id.clone()));
+        }
+        Ok(h)
+    }
+
+    /// Sagas, oldest first, optionally only those with `status`.
+    pub async fn list(
+        &self,
+        status: Option<SagaStatus>,
+        limit: usize,
+    ) -> Result<Vec<SagaRecord>, Error> {
+        Ok(self.inner.store.list(status, limit).await?)
+    }
+
+    /// Asks a running saga to stop and compensate what it did. A step under
+    /// way finishes first (and is compensated). Returns once the request is
+    /// durable.
+    pub async fn cancel(&self, id: &SagaId, reason: &str) -> Result<(), Error> {
+        let tx = self.inner.lock_workers().get(id).map(|w| w.control.clone());
+        if let Some(tx) = tx {
+            let (ack, rx) = oneshot::channel();
+            if tx
+                .send(Control::Cancel {
+                    reason: reason.to_string(),
+                    ack,
+                })
+                .is_ok()
+            {
+                if let Ok(r) = rx.await {
+                    return r;
+                }
+            }
+        }
+        // No worker (any more): say why.
+        let rec = self.status(id).await?;
+        if rec.status().is_terminal() {
+            return Err(Error::InvalidState {
+                id: id.clone(),
+                status: rec.status(),
+                operation: "cancel",
+            });
+        }
+        Err(self.inner.not_runnable(&rec, "cancel"))
+    }
+
+    /// Retries the compensation of a `Stuck` saga (an operator action).
+    pub async fn retry(&self, id: &SagaId) -> Result<(), Error> {
+        let _guard = self.inner.control.lock().await;
+        if self.inner.shutting_down.load(Ordering::SeqCst) {
+            return Err(Error::ShuttingDown);
+        }
+        let mut rec = self.status(id).await?;
+        if rec.status() != SagaStatus::Stuck {
+            return Err(Error::InvalidState {
+                id: id.clone(),
+                status: rec.status(),
+                operation: "retry (only a stuck saga can be retried)",
+            });
+        }
+        let def = self
+            .inner
+            .definition_for(&rec)
+            .map_err(|_| self.inner.not_runnable(&rec, "retry"))?;
+        let now = self.inner.clock.now_ms();
+        let decision =
+            rec.state
+                .apply(def.policies(), Input::OperatorRetry, self.inner.ctx(now))?;
+        let events = events_for(&mut rec, Some(EventKind::OperatorRetry), decision, now);
+        rec.revision += 1;
+        self.inner.store.update(&rec, &events).await?;
+        self.inner.publish(events);
+        self.inner.spawn(def, rec, None);
+        Ok(())
+    }
+
+    /// A stream of every saga's events, from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<SagaEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Sagas in the store that this engine cannot run (unregistered definition).
+    pub fn unregistered(&self) -> Vec<UnregisteredSaga> {
+        self.inner.lock_unregistered().clone()
+    }
+
+    /// Sagas with a worker in this process right now.
+    pub fn running_count(&self) -> usize {
+        self.inner.lock_workers().len()
+    }
+
+    /// Times the store made writes durable (see [`Store::flush_count`]).
+    pub fn flush_count(&self) -> u64 {
+        self.inner.store.flush_count()
+    }
+
+    /// The store the engine runs on.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.inner.store.clone()
+    }
+
+    /// Stops accepting new sagas, lets steps under way finish for up to
+    /// `grace`, then stops every worker. What is unfinished stays persisted
+    /// and resumes at the next open.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        self.inner.shutdown.send_replace(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let left: Vec<watch::Receiver<Option<SagaStatus>>> = self
+                .inner
+                .lock_workers()
+                .values()
+                .map(|w| w.outcome.clone())
+                .collect();
+            if left.is_empty() {
+                break;
+            }
+            let all = async {
+                for mut rx in left {
+                    let _ = rx.wait_for(|_| false).await;
+                }
+            };
+            if tokio::time::timeout_at(deadline, all).await.is_err() {
+                let tasks: Vec<_> = self
+                    .inner
+                    .lock_workers()
+                    .drain()
+                    .filter_map(|(_, w)| w.task)
+                    .collect();
+                tracing::warn!(
+                    aborted = tasks.len(),
+                    "shutdown grace ran out; aborting workers (they resume at the next open)"
+                );
+                for t in tasks {
+                    t.abort();
+                }
+                break;
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn ctx(&self, now_ms: u64) -> Ctx {
+        Ctx {
+            now_ms,
+            jitter: rand::random::<f64>(),
+        }
+    }
+
+    fn lock_workers(&self) -> std::sync::MutexGuard<'_, HashMap<SagaId, Worker>> {
+        self.workers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_unregistered(&self) -> std::sync::MutexGuard<'_, Vec<UnregisteredSaga>> {
+        self.unregistered.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish(&self, events: Vec<SagaEvent>) {
+        for e in events {
+            // No subscribers is fine.
+            let _ = self.events.send(e);
+        }
+    }
+
+    /// The registered definition a record was started with, or why there is none.
+    fn definition_for(&self, rec: &SagaRecord) -> Result<Arc<dyn ErasedDefinition>, String> {
+        let def = self
+            .defs
+            .get(&(rec.definition.clone(), rec.version))
+            .ok_or_else(|| {
+                format!(
+                    "definition {:?} version {} is not registered",
+                    rec.definition, rec.version
+                )
+            })?;
+        let names = def.step_names();
+        let stored: Vec<&str> = rec.state.steps.iter().map(|s| s.name.as_str()).collect();
+        if names.iter().map(String::as_str).ne(stored.iter().copied()) {
+            return Err(format!(
+                "definition {:?} version {} has steps {:?} but the saga was started with {:?}",
+                rec.definition, rec.version, names, stored
+            ));
+        }
+        Ok(def.clone())
+    }
+
+    fn not_runnable(&self, rec: &SagaRecord, _operation: &'static str) -> Error {
+        match self.definition_for(rec) {
+            Err(_) => Error::UnregisteredVersion {
+                id: rec.id.clone(),
+                name: rec.definition.clone(),
+                version: rec.version,
+            },
+            Ok(_) => Error::InvalidState {
+                id: rec.id.clone(),
+                status: rec.status(),
+                operation: "cancel: no worker runs it (engine shutting down or storage failed)",
+            },
+        }
+    }
+
+    fn spawn(
+        self: &Arc<Self>,
+        def: Arc<dyn ErasedDefinition>,
+        rec: SagaRecord,
+        first: Option<Input>,
+    ) {
+        let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+        let (out_tx, out_rx) = watch::channel(None);
+        let id = rec.id.clone();
+        self.lock_workers().insert(
+            id.clone(),
+            Worker {
+                control: ctl_tx,
+                outcome: out_rx,
+                task: None,
+            },
+        );
+        let span = tracing::info_span!("saga", saga_id = %id, definition = %rec.definition);
+        let inner = self.clone();
+        let key = id.clone();
+        let task = tokio::spawn(
+            async move {
+                let result = inner.clone().drive(def, rec, first, ctl_rx, &out_tx).await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "saga worker stopped; the saga resumes at the next open");
+                }
+                inner.lock_workers().remove(&id);
+                drop(out_tx);
+            }
+            .instrument(span),
+        );
+        // A worker that already finished removed its entry; then the handle
+        // is simply dropped.
+        if let Some(w) = self.lock_workers().get_mut(&key) {
+            w.task = Some(task);
+        }
+    }
+
+    /// Persists the state after an input, then publishes its events.
+    async fn commit(&self, rec: &mut SagaRecord, events: Vec<SagaEvent>) -> Result<(), Error> {
+        rec.revision += 1;
+        if let Err(e) = self.store.update(rec, &events).await {
+            rec.revision -= 1;
+            return Err(e.into());
+        }
+        self.publish(events);
+        Ok(())
+    }
+
+    /// The worker of one saga: act on the decision, feed the outcome to the
+    /// machine, persist, repeat.
+    async fn drive(
+        self: Arc<Self>,
+        def: Arc<dyn ErasedDefinition>,
+        mut rec: SagaRecord,
+        first: Option<Input>,
+        mut control: mpsc::UnboundedReceiver<Control>,
+        outcome: &watch::Sender<Option<SagaStatus>>,
+    ) -> Result<(), Error> {
+        let policies = def.policies();
+        let mut shutdown = self.shutdown.subscribe();
+        let mut decision = match first {
+            Some(input) => {
+                let now = self.clock.now_ms();
+                let d = rec.state.apply(policies, input, self.ctx(now))?;
+                let events = events_for(&mut rec, Some(EventKind::Resumed), d, now);
+                self.commit(&mut rec, events).await?;
+                d
+            }
+            None => rec.state.decision(),
+        };
+        loop {
+            if *shutdown.borrow() && !matches!(decision, Decision::Finished(_)) {
+                tracing::debug!("shutting down; the saga resumes at the next open");
+                return Ok(());
+            }
+            let (input, prior) = match decision {
+                Decision::Finished(status) => {
+                    let _ = outcome.send(Some(status));
+                    return Ok(());
+                }
+                Decision::AwaitRunning => {
+                    // Only produced for a cancel while a step runs, which the
+                    // Run arm handles; reaching it here means nothing is
+                    // running: compensate.
+                    (
+                        Input::Cancel {
+                            reason: "nothing running after a cancel".into(),
+                        },
+                        None,
+                    )
+                }
+                Decision::Run { step, attempt } | Decision::Compensate { step, attempt } => {
+                    let compensating = matches!(decision, Decision::Compensate { .. });
+                    let name = def.step_names().swap_remove(step);
+                    let ctx = StepContext {
+                        saga_id: rec.id.clone(),
+                        idempotency_key: format!("{}:{}", rec.id, name),
+                        step: name.clone(),
+                        attempt,
+                    };
+                    let policy = if compensating {
+                        &policies[step].compensation
+                    } else {
+                        &policies[step].forward
+                    };
+                    let timeout = policy.attempt_timeout;
+                    let mut data = rec.data.clone();
+                    let started = Instant::now();
+                    let span = tracing::info_span!("step", step = %name, attempt, compensating);
+                    let result = {
+                        let call = {
+                            let def = def.clone();
+                            let ctx = ctx.clone();
+                            let data = &mut data;
+                            async move {
+                                let work = async {
+                                    if compensating {
+                                        def.compensate(step, &ctx, data).await
+                                    } else {
+                                        def.run(step, &ctx, data).await
+                                    }
+                                };
+                                match timeout {
+                                    Some(t) => tokio::time::timeout(t, work).await.map_err(|_| ()),
+                                    None => Ok(work.await),
+                                }
+                            }
+                            .instrument(span)
+                        };
+                        tokio::pin!(call);
+                        loop {
+                            tokio::select! {
+                                r = &mut call => break r,
+                                Some(c) = control.recv() => {
+                                    let Control::Cancel { reason, ack } = c;
+                                    let r = self.record_cancel(&mut rec, policies, reason).await.map(|_| ());
+                                    let _ = ack.send(r);
+                                }
+                            }
+                        }
+                    };
+                    let took = started.elapsed();
+                    let input = match (compensating, result) {
+                        (false, Ok(Ok(()))) => {
+                            rec.data = data;
+                            Input::StepSucceeded { step }
+                        }
+                        (false, Ok(Err(StepError::Rejected(error)))) => Input::StepFailed {
+                            step,
+                            kind: FailureKind::Rejected,
+                            error,
+                        },
+                        (false, Ok(Err(StepError::Retryable(error)))) => Input::StepFailed {
+                            step,
+                            kind: FailureKind::Retryable,
+                            error,
+                        },
+                        (false, Err(())) => Input::StepFailed {
+                            step,
+                            kind: FailureKind::Timeout,
+                            error: format!("attempt timed out after {timeout:?}"),
+                        },
+                        (true, Ok(Ok(()))) => Input::CompensationSucceeded { step },
+                        (true, Ok(Err(e))) => Input::CompensationFailed {
+                            step,
+                            error: e.to_string(),
+                        },
+                        (true, Err(())) => Input::CompensationFailed {
+                            step,
+                            error: format!("compensation timed out after {timeout:?}"),
+                        },
+                    };
+                    (input, Some((name, attempt, took)))
+                }
+                Decision::Sleep { step, until_ms } => {
+                    let wait = Duration::from_millis(until_ms.saturating_sub(self.clock.now_ms()));
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => (Input::TimerFired { step }, None),
+                        Some(c) = control.recv() => {
+                            let Control::Cancel { reason, ack } = c;
+                            match self.record_cancel(&mut rec, policies, reason).await {
+                                Ok(d) => {
+                                    let _ = ack.send(Ok(()));
+                                    decision = d;
+                                    continue;
+                                }
+                                Err(e) => {
+                                    tracing::error!(error = %e, "could not record a cancel; worker stops");
+                                    let _ = ack.send(Err(e));
+                                    return Ok(());
+                                }
+                            }
+                        }
+                        _ = shutdown.changed() => continue,
+                    }
+                }
+            };
+            let now = self.clock.now_ms();
+            let next = rec.state.apply(policies, input.clone(), self.ctx(now))?;
+            let outcome_event = prior
+                .and_then(|(name, attempt, took)| outcome_event(&input, name, attempt, took, next));
+            let events = events_for(&mut rec, outcome_event, next, now);
+            self.commit(&mut rec, events).await?;
+            decision = next;
+        }
+    }
+
+    /// Applies and persists a cancel request; returns the new decision.
+    async fn record_cancel(
+        &self,
+        rec: &mut SagaRecord,
+        policies: &[crate::machine::StepPolicy],
+        reason: String,
+    ) -> Result<Decision, Error> {
+        let now = self.clock.now_ms();
+        let mut next = rec.clone();
+        let d = next.state.apply(
+            policies,
+            Input::Cancel {
+                reason: reason.clone(),
+            },
+            self.ctx(now),
+        )?;
+        let events = events_for(
+            &mut next,
+            Some(EventKind::CancelRequested { reason }),
+            d,
+            now,
+        );
+        self.commit(&mut next, events).await?;
+        *rec = next;
+        Ok(d)
+    }
+}
+
+/// The event describing how an attempt ended.
+fn outcome_event(
+    input: &Input,
+    step: String,
+    attempt: u32,
+    took: Duration,
+    next: Decision,
+) -> Option<EventKind> {
+    let retry_at_ms = match next {
+        Decision::Sleep { until_ms, .. } => Some(until_ms),
+        _ => None,
+    };
+    Some(match input {
+        Input::StepSucceeded { .. } => EventKind::StepSucceeded {
+            step,
+            attempt,
+            duration_us: took.as_micros() as u64,
+        },
+        Input::StepFailed { kind, error, .. } => EventKind::StepFailed {
+            step,
+            attempt,
+            error: error.clone(),
+            kind: match kind {
+                FailureKind::Retryable => "retryable",
+                FailureKind::Timeout => "timeout",
+                FailureKind::Rejected => "rejected",
+            }
+            .into(),
+            retry_at_ms,
+        },
+        Input::CompensationSucceeded { .. } => EventKind::StepCompensated { step, attempt },
+        Input::CompensationFailed { error, .. } => EventKind::CompensationFailed {
+            step,
+            attempt,
+            error: error.clone(),
+            retry_at_ms,
+        },
+        _ => return None,
+    })
+}
+
+/// The events of one transition: what happened (if anything), then what the
+/// decision starts. Assigns sequence numbers and bumps the record's clock.
+fn events_for(
+    rec: &mut SagaRecord,
+    happened: Option<EventKind>,
+    decision: Decision,
+    now: u64,
+) -> Vec<SagaEvent> {
+    rec.updated_at_ms = now;
+    let name = |i: usize| rec.state.steps[i].name.clone();
+    let started = match decision {
+        Decision::Run { step, attempt } => Some(EventKind::StepStarted {
+            step: name(step),
+            attempt,
+        }),
+        Decision::Compensate { step, attempt } => Some(EventKind::CompensationStarted {
+            step: name(step),
+            attempt,
+        }),
+        Decision::Finished(status) => Some(EventKind::SagaFinished {
+            status,
+            reason: rec.state.failure.clone(),
+        }),
+        Decision::Sleep { .. } | Decision::AwaitRunning => None,
+    };
+    let mut out = Vec::with_capacity(2);
+    for kind in happened.into_iter().chain(started) {
+        out.push(SagaEvent {
+            saga_id: rec.id.clone(),
+            seq: rec.next_seq,
+            at_ms: now,
+            kind,
+        });
+        rec.next_seq += 1;
+    }
+    out
+}

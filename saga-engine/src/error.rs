@@ -1,0 +1,76 @@
+//! The errors a caller of the engine can match on.
+
+use crate::machine::{MachineError, SagaStatus};
+use crate::store::StoreError;
+use crate::SagaId;
+
+/// Everything the engine's public API can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No definition with this name (and version) is registered.
+    #[error("no saga definition named {name:?}{} is registered", .version.map(|v| format!(" at version {v}")).unwrap_or_default())]
+    UnknownDefinition {
+        /// The name asked for.
+        name: String,
+        /// The version asked for, if one was.
+        version: Option<u32>,
+    },
+    /// A definition was registered twice, or is malformed.
+    #[error("invalid saga definition {name:?}: {reason}")]
+    InvalidDefinition {
+        /// The definition's name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The saga input could not be serialized or deserialized.
+    #[error("saga data of {definition:?} does not (de)serialize: {reason}")]
+    InvalidInput {
+        /// The definition's name.
+        definition: String,
+        /// The serde error.
+        reason: String,
+    },
+    /// The idempotency key was already used to start a saga with different input.
+    #[error("idempotency key {key:?} was already used by saga {existing} with different input")]
+    IdempotencyConflict {
+        /// The key.
+        key: String,
+        /// The saga that owns it.
+        existing: SagaId,
+    },
+    /// No saga with this id exists.
+    #[error("saga {0} not found")]
+    NotFound(SagaId),
+    /// The operation does not apply to the saga's current status.
+    #[error("saga {id} is {status}: cannot {operation}")]
+    InvalidState {
+        /// The saga.
+        id: SagaId,
+        /// Its status.
+        status: SagaStatus,
+        /// What was asked.
+        operation: &'static str,
+    },
+    /// The saga was started by a definition version this engine has not registered;
+    /// it is left untouched.
+    #[error("saga {id} belongs to definition {name:?} version {version}, which is not registered in this engine")]
+    UnregisteredVersion {
+        /// The saga.
+        id: SagaId,
+        /// Its definition's name.
+        name: String,
+        /// Its definition's version.
+        version: u32,
+    },
+    /// The engine is shutting down and accepts no new work.
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+    /// The storage failed; nothing that was acknowledged is lost, but the
+    /// operation did not happen.
+    #[error("storage error: {0}")]
+    Store(#[from] StoreError),
+    /// The persisted state and an input disagree (a bug or a corrupted record).
+    #[error("state machine refused an input: {0}")]
+    Machine(#[from] MachineError),
+}

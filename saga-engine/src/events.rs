@@ -1,0 +1,110 @@
+//! What happened to a saga: the events persisted as its history and pushed to
+//! subscribers (server-sent events, metrics).
+
+use crate::machine::SagaStatus;
+use crate::SagaId;
+use serde::{Deserialize, Serialize};
+
+/// One entry of a saga's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SagaEvent {
+    /// The saga.
+    pub saga_id: SagaId,
+    /// Position in the saga's history, from 0, without gaps.
+    pub seq: u64,
+    /// When it happened, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// The kinds of saga events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The saga was created.
+    SagaStarted {
+        /// Definition name.
+        definition: String,
+        /// Definition version.
+        version: u32,
+    },
+    /// An attempt of a step began.
+    StepStarted {
+        /// Step name.
+        step: String,
+        /// 1-based attempt.
+        attempt: u32,
+    },
+    /// A step succeeded.
+    StepSucceeded {
+        /// Step name.
+        step: String,
+        /// The attempt that succeeded.
+        attempt: u32,
+        /// How long the attempt took, in microseconds.
+        duration_us: u64,
+    },
+    /// An attempt of a step failed.
+    StepFailed {
+        /// Step name.
+        step: String,
+        /// The attempt that failed.
+        attempt: u32,
+        /// The error.
+        error: String,
+        /// `retryable`, `timeout` or `rejected`.
+        kind: String,
+        /// When the next attempt runs, if one will.
+        retry_at_ms: Option<u64>,
+    },
+    /// A compensation attempt began.
+    CompensationStarted {
+        /// Step name.
+        step: String,
+        /// 1-based attempt.
+        attempt: u32,
+    },
+    /// A step's effect was undone.
+    StepCompensated {
+        /// Step name.
+        step: String,
+        /// The attempt that succeeded.
+        attempt: u32,
+    },
+    /// A compensation attempt failed.
+    CompensationFailed {
+        /// Step name.
+        step: String,
+        /// The attempt that failed.
+        attempt: u32,
+        /// The error.
+        error: String,
+        /// When the next attempt runs, if one will.
+        retry_at_ms: Option<u64>,
+    },
+    /// Cancellation was requested.
+    CancelRequested {
+        /// Why.
+        reason: String,
+    },
+    /// The engine picked the saga up again after a restart.
+    Resumed,
+    /// An operator asked a stuck saga to retry its compensation.
+    OperatorRetry,
+    /// The saga reached a terminal status.
+    SagaFinished {
+        /// The status.
+        status: SagaStatus,
+        /// Why it compensated or got stuck, if it did.
+        reason: Option<String>,
+    },
+}
+
+impl SagaEvent {
+    /// True when this event ends the saga (for now: `Stuck` may be retried).
+    pub fn is_terminal(&self) -> bool {
+        matches!(self.kind, EventKind::SagaFinished { .. })
+    }
+}

@@ -1,0 +1,166 @@
+//! What the engine needs from storage, and its backends.
+//!
+//! The engine keeps one [`SagaRecord`] per saga (its state machine state,
+//! its data, its definition and version) and an append-only history of
+//! [`SagaEvent`]s. Every write returns only once it is durable: the engine
+//! acknowledges nothing and acts on nothing before that.
+//!
+//! Updates are conditional on the record's `revision` (the stored revision
+//! must be the new one minus one). In one process the engine runs one worker
+//! per saga, so this only guards against bugs; a shared-database backend
+//! (several engine processes, PostgreSQL) makes the same check the fencing
+//! test of its leases, without any change to the state machine.
+
+mod memory;
+mod sled_store;
+
+pub mod conformance;
+
+pub use memory::MemoryStore;
+pub use sled_store::SledStore;
+
+use crate::events::SagaEvent;
+use crate::machine::{SagaState, SagaStatus};
+use crate::SagaId;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// Format version written in every record; bump it with a reader for the old shape.
+pub const RECORD_FORMAT: u32 = 1;
+
+/// The persisted form of one saga.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SagaRecord {
+    /// Revision, incremented by every update; a backend refuses an update
+    /// whose revision is not the stored one plus one.
+    pub revision: u64,
+    /// Format version of this record ([`RECORD_FORMAT`]).
+    pub v: u32,
+    /// The saga.
+    pub id: SagaId,
+    /// The definition's name.
+    pub definition: String,
+    /// The definition's version.
+    pub version: u32,
+    /// The key the saga was started with, if any.
+    pub idempotency_key: Option<String>,
+    /// Hash of the input the saga was started with (to tell a replay of
+    /// the same start from a conflicting reuse of its key).
+    pub input_fingerprint: u64,
+    /// Sequence number the next history event gets.
+    pub next_seq: u64,
+    /// Creation time, ms since the Unix epoch.
+    pub created_at_ms: u64,
+    /// Last update time, ms since the Unix epoch.
+    pub updated_at_ms: u64,
+    /// The state machine's state.
+    pub state: SagaState,
+    /// The saga's data, as JSON.
+    pub data: serde_json::Value,
+}
+
+impl SagaRecord {
+    /// The saga's status.
+    pub fn status(&self) -> SagaStatus {
+        self.state.status
+    }
+
+    /// The data decoded as `D`.
+    pub fn data_as<D: serde::de::DeserializeOwned>(&self) -> Result<D, serde_json::Error> {
+        D::deserialize(&self.data)
+    }
+}
+
+/// Result of [`Store::create`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreateOutcome {
+    /// The record was written.
+    Created,
+    /// The idempotency key already names this saga; nothing was written.
+    Existing(Box<SagaRecord>),
+}
+
+/// A storage failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The backend's IO failed (disk full, write error). The operation did
+    /// not happen durably; sled needs a restart after this.
+    #[error("storage I/O failed: {0}")]
+    Io(String),
+    /// A stored record does not decode.
+    #[error("stored record {key} is corrupt: {reason}")]
+    Corrupt {
+        /// Which record.
+        key: String,
+        /// The decode error.
+        reason: String,
+    },
+    /// An update's revision does not follow the stored one (someone else
+    /// moved the saga, or it does not exist).
+    #[error("saga {id}: expected stored revision {expected}, found {found:?}")]
+    Conflict {
+        /// The saga.
+        id: SagaId,
+        /// Revision the update expected to replace.
+        expected: u64,
+        /// Revision found, if the saga exists.
+        found: Option<u64>,
+    },
+    /// A record with this id already exists.
+    #[error("saga {0} already exists")]
+    AlreadyExists(SagaId),
+}
+
+/// Storage of saga records and their histories. Every mutating call returns
+/// only after its effect is durable.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Writes a new record and its first events, unless its idempotency key
+    /// already names a saga, in which case nothing is written and that saga
+    /// is returned. Atomic against concurrent creates with the same key.
+    async fn create(
+        &self,
+        record: &SagaRecord,
+        events: &[SagaEvent],
+    ) -> Result<CreateOutcome, StoreError>;
+
+    /// Replaces a record (whose `revision` must be the stored one plus one)
+    /// and appends `events` to its history, atomically.
+    async fn update(&self, record: &SagaRecord, events: &[SagaEvent]) -> Result<(), StoreError>;
+
+    /// Reads one record.
+    async fn get(&self, id: &SagaId) -> Result<Option<SagaRecord>, StoreError>;
+
+    /// The saga an idempotency key names, if any.
+    async fn find_by_key(&self, key: &str) -> Result<Option<SagaId>, StoreError>;
+
+    /// A saga's history, in order.
+    async fn history(&self, id: &SagaId) -> Result<Vec<SagaEvent>, StoreError>;
+
+    /// Every saga that is not terminal (`Running`, `Compensating`): what a
+    /// reopened engine must resume.
+    async fn list_active(&self) -> Result<Vec<SagaRecord>, StoreError>;
+
+    /// Sagas, oldest first, optionally only those with `status`, at most `limit`.
+    async fn list(
+        &self,
+        status: Option<SagaStatus>,
+        limit: usize,
+    ) -> Result<Vec<SagaRecord>, StoreError>;
+
+    /// How many times the backend made its writes durable (group commit
+    /// shares one among many writes). 0 for backends without flushes.
+    fn flush_count(&self) -> u64 {
+        0
+    }
+}
+
+/// 64-bit FNV-1a: a stable hash (unlike `std`'s) for input fingerprints.
+pub(crate) fn fingerprint(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}

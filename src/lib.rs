@@ -1,0 +1,1 @@
+//! Workspace root package: it exists to own the top-level `examples/`, `benches/` and `tests/`.
