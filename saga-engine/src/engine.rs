@@ -36,6 +36,8 @@ pub struct UnregisteredSaga {
     pub reason: String,
 }
 
+const START_STRIPES: usize = 1024;
+
 /// Configures and opens an [`Engine`].
 pub struct EngineBuilder {
     store: Arc<dyn Store>,
@@ -97,6 +99,9 @@ impl EngineBuilder {
             shutting_down: AtomicBool::new(false),
             shutdown,
             control: tokio::sync::Mutex::new(()),
+            start_locks: (0..START_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         });
         let active = inner.store.list_active().await?;
         let mut resumed = 0usize;
@@ -151,6 +156,9 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     /// Serialises operator actions on sagas that have no worker.
     control: tokio::sync::Mutex<()>,
+    /// Starts with one idempotency key are serialised (by stripe) so that a
+    /// second start returns only once the first one's worker is registered.
+    start_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 struct Worker {
@@ -239,6 +247,14 @@ impl Engine {
             decision,
             now,
         );
+        let _guard = match idempotency_key {
+            Some(k) => Some(
+                inner.start_locks[(fingerprint(k.as_bytes()) % START_STRIPES as u64) as usize]
+                    .lock()
+                    .await,
+            ),
+            None => None,
+        };
         match inner.store.create(&rec, &events).await? {
             CreateOutcome::Created => {
                 tracing::debug!(saga_id = %id, definition, "saga started");
