@@ -153,7 +153,13 @@ fn definition(ledger: Arc<Ledger>) -> SagaDefinition<Order> {
 
 async fn child(dir: PathBuf, round: usize, finish: bool) {
     let ledger = Arc::new(Ledger::open(&dir.join("ledger.log")));
-    let store = SledStore::open(dir.join("engine")).unwrap();
+    let store = match SledStore::open(dir.join("engine")) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("child: cannot open the store: {e}");
+            std::process::exit(3);
+        }
+    };
     let engine = Engine::builder(store)
         .register(definition(ledger))
         .open()
@@ -231,7 +237,12 @@ fn parent() -> Result<(), String> {
             killed_alive += 1;
         }
         c.kill().unwrap(); // SIGKILL
-        c.wait().unwrap();
+        let status = c.wait().unwrap();
+        if let Some(code) = status.code() {
+            return Err(format!(
+                "child of round {round} exited by itself with code {code} instead of being killed"
+            ));
+        }
     }
     let mut last = spawn(&["finish".to_string()]);
     let deadline = Instant::now() + Duration::from_secs(120);
