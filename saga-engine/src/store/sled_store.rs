@@ -6,10 +6,10 @@
 //! active (non-terminal) index, `k/{key}` the idempotency index.
 //!
 //! sled 0.34 keeps only what was flushed across a `kill -9`, so no write is
-//! reported done before a flush that started after it has finished. One
-//! flusher thread serves every writer: a writer applies its batch, takes a
-//! ticket, wakes the flusher and waits until a flush covering its ticket is
-//! done. Writers that arrive during a flush share the next one.
+//! reported done before a flush that started after it has finished. A
+//! writer applies its batch, takes a ticket and waits until a flush covering
+//! its ticket is done; writers that arrive during a flush share the next one
+//! (group commit, led by one of the waiting writers).
 
 use super::{CreateOutcome, SagaRecord, Store, StoreError};
 use crate::events::SagaEvent;
@@ -19,8 +19,8 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use tokio::sync::watch;
 
 const TREE: &str = "saga_engine";
@@ -30,7 +30,6 @@ pub struct SledStore {
     db: sled::Db,
     tree: sled::Tree,
     commit: Arc<GroupCommit>,
-    flusher: Option<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -47,63 +46,42 @@ struct Mark {
     error: Option<Arc<str>>,
 }
 
+/// Group commit without a thread of its own: the first writer that finds
+/// no flush under way becomes the leader and flushes for everyone whose
+/// write was applied before the flush began; the others wait for it, and
+/// the first of them not covered leads the next flush. A lone writer
+/// flushes at once, with no hand-off between threads.
 struct GroupCommit {
     db: sled::Db,
     tickets: AtomicU64,
-    wake: Mutex<Wake>,
-    cv: Condvar,
+    leader: AtomicBool,
     done: watch::Sender<Mark>,
     flushes: AtomicU64,
 }
 
-#[derive(Default)]
-struct Wake {
-    pending: bool,
-    stop: bool,
-}
-
 impl GroupCommit {
-    fn start(db: sled::Db) -> (Arc<GroupCommit>, std::thread::JoinHandle<()>) {
-        let gc = Arc::new(GroupCommit {
+    fn new(db: sled::Db) -> GroupCommit {
+        GroupCommit {
             db,
             tickets: AtomicU64::new(0),
-            wake: Mutex::new(Wake::default()),
-            cv: Condvar::new(),
+            leader: AtomicBool::new(false),
             done: watch::Sender::new(Mark::default()),
             flushes: AtomicU64::new(0),
-        });
-        let worker = gc.clone();
-        let handle = std::thread::Builder::new()
-            .name("saga-flusher".into())
-            .spawn(move || worker.run())
-            .expect("spawning the flusher thread");
-        (gc, handle)
+        }
     }
 
-    fn run(&self) {
-        loop {
-            {
-                let mut w = self.wake.lock().unwrap_or_else(|e| e.into_inner());
-                while !w.pending && !w.stop {
-                    w = self.cv.wait(w).unwrap_or_else(|e| e.into_inner());
-                }
-                if w.stop && !w.pending {
-                    return;
-                }
-                w.pending = false;
+    /// Flushes sled, blocking this thread, in the way the runtime allows.
+    async fn flush_now(&self) -> sled::Result<usize> {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        match Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| self.db.flush()),
+            Ok(_) => {
+                let db = self.db.clone();
+                tokio::task::spawn_blocking(move || db.flush())
+                    .await
+                    .unwrap_or_else(|e| Err(sled::Error::ReportableBug(e.to_string())))
             }
-            // Every ticket issued so far belongs to a write already applied
-            // to sled's memory, so this flush covers it.
-            let target = self.tickets.load(Ordering::SeqCst);
-            let result = self.db.flush();
-            self.flushes.fetch_add(1, Ordering::Relaxed);
-            self.done.send_modify(|m| match result {
-                Ok(_) => m.flushed = m.flushed.max(target),
-                Err(ref e) => {
-                    tracing::error!(error = %e, "sled flush failed; the store must be reopened");
-                    m.error = Some(Arc::from(e.to_string()));
-                }
-            });
+            Err(_) => self.db.flush(),
         }
     }
 
@@ -111,35 +89,37 @@ impl GroupCommit {
     async fn durable(&self) -> Result<(), StoreError> {
         let mut rx = self.done.subscribe();
         let ticket = self.tickets.fetch_add(1, Ordering::SeqCst) + 1;
-        {
-            let mut w = self.wake.lock().unwrap_or_else(|e| e.into_inner());
-            w.pending = true;
-        }
-        self.cv.notify_one();
-        let mark = rx
-            .wait_for(|m| m.flushed >= ticket || m.error.is_some())
-            .await
-            .map_err(|_| StoreError::Io("the flusher stopped".into()))?
-            .clone();
-        match mark.error {
-            Some(e) if mark.flushed < ticket => Err(StoreError::Io(e.to_string())),
-            _ => Ok(()),
-        }
-    }
-
-    fn stop(&self) {
-        self.wake.lock().unwrap_or_else(|e| e.into_inner()).stop = true;
-        self.cv.notify_one();
-    }
-}
-
-impl Drop for SledStore {
-    fn drop(&mut self) {
-        self.commit.stop();
-        // Join so that the database (and its directory lock) is released
-        // when the store is dropped, and a pending flush completes.
-        if let Some(h) = self.flusher.take() {
-            let _ = h.join();
+        loop {
+            {
+                let m = rx.borrow_and_update();
+                if m.flushed >= ticket {
+                    return Ok(());
+                }
+                if let Some(e) = &m.error {
+                    return Err(StoreError::Io(e.to_string()));
+                }
+            }
+            if !self.leader.swap(true, Ordering::AcqRel) {
+                // Every ticket issued so far belongs to a write already
+                // applied to sled's memory, so this flush covers it.
+                let target = self.tickets.load(Ordering::SeqCst);
+                let result = self.flush_now().await;
+                self.flushes.fetch_add(1, Ordering::Relaxed);
+                // Step down before announcing, so that a waiter who saw a
+                // flush under way is sure to see this announcement.
+                self.leader.store(false, Ordering::Release);
+                self.done.send_modify(|m| match &result {
+                    Ok(_) => m.flushed = m.flushed.max(target),
+                    Err(e) => {
+                        tracing::error!(error = %e, "sled flush failed; the store must be reopened");
+                        m.error = Some(Arc::from(e.to_string()));
+                    }
+                });
+                continue;
+            }
+            if rx.changed().await.is_err() {
+                return Err(StoreError::Io("the store was dropped".into()));
+            }
         }
     }
 }
@@ -210,13 +190,8 @@ impl SledStore {
     /// keep their own trees in the same data directory.
     pub fn with_db(db: sled::Db) -> Result<SledStore, StoreError> {
         let tree = db.open_tree(TREE).map_err(io)?;
-        let (commit, flusher) = GroupCommit::start(db.clone());
-        Ok(SledStore {
-            db,
-            tree,
-            commit,
-            flusher: Some(flusher),
-        })
+        let commit = Arc::new(GroupCommit::new(db.clone()));
+        Ok(SledStore { db, tree, commit })
     }
 
     /// The underlying database.

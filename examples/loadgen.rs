@@ -1,0 +1,238 @@
+//! Load generator for performance comparisons.
+//!
+//! ```text
+//! cargo run --release --example loadgen -- --sagas N --concurrency C \
+//!     [--fail-at-step K] [--store sled|memory] [--data-dir DIR]
+//! ```
+//!
+//! Runs N four-step sagas (reserve_seat, authorize_payment, award_miles,
+//! confirm_booking; each a trivial step) at concurrency C and prints one
+//! JSON line. With `--fail-at-step K` step K (1-based) rejects and every saga
+//! must compensate. Every saga's outcome is checked before printing; a wrong
+//! one exits non-zero.
+
+use saga_engine::{
+    Engine, MemoryStore, SagaDefinition, SagaStatus, SledStore, Step, StepContext, StepError,
+    StepState, Store,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const STEPS: [&str; 4] = [
+    "reserve_seat",
+    "authorize_payment",
+    "award_miles",
+    "confirm_booking",
+];
+
+#[derive(Serialize, Deserialize)]
+struct Booking {
+    n: u64,
+    done: u8,
+}
+
+struct Trivial {
+    reject: bool,
+}
+
+#[saga_engine::async_trait]
+impl Step<Booking> for Trivial {
+    async fn run(&self, _: &StepContext, b: &mut Booking) -> Result<(), StepError> {
+        if self.reject {
+            return Err(StepError::rejected("injected failure"));
+        }
+        b.done += 1;
+        Ok(())
+    }
+    async fn compensate(&self, _: &StepContext, _: &Booking) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+struct Args {
+    sagas: usize,
+    concurrency: usize,
+    fail_at: Option<usize>,
+    store: String,
+    data_dir: Option<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        sagas: 10_000,
+        concurrency: 32,
+        fail_at: None,
+        store: "sled".into(),
+        data_dir: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--sagas" => a.sagas = value()?.parse().map_err(|e| format!("--sagas: {e}"))?,
+            "--concurrency" => {
+                a.concurrency = value()?
+                    .parse()
+                    .map_err(|e| format!("--concurrency: {e}"))?
+            }
+            "--fail-at-step" => {
+                let k: usize = value()?
+                    .parse()
+                    .map_err(|e| format!("--fail-at-step: {e}"))?;
+                if !(1..=STEPS.len()).contains(&k) {
+                    return Err(format!("--fail-at-step must be 1 to {}", STEPS.len()));
+                }
+                a.fail_at = Some(k);
+            }
+            "--store" => a.store = value()?,
+            "--data-dir" => a.data_dir = Some(value()?),
+            "-h" | "--help" => {
+                return Err("usage: loadgen --sagas N --concurrency C [--fail-at-step K] [--store sled|memory] [--data-dir DIR]".into())
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if a.sagas == 0 || a.concurrency == 0 {
+        return Err("--sagas and --concurrency must be positive".into());
+    }
+    Ok(a)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let _tmp;
+    let store: Arc<dyn Store> = match args.store.as_str() {
+        "memory" => Arc::new(MemoryStore::new()),
+        "sled" => {
+            let dir = match &args.data_dir {
+                Some(d) => std::path::PathBuf::from(d),
+                None => {
+                    let t = tempfile::tempdir().expect("temp dir");
+                    let p = t.path().to_path_buf();
+                    _tmp = t;
+                    p
+                }
+            };
+            Arc::new(SledStore::open(&dir).unwrap_or_else(|e| {
+                eprintln!("cannot open {}: {e}", dir.display());
+                std::process::exit(2)
+            }))
+        }
+        other => {
+            eprintln!("unknown --store {other}: use sled or memory");
+            std::process::exit(2);
+        }
+    };
+    let mut def = SagaDefinition::<Booking>::builder("loadgen", 1);
+    for (i, name) in STEPS.iter().enumerate() {
+        def = def.step(
+            *name,
+            Trivial {
+                reject: args.fail_at == Some(i + 1),
+            },
+        );
+    }
+    let engine = Engine::builder_arc(store)
+        .register(def.build().expect("valid definition"))
+        .open()
+        .await
+        .expect("engine opens");
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let flushes_before = engine.flush_count();
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency.min(args.sagas) {
+        let engine = engine.clone();
+        let next = next.clone();
+        let total = args.sagas;
+        let fail_at = args.fail_at;
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut wrong = Vec::new();
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    break;
+                }
+                let t = Instant::now();
+                let id = engine
+                    .start(
+                        "loadgen",
+                        &Booking {
+                            n: n as u64,
+                            done: 0,
+                        },
+                        None,
+                    )
+                    .await
+                    .expect("start");
+                let rec = engine.wait(&id).await.expect("wait");
+                latencies.push(t.elapsed());
+                let ok = match fail_at {
+                    None => {
+                        rec.status() == SagaStatus::Completed
+                            && rec.data_as::<Booking>().map(|b| b.done).ok() == Some(4)
+                    }
+                    Some(k) => {
+                        rec.status() == SagaStatus::Compensated
+                            && rec.state.steps[..k - 1]
+                                .iter()
+                                .all(|s| s.state == StepState::Compensated)
+                            && rec.state.steps[k - 1].state == StepState::Rejected
+                    }
+                };
+                if !ok {
+                    wrong.push(format!("saga {id} ended {:?}", rec.state));
+                }
+            }
+            (latencies, wrong)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(args.sagas);
+    let mut wrong = Vec::new();
+    for w in workers {
+        let (l, bad) = w.await.expect("worker");
+        latencies.extend(l);
+        wrong.extend(bad);
+    }
+    let elapsed = started.elapsed();
+    let flushes = engine.flush_count() - flushes_before;
+    engine.shutdown(Duration::from_secs(5)).await;
+    if !wrong.is_empty() || latencies.len() != args.sagas {
+        eprintln!(
+            "{} wrong outcomes of {} sagas; first: {}",
+            wrong.len(),
+            latencies.len(),
+            wrong.first().cloned().unwrap_or_default()
+        );
+        std::process::exit(1);
+    }
+    latencies.sort();
+    let line = serde_json::json!({
+        "system": "saga-engine",
+        "scenario": if args.fail_at.is_some() { "throughput_compensate" } else { "throughput" },
+        "concurrency": args.concurrency,
+        "sagas": args.sagas,
+        "sagas_per_s": (args.sagas as f64 / elapsed.as_secs_f64()).round(),
+        "p50_ms": (percentile(&latencies, 0.50) * 1000.0).round() / 1000.0,
+        "p99_ms": (percentile(&latencies, 0.99) * 1000.0).round() / 1000.0,
+        "flushes": flushes,
+        "store": args.store,
+    });
+    println!("{line}");
+}
