@@ -1,0 +1,904 @@
+//! Seat inventory: how many seats each flight has per date and cabin, and
+//! the holds the booking saga places, confirms and releases on them.
+//!
+//! The [`Inventory`] trait is what the saga calls; [`LocalInventory`] keeps
+//! it on sled trees named `inventory_*`, and a remote client can implement the
+//! same trait over HTTP. Every mutation is keyed by the saga's idempotency
+//! key: repeating it returns the first result, releasing a key whose hold
+//! never arrived leaves a tombstone so that the late hold is refused, and
+//! nothing is acknowledged before it is flushed to disk. Seats are never
+//! oversold: each hold checks and takes seats in one sled transaction, and the
+//! local implementation serialises its mutations behind one async mutex.
+
+use crate::types::{Cabin, FlightId};
+use async_trait::async_trait;
+use chrono::NaiveDate;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+/// Most seats one hold may take (the largest party one booking may carry).
+pub const MAX_SEATS_PER_HOLD: u32 = 9;
+/// Largest capacity [`Inventory::set_capacity`] accepts for one cabin.
+pub const MAX_CABIN_SEATS: u32 = 10_000;
+/// Longest idempotency key accepted, in bytes.
+pub const MAX_KEY_LEN: usize = 256;
+
+const FORMAT_VERSION: u32 = 1;
+const HOLDS_TREE: &str = "inventory_holds";
+const COUNTS_TREE: &str = "inventory_counts";
+const CAPACITY_TREE: &str = "inventory_capacity";
+
+/// Seats per cabin of an aircraft: the capacity every flight, date and cabin
+/// starts with unless [`Inventory::set_capacity`] overrides it.
+///
+/// The default is a narrow-body-like layout of 12 first, 24 business and 144
+/// economy seats (180 in all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatLayout {
+    /// First class seats.
+    pub first: u32,
+    /// Business class seats.
+    pub business: u32,
+    /// Economy class seats.
+    pub economy: u32,
+}
+
+impl SeatLayout {
+    /// 12 first, 24 business, 144 economy.
+    pub const DEFAULT: SeatLayout = SeatLayout {
+        first: 12,
+        business: 24,
+        economy: 144,
+    };
+
+    /// Seats in `cabin`.
+    pub fn seats(&self, cabin: Cabin) -> u32 {
+        match cabin {
+            Cabin::First => self.first,
+            Cabin::Business => self.business,
+            Cabin::Economy => self.economy,
+        }
+    }
+}
+
+impl Default for SeatLayout {
+    fn default() -> Self {
+        SeatLayout::DEFAULT
+    }
+}
+
+/// A request to hold seats on one flight, date and cabin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldRequest {
+    /// The scheduled flight.
+    pub flight: FlightId,
+    /// The date of departure.
+    pub date: NaiveDate,
+    /// The cabin.
+    pub cabin: Cabin,
+    /// Seats to hold, `1..=MAX_SEATS_PER_HOLD`.
+    pub seats: u32,
+}
+
+/// Where a hold stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldState {
+    /// Seats are taken, awaiting confirmation.
+    Held,
+    /// Seats are sold.
+    Confirmed,
+    /// Seats were given back.
+    Released,
+}
+
+/// Seats held under one idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    /// The idempotency key that placed the hold.
+    pub key: String,
+    /// The scheduled flight.
+    pub flight: FlightId,
+    /// The date of departure.
+    pub date: NaiveDate,
+    /// The cabin.
+    pub cabin: Cabin,
+    /// Seats held.
+    pub seats: u32,
+    /// Where the hold stands.
+    pub state: HoldState,
+}
+
+impl Hold {
+    fn matches(&self, r: &HoldRequest) -> bool {
+        self.flight == r.flight
+            && self.date == r.date
+            && self.cabin == r.cabin
+            && self.seats == r.seats
+    }
+}
+
+/// What [`Inventory::release`] did. Repeating a release returns the same
+/// outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseOutcome {
+    /// The hold's seats are back on sale (now or by an earlier call).
+    Released(Hold),
+    /// No hold had arrived under this key. A tombstone now stands in its
+    /// place, so a hold that arrives later under the key is refused.
+    NothingHeld,
+}
+
+/// What is known about an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldLookup {
+    /// Nothing has happened under this key.
+    Unknown,
+    /// The key was released before any hold arrived.
+    Tombstone,
+    /// A hold was placed under this key.
+    Hold(Hold),
+}
+
+/// Seat counts of one flight, date and cabin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatTotals {
+    /// Seats the cabin has.
+    pub capacity: u32,
+    /// Seats held and not yet confirmed.
+    pub held: u32,
+    /// Seats confirmed (sold).
+    pub confirmed: u32,
+}
+
+impl SeatTotals {
+    /// Seats still for sale.
+    pub fn available(&self) -> u32 {
+        self.capacity
+            .saturating_sub(self.held.saturating_add(self.confirmed))
+    }
+}
+
+/// Why an inventory operation failed.
+///
+/// [`is_rejection`](InventoryError::is_rejection) separates a definite "no"
+/// (retrying gives the same answer; the saga compensates at once) from a
+/// failure to reach or use storage (worth retrying with the same key).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InventoryError {
+    /// Fewer seats are left than were asked for.
+    #[error("not enough seats: {requested} requested, {available} available")]
+    NotEnoughSeats {
+        /// Seats asked for.
+        requested: u32,
+        /// Seats left.
+        available: u32,
+    },
+    /// Seats asked for outside `1..=MAX_SEATS_PER_HOLD`.
+    #[error("seats must be between 1 and {MAX_SEATS_PER_HOLD}, got {seats}")]
+    InvalidSeats {
+        /// Seats asked for.
+        seats: u32,
+    },
+    /// A malformed request (empty key or flight id, capacity out of range).
+    #[error("invalid request: {reason}")]
+    InvalidRequest {
+        /// What was wrong.
+        reason: String,
+    },
+    /// No hold was placed under this key.
+    #[error("no hold under key {key:?}")]
+    UnknownHold {
+        /// The key.
+        key: String,
+    },
+    /// The key was already released (or tombstoned), so the operation is
+    /// refused rather than applied after its compensation.
+    #[error("hold {key:?} was already released")]
+    AlreadyCompensated {
+        /// The key.
+        key: String,
+    },
+    /// The key was used before for a different request.
+    #[error("idempotency key {key:?} was used for a different hold")]
+    KeyReused {
+        /// The key.
+        key: String,
+    },
+    /// A capacity below the seats already held and confirmed.
+    #[error("capacity {capacity} is below the {booked} seats already held or sold")]
+    CapacityBelowBooked {
+        /// The capacity asked for.
+        capacity: u32,
+        /// Seats held plus confirmed.
+        booked: u32,
+    },
+    /// The store failed or holds a record it cannot read.
+    #[error("inventory storage failed: {message}")]
+    Storage {
+        /// What failed.
+        message: String,
+    },
+    /// The participant could not be reached (remote implementations).
+    #[error("inventory unavailable: {message}")]
+    Unavailable {
+        /// What failed.
+        message: String,
+    },
+}
+
+impl InventoryError {
+    /// True for a definite "no" that a retry with the same key and input would
+    /// repeat: everything except [`Storage`](Self::Storage) and
+    /// [`Unavailable`](Self::Unavailable).
+    pub fn is_rejection(&self) -> bool {
+        !self.is_retryable()
+    }
+
+    /// True when the outcome is unknown and the call may be retried with the
+    /// same key.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Storage { .. } | Self::Unavailable { .. })
+    }
+
+    fn storage(e: impl std::fmt::Display) -> Self {
+        InventoryError::Storage {
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Seats per flight, date and cabin; holds on them by idempotency key.
+///
+/// Every mutation is idempotent by `key`. Implementations must be usable as
+/// `Arc<dyn Inventory>` and return only once the effect is durable.
+#[async_trait]
+pub trait Inventory: Send + Sync {
+    /// Holds `request.seats` seats. Repeating it with the same key and request
+    /// returns the same hold without taking more seats. Refused with
+    /// [`InventoryError::NotEnoughSeats`] when too few are left and with
+    /// [`InventoryError::AlreadyCompensated`] after the key was released.
+    async fn hold(&self, key: &str, request: &HoldRequest) -> Result<Hold, InventoryError>;
+
+    /// Confirms (sells) the seats held under `key`. Repeating it returns the
+    /// confirmed hold.
+    async fn confirm(&self, key: &str) -> Result<Hold, InventoryError>;
+
+    /// Gives back the seats held or confirmed under `key`. For an unknown key
+    /// it records a tombstone and returns [`ReleaseOutcome::NothingHeld`].
+    async fn release(&self, key: &str) -> Result<ReleaseOutcome, InventoryError>;
+
+    /// Seats still for sale.
+    async fn seats_left(
+        &self,
+        flight: &FlightId,
+        date: NaiveDate,
+        cabin: Cabin,
+    ) -> Result<u32, InventoryError>;
+
+    /// Capacity, held and confirmed seats (for consistency checks and admin).
+    async fn totals(
+        &self,
+        flight: &FlightId,
+        date: NaiveDate,
+        cabin: Cabin,
+    ) -> Result<SeatTotals, InventoryError>;
+
+    /// What is known about `key`.
+    async fn hold_status(&self, key: &str) -> Result<HoldLookup, InventoryError>;
+
+    /// Overrides the capacity of one flight, date and cabin (admin, tests).
+    /// Refused below the seats already held plus confirmed.
+    async fn set_capacity(
+        &self,
+        flight: &FlightId,
+        date: NaiveDate,
+        cabin: Cabin,
+        seats: u32,
+    ) -> Result<SeatTotals, InventoryError>;
+
+    /// Every hold ever placed, in any state (tombstones excluded), in key
+    /// order. For consistency checks.
+    async fn all_holds(&self) -> Result<Vec<Hold>, InventoryError>;
+}
+
+/// What the `inventory_holds` tree stores under a key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum HoldRecord {
+    Hold(Hold),
+    Tombstone,
+}
+
+/// What the `inventory_counts` tree stores per flight, date and cabin.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct CountsRecord {
+    held: u32,
+    confirmed: u32,
+}
+
+/// What the `inventory_capacity` tree stores per flight, date and cabin.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct CapacityRecord {
+    seats: u32,
+}
+
+#[derive(Serialize)]
+struct EnvelopeOut<'a, T> {
+    v: u32,
+    record: &'a T,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeIn<T> {
+    v: u32,
+    record: T,
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    v: u32,
+}
+
+fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, InventoryError> {
+    serde_json::to_vec(&EnvelopeOut {
+        v: FORMAT_VERSION,
+        record,
+    })
+    .map_err(InventoryError::storage)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, InventoryError> {
+    let version: VersionOnly = serde_json::from_slice(bytes).map_err(InventoryError::storage)?;
+    if version.v != FORMAT_VERSION {
+        return Err(InventoryError::storage(format!(
+            "unsupported record format version {}",
+            version.v
+        )));
+    }
+    let env: EnvelopeIn<T> = serde_json::from_slice(bytes).map_err(InventoryError::storage)?;
+    debug_assert_eq!(env.v, FORMAT_VERSION);
+    Ok(env.record)
+}
+
+/// The key of one flight, date and cabin in the counts and capacity trees.
+/// JSON keeps it unambiguous whatever characters the flight id holds.
+fn bucket_key(flight: &FlightId, date: NaiveDate, cabin: Cabin) -> Vec<u8> {
+    serde_json::to_vec(&(&flight.0, date.to_string(), cabin.as_str())).unwrap_or_default()
+}
+
+fn check_key(key: &str) -> Result<(), InventoryError> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(InventoryError::InvalidRequest {
+            reason: format!("idempotency key must be 1..={MAX_KEY_LEN} bytes"),
+        });
+    }
+    Ok(())
+}
+
+fn check_flight(flight: &FlightId) -> Result<(), InventoryError> {
+    if flight.0.trim().is_empty() {
+        return Err(InventoryError::InvalidRequest {
+            reason: "flight id must not be empty".into(),
+        });
+    }
+    Ok(())
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<InventoryError>>;
+
+fn abort<T>(e: InventoryError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+fn tx_get<T: DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {
+    match tree.get(key)? {
+        Some(raw) => match decode(&raw) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) => abort(e),
+        },
+        None => Ok(None),
+    }
+}
+
+fn tx_put<T: Serialize>(tree: &TransactionalTree, key: &[u8], record: &T) -> TxResult<()> {
+    match encode(record) {
+        Ok(bytes) => {
+            tree.insert(key, bytes)?;
+            Ok(())
+        }
+        Err(e) => abort(e),
+    }
+}
+
+fn from_tx<T>(r: Result<T, TransactionError<InventoryError>>) -> Result<T, InventoryError> {
+    r.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => InventoryError::storage(e),
+    })
+}
+
+struct Inner {
+    db: sled::Db,
+    holds: sled::Tree,
+    counts: sled::Tree,
+    capacity: sled::Tree,
+    layout: SeatLayout,
+    /// Serialises this participant's mutations so a check-then-take is never
+    /// interleaved; the sled transaction makes each one atomic.
+    write_lock: Mutex<()>,
+}
+
+/// [`Inventory`] on sled trees `inventory_holds`, `inventory_counts` and
+/// `inventory_capacity` of a shared [`sled::Db`].
+///
+/// Cheap to clone; open it once per database and share the clones, so that
+/// all mutations go through one lock.
+#[derive(Clone)]
+pub struct LocalInventory {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for LocalInventory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalInventory")
+            .field("layout", &self.inner.layout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalInventory {
+    /// Opens the inventory on `db` with the [`SeatLayout::DEFAULT`] layout.
+    pub fn open(db: &sled::Db) -> Result<Self, InventoryError> {
+        Self::open_with_layout(db, SeatLayout::DEFAULT)
+    }
+
+    /// Opens the inventory on `db`; flights without a capacity override have
+    /// `layout`'s seats.
+    pub fn open_with_layout(db: &sled::Db, layout: SeatLayout) -> Result<Self, InventoryError> {
+        let tree = |name: &str| db.open_tree(name).map_err(InventoryError::storage);
+        Ok(LocalInventory {
+            inner: Arc::new(Inner {
+                db: db.clone(),
+                holds: tree(HOLDS_TREE)?,
+                counts: tree(COUNTS_TREE)?,
+                capacity: tree(CAPACITY_TREE)?,
+                layout,
+                write_lock: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The layout used where no capacity override exists.
+    pub fn layout(&self) -> SeatLayout {
+        self.inner.layout
+    }
+
+    async fn flush(&self) -> Result<(), InventoryError> {
+        self.inner
+            .db
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(InventoryError::storage)
+    }
+
+    fn read_totals(
+        &self,
+        flight: &FlightId,
+        date: NaiveDate,
+        cabin: Cabin,
+    ) -> Result<SeatTotals, InventoryError> {
+        let bucket = bucket_key(flight, date, cabin);
+        let capacity = match self
+            .inner
+            .capacity
+            .get(&bucket)
+            .map_err(InventoryError::storage)?
+        {
+            Some(raw) => decode::<CapacityRecord>(&raw)?.seats,
+            None => self.inner.layout.seats(cabin),
+        };
+        let counts = match self
+            .inner
+            .counts
+            .get(&bucket)
+            .map_err(InventoryError::storage)?
+        {
+            Some(raw) => decode::<CountsRecord>(&raw)?,
+            None => CountsRecord::default(),
+        };
+        Ok(SeatTotals {
+            capacity,
+            held: counts.held,
+            confirmed: counts.confirmed,
+        })
+    }
+
+    /// Moves a hold to `Confirmed` or `Released` inside one transaction,
+    /// adjusting the counts of its flight, date and cabin.
+    fn transition(
+        holds: &TransactionalTree,
+        counts: &TransactionalTree,
+        hold: &Hold,
+        to: HoldState,
+    ) -> TxResult<Hold> {
+        let bucket = bucket_key(&hold.flight, hold.date, hold.cabin);
+        let mut c: CountsRecord = tx_get(counts, &bucket)?.unwrap_or_default();
+        match hold.state {
+            HoldState::Held => c.held = c.held.saturating_sub(hold.seats),
+            HoldState::Confirmed => c.confirmed = c.confirmed.saturating_sub(hold.seats),
+            HoldState::Released => {}
+        }
+        match to {
+            HoldState::Held => c.held += hold.seats,
+            HoldState::Confirmed => c.confirmed += hold.seats,
+            HoldState::Released => {}
+        }
+        let updated = Hold {
+            state: to,
+            ..hold.clone()
+        };
+        tx_put(counts, &bucket, &c)?;
+        tx_put(
+            holds,
+            hold.key.as_bytes(),
+            &HoldRecord::Hold(updated.clone()),
+        )?;
+        Ok(updated)
+    }
+}
+
+#[async_trait]
+impl Inventory for LocalInventory {
+    async fn hold(&self, key: &str, request: &HoldRequest) -> Result<Hold, InventoryError> {
+        check_key(key)?;
+        check_flight(&request.flight)?;
+        if !(1..=MAX_SEATS_PER_HOLD).contains(&request.seats) {
+            return Err(InventoryError::InvalidSeats {
+                seats: request.seats,
+            });
+        }
+        let bucket = bucket_key(&request.flight, request.date, request.cabin);
+        let layout_seats = self.inner.layout.seats(request.cabin);
+        let guard = self.inner.write_lock.lock().await;
+        let result = from_tx(
+            (&self.inner.holds, &self.inner.counts, &self.inner.capacity).transaction(
+                |(holds, counts, caps)| {
+                    match tx_get::<HoldRecord>(holds, key.as_bytes())? {
+                        Some(HoldRecord::Hold(h)) if !h.matches(request) => {
+                            return abort(InventoryError::KeyReused { key: key.into() })
+                        }
+                        Some(HoldRecord::Hold(h)) if h.state == HoldState::Released => {
+                            return abort(InventoryError::AlreadyCompensated { key: key.into() })
+                        }
+                        Some(HoldRecord::Hold(h)) => return Ok((h, false)),
+                        Some(HoldRecord::Tombstone) => {
+                            return abort(InventoryError::AlreadyCompensated { key: key.into() })
+                        }
+                        None => {}
+                    }
+                    let capacity =
+                        tx_get::<CapacityRecord>(caps, &bucket)?.map_or(layout_seats, |c| c.seats);
+                    let mut c: CountsRecord = tx_get(counts, &bucket)?.unwrap_or_default();
+                    let available = capacity.saturating_sub(c.held.saturating_add(c.confirmed));
+                    if available < request.seats {
+                        return abort(InventoryError::NotEnoughSeats {
+                            requested: request.seats,
+                            available,
+                        });
+                    }
+                    c.held += request.seats;
+                    let hold = Hold {
+                        key: key.to_string(),
+                        flight: request.flight.clone(),
+                        date: request.date,
+                        cabin: request.cabin,
+                        seats: request.seats,
+                        state: HoldState::Held,
+                    };
+                    tx_put(counts, &bucket, &c)?;
+                    tx_put(holds, key.as_bytes(), &HoldRecord::Hold(hold.clone()))?;
+                    Ok((hold, true))
+                },
+            ),
+        );
+        drop(guard);
+        match &result {
+            Ok((h, fresh)) => {
+                tracing::debug!(key, flight = %h.flight, date = %h.date, cabin = %h.cabin, seats = h.seats, fresh, "seats held")
+            }
+            Err(e) => tracing::debug!(key, error = %e, "hold refused"),
+        }
+        let (hold, _) = result?;
+        // A replay flushes too: the first call may not have reached disk yet.
+        self.flush().await?;
+        Ok(hold)
+    }
+
+    async fn confirm(&self, key: &str) -> Result<Hold, InventoryError> {
+        check_key(key)?;
+        let guard = self.inner.write_lock.lock().await;
+        let result = from_tx((&self.inner.holds, &self.inner.counts).transaction(
+            |(holds, counts)| match tx_get::<HoldRecord>(holds, key.as_bytes())? {
+                None => abort(InventoryError::UnknownHold { key: key.into() }),
+                Some(HoldRecord::Tombstone) => {
+                    abort(InventoryError::AlreadyCompensated { key: key.into() })
+                }
+                Some(HoldRecord::Hold(h)) => match h.state {
+                    HoldState::Confirmed => Ok(h),
+                    HoldState::Released => {
+                        abort(InventoryError::AlreadyCompensated { key: key.into() })
+                    }
+                    HoldState::Held => Self::transition(holds, counts, &h, HoldState::Confirmed),
+                },
+            },
+        ));
+        drop(guard);
+        match &result {
+            Ok(h) => tracing::debug!(key, seats = h.seats, "hold confirmed"),
+            Err(e) => tracing::debug!(key, error = %e, "confirm refused"),
+        }
+        let hold = result?;
+        self.flush().await?;
+        Ok(hold)
+    }
+
+    async fn release(&self, key: &str) -> Result<ReleaseOutcome, InventoryError> {
+        check_key(key)?;
+        let guard = self.inner.write_lock.lock().await;
+        let result = from_tx((&self.inner.holds, &self.inner.counts).transaction(
+            |(holds, counts)| {
+                match tx_get::<HoldRecord>(holds, key.as_bytes())? {
+                    None => {
+                        tx_put(holds, key.as_bytes(), &HoldRecord::Tombstone)?;
+                        Ok(ReleaseOutcome::NothingHeld)
+                    }
+                    Some(HoldRecord::Tombstone) => Ok(ReleaseOutcome::NothingHeld),
+                    Some(HoldRecord::Hold(h)) if h.state == HoldState::Released => {
+                        Ok(ReleaseOutcome::Released(h))
+                    }
+                    Some(HoldRecord::Hold(h)) => {
+                        Self::transition(holds, counts, &h, HoldState::Released)
+                            .map(ReleaseOutcome::Released)
+                    }
+                }
+            },
+        ));
+        drop(guard);
+        match &result {
+            Ok(ReleaseOutcome::Released(h)) => {
+                tracing::debug!(key, seats = h.seats, "hold released")
+            }
+            Ok(ReleaseOutcome::NothingHeld) => {
+                tracing::debug!(key, "release of unknown hold: tombstone")
+            }
+            Err(e) => tracing::warn!(key, error = %e, "release failed"),
+        }
+        let outcome = result?;
+        self.flush().await?;
+        Ok(outcome)
+    }
+
+    async fn seats_left(
+        &self,
+        flight: &FlightId,
+        date: NaiveDate,
+        cabin: Cabin,
+    ) -> Result<u32, InventoryError> {
+        Ok(self.read_totals(flight, date, cabin)?.available())
+    }
+
+    async fn totals(
+        &self,
+        flight: &FlightId,
+        date: NaiveDate,
+        cabin: Cabin,
+    ) -> Result<SeatTotals, InventoryError> {
+        self.read_totals(flight, date, cabin)
+    }
+
+    async fn hold_status(&self, key: &str) -> Result<HoldLookup, InventoryError> {
+        check_key(key)?;
+        match self
+            .inner
+            .holds
+            .get(key.as_bytes())
+            .map_err(InventoryError::storage)?
+        {
+            None => Ok(HoldLookup::Unknown),
+            Some(raw) => Ok(match decode::<HoldRecord>(&raw)? {
+                HoldRecord::Hold(h) => HoldLookup::Hold(h),
+                HoldRecord::Tombstone => HoldLookup::Tombstone,
+            }),
+        }
+    }
+
+    async fn set_capacity(
+        &self,
+        flight: &FlightId,
+        date: NaiveDate,
+        cabin: Cabin,
+        seats: u32,
+    ) -> Result<SeatTotals, InventoryError> {
+        check_flight(flight)?;
+        if seats > MAX_CABIN_SEATS {
+            return Err(InventoryError::InvalidRequest {
+                reason: format!("capacity must be at most {MAX_CABIN_SEATS}, got {seats}"),
+            });
+        }
+        let bucket = bucket_key(flight, date, cabin);
+        let guard = self.inner.write_lock.lock().await;
+        let result = from_tx((&self.inner.counts, &self.inner.capacity).transaction(
+            |(counts, caps)| {
+                let c: CountsRecord = tx_get(counts, &bucket)?.unwrap_or_default();
+                let booked = c.held.saturating_add(c.confirmed);
+                if seats < booked {
+                    return abort(InventoryError::CapacityBelowBooked {
+                        capacity: seats,
+                        booked,
+                    });
+                }
+                tx_put(caps, &bucket, &CapacityRecord { seats })?;
+                Ok(SeatTotals {
+                    capacity: seats,
+                    held: c.held,
+                    confirmed: c.confirmed,
+                })
+            },
+        ));
+        drop(guard);
+        let totals = result?;
+        tracing::info!(flight = %flight, date = %date, cabin = %cabin, seats, "capacity set");
+        self.flush().await?;
+        Ok(totals)
+    }
+
+    async fn all_holds(&self) -> Result<Vec<Hold>, InventoryError> {
+        let mut out = Vec::new();
+        for item in self.inner.holds.iter() {
+            let (_, raw) = item.map_err(InventoryError::storage)?;
+            if let HoldRecord::Hold(h) = decode::<HoldRecord>(&raw)? {
+                out.push(h);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> (tempfile::TempDir, sled::Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        (dir, db)
+    }
+
+    fn req(seats: u32) -> HoldRequest {
+        HoldRequest {
+            flight: FlightId("AA100-1".into()),
+            date: NaiveDate::from_ymd_opt(2030, 5, 6).unwrap(),
+            cabin: Cabin::First,
+            seats,
+        }
+    }
+
+    #[test]
+    fn reads_the_v1_record_format() {
+        let raw = br#"{"v":1,"record":{"hold":{"key":"k","flight":"AA1","date":"2030-01-02","cabin":"business","seats":2,"state":"confirmed"}}}"#;
+        let rec: HoldRecord = decode(raw).unwrap();
+        match rec {
+            HoldRecord::Hold(h) => {
+                assert_eq!(h.seats, 2);
+                assert_eq!(h.state, HoldState::Confirmed);
+                assert_eq!(h.cabin, Cabin::Business);
+            }
+            HoldRecord::Tombstone => panic!("expected a hold"),
+        }
+        let tomb: HoldRecord = decode(br#"{"v":1,"record":"tombstone"}"#).unwrap();
+        assert!(matches!(tomb, HoldRecord::Tombstone));
+        assert!(decode::<HoldRecord>(br#"{"v":2,"record":"tombstone"}"#).is_err());
+        assert!(decode::<HoldRecord>(b"not json").is_err());
+    }
+
+    #[test]
+    fn default_layout_is_documented() {
+        let l = SeatLayout::default();
+        assert_eq!((l.first, l.business, l.economy), (12, 24, 144));
+    }
+
+    #[tokio::test]
+    async fn refuses_bad_input_without_effect() {
+        let (_d, db) = db();
+        let inv = LocalInventory::open(&db).unwrap();
+        assert_eq!(
+            inv.hold("k", &req(0)).await,
+            Err(InventoryError::InvalidSeats { seats: 0 })
+        );
+        assert_eq!(
+            inv.hold("k", &req(10)).await,
+            Err(InventoryError::InvalidSeats { seats: 10 })
+        );
+        assert!(matches!(
+            inv.hold("", &req(1)).await,
+            Err(InventoryError::InvalidRequest { .. })
+        ));
+        let mut r = req(1);
+        r.flight = FlightId("  ".into());
+        assert!(inv.hold("k", &r).await.unwrap_err().is_rejection());
+        assert_eq!(inv.hold_status("k").await.unwrap(), HoldLookup::Unknown);
+        let r = req(1);
+        assert!(matches!(
+            inv.set_capacity(&r.flight, r.date, r.cabin, MAX_CABIN_SEATS + 1)
+                .await,
+            Err(InventoryError::InvalidRequest { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn key_reuse_for_another_request_is_refused() {
+        let (_d, db) = db();
+        let inv = LocalInventory::open(&db).unwrap();
+        inv.hold("k", &req(2)).await.unwrap();
+        assert_eq!(
+            inv.hold("k", &req(3)).await,
+            Err(InventoryError::KeyReused { key: "k".into() })
+        );
+        let r = req(1);
+        assert_eq!(
+            inv.seats_left(&r.flight, r.date, r.cabin).await.unwrap(),
+            10
+        );
+    }
+
+    #[tokio::test]
+    async fn capacity_cannot_drop_below_booked() {
+        let (_d, db) = db();
+        let inv = LocalInventory::open(&db).unwrap();
+        inv.hold("k", &req(5)).await.unwrap();
+        let r = req(1);
+        let err = inv
+            .set_capacity(&r.flight, r.date, r.cabin, 4)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            InventoryError::CapacityBelowBooked {
+                capacity: 4,
+                booked: 5
+            }
+        );
+        assert!(err.is_rejection());
+        let t = inv
+            .set_capacity(&r.flight, r.date, r.cabin, 5)
+            .await
+            .unwrap();
+        assert_eq!(t.available(), 0);
+    }
+
+    #[test]
+    fn classifies_errors() {
+        assert!(InventoryError::NotEnoughSeats {
+            requested: 1,
+            available: 0
+        }
+        .is_rejection());
+        assert!(InventoryError::Storage {
+            message: "io".into()
+        }
+        .is_retryable());
+        assert!(!InventoryError::Unavailable {
+            message: "down".into()
+        }
+        .is_rejection());
+    }
+}

@@ -1,0 +1,1109 @@
+//! Payments: authorize a card for a booking's total, capture it when the
+//! booking is confirmed, and void or refund it when the saga compensates.
+//!
+//! The [`Payments`] trait is what the saga calls; [`LocalPayments`] keeps it
+//! on sled trees named `payments_*`, and a remote client can implement the
+//! same trait over HTTP. Cards are checked (digits, length, Luhn, expiry, CVC)
+//! before anything is stored, and only the brand and the last four digits are
+//! ever stored: never the full number, never the CVC. A few well-known test
+//! numbers ([`TEST_CARDS`]) decline with distinct reasons so a demo can show
+//! compensation. Every mutation is keyed by the saga's idempotency key,
+//! remembered (declines included), tombstoned when compensated before it
+//! arrived, and flushed to disk before it is acknowledged.
+
+use crate::types::Money;
+use async_trait::async_trait;
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use rand::Rng;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
+use std::fmt;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+/// Longest idempotency key accepted, in bytes.
+pub const MAX_KEY_LEN: usize = 256;
+
+const FORMAT_VERSION: u32 = 1;
+const RECORDS_TREE: &str = "payments_records";
+const BY_CUSTOMER_TREE: &str = "payments_by_customer";
+
+/// Where a participant reads the current time. Injected so tests (card
+/// expiry, timestamps) are deterministic.
+pub trait Clock: Send + Sync + 'static {
+    /// The current time.
+    fn now(&self) -> DateTime<Utc>;
+
+    /// Today's date in UTC.
+    fn today(&self) -> NaiveDate {
+        self.now().date_naive()
+    }
+}
+
+/// The wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that always reads the same instant (tests, demos).
+#[derive(Debug, Clone, Copy)]
+pub struct FixedClock(pub DateTime<Utc>);
+
+impl FixedClock {
+    /// A clock standing at midnight UTC of `date`.
+    pub fn on(date: NaiveDate) -> Self {
+        FixedClock(date.and_time(chrono::NaiveTime::MIN).and_utc())
+    }
+}
+
+impl Clock for FixedClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+/// A card network, told from the number's leading digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CardBrand {
+    /// Starts with 4.
+    Visa,
+    /// Starts with 51–55 or 2221–2720.
+    Mastercard,
+    /// Starts with 34 or 37.
+    Amex,
+    /// Anything else.
+    Other,
+}
+
+impl CardBrand {
+    /// The brand of a number given as digits only.
+    pub fn detect(digits: &str) -> CardBrand {
+        let prefix = |n: usize| digits.get(..n).and_then(|p| p.parse::<u32>().ok());
+        if digits.starts_with('4') {
+            CardBrand::Visa
+        } else if matches!(prefix(2), Some(51..=55)) || matches!(prefix(4), Some(2221..=2720)) {
+            CardBrand::Mastercard
+        } else if matches!(prefix(2), Some(34 | 37)) {
+            CardBrand::Amex
+        } else {
+            CardBrand::Other
+        }
+    }
+
+    /// A display name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CardBrand::Visa => "Visa",
+            CardBrand::Mastercard => "Mastercard",
+            CardBrand::Amex => "American Express",
+            CardBrand::Other => "Other",
+        }
+    }
+}
+
+impl fmt::Display for CardBrand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why the (simulated) issuer said no.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeclineReason {
+    /// Not enough money on the account.
+    InsufficientFunds,
+    /// The issuer refused the card (blocked, generic decline).
+    CardDeclined,
+    /// The issuer says the card has expired, whatever date was typed.
+    ExpiredCard,
+}
+
+impl DeclineReason {
+    /// A sentence for the customer.
+    pub fn message(self) -> &'static str {
+        match self {
+            DeclineReason::InsufficientFunds => "insufficient funds",
+            DeclineReason::CardDeclined => "card declined by the issuer",
+            DeclineReason::ExpiredCard => "card expired",
+        }
+    }
+}
+
+impl fmt::Display for DeclineReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+/// A card number with a known outcome, for the demo page and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TestCard {
+    /// The number as printed, in groups.
+    pub number: &'static str,
+    /// Its brand.
+    pub brand: CardBrand,
+    /// What happens when it is used.
+    pub outcome: &'static str,
+    /// `None` when it approves; the reason when it declines.
+    pub decline: Option<DeclineReason>,
+}
+
+/// Test cards. Any other valid card approves; these decline with the reason
+/// given (any future expiry date and any 3–4 digit CVC will do).
+pub const TEST_CARDS: &[TestCard] = &[
+    TestCard {
+        number: "4242 4242 4242 4242",
+        brand: CardBrand::Visa,
+        outcome: "approved",
+        decline: None,
+    },
+    TestCard {
+        number: "5555 5555 5555 4444",
+        brand: CardBrand::Mastercard,
+        outcome: "approved",
+        decline: None,
+    },
+    TestCard {
+        number: "3782 822463 10005",
+        brand: CardBrand::Amex,
+        outcome: "approved",
+        decline: None,
+    },
+    TestCard {
+        number: "4000 0000 0000 9995",
+        brand: CardBrand::Visa,
+        outcome: "declined: insufficient funds",
+        decline: Some(DeclineReason::InsufficientFunds),
+    },
+    TestCard {
+        number: "4000 0000 0000 0002",
+        brand: CardBrand::Visa,
+        outcome: "declined: card blocked by the issuer",
+        decline: Some(DeclineReason::CardDeclined),
+    },
+    TestCard {
+        number: "4000 0000 0000 0069",
+        brand: CardBrand::Visa,
+        outcome: "declined: expired card (even with a future expiry date)",
+        decline: Some(DeclineReason::ExpiredCard),
+    },
+];
+
+/// Card data as the customer typed it. Sent to the participant, checked, and
+/// reduced to brand and last four digits; never stored. `Debug` masks the
+/// number and the CVC so they cannot leak into logs.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardDetails {
+    /// The card number; spaces and dashes are allowed.
+    pub number: String,
+    /// Expiry month, 1–12.
+    pub exp_month: u32,
+    /// Expiry year: four digits, or two (read as 20YY).
+    pub exp_year: u32,
+    /// The 3–4 digit security code.
+    pub cvc: String,
+    /// Name on the card.
+    pub holder_name: String,
+}
+
+impl fmt::Debug for CardDetails {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let digits: String = self.number.chars().filter(char::is_ascii_digit).collect();
+        let last4 = digits.get(digits.len().saturating_sub(4)..).unwrap_or("");
+        f.debug_struct("CardDetails")
+            .field("number", &format_args!("**** {last4}"))
+            .field("exp_month", &self.exp_month)
+            .field("exp_year", &self.exp_year)
+            .field("cvc", &"***")
+            .field("holder_name", &self.holder_name)
+            .finish()
+    }
+}
+
+/// What was wrong with the card data. Always bad input, never a decline.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CardProblem {
+    /// Characters other than digits, spaces and dashes.
+    #[error("card number may contain only digits, spaces and dashes")]
+    NumberNotDigits,
+    /// Not 12–19 digits.
+    #[error("card number must have 12 to 19 digits, has {digits}")]
+    NumberLength {
+        /// Digits found.
+        digits: usize,
+    },
+    /// The Luhn check digit is wrong (a typo).
+    #[error("card number is not valid (check digit)")]
+    LuhnCheckFailed,
+    /// Month not 1–12.
+    #[error("expiry month must be 1 to 12, got {month}")]
+    ExpiryMonth {
+        /// The month given.
+        month: u32,
+    },
+    /// The expiry year is not a plausible year.
+    #[error("expiry year {year} is not valid")]
+    ExpiryYear {
+        /// The year given.
+        year: u32,
+    },
+    /// The card expired before the current month.
+    #[error("card expired at the end of {month:02}/{year}")]
+    Expired {
+        /// Expiry month.
+        month: u32,
+        /// Expiry year (four digits).
+        year: u32,
+    },
+    /// CVC not 3–4 digits.
+    #[error("security code must be 3 or 4 digits")]
+    Cvc,
+    /// Empty or overlong holder name.
+    #[error("name on card must be 1 to 100 characters")]
+    HolderName,
+}
+
+/// The part of a card that may be kept: checked, reduced to brand and last
+/// four digits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckedCard {
+    /// Card network.
+    pub brand: CardBrand,
+    /// Last four digits.
+    pub last4: String,
+    /// Name on card, trimmed.
+    pub holder_name: String,
+    /// Set when the number is a declining [`TEST_CARDS`] entry.
+    pub decline: Option<DeclineReason>,
+}
+
+/// True when `digits` (ASCII digits only) passes the Luhn check.
+pub fn luhn_valid(digits: &str) -> bool {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    let sum: u32 = digits
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0');
+            if i % 2 == 1 {
+                let dd = d * 2;
+                if dd > 9 {
+                    dd - 9
+                } else {
+                    dd
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum % 10 == 0
+}
+
+fn digits_only(number: &str) -> Result<String, CardProblem> {
+    let mut out = String::with_capacity(number.len());
+    for c in number.trim().chars() {
+        match c {
+            '0'..='9' => out.push(c),
+            ' ' | '-' => {}
+            _ => return Err(CardProblem::NumberNotDigits),
+        }
+    }
+    Ok(out)
+}
+
+/// Checks `card` as of `today` (UTC): number (digits, 12–19 long, Luhn),
+/// expiry (month 1–12; valid through the last day of its month), CVC (3–4
+/// digits) and holder name. Returns what may be stored.
+pub fn check_card(card: &CardDetails, today: NaiveDate) -> Result<CheckedCard, CardProblem> {
+    let digits = digits_only(&card.number)?;
+    if !(12..=19).contains(&digits.len()) {
+        return Err(CardProblem::NumberLength {
+            digits: digits.len(),
+        });
+    }
+    if !luhn_valid(&digits) {
+        return Err(CardProblem::LuhnCheckFailed);
+    }
+    if !(1..=12).contains(&card.exp_month) {
+        return Err(CardProblem::ExpiryMonth {
+            month: card.exp_month,
+        });
+    }
+    let year = match card.exp_year {
+        y @ 0..=99 => 2000 + y,
+        y @ 2000..=2199 => y,
+        y => return Err(CardProblem::ExpiryYear { year: y }),
+    };
+    let now = (u32::try_from(today.year()).unwrap_or(0), today.month());
+    if (year, card.exp_month) < now {
+        return Err(CardProblem::Expired {
+            month: card.exp_month,
+            year,
+        });
+    }
+    let cvc = card.cvc.trim();
+    if !(3..=4).contains(&cvc.len()) || !cvc.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(CardProblem::Cvc);
+    }
+    let holder_name = card.holder_name.trim();
+    if holder_name.is_empty() || holder_name.chars().count() > 100 {
+        return Err(CardProblem::HolderName);
+    }
+    let decline = TEST_CARDS
+        .iter()
+        .find(|t| {
+            t.number
+                .chars()
+                .filter(char::is_ascii_digit)
+                .eq(digits.chars())
+        })
+        .and_then(|t| t.decline);
+    Ok(CheckedCard {
+        brand: CardBrand::detect(&digits),
+        last4: digits[digits.len() - 4..].to_string(),
+        holder_name: holder_name.to_string(),
+        decline,
+    })
+}
+
+/// A request to authorize a card for an amount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizeRequest {
+    /// Whose payment this is (history is kept per email).
+    pub customer_email: String,
+    /// The card.
+    pub card: CardDetails,
+    /// The amount; must be positive.
+    pub amount: Money,
+}
+
+/// Where a payment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    /// Money is reserved on the card.
+    Authorized,
+    /// Money was taken.
+    Captured,
+    /// The authorization was cancelled before capture.
+    Voided,
+    /// Captured money was given back.
+    Refunded,
+    /// The issuer said no; see `decline_reason`.
+    Declined,
+}
+
+/// One payment, as stored and as reported: no card number, no CVC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRecord {
+    /// The idempotency key that created it.
+    pub key: String,
+    /// The authorization id the (simulated) processor issued, e.g.
+    /// `auth_3f9c0a7d12be4e55`.
+    pub authorization_id: String,
+    /// Customer email, lower case.
+    pub customer_email: String,
+    /// Name on card.
+    pub holder_name: String,
+    /// Card network.
+    pub brand: CardBrand,
+    /// Last four digits of the card.
+    pub last4: String,
+    /// Amount authorized.
+    pub amount: Money,
+    /// Where it stands.
+    pub status: PaymentStatus,
+    /// Why it was declined, when `status` is `Declined`.
+    pub decline_reason: Option<DeclineReason>,
+    /// When it was authorized (or declined).
+    pub created_at: DateTime<Utc>,
+    /// When its status last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What [`Payments::void_or_refund`] did. Repeating it returns the same
+/// outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VoidOutcome {
+    /// The authorization was cancelled; nothing was taken.
+    Voided(PaymentRecord),
+    /// Captured money was returned.
+    Refunded(PaymentRecord),
+    /// Nothing to undo: the payment was declined, or no authorization had
+    /// arrived under the key (a tombstone now refuses a late one).
+    NothingToUndo,
+}
+
+/// What is known about an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentLookup {
+    /// Nothing has happened under this key.
+    Unknown,
+    /// The key was compensated before any authorization arrived.
+    Tombstone,
+    /// A payment was made (or declined) under this key.
+    Payment(PaymentRecord),
+}
+
+/// Why a payment operation failed.
+///
+/// [`is_rejection`](PaymentError::is_rejection) separates a definite "no"
+/// (decline, bad card data, wrong state: a retry gives the same answer) from
+/// a failure to reach or use storage (worth retrying with the same key).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentError {
+    /// The issuer declined the card.
+    #[error("payment declined: {reason}")]
+    Declined {
+        /// Why.
+        reason: DeclineReason,
+    },
+    /// The card data is invalid.
+    #[error("invalid card: {problem}")]
+    InvalidCard {
+        /// What was wrong.
+        problem: CardProblem,
+    },
+    /// A malformed request (amount, email or key).
+    #[error("invalid payment request: {reason}")]
+    InvalidRequest {
+        /// What was wrong.
+        reason: String,
+    },
+    /// No payment under this key.
+    #[error("no payment under key {key:?}")]
+    UnknownPayment {
+        /// The key.
+        key: String,
+    },
+    /// The key was already voided, refunded or tombstoned, so the operation
+    /// is refused rather than applied after its compensation.
+    #[error("payment {key:?} was already voided or refunded")]
+    AlreadyCompensated {
+        /// The key.
+        key: String,
+    },
+    /// The key was used before for a different payment.
+    #[error("idempotency key {key:?} was used for a different payment")]
+    KeyReused {
+        /// The key.
+        key: String,
+    },
+    /// The store failed or holds a record it cannot read.
+    #[error("payments storage failed: {message}")]
+    Storage {
+        /// What failed.
+        message: String,
+    },
+    /// The participant could not be reached (remote implementations).
+    #[error("payments unavailable: {message}")]
+    Unavailable {
+        /// What failed.
+        message: String,
+    },
+}
+
+impl PaymentError {
+    /// True for a definite "no": everything except
+    /// [`Storage`](Self::Storage) and [`Unavailable`](Self::Unavailable).
+    pub fn is_rejection(&self) -> bool {
+        !self.is_retryable()
+    }
+
+    /// True when the outcome is unknown and the call may be retried with the
+    /// same key.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Storage { .. } | Self::Unavailable { .. })
+    }
+
+    /// True when the issuer declined (as opposed to bad input).
+    pub fn is_decline(&self) -> bool {
+        matches!(self, Self::Declined { .. })
+    }
+
+    fn storage(e: impl fmt::Display) -> Self {
+        PaymentError::Storage {
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Card payments by idempotency key.
+///
+/// Implementations must be usable as `Arc<dyn Payments>` and return only once
+/// the effect is durable.
+#[async_trait]
+pub trait Payments: Send + Sync {
+    /// Authorizes `request.amount` on the card. Repeating it with the same key
+    /// returns the same record (same authorization id), or the same decline.
+    async fn authorize(
+        &self,
+        key: &str,
+        request: &AuthorizeRequest,
+    ) -> Result<PaymentRecord, PaymentError>;
+
+    /// Captures the authorization made under `key`. Repeating it returns the
+    /// captured record.
+    async fn capture(&self, key: &str) -> Result<PaymentRecord, PaymentError>;
+
+    /// Voids an authorization or refunds a capture. For an unknown key it
+    /// records a tombstone and returns [`VoidOutcome::NothingToUndo`].
+    async fn void_or_refund(&self, key: &str) -> Result<VoidOutcome, PaymentError>;
+
+    /// What is known about `key`.
+    async fn get(&self, key: &str) -> Result<PaymentLookup, PaymentError>;
+
+    /// A customer's payments, oldest first (declines included).
+    async fn history(&self, customer_email: &str) -> Result<Vec<PaymentRecord>, PaymentError>;
+
+    /// Every payment, in key order. For consistency checks.
+    async fn all_payments(&self) -> Result<Vec<PaymentRecord>, PaymentError>;
+}
+
+/// What the `payments_records` tree stores under a key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum PaymentEntry {
+    Payment(PaymentRecord),
+    Tombstone { at: DateTime<Utc> },
+}
+
+#[derive(Serialize)]
+struct EnvelopeOut<'a, T> {
+    v: u32,
+    record: &'a T,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeIn<T> {
+    record: T,
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    v: u32,
+}
+
+fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, PaymentError> {
+    serde_json::to_vec(&EnvelopeOut {
+        v: FORMAT_VERSION,
+        record,
+    })
+    .map_err(PaymentError::storage)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, PaymentError> {
+    let version: VersionOnly = serde_json::from_slice(bytes).map_err(PaymentError::storage)?;
+    if version.v != FORMAT_VERSION {
+        return Err(PaymentError::storage(format!(
+            "unsupported record format version {}",
+            version.v
+        )));
+    }
+    let env: EnvelopeIn<T> = serde_json::from_slice(bytes).map_err(PaymentError::storage)?;
+    Ok(env.record)
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<PaymentError>>;
+
+fn abort<T>(e: PaymentError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+fn tx_get<T: DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {
+    match tree.get(key)? {
+        Some(raw) => match decode(&raw) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) => abort(e),
+        },
+        None => Ok(None),
+    }
+}
+
+fn tx_put<T: Serialize>(tree: &TransactionalTree, key: &[u8], record: &T) -> TxResult<()> {
+    match encode(record) {
+        Ok(bytes) => {
+            tree.insert(key, bytes)?;
+            Ok(())
+        }
+        Err(e) => abort(e),
+    }
+}
+
+fn from_tx<T>(r: Result<T, TransactionError<PaymentError>>) -> Result<T, PaymentError> {
+    r.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => PaymentError::storage(e),
+    })
+}
+
+fn check_key(key: &str) -> Result<(), PaymentError> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(PaymentError::InvalidRequest {
+            reason: format!("idempotency key must be 1..={MAX_KEY_LEN} bytes"),
+        });
+    }
+    Ok(())
+}
+
+/// Lower-cased, trimmed email, or an error when it does not look like one.
+fn normalize_email(email: &str) -> Result<String, PaymentError> {
+    let email = email.trim().to_lowercase();
+    let ok = email.len() <= 254
+        && !email.contains(char::is_whitespace)
+        && !email.contains('\0')
+        && matches!(email.split_once('@'), Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
+    if ok {
+        Ok(email)
+    } else {
+        Err(PaymentError::InvalidRequest {
+            reason: "customer email is not valid".into(),
+        })
+    }
+}
+
+fn customer_prefix(email: &str) -> Vec<u8> {
+    let mut k = email.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+fn new_authorization_id() -> String {
+    let n: u64 = rand::thread_rng().gen();
+    format!("auth_{n:016x}")
+}
+
+struct Inner {
+    db: sled::Db,
+    records: sled::Tree,
+    by_customer: sled::Tree,
+    clock: Arc<dyn Clock>,
+    /// Serialises this participant's mutations; each is one sled transaction.
+    write_lock: Mutex<()>,
+}
+
+/// [`Payments`] with a simulated processor, on sled trees `payments_records`
+/// (key -> record) and `payments_by_customer` (email, sequence -> key).
+///
+/// Cheap to clone; open it once per database and share the clones.
+#[derive(Clone)]
+pub struct LocalPayments {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for LocalPayments {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalPayments").finish_non_exhaustive()
+    }
+}
+
+impl LocalPayments {
+    /// Opens payments on `db`, reading time from the system clock.
+    pub fn open(db: &sled::Db) -> Result<Self, PaymentError> {
+        Self::open_with_clock(db, Arc::new(SystemClock))
+    }
+
+    /// Opens payments on `db`, reading time (card expiry, timestamps) from
+    /// `clock`.
+    pub fn open_with_clock(db: &sled::Db, clock: Arc<dyn Clock>) -> Result<Self, PaymentError> {
+        let tree = |name: &str| db.open_tree(name).map_err(PaymentError::storage);
+        Ok(LocalPayments {
+            inner: Arc::new(Inner {
+                db: db.clone(),
+                records: tree(RECORDS_TREE)?,
+                by_customer: tree(BY_CUSTOMER_TREE)?,
+                clock,
+                write_lock: Mutex::new(()),
+            }),
+        })
+    }
+
+    async fn flush(&self) -> Result<(), PaymentError> {
+        self.inner
+            .db
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(PaymentError::storage)
+    }
+
+    /// Runs `f` on the record under `key` inside one transaction and stores
+    /// what it returns: the common shape of capture and void_or_refund.
+    async fn change<T, F>(&self, key: &str, f: F) -> Result<T, PaymentError>
+    where
+        T: Clone,
+        F: Fn(
+            Option<PaymentEntry>,
+            DateTime<Utc>,
+        ) -> Result<(Option<PaymentEntry>, T), PaymentError>,
+    {
+        check_key(key)?;
+        let now = self.inner.clock.now();
+        let guard = self.inner.write_lock.lock().await;
+        let result = from_tx(self.inner.records.transaction(|records| {
+            let current = tx_get::<PaymentEntry>(records, key.as_bytes())?;
+            match f(current, now) {
+                Ok((Some(entry), out)) => {
+                    tx_put(records, key.as_bytes(), &entry)?;
+                    Ok(out)
+                }
+                Ok((None, out)) => Ok(out),
+                Err(e) => abort(e),
+            }
+        }));
+        drop(guard);
+        let out = result?;
+        self.flush().await?;
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Payments for LocalPayments {
+    async fn authorize(
+        &self,
+        key: &str,
+        request: &AuthorizeRequest,
+    ) -> Result<PaymentRecord, PaymentError> {
+        check_key(key)?;
+        let email = normalize_email(&request.customer_email)?;
+        if request.amount.minor <= 0 {
+            return Err(PaymentError::InvalidRequest {
+                reason: format!("amount must be positive, got {}", request.amount),
+            });
+        }
+        let now = self.inner.clock.now();
+        // Checked now but judged inside the transaction: a replay of a stored
+        // payment returns it even if the card has expired since.
+        let checked = check_card(&request.card, now.date_naive());
+        let authorization_id = new_authorization_id();
+        let guard = self.inner.write_lock.lock().await;
+        // The sequence orders a customer's history; taken under the lock so
+        // that it follows the order of commits.
+        let seq = self.inner.db.generate_id().map_err(PaymentError::storage)?;
+        let result = from_tx((&self.inner.records, &self.inner.by_customer).transaction(
+            |(records, by_customer)| {
+                match tx_get::<PaymentEntry>(records, key.as_bytes())? {
+                    Some(PaymentEntry::Tombstone { .. }) => {
+                        return abort(PaymentError::AlreadyCompensated { key: key.into() })
+                    }
+                    Some(PaymentEntry::Payment(p)) => {
+                        let same_card = match &checked {
+                            Ok(card) => p.last4 == card.last4 && p.brand == card.brand,
+                            Err(_) => true,
+                        };
+                        if p.customer_email != email || p.amount != request.amount || !same_card {
+                            return abort(PaymentError::KeyReused { key: key.into() });
+                        }
+                        return Ok((p, false));
+                    }
+                    None => {}
+                }
+                let card = match &checked {
+                    Ok(card) => card,
+                    Err(problem) => {
+                        return abort(PaymentError::InvalidCard {
+                            problem: problem.clone(),
+                        })
+                    }
+                };
+                let (status, decline_reason) = match card.decline {
+                    Some(reason) => (PaymentStatus::Declined, Some(reason)),
+                    None => (PaymentStatus::Authorized, None),
+                };
+                let record = PaymentRecord {
+                    key: key.to_string(),
+                    authorization_id: authorization_id.clone(),
+                    customer_email: email.clone(),
+                    holder_name: card.holder_name.clone(),
+                    brand: card.brand,
+                    last4: card.last4.clone(),
+                    amount: request.amount.clone(),
+                    status,
+                    decline_reason,
+                    created_at: now,
+                    updated_at: now,
+                };
+                tx_put(
+                    records,
+                    key.as_bytes(),
+                    &PaymentEntry::Payment(record.clone()),
+                )?;
+                let mut index_key = customer_prefix(&email);
+                index_key.extend_from_slice(&seq.to_be_bytes());
+                by_customer.insert(index_key, key.as_bytes())?;
+                Ok((record, true))
+            },
+        ));
+        drop(guard);
+        let (record, fresh) = result?;
+        // Declines are remembered and flushed too: a retry must see the same
+        // answer, and the customer's history shows it.
+        self.flush().await?;
+        tracing::debug!(key, authorization_id = %record.authorization_id, status = ?record.status, fresh, "authorize");
+        match record.status {
+            PaymentStatus::Declined => Err(PaymentError::Declined {
+                reason: record.decline_reason.unwrap_or(DeclineReason::CardDeclined),
+            }),
+            PaymentStatus::Voided | PaymentStatus::Refunded => {
+                Err(PaymentError::AlreadyCompensated { key: key.into() })
+            }
+            PaymentStatus::Authorized | PaymentStatus::Captured => Ok(record),
+        }
+    }
+
+    async fn capture(&self, key: &str) -> Result<PaymentRecord, PaymentError> {
+        let record = self
+            .change(key, |current, now| match current {
+                None => Err(PaymentError::UnknownPayment { key: key.into() }),
+                Some(PaymentEntry::Tombstone { .. }) => {
+                    Err(PaymentError::AlreadyCompensated { key: key.into() })
+                }
+                Some(PaymentEntry::Payment(p)) => match p.status {
+                    PaymentStatus::Captured => Ok((None, p)),
+                    PaymentStatus::Authorized => {
+                        let p = PaymentRecord {
+                            status: PaymentStatus::Captured,
+                            updated_at: now,
+                            ..p
+                        };
+                        Ok((Some(PaymentEntry::Payment(p.clone())), p))
+                    }
+                    PaymentStatus::Declined => Err(PaymentError::Declined {
+                        reason: p.decline_reason.unwrap_or(DeclineReason::CardDeclined),
+                    }),
+                    PaymentStatus::Voided | PaymentStatus::Refunded => {
+                        Err(PaymentError::AlreadyCompensated { key: key.into() })
+                    }
+                },
+            })
+            .await;
+        match &record {
+            Ok(p) => tracing::debug!(key, authorization_id = %p.authorization_id, "captured"),
+            Err(e) => tracing::debug!(key, error = %e, "capture refused"),
+        }
+        record
+    }
+
+    async fn void_or_refund(&self, key: &str) -> Result<VoidOutcome, PaymentError> {
+        let outcome = self
+            .change(key, |current, now| match current {
+                None => Ok((
+                    Some(PaymentEntry::Tombstone { at: now }),
+                    VoidOutcome::NothingToUndo,
+                )),
+                Some(PaymentEntry::Tombstone { .. }) => Ok((None, VoidOutcome::NothingToUndo)),
+                Some(PaymentEntry::Payment(p)) => {
+                    let to = match p.status {
+                        PaymentStatus::Declined => return Ok((None, VoidOutcome::NothingToUndo)),
+                        PaymentStatus::Voided => return Ok((None, VoidOutcome::Voided(p))),
+                        PaymentStatus::Refunded => return Ok((None, VoidOutcome::Refunded(p))),
+                        PaymentStatus::Authorized => PaymentStatus::Voided,
+                        PaymentStatus::Captured => PaymentStatus::Refunded,
+                    };
+                    let p = PaymentRecord {
+                        status: to,
+                        updated_at: now,
+                        ..p
+                    };
+                    let out = if to == PaymentStatus::Voided {
+                        VoidOutcome::Voided(p.clone())
+                    } else {
+                        VoidOutcome::Refunded(p.clone())
+                    };
+                    Ok((Some(PaymentEntry::Payment(p)), out))
+                }
+            })
+            .await;
+        match &outcome {
+            Ok(VoidOutcome::NothingToUndo) => {
+                tracing::debug!(key, "nothing to void: tombstone or decline")
+            }
+            Ok(VoidOutcome::Voided(_)) => tracing::debug!(key, "voided"),
+            Ok(VoidOutcome::Refunded(_)) => tracing::debug!(key, "refunded"),
+            Err(e) => tracing::warn!(key, error = %e, "void or refund failed"),
+        }
+        outcome
+    }
+
+    async fn get(&self, key: &str) -> Result<PaymentLookup, PaymentError> {
+        check_key(key)?;
+        match self
+            .inner
+            .records
+            .get(key.as_bytes())
+            .map_err(PaymentError::storage)?
+        {
+            None => Ok(PaymentLookup::Unknown),
+            Some(raw) => Ok(match decode::<PaymentEntry>(&raw)? {
+                PaymentEntry::Payment(p) => PaymentLookup::Payment(p),
+                PaymentEntry::Tombstone { .. } => PaymentLookup::Tombstone,
+            }),
+        }
+    }
+
+    async fn history(&self, customer_email: &str) -> Result<Vec<PaymentRecord>, PaymentError> {
+        let email = normalize_email(customer_email)?;
+        let mut out = Vec::new();
+        for item in self.inner.by_customer.scan_prefix(customer_prefix(&email)) {
+            let (_, key) = item.map_err(PaymentError::storage)?;
+            if let Some(raw) = self
+                .inner
+                .records
+                .get(&key)
+                .map_err(PaymentError::storage)?
+            {
+                if let PaymentEntry::Payment(p) = decode::<PaymentEntry>(&raw)? {
+                    out.push(p);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn all_payments(&self) -> Result<Vec<PaymentRecord>, PaymentError> {
+        let mut out = Vec::new();
+        for item in self.inner.records.iter() {
+            let (_, raw) = item.map_err(PaymentError::storage)?;
+            if let PaymentEntry::Payment(p) = decode::<PaymentEntry>(&raw)? {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card(number: &str) -> CardDetails {
+        CardDetails {
+            number: number.into(),
+            exp_month: 12,
+            exp_year: 2030,
+            cvc: "123".into(),
+            holder_name: "Ada Lovelace".into(),
+        }
+    }
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 3, 15).unwrap()
+    }
+
+    #[test]
+    fn every_test_card_is_valid_and_branded() {
+        for t in TEST_CARDS {
+            let c = check_card(&card(t.number), today()).unwrap();
+            assert_eq!(c.brand, t.brand, "{}", t.number);
+            assert_eq!(c.decline, t.decline, "{}", t.number);
+        }
+    }
+
+    #[test]
+    fn luhn() {
+        assert!(luhn_valid("4242424242424242"));
+        assert!(luhn_valid("79927398713"));
+        assert!(!luhn_valid("4242424242424241"));
+        assert!(!luhn_valid(""));
+        assert!(!luhn_valid("12a4"));
+    }
+
+    #[test]
+    fn brands() {
+        assert_eq!(CardBrand::detect("4111111111111111"), CardBrand::Visa);
+        assert_eq!(CardBrand::detect("5105105105105100"), CardBrand::Mastercard);
+        assert_eq!(CardBrand::detect("2221000000000009"), CardBrand::Mastercard);
+        assert_eq!(CardBrand::detect("2720990000000000"), CardBrand::Mastercard);
+        assert_eq!(CardBrand::detect("2721000000000000"), CardBrand::Other);
+        assert_eq!(CardBrand::detect("5605105105105100"), CardBrand::Other);
+        assert_eq!(CardBrand::detect("371449635398431"), CardBrand::Amex);
+        assert_eq!(CardBrand::detect("341111111111111"), CardBrand::Amex);
+        assert_eq!(CardBrand::detect("6011111111111117"), CardBrand::Other);
+        assert_eq!(CardBrand::detect(""), CardBrand::Other);
+    }
+
+    #[test]
+    fn expiry_is_valid_through_its_month() {
+        let mut c = card("4242424242424242");
+        c.exp_year = 2026;
+        c.exp_month = 3;
+        assert!(check_card(&c, today()).is_ok());
+        c.exp_month = 2;
+        assert_eq!(
+            check_card(&c, today()),
+            Err(CardProblem::Expired {
+                month: 2,
+                year: 2026
+            })
+        );
+        c.exp_year = 27;
+        assert!(check_card(&c, today()).is_ok());
+        c.exp_year = 1999;
+        assert_eq!(
+            check_card(&c, today()),
+            Err(CardProblem::ExpiryYear { year: 1999 })
+        );
+        c.exp_year = 2030;
+        c.exp_month = 13;
+        assert_eq!(
+            check_card(&c, today()),
+            Err(CardProblem::ExpiryMonth { month: 13 })
+        );
+    }
+
+    #[test]
+    fn debug_masks_the_number_and_cvc() {
+        let s = format!("{:?}", card("4242 4242 4242 4242"));
+        assert!(!s.contains("4242 4242"));
+        assert!(!s.contains("123"));
+        assert!(s.contains("**** 4242"));
+    }
+
+    #[test]
+    fn reads_the_v1_record_format() {
+        let raw = br#"{"v":1,"record":{"payment":{"key":"k","authorization_id":"auth_1","customer_email":"a@b.c","holder_name":"A B","brand":"visa","last4":"4242","amount":{"minor":100,"currency":"USD"},"status":"captured","decline_reason":null,"created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z"}}}"#;
+        match decode::<PaymentEntry>(raw).unwrap() {
+            PaymentEntry::Payment(p) => {
+                assert_eq!(p.status, PaymentStatus::Captured);
+                assert_eq!(p.brand, CardBrand::Visa);
+            }
+            PaymentEntry::Tombstone { .. } => panic!("expected a payment"),
+        }
+        let raw = br#"{"v":1,"record":{"tombstone":{"at":"2026-01-01T00:00:00Z"}}}"#;
+        assert!(matches!(
+            decode::<PaymentEntry>(raw).unwrap(),
+            PaymentEntry::Tombstone { .. }
+        ));
+        assert!(decode::<PaymentEntry>(br#"{"v":9,"record":null}"#).is_err());
+    }
+
+    #[test]
+    fn emails_are_normalized() {
+        assert_eq!(
+            normalize_email("  Ada@Example.COM ").unwrap(),
+            "ada@example.com"
+        );
+        assert!(normalize_email("nope").is_err());
+        assert!(normalize_email("@x").is_err());
+        assert!(normalize_email("a@").is_err());
+        assert!(normalize_email("a b@c").is_err());
+    }
+}
