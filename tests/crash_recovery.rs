@@ -14,9 +14,10 @@ use std::collections::{HashMap, HashSet};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod support;
 
 const STEPS: [&str; 4] = [
     "reserve_seat",
@@ -216,54 +217,9 @@ fn parent() -> Result<(), String> {
         .unwrap_or(60);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
-    let exe = std::env::current_exe().unwrap();
-    let spawn = |args: &[String]| {
-        Command::new(&exe)
-            .arg("--child")
-            .args(args)
-            .env("CRASH_DIR", &dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap()
-    };
     let started = Instant::now();
-    let mut killed_alive = 0;
-    for round in 0..kills {
-        let mut c = spawn(&[round.to_string()]);
-        let wait = 20 + rand::random::<u64>() % 120;
-        std::thread::sleep(Duration::from_millis(wait));
-        if c.try_wait().unwrap().is_none() {
-            killed_alive += 1;
-        }
-        c.kill().unwrap(); // SIGKILL
-        let status = c.wait().unwrap();
-        if let Some(code) = status.code() {
-            return Err(format!(
-                "child of round {round} exited by itself with code {code} instead of being killed"
-            ));
-        }
-    }
-    let mut last = spawn(&["finish".to_string()]);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(s) = last.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = last.kill();
-            return Err("final child did not finish within 120 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    if !status.success() {
-        return Err(format!("final child failed: {status}"));
-    }
-    if killed_alive < 50.min(kills) {
-        return Err(format!(
-            "only {killed_alive} of {kills} children were alive when killed"
-        ));
-    }
+    let exe = std::env::current_exe().unwrap();
+    let killed_alive = support::kill_loop(&exe, &dir, kills, 20..140)?.killed_alive;
 
     // Verify.
     let rt = tokio::runtime::Runtime::new().unwrap();
