@@ -43,3 +43,28 @@ impl Clock for ManualClock {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// A clock that follows tokio's clock from a fixed starting point, so that
+/// under paused tokio time (`tokio::time::pause`, `start_paused`) it moves
+/// exactly as the runtime's timers do: deterministic, and instant to run.
+#[derive(Debug)]
+pub struct TokioClock {
+    base_ms: u64,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// A clock reading `base_ms` now. Call inside a tokio runtime.
+    pub fn new(base_ms: u64) -> Self {
+        TokioClock {
+            base_ms,
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now_ms(&self) -> u64 {
+        self.base_ms + self.start.elapsed().as_millis() as u64
+    }
+}

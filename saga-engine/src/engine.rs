@@ -12,6 +12,8 @@ use crate::events::{EventKind, SagaEvent};
 use crate::machine::{Ctx, Decision, FailureKind, Input, SagaState, SagaStatus};
 use crate::store::{fingerprint, CreateOutcome, SagaRecord, Store, RECORD_FORMAT};
 use crate::{Error, SagaId};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -44,6 +46,7 @@ pub struct EngineBuilder {
     defs: Vec<Arc<dyn ErasedDefinition>>,
     clock: Arc<dyn Clock>,
     event_capacity: usize,
+    seed: Option<u64>,
 }
 
 impl EngineBuilder {
@@ -60,6 +63,14 @@ impl EngineBuilder {
     /// Uses `clock` for "now" (timers, timestamps). Default: the system clock.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Draws saga ids and backoff jitter from a generator seeded with
+    /// `seed` instead of the thread's random generator, so that a run
+    /// under a virtual clock repeats exactly (simulation, tests).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
         self
     }
 
@@ -99,6 +110,7 @@ impl EngineBuilder {
             shutting_down: AtomicBool::new(false),
             shutdown,
             control: tokio::sync::Mutex::new(()),
+            rng: self.seed.map(|s| Mutex::new(StdRng::seed_from_u64(s))),
             start_locks: (0..START_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -156,6 +168,8 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     /// Serialises operator actions on sagas that have no worker.
     control: tokio::sync::Mutex<()>,
+    /// The seeded generator, if one was asked for.
+    rng: Option<Mutex<StdRng>>,
     /// Starts with one idempotency key are serialised (by stripe) so that a
     /// second start returns only once the first one's worker is registered.
     start_locks: Vec<tokio::sync::Mutex<()>>,
@@ -187,6 +201,7 @@ impl Engine {
             defs: Vec::new(),
             clock: Arc::new(SystemClock),
             event_capacity: 16_384,
+            seed: None,
         }
     }
 
@@ -220,7 +235,7 @@ impl Engine {
         })?;
         let fp = fingerprint(&serde_json::to_vec(&data).unwrap_or_default());
         let now = inner.clock.now_ms();
-        let id = SagaId::generate(now);
+        let id = SagaId::from_parts(now, inner.random_u64());
         let mut rec = SagaRecord {
             revision: 0,
             v: RECORD_FORMAT,
@@ -463,9 +478,15 @@ impl Engine {
 
 impl Inner {
     fn ctx(&self, now_ms: u64) -> Ctx {
-        Ctx {
-            now_ms,
-            jitter: rand::random::<f64>(),
+        // 53 random bits make a uniform f64 in [0, 1).
+        let jitter = (self.random_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        Ctx { now_ms, jitter }
+    }
+
+    fn random_u64(&self) -> u64 {
+        match &self.rng {
+            Some(rng) => rng.lock().unwrap_or_else(|e| e.into_inner()).gen(),
+            None => rand::random(),
         }
     }
 

@@ -70,7 +70,7 @@ pub mod retry;
 pub mod store;
 
 pub use async_trait::async_trait;
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
 pub use definition::{SagaDefinition, SagaDefinitionBuilder, Step, StepContext, StepError};
 pub use engine::{Engine, EngineBuilder, UnregisteredSaga};
 pub use error::Error;
@@ -91,11 +91,12 @@ impl SagaId {
     /// A new id for a saga created at `now_ms`: 12 hex digits of time, then
     /// 16 random ones.
     pub fn generate(now_ms: u64) -> SagaId {
-        SagaId(format!(
-            "{:012x}{:016x}",
-            now_ms & 0xffff_ffff_ffff,
-            rand::random::<u64>()
-        ))
+        SagaId::from_parts(now_ms, rand::random())
+    }
+
+    /// The id made of a creation time and 64 random bits.
+    pub fn from_parts(now_ms: u64, random: u64) -> SagaId {
+        SagaId(format!("{:012x}{:016x}", now_ms & 0xffff_ffff_ffff, random))
     }
 
     /// Parses an id from text (e.g. a URL): 1 to 64 ASCII letters, digits,
