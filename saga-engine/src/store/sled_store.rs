@@ -1,29 +1,33 @@
 //! The embedded backend: one sled tree, made durable by group commit.
 //!
-//! Keys are prefixed by kind so that a record, its new history events and
-//! its index entries go to disk in one atomic batch:
-//! `s/{id}` the record, `h/{id}/{seq:be}` a history event, `a/{id}` the
-//! active (non-terminal) index, `k/{key}` the idempotency index.
+//! A saga is one value, `s/{id}`: its revision, its record and its whole
+//! history, so a transition is a single `insert` (atomic in sled) with no
+//! batch or transaction and none of their global locks. Two indexes sit
+//! beside it: `a/{id}` (not terminal: what to resume at open) and
+//! `k/{key}` (idempotency key -> id). They are written in an order that a
+//! crash at any point leaves either consistent or detectably half-done, and
+//! [`Store::list_active`] repairs the half-done cases (see `create`).
 //!
 //! sled 0.34 keeps only what was flushed across a `kill -9`, so no write is
 //! reported done before a flush that started after it has finished. A
-//! writer applies its batch, takes a ticket and waits until a flush covering
-//! its ticket is done; writers that arrive during a flush share the next one
-//! (group commit, led by one of the waiting writers).
+//! writer applies its write, takes a ticket and waits until a flush covering
+//! its ticket is done; writers that arrive during a flush share the next
+//! one (group commit, led by one of the waiting writers). sled recovers a
+//! prefix of its log, so a durable write implies every earlier one is too.
 
 use super::{CreateOutcome, SagaRecord, Store, StoreError};
 use crate::events::SagaEvent;
 use crate::machine::SagaStatus;
 use crate::SagaId;
 use async_trait::async_trait;
-use serde::Deserialize;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
 
 const TREE: &str = "saga_engine";
+/// First byte of every saga value: the value format.
+const VALUE_FORMAT: u8 = 1;
 
 /// The sled backend (default).
 pub struct SledStore {
@@ -128,52 +132,84 @@ fn io(e: sled::Error) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
-fn record_key(id: &SagaId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(2 + id.as_str().len());
-    k.extend_from_slice(b"s/");
-    k.extend_from_slice(id.as_str().as_bytes());
+fn key(prefix: &[u8], id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + id.len());
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(id.as_bytes());
     k
 }
 
-fn active_key(id: &SagaId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(2 + id.as_str().len());
-    k.extend_from_slice(b"a/");
-    k.extend_from_slice(id.as_str().as_bytes());
-    k
+fn corrupt(key: &[u8], reason: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: reason.to_string(),
+    }
 }
 
-fn history_prefix(id: &SagaId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(11 + id.as_str().len());
-    k.extend_from_slice(b"h/");
-    k.extend_from_slice(id.as_str().as_bytes());
-    k.push(b'/');
-    k
+/// A saga's value: `[format u8][revision u64 BE][record len u32 BE][record
+/// JSON]` then the history, each event as `[len u32 BE][event JSON]`. New
+/// events are appended to the old bytes without decoding them.
+struct Value<'a> {
+    revision: u64,
+    record: &'a [u8],
+    events: &'a [u8],
 }
 
-fn history_key(id: &SagaId, seq: u64) -> Vec<u8> {
-    let mut k = history_prefix(id);
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
+impl<'a> Value<'a> {
+    fn parse(key: &[u8], bytes: &'a [u8]) -> Result<Value<'a>, StoreError> {
+        if bytes.len() < 13 || bytes[0] != VALUE_FORMAT {
+            return Err(corrupt(key, "unknown value format"));
+        }
+        let revision = u64::from_be_bytes(bytes[1..9].try_into().expect("8 bytes"));
+        let len = u32::from_be_bytes(bytes[9..13].try_into().expect("4 bytes")) as usize;
+        let record = bytes
+            .get(13..13 + len)
+            .ok_or_else(|| corrupt(key, "truncated record"))?;
+        Ok(Value {
+            revision,
+            record,
+            events: &bytes[13 + len..],
+        })
+    }
+
+    fn record(&self, key: &[u8]) -> Result<SagaRecord, StoreError> {
+        serde_json::from_slice(self.record).map_err(|e| corrupt(key, e))
+    }
+
+    fn events(&self, key: &[u8]) -> Result<Vec<SagaEvent>, StoreError> {
+        let mut out = Vec::new();
+        let mut rest = self.events;
+        while !rest.is_empty() {
+            let len = rest
+                .get(..4)
+                .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize)
+                .ok_or_else(|| corrupt(key, "truncated event length"))?;
+            let body = rest
+                .get(4..4 + len)
+                .ok_or_else(|| corrupt(key, "truncated event"))?;
+            out.push(serde_json::from_slice(body).map_err(|e| corrupt(key, e))?);
+            rest = &rest[4 + len..];
+        }
+        Ok(out)
+    }
 }
 
-fn idem_key(key: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(2 + key.len());
-    k.extend_from_slice(b"k/");
-    k.extend_from_slice(key.as_bytes());
-    k
-}
-
-fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+fn encode_value(record: &SagaRecord, old_events: &[u8], new_events: &[SagaEvent]) -> Vec<u8> {
     // Our record types contain only strings, numbers and JSON values:
     // serializing them cannot fail.
-    serde_json::to_vec(v).expect("saga records always serialize")
-}
-
-fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason: e.to_string(),
-    })
+    let rec = serde_json::to_vec(record).expect("saga records always serialize");
+    let mut v = Vec::with_capacity(13 + rec.len() + old_events.len() + 160 * new_events.len());
+    v.push(VALUE_FORMAT);
+    v.extend_from_slice(&record.revision.to_be_bytes());
+    v.extend_from_slice(&(rec.len() as u32).to_be_bytes());
+    v.extend_from_slice(&rec);
+    v.extend_from_slice(old_events);
+    for e in new_events {
+        let body = serde_json::to_vec(e).expect("saga events always serialize");
+        v.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        v.extend_from_slice(&body);
+    }
+    v
 }
 
 impl SledStore {
@@ -199,29 +235,8 @@ impl SledStore {
         &self.db
     }
 
-    fn scan_records(
-        &self,
-        prefix: &[u8],
-    ) -> impl Iterator<Item = Result<SagaRecord, StoreError>> + '_ {
-        let is_index = prefix == b"a/";
-        self.tree.scan_prefix(prefix).map(move |kv| {
-            let (k, v) = kv.map_err(io)?;
-            if is_index {
-                let id = SagaId::from_raw(String::from_utf8_lossy(&k[2..]).into_owned());
-                let rk = record_key(&id);
-                let bytes = self
-                    .tree
-                    .get(&rk)
-                    .map_err(io)?
-                    .ok_or_else(|| StoreError::Corrupt {
-                        key: String::from_utf8_lossy(&k).into_owned(),
-                        reason: "active index names a missing record".into(),
-                    })?;
-                decode(&rk, &bytes)
-            } else {
-                decode(&k, &v)
-            }
-        })
+    fn read(&self, id: &SagaId) -> Result<Option<sled::IVec>, StoreError> {
+        self.tree.get(key(b"s/", id.as_str())).map_err(io)
     }
 }
 
@@ -232,63 +247,66 @@ impl Store for SledStore {
         record: &SagaRecord,
         events: &[SagaEvent],
     ) -> Result<CreateOutcome, StoreError> {
-        let rk = record_key(&record.id);
-        let rv = encode(record);
-        let ik = record.idempotency_key.as_deref().map(idem_key);
-        let evs: Vec<(Vec<u8>, Vec<u8>)> = events
-            .iter()
-            .map(|e| (history_key(&record.id, e.seq), encode(e)))
-            .collect();
-        let active = !record.status().is_terminal();
-        let result = self.tree.transaction(|tx| {
-            if let Some(ik) = &ik {
-                if let Some(existing) = tx.get(ik)? {
-                    return Err(ConflictableTransactionError::Abort(Some(existing)));
-                }
-                tx.insert(ik.as_slice(), record.id.as_str().as_bytes())?;
-            }
-            if tx.get(&rk)?.is_some() {
-                return Err(ConflictableTransactionError::Abort(None));
-            }
-            tx.insert(rk.as_slice(), rv.as_slice())?;
-            if active {
-                tx.insert(active_key(&record.id), &[][..])?;
-            }
-            for (k, v) in &evs {
-                tx.insert(k.as_slice(), v.as_slice())?;
-            }
-            Ok(())
-        });
-        match result {
-            Ok(()) => {
-                self.commit.durable().await?;
-                Ok(CreateOutcome::Created)
-            }
-            Err(TransactionError::Abort(Some(existing))) => {
-                let id = SagaId::from_raw(String::from_utf8_lossy(&existing).into_owned());
-                let rec = self.get(&id).await?.ok_or_else(|| StoreError::Corrupt {
-                    key: format!("idempotency key {:?}", record.idempotency_key),
-                    reason: format!("names missing saga {id}"),
-                })?;
-                // The existing saga may have been created by a write that is
-                // not flushed yet: make it durable before reporting it.
-                self.commit.durable().await?;
-                Ok(CreateOutcome::Existing(Box::new(rec)))
-            }
-            Err(TransactionError::Abort(None)) => Err(StoreError::AlreadyExists(record.id.clone())),
-            Err(TransactionError::Storage(e)) => Err(io(e)),
+        // Order: active index, record, then the idempotency key. A crash
+        // before the key is written leaves a record no key names: it was
+        // never acknowledged, and `list_active` deletes it. The key is
+        // claimed with compare-and-swap, so racing creates agree on one
+        // winner, and a winner's record is always written before its key.
+        let rk = key(b"s/", record.id.as_str());
+        let ak = key(b"a/", record.id.as_str());
+        if self.tree.contains_key(&rk).map_err(io)? {
+            return Err(StoreError::AlreadyExists(record.id.clone()));
         }
+        if !record.status().is_terminal() {
+            self.tree.insert(&ak, &[][..]).map_err(io)?;
+        }
+        self.tree
+            .insert(&rk, encode_value(record, &[], events))
+            .map_err(io)?;
+        if let Some(k) = &record.idempotency_key {
+            let kk = key(b"k/", k);
+            let mut expected: Option<sled::IVec> = None;
+            loop {
+                match self
+                    .tree
+                    .compare_and_swap(&kk, expected.clone(), Some(record.id.as_str().as_bytes()))
+                    .map_err(io)?
+                {
+                    Ok(()) => break,
+                    Err(cas) => {
+                        let owner = cas.current.expect("a failed swap from a value has one");
+                        let owner_id =
+                            SagaId::from_raw(String::from_utf8_lossy(&owner).into_owned());
+                        match self.get(&owner_id).await? {
+                            Some(existing) => {
+                                // Lost the race (or a replay): undo our record.
+                                self.tree.remove(&rk).map_err(io)?;
+                                self.tree.remove(&ak).map_err(io)?;
+                                // The winner may not be flushed yet.
+                                self.commit.durable().await?;
+                                return Ok(CreateOutcome::Existing(Box::new(existing)));
+                            }
+                            // The key names a record that was never written
+                            // (a crash mid-create): take the key over.
+                            None => expected = Some(owner),
+                        }
+                    }
+                }
+            }
+        }
+        self.commit.durable().await?;
+        Ok(CreateOutcome::Created)
     }
 
     async fn update(&self, record: &SagaRecord, events: &[SagaEvent]) -> Result<(), StoreError> {
-        #[derive(Deserialize)]
-        struct Rev {
-            revision: u64,
-        }
-        let rk = record_key(&record.id);
-        let found = match self.tree.get(&rk).map_err(io)? {
-            Some(bytes) => Some(decode::<Rev>(&rk, &bytes)?.revision),
-            None => None,
+        let rk = key(b"s/", record.id.as_str());
+        let old = self.tree.get(&rk).map_err(io)?;
+        let (found, old_events) = match &old {
+            Some(bytes) => {
+                let v = Value::parse(&rk, bytes)?;
+                (Some(v.revision), v.events)
+            }
+            None => (None, &[][..]),
         };
         if found != Some(record.revision.wrapping_sub(1)) {
             return Err(StoreError::Conflict {
@@ -297,48 +315,82 @@ impl Store for SledStore {
                 found,
             });
         }
-        let mut batch = sled::Batch::default();
-        batch.insert(rk, encode(record));
-        for e in events {
-            batch.insert(history_key(&record.id, e.seq), encode(e));
-        }
+        self.tree
+            .insert(&rk, encode_value(record, old_events, events))
+            .map_err(io)?;
         if record.status().is_terminal() {
-            batch.remove(active_key(&record.id));
-        } else {
-            batch.insert(active_key(&record.id), &[][..]);
+            // After the record: a crash in between leaves an index entry
+            // for a terminal saga, which `list_active` skips and removes.
+            self.tree
+                .remove(key(b"a/", record.id.as_str()))
+                .map_err(io)?;
         }
-        self.tree.apply_batch(batch).map_err(io)?;
         self.commit.durable().await
     }
 
     async fn get(&self, id: &SagaId) -> Result<Option<SagaRecord>, StoreError> {
-        let rk = record_key(id);
-        match self.tree.get(&rk).map_err(io)? {
-            Some(bytes) => Ok(Some(decode(&rk, &bytes)?)),
+        let rk = key(b"s/", id.as_str());
+        match self.read(id)? {
+            Some(bytes) => Ok(Some(Value::parse(&rk, &bytes)?.record(&rk)?)),
             None => Ok(None),
         }
     }
 
-    async fn find_by_key(&self, key: &str) -> Result<Option<SagaId>, StoreError> {
-        Ok(self
-            .tree
-            .get(idem_key(key))
-            .map_err(io)?
-            .map(|v| SagaId::from_raw(String::from_utf8_lossy(&v).into_owned())))
+    async fn find_by_key(&self, k: &str) -> Result<Option<SagaId>, StoreError> {
+        let Some(v) = self.tree.get(key(b"k/", k)).map_err(io)? else {
+            return Ok(None);
+        };
+        let id = SagaId::from_raw(String::from_utf8_lossy(&v).into_owned());
+        // A key whose record was never written (crash mid-create) names nothing.
+        Ok(self.read(&id)?.is_some().then_some(id))
     }
 
     async fn history(&self, id: &SagaId) -> Result<Vec<SagaEvent>, StoreError> {
-        self.tree
-            .scan_prefix(history_prefix(id))
-            .map(|kv| {
-                let (k, v) = kv.map_err(io)?;
-                decode(&k, &v)
-            })
-            .collect()
+        let rk = key(b"s/", id.as_str());
+        match self.read(id)? {
+            Some(bytes) => Value::parse(&rk, &bytes)?.events(&rk),
+            None => Ok(Vec::new()),
+        }
     }
 
     async fn list_active(&self) -> Result<Vec<SagaRecord>, StoreError> {
-        self.scan_records(b"a/").collect()
+        let mut out = Vec::new();
+        let mut repaired = 0usize;
+        for kv in self.tree.scan_prefix(b"a/") {
+            let (ak, _) = kv.map_err(io)?;
+            let id = SagaId::from_raw(String::from_utf8_lossy(&ak[2..]).into_owned());
+            let record = match self.get(&id).await? {
+                Some(r) => r,
+                None => {
+                    // Index written, record not: a create that died.
+                    self.tree.remove(&ak).map_err(io)?;
+                    repaired += 1;
+                    continue;
+                }
+            };
+            if record.status().is_terminal() {
+                self.tree.remove(&ak).map_err(io)?;
+                repaired += 1;
+                continue;
+            }
+            if let Some(k) = &record.idempotency_key {
+                let owner = self.tree.get(key(b"k/", k)).map_err(io)?;
+                if owner.as_deref() != Some(id.as_str().as_bytes()) {
+                    // Record written, key not (or taken over): never
+                    // acknowledged, so it must not run.
+                    self.tree.remove(key(b"s/", id.as_str())).map_err(io)?;
+                    self.tree.remove(&ak).map_err(io)?;
+                    repaired += 1;
+                    continue;
+                }
+            }
+            out.push(record);
+        }
+        if repaired > 0 {
+            tracing::info!(repaired, "repaired index entries of interrupted writes");
+            self.commit.durable().await?;
+        }
+        Ok(out)
     }
 
     async fn list(
@@ -347,8 +399,19 @@ impl Store for SledStore {
         limit: usize,
     ) -> Result<Vec<SagaRecord>, StoreError> {
         let mut out = Vec::new();
-        for r in self.scan_records(b"s/") {
-            let r = r?;
+        for kv in self.tree.scan_prefix(b"s/") {
+            let (k, v) = kv.map_err(io)?;
+            let r = Value::parse(&k, &v)?.record(&k)?;
+            if r.idempotency_key.is_some() && !r.status().is_terminal() {
+                // Skip records of creates that never finished (see list_active).
+                let owner = self
+                    .tree
+                    .get(key(b"k/", r.idempotency_key.as_deref().unwrap_or_default()))
+                    .map_err(io)?;
+                if owner.as_deref() != Some(r.id.as_str().as_bytes()) {
+                    continue;
+                }
+            }
             if status.is_none_or(|s| r.status() == s) {
                 out.push(r);
                 if out.len() >= limit {
@@ -361,5 +424,84 @@ impl Store for SledStore {
 
     fn flush_count(&self) -> u64 {
         self.commit.flushes.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Crash-in-the-middle states of a create or update, built by hand,
+    //! and how the store repairs them.
+
+    use super::*;
+    use crate::store::conformance::sample_record;
+
+    fn store() -> (tempfile::TempDir, SledStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        (dir, s)
+    }
+
+    #[tokio::test]
+    async fn a_record_whose_key_was_never_written_is_not_resumed_and_is_removed() {
+        let (_d, s) = store();
+        let r = sample_record("orphan", Some("k1"));
+        // The create died after writing index and record, before the key.
+        s.tree.insert(key(b"a/", "orphan"), &[][..]).unwrap();
+        s.tree
+            .insert(key(b"s/", "orphan"), encode_value(&r, &[], &[]))
+            .unwrap();
+        assert!(s.list_active().await.unwrap().is_empty());
+        assert_eq!(s.get(&r.id).await.unwrap(), None, "orphan removed");
+        assert_eq!(s.find_by_key("k1").await.unwrap(), None);
+        // The caller retries the start: it creates a saga normally.
+        let again = sample_record("second", Some("k1"));
+        assert_eq!(s.create(&again, &[]).await.unwrap(), CreateOutcome::Created);
+        assert_eq!(s.find_by_key("k1").await.unwrap(), Some(again.id.clone()));
+        assert_eq!(s.list_active().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_key_naming_a_missing_record_is_taken_over() {
+        let (_d, s) = store();
+        s.tree.insert(key(b"k/", "k2"), "ghost").unwrap();
+        assert_eq!(s.find_by_key("k2").await.unwrap(), None);
+        let r = sample_record("real", Some("k2"));
+        assert_eq!(s.create(&r, &[]).await.unwrap(), CreateOutcome::Created);
+        assert_eq!(s.find_by_key("k2").await.unwrap(), Some(r.id.clone()));
+    }
+
+    #[tokio::test]
+    async fn index_entries_of_missing_or_terminal_records_are_skipped_and_removed() {
+        let (_d, s) = store();
+        s.tree.insert(key(b"a/", "missing"), &[][..]).unwrap();
+        let mut done = sample_record("done", None);
+        done.state.status = SagaStatus::Compensated;
+        s.tree.insert(key(b"a/", "done"), &[][..]).unwrap();
+        s.tree
+            .insert(key(b"s/", "done"), encode_value(&done, &[], &[]))
+            .unwrap();
+        let live = sample_record("live", None);
+        s.create(&live, &[]).await.unwrap();
+        let active = s.list_active().await.unwrap();
+        assert_eq!(active.len(), 1);
+        assert_eq!(active[0].id, live.id);
+        assert!(!s.tree.contains_key(key(b"a/", "missing")).unwrap());
+        assert!(!s.tree.contains_key(key(b"a/", "done")).unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_damaged_value_is_reported_as_corrupt_not_a_panic() {
+        let (_d, s) = store();
+        s.tree.insert(key(b"s/", "bad"), &[9u8, 1, 2][..]).unwrap();
+        let err = s.get(&SagaId::from_raw("bad".into())).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        let r = sample_record("trunc", None);
+        let mut v = encode_value(&r, &[], &[]);
+        v.truncate(v.len() - 3);
+        s.tree.insert(key(b"s/", "trunc"), v).unwrap();
+        assert!(matches!(
+            s.get(&r.id).await,
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 }
