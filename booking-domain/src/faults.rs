@@ -220,6 +220,7 @@ mod tests {
             step: "reserve_seat".into(),
             attempt,
             idempotency_key: "s1:reserve_seat".into(),
+            fencing_token: 0,
         }
     }
 

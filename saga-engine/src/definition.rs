@@ -28,6 +28,11 @@ pub struct StepContext {
     /// `"{saga_id}:{step}"`. Participants use it to apply an effect once and
     /// to find the effect to undo.
     pub idempotency_key: String,
+    /// The lease generation the engine holds the saga under, in a store
+    /// shared by several engine processes (0 otherwise). A participant that
+    /// remembers the highest token seen per key can refuse a call from a
+    /// stale owner.
+    pub fencing_token: u64,
 }
 
 /// How a step or compensation failed.

@@ -10,7 +10,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::definition::{Erased, ErasedDefinition, SagaDefinition, StepContext, StepError};
 use crate::events::{EventKind, SagaEvent};
 use crate::machine::{Ctx, Decision, FailureKind, Input, SagaState, SagaStatus};
-use crate::store::{fingerprint, CreateOutcome, SagaRecord, Store, RECORD_FORMAT};
+use crate::store::{
+    fingerprint, CreateOutcome, Lease, SagaRecord, Store, StoreError, RECORD_FORMAT,
+};
 use crate::{Error, SagaId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -47,6 +49,8 @@ pub struct EngineBuilder {
     clock: Arc<dyn Clock>,
     event_capacity: usize,
     seed: Option<u64>,
+    owner: Option<String>,
+    lease_ttl: Duration,
 }
 
 impl EngineBuilder {
@@ -71,6 +75,21 @@ impl EngineBuilder {
     /// under a virtual clock repeats exactly (simulation, tests).
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
+        self
+    }
+
+    /// The name this engine process goes by when it owns sagas in a shared
+    /// store (default: host, process id and a random suffix).
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
+    }
+
+    /// How long a lease on a saga lasts in a shared store before another
+    /// process may take the saga over (default 10 s). Leases are renewed
+    /// every third of it.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_millis(30));
         self
     }
 
@@ -111,32 +130,38 @@ impl EngineBuilder {
             shutdown,
             control: tokio::sync::Mutex::new(()),
             rng: self.seed.map(|s| Mutex::new(StdRng::seed_from_u64(s))),
+            owner: self.owner.unwrap_or_else(|| {
+                format!(
+                    "{}-{}-{:08x}",
+                    std::env::var("HOSTNAME").unwrap_or_else(|_| "engine".into()),
+                    std::process::id(),
+                    rand::random::<u32>()
+                )
+            }),
+            lease_ttl_ms: self.lease_ttl.as_millis() as u64,
             start_locks: (0..START_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
         });
-        let active = inner.store.list_active().await?;
-        let mut resumed = 0usize;
-        for rec in active {
-            match inner.definition_for(&rec) {
-                Ok(def) => {
+        if inner.store.is_shared() {
+            // Several processes share the store: take what nobody holds,
+            // then keep renewing and claiming in the background.
+            let resumed = inner.claim_and_spawn().await?;
+            if resumed > 0 {
+                tracing::info!(resumed, owner = %inner.owner, "claimed sagas in a shared store");
+            }
+            tokio::spawn(inner.clone().lease_loop());
+        } else {
+            let active = inner.store.list_active().await?;
+            let mut resumed = 0usize;
+            for rec in active {
+                if inner.resume_or_report(rec) {
                     resumed += 1;
-                    inner.spawn(def, rec, Some(Input::Resume));
-                }
-                Err(reason) => {
-                    tracing::error!(saga_id = %rec.id, definition = %rec.definition, version = rec.version,
-                        %reason, "saga left untouched: its definition is not registered");
-                    inner.lock_unregistered().push(UnregisteredSaga {
-                        id: rec.id.clone(),
-                        definition: rec.definition.clone(),
-                        version: rec.version,
-                        reason,
-                    });
                 }
             }
-        }
-        if resumed > 0 {
-            tracing::info!(resumed, "resumed sagas that were in flight");
+            if resumed > 0 {
+                tracing::info!(resumed, "resumed sagas that were in flight");
+            }
         }
         Ok(Engine { inner })
     }
@@ -170,12 +195,18 @@ struct Inner {
     control: tokio::sync::Mutex<()>,
     /// The seeded generator, if one was asked for.
     rng: Option<Mutex<StdRng>>,
+    /// This process's name as a lease owner.
+    owner: String,
+    /// Lease length in a shared store.
+    lease_ttl_ms: u64,
     /// Starts with one idempotency key are serialised (by stripe) so that a
     /// second start returns only once the first one's worker is registered.
     start_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 struct Worker {
+    /// Lease generation the worker runs under (0 without leases).
+    generation: u64,
     control: mpsc::UnboundedSender<Control>,
     outcome: watch::Receiver<Option<SagaStatus>>,
     task: Option<JoinHandle<()>>,
@@ -202,6 +233,8 @@ impl Engine {
             clock: Arc::new(SystemClock),
             event_capacity: 16_384,
             seed: None,
+            owner: None,
+            lease_ttl: Duration::from_secs(10),
         }
     }
 
@@ -249,6 +282,11 @@ impl Engine {
             updated_at_ms: now,
             state: SagaState::new(def.step_names()),
             data,
+            lease: inner.store.is_shared().then(|| Lease {
+                owner: inner.owner.clone(),
+                generation: 1,
+                expires_at_ms: now + inner.lease_ttl_ms,
+            }),
         };
         let decision = rec
             .state
@@ -297,7 +335,17 @@ impl Engine {
             // down or failed); the record tells which.
             let _ = rx.wait_for(|s| s.is_some()).await;
         }
-        let rec = self.status(id).await?;
+        let mut rec = self.status(id).await?;
+        if self.inner.store.is_shared() {
+            // Another process may own it (or take it over): watch the store.
+            while !rec.status().is_terminal()
+                && !self.inner.shutting_down.load(Ordering::SeqCst)
+                && self.inner.definition_for(&rec).is_ok()
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                rec = self.status(id).await?;
+            }
+        }
         if rec.status().is_terminal() {
             return Ok(rec);
         }
@@ -405,6 +453,11 @@ impl Engine {
         rec.revision += 1;
         self.inner.store.update(&rec, &events).await?;
         self.inner.publish(events);
+        if self.inner.store.is_shared() {
+            // Its lease has run out (a stuck saga has no worker to renew
+            // it): the next claim, here or in another process, runs it.
+            return Ok(());
+        }
         self.inner.spawn(def, rec, None);
         Ok(())
     }
@@ -440,6 +493,7 @@ impl Engine {
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
         self.inner.shutdown.send_replace(true);
+        let owned: Vec<SagaId> = self.inner.lock_workers().keys().cloned().collect();
         let deadline = tokio::time::Instant::now() + grace;
         loop {
             let left: Vec<watch::Receiver<Option<SagaStatus>>> = self
@@ -473,10 +527,115 @@ impl Engine {
                 break;
             }
         }
+        if self.inner.store.is_shared() && !owned.is_empty() {
+            if let Err(e) = self.inner.store.release(&self.inner.owner, &owned).await {
+                tracing::warn!(error = %e, "could not release leases; they expire on their own");
+            }
+        }
     }
 }
 
 impl Inner {
+    /// Spawns a worker for a saga found in the store, or reports it as
+    /// unregistered. True when it runs.
+    fn resume_or_report(self: &Arc<Self>, rec: SagaRecord) -> bool {
+        match self.definition_for(&rec) {
+            Ok(def) => {
+                self.spawn(def, rec, Some(Input::Resume));
+                true
+            }
+            Err(reason) => {
+                let mut un = self.lock_unregistered();
+                if !un.iter().any(|u| u.id == rec.id) {
+                    tracing::error!(saga_id = %rec.id, definition = %rec.definition, version = rec.version,
+                        %reason, "saga left untouched: its definition is not registered");
+                    un.push(UnregisteredSaga {
+                        id: rec.id.clone(),
+                        definition: rec.definition.clone(),
+                        version: rec.version,
+                        reason,
+                    });
+                }
+                false
+            }
+        }
+    }
+
+    /// Claims sagas nobody holds and runs them; gives back at once those
+    /// this process cannot run (another process may have their version).
+    async fn claim_and_spawn(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let now = self.clock.now_ms();
+        let claimed = self
+            .store
+            .claim(&self.owner, now, self.lease_ttl_ms, 256)
+            .await?;
+        let mut resumed = 0;
+        let mut foreign = Vec::new();
+        for rec in claimed {
+            if self.lock_workers().contains_key(&rec.id) {
+                // A worker of ours whose lease lapsed: it will hit a
+                // conflict and stop; the new generation runs afresh.
+                if let Some(w) = self.lock_workers().remove(&rec.id) {
+                    if let Some(t) = w.task {
+                        t.abort();
+                    }
+                }
+            }
+            let id = rec.id.clone();
+            if self.resume_or_report(rec) {
+                resumed += 1;
+            } else {
+                foreign.push(id);
+            }
+        }
+        if !foreign.is_empty() {
+            self.store.release(&self.owner, &foreign).await?;
+        }
+        Ok(resumed)
+    }
+
+    /// Renews this process's leases and claims abandoned sagas, every third
+    /// of the lease, until shutdown.
+    async fn lease_loop(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.subscribe();
+        let every = Duration::from_millis((self.lease_ttl_ms / 3).max(10));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            let leases: Vec<(SagaId, u64)> = self
+                .lock_workers()
+                .iter()
+                .map(|(id, w)| (id.clone(), w.generation))
+                .collect();
+            let now = self.clock.now_ms();
+            match self
+                .store
+                .renew(&self.owner, &leases, now, self.lease_ttl_ms)
+                .await
+            {
+                Ok(lost) => {
+                    for id in lost {
+                        if let Some(w) = self.lock_workers().remove(&id) {
+                            tracing::warn!(saga_id = %id, "lease lost to another process; stopping its worker");
+                            if let Some(t) = w.task {
+                                t.abort();
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+            }
+            if let Err(e) = self.claim_and_spawn().await {
+                tracing::warn!(error = %e, "claiming sagas failed");
+            }
+        }
+    }
+
     fn ctx(&self, now_ms: u64) -> Ctx {
         // 53 random bits make a uniform f64 in [0, 1).
         let jitter = (self.random_u64() >> 11) as f64 / (1u64 << 53) as f64;
@@ -554,6 +713,7 @@ impl Inner {
         self.lock_workers().insert(
             id.clone(),
             Worker {
+                generation: rec.lease.as_ref().map_or(0, |l| l.generation),
                 control: ctl_tx,
                 outcome: out_rx,
                 task: None,
@@ -562,13 +722,24 @@ impl Inner {
         let span = tracing::info_span!("saga", saga_id = %id, definition = %rec.definition);
         let inner = self.clone();
         let key = id.clone();
+        let generation = rec.lease.as_ref().map_or(0, |l| l.generation);
         let task = tokio::spawn(
             async move {
                 let result = inner.clone().drive(def, rec, first, ctl_rx, &out_tx).await;
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "saga worker stopped; the saga resumes at the next open");
+                match result {
+                    Err(Error::Store(StoreError::Conflict { .. })) if inner.store.is_shared() => {
+                        tracing::info!("saga taken over by another process; worker stops");
+                    }
+                    Err(e) => tracing::error!(error = %e, "saga worker stopped; the saga resumes at the next open"),
+                    Ok(()) => {}
                 }
-                inner.lock_workers().remove(&id);
+                // Only our own entry: a newer worker may have replaced it
+                // after a takeover.
+                let mut workers = inner.lock_workers();
+                if workers.get(&id).is_some_and(|w| w.generation == generation) {
+                    workers.remove(&id);
+                }
+                drop(workers);
                 drop(out_tx);
             }
             .instrument(span),
@@ -640,6 +811,7 @@ impl Inner {
                     let ctx = StepContext {
                         saga_id: rec.id.clone(),
                         idempotency_key: format!("{}:{}", rec.id, name),
+                        fencing_token: rec.lease.as_ref().map_or(0, |l| l.generation),
                         step: name.clone(),
                         attempt,
                     };

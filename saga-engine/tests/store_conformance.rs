@@ -60,3 +60,9 @@ async fn concurrent_writers_share_flushes() {
         "200 concurrent creates took {flushes} flushes: group commit is not sharing them"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_memory_store_conforms_with_leases() {
+    conformance::run_all(|| async { MemoryStore::shared() }).await;
+    conformance::run_shared(|| async { MemoryStore::shared() }).await;
+}

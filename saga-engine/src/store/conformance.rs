@@ -25,6 +25,7 @@ pub fn sample_record(id: &str, key: Option<&str>) -> SagaRecord {
         updated_at_ms: 1,
         state: SagaState::new(["a", "b"]),
         data: serde_json::json!({"n": 1}),
+        lease: None,
     }
 }
 
@@ -202,4 +203,123 @@ pub async fn active_list_and_status_filter<S: Store>(store: S) {
         store.list(Some(SagaStatus::Stuck), 10).await.unwrap().len(),
         0
     );
+}
+
+/// Lease checks for stores shared by several engine processes
+/// ([`Store::is_shared`]), each on a fresh store from `make`.
+pub async fn run_shared<S, F, Fut>(make: F)
+where
+    S: Store,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    claims_are_exclusive_until_expiry(make().await).await;
+    stale_owners_are_fenced(make().await).await;
+    racing_claimers_split_the_work(Arc::new(make().await)).await;
+}
+
+fn unleased(id: &str) -> SagaRecord {
+    sample_record(id, None)
+}
+
+/// A claim holds a saga until its lease expires; the next claim bumps the
+/// generation; terminal sagas are never claimed; release frees at once.
+pub async fn claims_are_exclusive_until_expiry<S: Store>(store: S) {
+    assert!(store.is_shared());
+    store.create(&unleased("c1"), &[]).await.unwrap();
+    let mut done = unleased("c2");
+    done.state.status = SagaStatus::Completed;
+    store.create(&done, &[]).await.unwrap();
+
+    let got = store.claim("x", 1_000, 500, 10).await.unwrap();
+    assert_eq!(got.len(), 1, "only the active saga is claimed");
+    let lease = got[0].lease.clone().expect("claimed with a lease");
+    assert_eq!(
+        (lease.owner.as_str(), lease.generation, lease.expires_at_ms),
+        ("x", 1, 1_500)
+    );
+    assert!(
+        store.claim("y", 1_200, 500, 10).await.unwrap().is_empty(),
+        "held by x"
+    );
+    assert!(store
+        .renew("x", &[(got[0].id.clone(), 1)], 1_400, 500)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(
+        store.claim("y", 1_600, 500, 10).await.unwrap().is_empty(),
+        "renewed to 1,900"
+    );
+    let taken = store.claim("y", 2_000, 500, 10).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].lease.as_ref().unwrap().generation, 2);
+    assert_eq!(
+        store
+            .renew("x", &[(got[0].id.clone(), 1)], 2_100, 500)
+            .await
+            .unwrap(),
+        vec![got[0].id.clone()],
+        "x learns it lost the saga"
+    );
+    store.release("y", &[taken[0].id.clone()]).await.unwrap();
+    let again = store.claim("z", 2_200, 500, 10).await.unwrap();
+    assert_eq!(again.len(), 1, "released sagas are claimable at once");
+    assert_eq!(again[0].lease.as_ref().unwrap().generation, 3);
+}
+
+/// An update carrying an old lease generation is refused.
+pub async fn stale_owners_are_fenced<S: Store>(store: S) {
+    store.create(&unleased("f1"), &[]).await.unwrap();
+    let mine = store.claim("old", 0, 100, 10).await.unwrap().remove(0);
+    let theirs = store.claim("new", 500, 100, 10).await.unwrap().remove(0);
+    let mut stale = mine.clone();
+    stale.revision += 1;
+    stale.data = serde_json::json!({"stale": true});
+    assert!(
+        matches!(
+            store.update(&stale, &[]).await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "the stale owner must be fenced off"
+    );
+    let mut current = theirs.clone();
+    current.revision += 1;
+    store.update(&current, &[]).await.unwrap();
+    let stored = store.get(&current.id).await.unwrap().unwrap();
+    assert_eq!(stored.data, serde_json::json!({"n": 1}));
+    assert_eq!(stored.lease.as_ref().unwrap().owner, "new");
+}
+
+/// Claimers racing for many sagas each get a disjoint share.
+pub async fn racing_claimers_split_the_work<S: Store>(store: Arc<S>) {
+    for i in 0..40 {
+        store
+            .create(&unleased(&format!("w{i:02}")), &[])
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for c in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            for _ in 0..10 {
+                let got = store
+                    .claim(&format!("c{c}"), 1_000, 10_000, 3)
+                    .await
+                    .unwrap();
+                mine.extend(got.into_iter().map(|r| r.id));
+                tokio::task::yield_now().await;
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let unique: std::collections::HashSet<_> = all.iter().cloned().collect();
+    assert_eq!(all.len(), unique.len(), "a saga was claimed twice");
+    assert_eq!(unique.len(), 40, "every saga claimed once");
 }

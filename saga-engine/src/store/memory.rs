@@ -1,7 +1,7 @@
 //! An in-memory store for tests and for runs where losing everything on exit
 //! is fine. Nothing here survives the process.
 
-use super::{CreateOutcome, SagaRecord, Store, StoreError};
+use super::{CreateOutcome, Lease, SagaRecord, Store, StoreError};
 use crate::events::SagaEvent;
 use crate::machine::SagaStatus;
 use crate::SagaId;
@@ -16,16 +16,27 @@ struct Inner {
     keys: HashMap<String, SagaId>,
 }
 
-/// The in-memory backend.
+/// The in-memory backend. [`MemoryStore::shared`] makes one that behaves
+/// like a store shared by several engine processes (leases, fencing), for
+/// testing several engines in one process.
 #[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    shared: bool,
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store with lease semantics, as a shared database has.
+    pub fn shared() -> Self {
+        MemoryStore {
+            shared: true,
+            ..Self::default()
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -69,19 +80,27 @@ impl Store for MemoryStore {
 
     async fn update(&self, record: &SagaRecord, events: &[SagaEvent]) -> Result<(), StoreError> {
         let mut g = self.lock();
-        let found = g.records.get(&record.id).map(|r| r.revision);
-        if found != Some(record.revision.wrapping_sub(1)) {
+        let stored = g.records.get(&record.id);
+        let found = stored.map(|r| r.revision);
+        let lease_ok = !self.shared || stored.is_some_and(|r| same_holder(&r.lease, &record.lease));
+        if found != Some(record.revision.wrapping_sub(1)) || !lease_ok {
             return Err(StoreError::Conflict {
                 id: record.id.clone(),
                 expected: record.revision.wrapping_sub(1),
                 found,
             });
         }
-        g.records.insert(record.id.clone(), record.clone());
-        g.history
-            .entry(record.id.clone())
-            .or_default()
-            .extend_from_slice(events);
+        let mut record = record.clone();
+        if let (Some(new), Some(old)) =
+            (record.lease.as_mut(), stored.and_then(|r| r.lease.as_ref()))
+        {
+            // The expiry is the store's to keep (renewals move it); the
+            // record's copy may be older.
+            new.expires_at_ms = new.expires_at_ms.max(old.expires_at_ms);
+        }
+        let id = record.id.clone();
+        g.records.insert(id.clone(), record);
+        g.history.entry(id).or_default().extend_from_slice(events);
         Ok(())
     }
 
@@ -95,6 +114,73 @@ impl Store for MemoryStore {
 
     async fn history(&self, id: &SagaId) -> Result<Vec<SagaEvent>, StoreError> {
         Ok(self.lock().history.get(id).cloned().unwrap_or_default())
+    }
+
+    fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        ttl_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<SagaRecord>, StoreError> {
+        if !self.shared {
+            return Ok(Vec::new());
+        }
+        let mut g = self.lock();
+        let mut out = Vec::new();
+        for r in g.records.values_mut() {
+            if out.len() >= limit {
+                break;
+            }
+            let free = r.lease.as_ref().is_none_or(|l| l.expires_at_ms < now_ms);
+            if r.status().is_terminal() || !free {
+                continue;
+            }
+            let generation = r.lease.as_ref().map_or(0, |l| l.generation) + 1;
+            r.lease = Some(Lease {
+                owner: owner.to_string(),
+                generation,
+                expires_at_ms: now_ms + ttl_ms,
+            });
+            out.push(r.clone());
+        }
+        Ok(out)
+    }
+
+    async fn renew(
+        &self,
+        owner: &str,
+        leases: &[(SagaId, u64)],
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<Vec<SagaId>, StoreError> {
+        let mut g = self.lock();
+        let mut lost = Vec::new();
+        for (id, generation) in leases {
+            match g.records.get_mut(id).and_then(|r| r.lease.as_mut()) {
+                Some(l) if l.owner == owner && l.generation == *generation => {
+                    l.expires_at_ms = l.expires_at_ms.max(now_ms + ttl_ms);
+                }
+                _ => lost.push(id.clone()),
+            }
+        }
+        Ok(lost)
+    }
+
+    async fn release(&self, owner: &str, ids: &[SagaId]) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        for id in ids {
+            if let Some(l) = g.records.get_mut(id).and_then(|r| r.lease.as_mut()) {
+                if l.owner == owner {
+                    l.expires_at_ms = 0;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn list_active(&self) -> Result<Vec<SagaRecord>, StoreError> {
@@ -120,5 +206,14 @@ impl Store for MemoryStore {
             .take(limit)
             .cloned()
             .collect())
+    }
+}
+
+/// Same owner and generation (the expiry may differ).
+fn same_holder(a: &Option<Lease>, b: &Option<Lease>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.owner == b.owner && a.generation == b.generation,
+        _ => false,
     }
 }

@@ -57,6 +57,23 @@ pub struct SagaRecord {
     pub state: SagaState,
     /// The saga's data, as JSON.
     pub data: serde_json::Value,
+    /// Who owns the saga, in a store shared by several engine processes
+    /// ([`Store::is_shared`]); `None` in a single-process store.
+    #[serde(default)]
+    pub lease: Option<Lease>,
+}
+
+/// Ownership of a saga by one engine process, for a bounded time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The owning engine process.
+    pub owner: String,
+    /// The fencing token: every claim increments it, and a shared store
+    /// refuses an update carrying an older one, so a stale owner that wakes
+    /// up late cannot record a step a new owner has moved past.
+    pub generation: u64,
+    /// When the lease runs out unless renewed, ms since the Unix epoch.
+    pub expires_at_ms: u64,
 }
 
 impl SagaRecord {
@@ -95,8 +112,9 @@ pub enum StoreError {
         /// The decode error.
         reason: String,
     },
-    /// An update's revision does not follow the stored one (someone else
-    /// moved the saga, or it does not exist).
+    /// An update's revision does not follow the stored one, or (shared
+    /// stores) its lease is no longer the stored one: someone else moved
+    /// the saga, or it does not exist.
     #[error("saga {id}: expected stored revision {expected}, found {found:?}")]
     Conflict {
         /// The saga.
@@ -147,6 +165,46 @@ pub trait Store: Send + Sync + 'static {
         status: Option<SagaStatus>,
         limit: usize,
     ) -> Result<Vec<SagaRecord>, StoreError>;
+
+    /// True when several engine processes share this store: the engine
+    /// then owns sagas by lease ([`Store::claim`], [`Store::renew`]) and
+    /// `update` also checks the record's lease (owner and generation).
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Claims up to `limit` non-terminal sagas whose lease is absent or
+    /// expired at `now_ms`, for `owner` until `now_ms + ttl_ms`, each with
+    /// its lease generation incremented; returns them with their new lease.
+    /// Sagas another claimer is claiming at the same moment are skipped.
+    /// Single-process stores have no leases and return nothing.
+    async fn claim(
+        &self,
+        _owner: &str,
+        _now_ms: u64,
+        _ttl_ms: u64,
+        _limit: usize,
+    ) -> Result<Vec<SagaRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Extends to `now_ms + ttl_ms` the leases `owner` still holds at the
+    /// given generations; returns the sagas whose lease it lost.
+    async fn renew(
+        &self,
+        _owner: &str,
+        _leases: &[(SagaId, u64)],
+        _now_ms: u64,
+        _ttl_ms: u64,
+    ) -> Result<Vec<SagaId>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Gives up `owner`'s leases on `ids` at once (graceful shutdown), so
+    /// other processes can claim them without waiting for expiry.
+    async fn release(&self, _owner: &str, _ids: &[SagaId]) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// How many times the backend made its writes durable (group commit
     /// shares one among many writes). 0 for backends without flushes.
