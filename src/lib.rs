@@ -1,1 +1,4 @@
-//! Workspace root package: it exists to own the top-level `examples/`, `benches/` and `tests/`.
+//! Workspace root package: it owns the top-level `examples/`, `benches/`
+//! and `tests/`, and the torture harness they share.
+
+pub mod torture;
