@@ -41,7 +41,7 @@ struct Child {
 }
 
 async fn open(dir: &Path) -> Child {
-    let db = sled::open(dir.join("db")).expect("db opens after a crash");
+    let db = saga_engine::store::open_sled_db(&dir.join("db")).expect("db opens after a crash");
     let catalog = Arc::new(Catalog::default_dataset());
     let flight = catalog
         .flights()
@@ -75,7 +75,7 @@ async fn open(dir: &Path) -> Child {
         .id;
     // Recovery: open the engine's store and resume every saga in flight.
     let opened = std::time::Instant::now();
-    let engine = Engine::builder(SledStore::with_db(db).unwrap())
+    let engine = Engine::builder(SledStore::with_db_at(db, dir.join("db")).unwrap())
         .register(booking_definition(&services))
         .open()
         .await

@@ -17,7 +17,7 @@ mod sled_store;
 pub mod conformance;
 
 pub use memory::MemoryStore;
-pub use sled_store::SledStore;
+pub use sled_store::{open_sled_db, SledStore, HWM_FILE};
 
 use crate::events::SagaEvent;
 use crate::machine::{SagaState, SagaStatus};
@@ -123,6 +123,15 @@ pub enum StoreError {
         expected: u64,
         /// Revision found, if the saga exists.
         found: Option<u64>,
+    },
+    /// The store lost data it had acknowledged (a damaged file): it refuses
+    /// to run on it.
+    #[error("the saga store in {path} is damaged: {detail}")]
+    Damaged {
+        /// The data directory.
+        path: String,
+        /// What was found.
+        detail: String,
     },
     /// A record with this id already exists.
     #[error("saga {0} already exists")]

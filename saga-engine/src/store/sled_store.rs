@@ -57,21 +57,85 @@ struct Mark {
 /// flushes at once, with no hand-off between threads.
 struct GroupCommit {
     db: sled::Db,
+    tree: sled::Tree,
     tickets: AtomicU64,
     leader: AtomicBool,
     done: watch::Sender<Mark>,
     flushes: AtomicU64,
+    /// Records created and acknowledged, for the high-water mark.
+    created: AtomicU64,
+    /// The high-water-mark file, when the store knows its directory.
+    hwm: Option<std::fs::File>,
 }
 
+/// The high-water mark: flush tickets made durable, records created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Mark16 {
+    seq: u64,
+    created: u64,
+}
+
+impl Mark16 {
+    fn encode(self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.seq.to_be_bytes());
+        b[8..].copy_from_slice(&self.created.to_be_bytes());
+        b
+    }
+    fn decode(b: &[u8]) -> Option<Mark16> {
+        (b.len() == 16).then(|| Mark16 {
+            seq: u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
+            created: u64::from_be_bytes(b[8..].try_into().expect("8 bytes")),
+        })
+    }
+}
+
+const HWM_KEY: &[u8] = b"m/hwm";
+/// File beside sled's own, holding the last high-water mark made durable.
+pub const HWM_FILE: &str = "saga-engine.hwm";
+
 impl GroupCommit {
-    fn new(db: sled::Db) -> GroupCommit {
+    fn new(
+        db: sled::Db,
+        tree: sled::Tree,
+        start: Mark16,
+        hwm: Option<std::fs::File>,
+    ) -> GroupCommit {
         GroupCommit {
             db,
-            tickets: AtomicU64::new(0),
+            tree,
+            tickets: AtomicU64::new(start.seq),
             leader: AtomicBool::new(false),
-            done: watch::Sender::new(Mark::default()),
+            done: watch::Sender::new(Mark {
+                flushed: start.seq,
+                error: None,
+            }),
             flushes: AtomicU64::new(0),
+            created: AtomicU64::new(start.created),
+            hwm,
         }
+    }
+
+    /// Marks in sled what the coming flush makes durable, flushes, then
+    /// records the mark in the side file. At open, a sled that lost records
+    /// (a damaged log it silently truncated) shows an older mark, or fewer
+    /// records, than the file.
+    async fn flush_marked(&self, target: u64) -> sled::Result<usize> {
+        let mark = Mark16 {
+            seq: target,
+            created: self.created.load(Ordering::SeqCst),
+        };
+        if self.hwm.is_some() {
+            self.tree.insert(HWM_KEY, &mark.encode()[..])?;
+        }
+        let n = self.flush_now().await?;
+        if let Some(f) = &self.hwm {
+            use std::os::unix::fs::FileExt;
+            // No fsync: like sled's own flush, this is kept across a process
+            // crash, which is the scope of the guarantee.
+            f.write_all_at(&mark.encode(), 0).map_err(sled::Error::Io)?;
+        }
+        Ok(n)
     }
 
     /// Flushes sled, blocking this thread, in the way the runtime allows.
@@ -107,7 +171,7 @@ impl GroupCommit {
                 // Every ticket issued so far belongs to a write already
                 // applied to sled's memory, so this flush covers it.
                 let target = self.tickets.load(Ordering::SeqCst);
-                let result = self.flush_now().await;
+                let result = self.flush_marked(target).await;
                 self.flushes.fetch_add(1, Ordering::Relaxed);
                 // Step down before announcing, so that a waiter who saw a
                 // flush under way is sure to see this announcement.
@@ -125,6 +189,42 @@ impl GroupCommit {
                 return Err(StoreError::Io("the store was dropped".into()));
             }
         }
+    }
+}
+
+/// Opens a sled database for the engine (and anything sharing its
+/// directory), working around a sled 0.34 recovery bug, and turning sled's
+/// failures (and its panics on some damaged files) into an error that
+/// names the directory.
+///
+/// sled writes a snapshot to `snap.<lsn>.generating`, syncs it and renames
+/// it; a process killed before the rename leaves a partial file that sled
+/// 0.34.7 then picks as its newest snapshot and refuses to open with
+/// `Corruption { at: None }` (sled issues #1527, #1533; seen here about
+/// once per 600 SIGKILLs). Such a file is incomplete by construction and
+/// sled recovers from the previous snapshot and its log, so it is removed.
+pub fn open_sled_db(path: &Path) -> Result<sled::Db, StoreError> {
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("snap.") && name.ends_with(".generating") {
+                tracing::warn!(file = %e.path().display(), "removing a snapshot that a crash left half-written");
+                std::fs::remove_file(e.path()).map_err(|err| {
+                    StoreError::Io(format!("removing {}: {err}", e.path().display()))
+                })?;
+            }
+        }
+    }
+    let p = path.to_path_buf();
+    let opened = std::panic::catch_unwind(move || sled::Config::new().path(p).open());
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(StoreError::Io(format!("opening {}: {e}", path.display()))),
+        Err(_) => Err(StoreError::Damaged {
+            path: path.display().to_string(),
+            detail: "sled could not read its files".into(),
+        }),
     }
 }
 
@@ -214,20 +314,80 @@ fn encode_value(record: &SagaRecord, old_events: &[u8], new_events: &[SagaEvent]
 
 impl SledStore {
     /// Opens (or creates) a sled database in `path`.
+    ///
+    /// Refuses, with [`StoreError::Damaged`] naming the directory, a
+    /// database that lost records it had acknowledged (see [`HWM_FILE`]).
     pub fn open(path: impl AsRef<Path>) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new()
-            .path(path.as_ref())
-            .open()
-            .map_err(|e| StoreError::Io(format!("opening {}: {e}", path.as_ref().display())))?;
-        SledStore::with_db(db)
+        let path = path.as_ref();
+        let db = open_sled_db(path)?;
+        SledStore::with_db_at(db, path)
     }
 
     /// Uses a tree of an already open database, so that participants can
-    /// keep their own trees in the same data directory.
+    /// keep their own trees in the same data directory. Without the
+    /// directory there is no high-water mark: prefer [`SledStore::with_db_at`].
     pub fn with_db(db: sled::Db) -> Result<SledStore, StoreError> {
         let tree = db.open_tree(TREE).map_err(io)?;
-        let commit = Arc::new(GroupCommit::new(db.clone()));
+        let start = Self::current_mark(&tree)?;
+        let commit = Arc::new(GroupCommit::new(db.clone(), tree.clone(), start, None));
         Ok(SledStore { db, tree, commit })
+    }
+
+    /// Like [`SledStore::with_db`], for a database opened at `dir`: checks
+    /// the high-water mark kept in `dir` and keeps it up to date.
+    pub fn with_db_at(db: sled::Db, dir: impl AsRef<Path>) -> Result<SledStore, StoreError> {
+        let dir = dir.as_ref();
+        let tree = db.open_tree(TREE).map_err(io)?;
+        let start = Self::current_mark(&tree)?;
+        let file_path = dir.join(HWM_FILE);
+        let on_file = std::fs::read(&file_path)
+            .ok()
+            .and_then(|b| Mark16::decode(&b));
+        if let Some(f) = on_file {
+            if start.seq < f.seq || start.created < f.created {
+                return Err(StoreError::Damaged {
+                    path: dir.display().to_string(),
+                    detail: format!(
+                        "the database holds {} records up to commit {} but {} records up to commit {} were acknowledged; \
+                         it lost acknowledged data (a damaged file?). Restore a backup; do not run on it",
+                        start.created, start.seq, f.created, f.seq
+                    ),
+                });
+            }
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&file_path)
+            .map_err(|e| StoreError::Io(format!("opening {}: {e}", file_path.display())))?;
+        let commit = Arc::new(GroupCommit::new(
+            db.clone(),
+            tree.clone(),
+            start,
+            Some(file),
+        ));
+        Ok(SledStore { db, tree, commit })
+    }
+
+    /// The mark the database itself holds: its last flush ticket, and the
+    /// records it actually has.
+    fn current_mark(tree: &sled::Tree) -> Result<Mark16, StoreError> {
+        let seq = match tree.get(HWM_KEY).map_err(io)? {
+            Some(b) => {
+                Mark16::decode(&b)
+                    .ok_or_else(|| corrupt(HWM_KEY, "bad high-water mark"))?
+                    .seq
+            }
+            None => 0,
+        };
+        let mut created = 0u64;
+        for k in tree.scan_prefix(b"s/").keys() {
+            k.map_err(io)?;
+            created += 1;
+        }
+        Ok(Mark16 { seq, created })
     }
 
     /// The underlying database.
@@ -294,6 +454,7 @@ impl Store for SledStore {
                 }
             }
         }
+        self.commit.created.fetch_add(1, Ordering::SeqCst);
         self.commit.durable().await?;
         Ok(CreateOutcome::Created)
     }
@@ -378,7 +539,15 @@ impl Store for SledStore {
                 if owner.as_deref() != Some(id.as_str().as_bytes()) {
                     // Record written, key not (or taken over): never
                     // acknowledged, so it must not run.
-                    self.tree.remove(key(b"s/", id.as_str())).map_err(io)?;
+                    if self
+                        .tree
+                        .remove(key(b"s/", id.as_str()))
+                        .map_err(io)?
+                        .is_some()
+                    {
+                        // It was counted by the scan at open.
+                        self.commit.created.fetch_sub(1, Ordering::SeqCst);
+                    }
                     self.tree.remove(&ak).map_err(io)?;
                     repaired += 1;
                     continue;
@@ -487,6 +656,28 @@ mod tests {
         assert_eq!(active[0].id, live.id);
         assert!(!s.tree.contains_key(key(b"a/", "missing")).unwrap());
         assert!(!s.tree.contains_key(key(b"a/", "done")).unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_half_written_snapshot_left_by_a_crash_does_not_block_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = sample_record("kept", None);
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            s.create(&r, &[]).await.unwrap();
+        }
+        // What a process killed while sled wrote a snapshot leaves behind.
+        std::fs::write(
+            dir.path().join("snap.7FFFFFFFFFFFFFFF.generating"),
+            b"partial",
+        )
+        .unwrap();
+        assert!(
+            sled::open(dir.path()).is_err(),
+            "sled alone refuses such a directory (the bug worked around)"
+        );
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.get(&r.id).await.unwrap(), Some(r));
     }
 
     #[tokio::test]
