@@ -25,7 +25,8 @@ struct Slow;
 impl Step<Work> for Slow {
     async fn run(&self, ctx: &StepContext, w: &mut Work) -> Result<(), StepError> {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        w.done.push(format!("{} (attempt {})", ctx.step, ctx.attempt));
+        w.done
+            .push(format!("{} (attempt {})", ctx.step, ctx.attempt));
         Ok(())
     }
     async fn compensate(&self, _: &StepContext, _: &Work) -> Result<(), StepError> {
@@ -95,6 +96,10 @@ async fn main() {
         } else {
             ""
         };
-        println!("  #{:<2} {}{marker}", e.seq, serde_json::to_string(&e.kind).unwrap());
+        println!(
+            "  #{:<2} {}{marker}",
+            e.seq,
+            serde_json::to_string(&e.kind).unwrap()
+        );
     }
 }
