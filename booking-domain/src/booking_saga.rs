@@ -248,11 +248,17 @@ impl From<sled::Error> for BookingStoreError {
 
 /// Confirmed bookings, on the trees `bookings` (reference -> record) and
 /// `bookings_by_saga` (saga id -> reference).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BookingStore {
-    db: sled::Db,
     by_ref: sled::Tree,
     by_saga: sled::Tree,
+    flush: Arc<crate::payments::GroupFlush>,
+}
+
+impl fmt::Debug for BookingStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BookingStore").finish_non_exhaustive()
+    }
 }
 
 const REF_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
@@ -275,51 +281,51 @@ impl BookingStore {
     /// Opens the store's trees in `db`.
     pub fn open(db: &sled::Db) -> Result<Self, BookingStoreError> {
         Ok(BookingStore {
-            db: db.clone(),
             by_ref: db.open_tree("bookings")?,
             by_saga: db.open_tree("bookings_by_saga")?,
+            flush: Arc::new(crate::payments::GroupFlush::new(db)),
         })
     }
 
     /// Records a confirmed booking for `record.saga_id` (its `reference` is
     /// chosen here) and returns it; a second call for the same saga returns
     /// the first record. Durable on return.
+    ///
+    /// Single-key writes only (sled's transactions take a process-wide lock
+    /// once used): the reference is claimed with compare-and-swap, then the
+    /// saga index is written. A crash between the two is repaired by the
+    /// retry, which finds its own saga under the first candidate reference.
     pub async fn confirm(&self, record: BookingRecord) -> Result<BookingRecord, BookingStoreError> {
-        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
-        let result = (&self.by_ref, &self.by_saga).transaction(|(by_ref, by_saga)| {
-            if let Some(existing) = by_saga.get(record.saga_id.as_str())? {
-                let bytes = by_ref.get(&existing)?.ok_or_else(|| {
-                    ConflictableTransactionError::Abort(
-                        "saga index names a missing booking".to_string(),
-                    )
-                })?;
-                let rec: BookingRecord = serde_json::from_slice(&bytes)
-                    .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
-                return Ok(rec);
-            }
-            let mut record = record.clone();
-            let mut salt = 0;
-            loop {
-                let r = reference_for(&record.saga_id, salt);
-                if by_ref.get(r.0.as_bytes())?.is_none() {
-                    record.reference = r;
-                    break;
+        if let Some(existing) = self.by_saga(&record.saga_id)? {
+            return Ok(existing);
+        }
+        let mut record = record;
+        let mut salt = 0;
+        loop {
+            record.reference = reference_for(&record.saga_id, salt);
+            let bytes =
+                serde_json::to_vec(&record).map_err(|e| BookingStoreError(e.to_string()))?;
+            match self.by_ref.compare_and_swap(
+                record.reference.0.as_bytes(),
+                None as Option<&[u8]>,
+                Some(bytes),
+            )? {
+                Ok(()) => break,
+                Err(cas) => {
+                    let current = cas.current.expect("a failed swap from nothing has a value");
+                    let theirs = Self::decode(&current)?;
+                    if theirs.saga_id == record.saga_id {
+                        record = theirs;
+                        break;
+                    }
+                    salt += 1;
                 }
-                salt += 1;
             }
-            let bytes = serde_json::to_vec(&record)
-                .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
-            by_ref.insert(record.reference.0.as_bytes(), bytes)?;
-            by_saga.insert(record.saga_id.as_str(), record.reference.0.as_bytes())?;
-            Ok(record)
-        });
-        let rec = match result {
-            Ok(r) => r,
-            Err(TransactionError::Abort(e)) => return Err(BookingStoreError(e)),
-            Err(TransactionError::Storage(e)) => return Err(e.into()),
-        };
-        self.db.flush_async().await?;
-        Ok(rec)
+        }
+        self.by_saga
+            .insert(record.saga_id.as_str(), record.reference.0.as_bytes())?;
+        self.flush.durable().await.map_err(BookingStoreError)?;
+        Ok(record)
     }
 
     /// Marks the saga's booking cancelled, if it has one. Durable on return.
@@ -331,7 +337,7 @@ impl BookingStore {
             rec.status = BookingStatus::Cancelled;
             let bytes = serde_json::to_vec(&rec).map_err(|e| BookingStoreError(e.to_string()))?;
             self.by_ref.insert(rec.reference.0.as_bytes(), bytes)?;
-            self.db.flush_async().await?;
+            self.flush.durable().await.map_err(BookingStoreError)?;
         }
         Ok(Some(rec))
     }

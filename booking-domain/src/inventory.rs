@@ -4,21 +4,21 @@
 //! The [`Inventory`] trait is what the saga calls; [`LocalInventory`] keeps
 //! it on sled trees named `inventory_*`, and a remote client can implement the
 //! same trait over HTTP. Every mutation is keyed by the saga's idempotency
-//! key: repeating it returns the first result, releasing a key whose hold
-//! never arrived leaves a tombstone so that the late hold is refused, and
-//! nothing is acknowledged before it is flushed to disk. Seats are never
-//! oversold: each hold checks and takes seats in one sled transaction, and the
-//! local implementation serialises its mutations behind one async mutex.
+//! key: repeating it returns the first result (refusals included), releasing
+//! a key whose hold never arrived leaves a tombstone so that the late hold is
+//! refused, and nothing is acknowledged before it is flushed to disk. Seats
+//! are never oversold: the local implementation checks and takes seats under
+//! one lock, and each mutation is a single sled insert of the key's record,
+//! atomic on its own; the seat counts are rebuilt from those records on open.
 
+use crate::payments::{GroupFlush, Registry};
 use crate::types::{Cabin, FlightId};
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use sled::Transactional;
+use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::sync::Mutex;
 
 /// Most seats one hold may take (the largest party one booking may carry).
 pub const MAX_SEATS_PER_HOLD: u32 = 9;
@@ -29,7 +29,7 @@ pub const MAX_KEY_LEN: usize = 256;
 
 const FORMAT_VERSION: u32 = 1;
 const HOLDS_TREE: &str = "inventory_holds";
-const COUNTS_TREE: &str = "inventory_counts";
+const META_TREE: &str = "inventory_meta";
 const CAPACITY_TREE: &str = "inventory_capacity";
 
 /// Seats per cabin of an aircraft: the capacity every flight, date and cabin
@@ -129,8 +129,9 @@ impl Hold {
 pub enum ReleaseOutcome {
     /// The hold's seats are back on sale (now or by an earlier call).
     Released(Hold),
-    /// No hold had arrived under this key. A tombstone now stands in its
-    /// place, so a hold that arrives later under the key is refused.
+    /// No seats were held under this key: the hold never arrived (a
+    /// tombstone now stands in its place, so a hold that arrives later is
+    /// refused) or it was refused.
     NothingHeld,
 }
 
@@ -144,6 +145,11 @@ pub enum HoldLookup {
     Tombstone,
     /// A hold was placed under this key.
     Hold(Hold),
+    /// A hold under this key was refused; repeating it repeats `error`.
+    Refused {
+        /// Why it was refused.
+        error: InventoryError,
+    },
 }
 
 /// Seat counts of one flight, date and cabin.
@@ -263,8 +269,10 @@ impl InventoryError {
 pub trait Inventory: Send + Sync {
     /// Holds `request.seats` seats. Repeating it with the same key and request
     /// returns the same hold without taking more seats. Refused with
-    /// [`InventoryError::NotEnoughSeats`] when too few are left and with
-    /// [`InventoryError::AlreadyCompensated`] after the key was released.
+    /// [`InventoryError::NotEnoughSeats`] when too few are left (the refusal
+    /// is remembered: a repeat returns it unchanged even if seats have freed
+    /// up since) and with [`InventoryError::AlreadyCompensated`] after the key
+    /// was released.
     async fn hold(&self, key: &str, request: &HoldRequest) -> Result<Hold, InventoryError>;
 
     /// Confirms (sells) the seats held under `key`. Repeating it returns the
@@ -315,13 +323,11 @@ pub trait Inventory: Send + Sync {
 enum HoldRecord {
     Hold(Hold),
     Tombstone,
-}
-
-/// What the `inventory_counts` tree stores per flight, date and cabin.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
-struct CountsRecord {
-    held: u32,
-    confirmed: u32,
+    /// A business refusal, remembered so a retry gets the same answer.
+    Refused {
+        request: HoldRequest,
+        error: InventoryError,
+    },
 }
 
 /// What the `inventory_capacity` tree stores per flight, date and cabin.
@@ -368,7 +374,7 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, InventoryError> {
     Ok(env.record)
 }
 
-/// The key of one flight, date and cabin in the counts and capacity trees.
+/// The key of one flight, date and cabin in the capacity tree and counts.
 /// JSON keeps it unambiguous whatever characters the flight id holds.
 fn bucket_key(flight: &FlightId, date: NaiveDate, cabin: Cabin) -> Vec<u8> {
     serde_json::to_vec(&(&flight.0, date.to_string(), cabin.as_str())).unwrap_or_default()
@@ -392,55 +398,133 @@ fn check_flight(flight: &FlightId) -> Result<(), InventoryError> {
     Ok(())
 }
 
-type TxResult<T> = Result<T, ConflictableTransactionError<InventoryError>>;
-
-fn abort<T>(e: InventoryError) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(e))
+/// Seats taken in one flight, date and cabin: a projection of the holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counts {
+    held: u32,
+    confirmed: u32,
 }
 
-fn tx_get<T: DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {
-    match tree.get(key)? {
-        Some(raw) => match decode(&raw) {
-            Ok(v) => Ok(Some(v)),
-            Err(e) => abort(e),
-        },
-        None => Ok(None),
-    }
-}
-
-fn tx_put<T: Serialize>(tree: &TransactionalTree, key: &[u8], record: &T) -> TxResult<()> {
-    match encode(record) {
-        Ok(bytes) => {
-            tree.insert(key, bytes)?;
-            Ok(())
+impl Counts {
+    fn add(&mut self, hold: &Hold) {
+        match hold.state {
+            HoldState::Held => self.held = self.held.saturating_add(hold.seats),
+            HoldState::Confirmed => self.confirmed = self.confirmed.saturating_add(hold.seats),
+            HoldState::Released => {}
         }
-        Err(e) => abort(e),
+    }
+
+    fn remove(&mut self, hold: &Hold) {
+        match hold.state {
+            HoldState::Held => self.held = self.held.saturating_sub(hold.seats),
+            HoldState::Confirmed => self.confirmed = self.confirmed.saturating_sub(hold.seats),
+            HoldState::Released => {}
+        }
     }
 }
 
-fn from_tx<T>(r: Result<T, TransactionError<InventoryError>>) -> Result<T, InventoryError> {
-    r.map_err(|e| match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => InventoryError::storage(e),
-    })
-}
+/// Open local inventories in this process, one per database.
+static OPEN: Registry<Inner> = Registry::new();
 
 struct Inner {
-    db: sled::Db,
+    /// Truth: one [`HoldRecord`] per idempotency key.
     holds: sled::Tree,
-    counts: sled::Tree,
+    /// Truth: capacity overrides per flight, date and cabin.
     capacity: sled::Tree,
+    meta: sled::Tree,
     layout: SeatLayout,
-    /// Serialises this participant's mutations so a check-then-take is never
-    /// interleaved; the sled transaction makes each one atomic.
-    write_lock: Mutex<()>,
+    flusher: GroupFlush,
+    /// Seats taken per flight, date and cabin, rebuilt from `holds` on open.
+    /// Its lock also serialises mutations, so a check-then-take is never
+    /// interleaved; no `.await` happens while it is held.
+    counts: std::sync::Mutex<HashMap<Vec<u8>, Counts>>,
 }
 
-/// [`Inventory`] on sled trees `inventory_holds`, `inventory_counts` and
-/// `inventory_capacity` of a shared [`sled::Db`].
+impl Inner {
+    fn load(db: &sled::Db, meta: sled::Tree, layout: SeatLayout) -> Result<Self, InventoryError> {
+        let holds = db.open_tree(HOLDS_TREE).map_err(InventoryError::storage)?;
+        let capacity = db
+            .open_tree(CAPACITY_TREE)
+            .map_err(InventoryError::storage)?;
+        let mut counts: HashMap<Vec<u8>, Counts> = HashMap::new();
+        for item in holds.iter() {
+            let (_, raw) = item.map_err(InventoryError::storage)?;
+            if let HoldRecord::Hold(h) = decode::<HoldRecord>(&raw)? {
+                counts
+                    .entry(bucket_key(&h.flight, h.date, h.cabin))
+                    .or_default()
+                    .add(&h);
+            }
+        }
+        tracing::debug!(buckets = counts.len(), "inventory loaded");
+        Ok(Inner {
+            holds,
+            capacity,
+            meta,
+            layout,
+            flusher: GroupFlush::new(db),
+            counts: std::sync::Mutex::new(counts),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Counts>> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record(&self, key: &str) -> Result<Option<HoldRecord>, InventoryError> {
+        match self
+            .holds
+            .get(key.as_bytes())
+            .map_err(InventoryError::storage)?
+        {
+            Some(raw) => Ok(Some(decode(&raw)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put(&self, key: &str, record: &HoldRecord) -> Result<(), InventoryError> {
+        self.holds
+            .insert(key.as_bytes(), encode(record)?)
+            .map_err(InventoryError::storage)?;
+        Ok(())
+    }
+
+    fn capacity_of(&self, bucket: &[u8], cabin: Cabin) -> Result<u32, InventoryError> {
+        match self.capacity.get(bucket).map_err(InventoryError::storage)? {
+            Some(raw) => Ok(decode::<CapacityRecord>(&raw)?.seats),
+            None => Ok(self.layout.seats(cabin)),
+        }
+    }
+
+    /// Stores `hold` moved to state `to` and moves its seats in `counts`.
+    fn transition(
+        &self,
+        counts: &mut HashMap<Vec<u8>, Counts>,
+        hold: Hold,
+        to: HoldState,
+    ) -> Result<Hold, InventoryError> {
+        let updated = Hold { state: to, ..hold };
+        self.put(&updated.key, &HoldRecord::Hold(updated.clone()))?;
+        let bucket = counts
+            .entry(bucket_key(&updated.flight, updated.date, updated.cabin))
+            .or_default();
+        bucket.remove(&Hold {
+            state: hold.state,
+            ..updated.clone()
+        });
+        bucket.add(&updated);
+        Ok(updated)
+    }
+}
+
+/// [`Inventory`] on sled trees `inventory_holds` (one record per
+/// idempotency key), `inventory_capacity` (overrides) and `inventory_meta`
+/// of a shared [`sled::Db`].
 ///
-/// Cheap to clone; open it once per database and share the clones, so that
-/// all mutations go through one lock.
+/// Seat counts are kept in memory, rebuilt from the holds when the inventory
+/// is opened (a scan of every hold). Opening it again on the same database
+/// while an instance is alive returns that instance, with the layout it was
+/// opened with. Cheap to clone.
 #[derive(Clone)]
 pub struct LocalInventory {
     inner: Arc<Inner>,
@@ -463,17 +547,17 @@ impl LocalInventory {
     /// Opens the inventory on `db`; flights without a capacity override have
     /// `layout`'s seats.
     pub fn open_with_layout(db: &sled::Db, layout: SeatLayout) -> Result<Self, InventoryError> {
-        let tree = |name: &str| db.open_tree(name).map_err(InventoryError::storage);
-        Ok(LocalInventory {
-            inner: Arc::new(Inner {
-                db: db.clone(),
-                holds: tree(HOLDS_TREE)?,
-                counts: tree(COUNTS_TREE)?,
-                capacity: tree(CAPACITY_TREE)?,
-                layout,
-                write_lock: Mutex::new(()),
-            }),
-        })
+        let meta = db.open_tree(META_TREE).map_err(InventoryError::storage)?;
+        let inner = OPEN.open_or_build(
+            &meta,
+            |inner| &inner.meta,
+            || Inner::load(db, meta.clone(), layout),
+            InventoryError::storage,
+        )?;
+        if inner.layout != layout {
+            tracing::warn!(?layout, open = ?inner.layout, "inventory already open with another layout; sharing it");
+        }
+        Ok(LocalInventory { inner })
     }
 
     /// The layout used where no capacity override exists.
@@ -481,40 +565,24 @@ impl LocalInventory {
         self.inner.layout
     }
 
+    /// Returns once every write committed so far is durable.
     async fn flush(&self) -> Result<(), InventoryError> {
         self.inner
-            .db
-            .flush_async()
+            .flusher
+            .durable()
             .await
-            .map(|_| ())
             .map_err(InventoryError::storage)
     }
 
-    fn read_totals(
+    fn totals_now(
         &self,
         flight: &FlightId,
         date: NaiveDate,
         cabin: Cabin,
     ) -> Result<SeatTotals, InventoryError> {
         let bucket = bucket_key(flight, date, cabin);
-        let capacity = match self
-            .inner
-            .capacity
-            .get(&bucket)
-            .map_err(InventoryError::storage)?
-        {
-            Some(raw) => decode::<CapacityRecord>(&raw)?.seats,
-            None => self.inner.layout.seats(cabin),
-        };
-        let counts = match self
-            .inner
-            .counts
-            .get(&bucket)
-            .map_err(InventoryError::storage)?
-        {
-            Some(raw) => decode::<CountsRecord>(&raw)?,
-            None => CountsRecord::default(),
-        };
+        let capacity = self.inner.capacity_of(&bucket, cabin)?;
+        let counts = self.inner.lock().get(&bucket).copied().unwrap_or_default();
         Ok(SeatTotals {
             capacity,
             held: counts.held,
@@ -522,37 +590,97 @@ impl LocalInventory {
         })
     }
 
-    /// Moves a hold to `Confirmed` or `Released` inside one transaction,
-    /// adjusting the counts of its flight, date and cabin.
-    fn transition(
-        holds: &TransactionalTree,
-        counts: &TransactionalTree,
-        hold: &Hold,
-        to: HoldState,
-    ) -> TxResult<Hold> {
-        let bucket = bucket_key(&hold.flight, hold.date, hold.cabin);
-        let mut c: CountsRecord = tx_get(counts, &bucket)?.unwrap_or_default();
-        match hold.state {
-            HoldState::Held => c.held = c.held.saturating_sub(hold.seats),
-            HoldState::Confirmed => c.confirmed = c.confirmed.saturating_sub(hold.seats),
-            HoldState::Released => {}
+    /// The synchronous part of [`Inventory::hold`]: check and take, under
+    /// the lock. The outer error means nothing was written; the inner one is
+    /// a refusal that was remembered.
+    fn hold_now(
+        &self,
+        key: &str,
+        request: &HoldRequest,
+    ) -> Result<Result<(Hold, bool), InventoryError>, InventoryError> {
+        let inner = &self.inner;
+        let mut counts = inner.lock();
+        match inner.record(key)? {
+            Some(HoldRecord::Refused { request: r, .. }) if r != *request => {
+                return Err(InventoryError::KeyReused { key: key.into() })
+            }
+            Some(HoldRecord::Refused { error, .. }) => return Ok(Err(error)),
+            Some(HoldRecord::Hold(h)) if !h.matches(request) => {
+                return Err(InventoryError::KeyReused { key: key.into() })
+            }
+            Some(HoldRecord::Hold(h)) if h.state == HoldState::Released => {
+                return Err(InventoryError::AlreadyCompensated { key: key.into() })
+            }
+            Some(HoldRecord::Hold(h)) => return Ok(Ok((h, false))),
+            Some(HoldRecord::Tombstone) => {
+                return Err(InventoryError::AlreadyCompensated { key: key.into() })
+            }
+            None => {}
         }
-        match to {
-            HoldState::Held => c.held += hold.seats,
-            HoldState::Confirmed => c.confirmed += hold.seats,
-            HoldState::Released => {}
+        let bucket = bucket_key(&request.flight, request.date, request.cabin);
+        let capacity = inner.capacity_of(&bucket, request.cabin)?;
+        let taken = counts.get(&bucket).copied().unwrap_or_default();
+        let available = capacity.saturating_sub(taken.held.saturating_add(taken.confirmed));
+        if available < request.seats {
+            let error = InventoryError::NotEnoughSeats {
+                requested: request.seats,
+                available,
+            };
+            let refused = HoldRecord::Refused {
+                request: request.clone(),
+                error: error.clone(),
+            };
+            inner.put(key, &refused)?;
+            return Ok(Err(error));
         }
-        let updated = Hold {
-            state: to,
-            ..hold.clone()
+        let hold = Hold {
+            key: key.to_string(),
+            flight: request.flight.clone(),
+            date: request.date,
+            cabin: request.cabin,
+            seats: request.seats,
+            state: HoldState::Held,
         };
-        tx_put(counts, &bucket, &c)?;
-        tx_put(
-            holds,
-            hold.key.as_bytes(),
-            &HoldRecord::Hold(updated.clone()),
-        )?;
-        Ok(updated)
+        inner.put(key, &HoldRecord::Hold(hold.clone()))?;
+        counts.entry(bucket).or_default().add(&hold);
+        Ok(Ok((hold, true)))
+    }
+
+    fn confirm_now(&self, key: &str) -> Result<Hold, InventoryError> {
+        let inner = &self.inner;
+        let mut counts = inner.lock();
+        match inner.record(key)? {
+            None => Err(InventoryError::UnknownHold { key: key.into() }),
+            Some(HoldRecord::Tombstone) => {
+                Err(InventoryError::AlreadyCompensated { key: key.into() })
+            }
+            Some(HoldRecord::Refused { error, .. }) => Err(error),
+            Some(HoldRecord::Hold(h)) => match h.state {
+                HoldState::Confirmed => Ok(h),
+                HoldState::Released => Err(InventoryError::AlreadyCompensated { key: key.into() }),
+                HoldState::Held => inner.transition(&mut counts, h, HoldState::Confirmed),
+            },
+        }
+    }
+
+    fn release_now(&self, key: &str) -> Result<ReleaseOutcome, InventoryError> {
+        let inner = &self.inner;
+        let mut counts = inner.lock();
+        match inner.record(key)? {
+            None => {
+                inner.put(key, &HoldRecord::Tombstone)?;
+                Ok(ReleaseOutcome::NothingHeld)
+            }
+            Some(HoldRecord::Tombstone | HoldRecord::Refused { .. }) => {
+                Ok(ReleaseOutcome::NothingHeld)
+            }
+            Some(HoldRecord::Hold(h)) if h.state == HoldState::Released => {
+                Ok(ReleaseOutcome::Released(h))
+            }
+            Some(HoldRecord::Hold(h)) => inner
+                .transition(&mut counts, h, HoldState::Released)
+                .map(ReleaseOutcome::Released),
+        }
     }
 }
 
@@ -566,82 +694,24 @@ impl Inventory for LocalInventory {
                 seats: request.seats,
             });
         }
-        let bucket = bucket_key(&request.flight, request.date, request.cabin);
-        let layout_seats = self.inner.layout.seats(request.cabin);
-        let guard = self.inner.write_lock.lock().await;
-        let result = from_tx(
-            (&self.inner.holds, &self.inner.counts, &self.inner.capacity).transaction(
-                |(holds, counts, caps)| {
-                    match tx_get::<HoldRecord>(holds, key.as_bytes())? {
-                        Some(HoldRecord::Hold(h)) if !h.matches(request) => {
-                            return abort(InventoryError::KeyReused { key: key.into() })
-                        }
-                        Some(HoldRecord::Hold(h)) if h.state == HoldState::Released => {
-                            return abort(InventoryError::AlreadyCompensated { key: key.into() })
-                        }
-                        Some(HoldRecord::Hold(h)) => return Ok((h, false)),
-                        Some(HoldRecord::Tombstone) => {
-                            return abort(InventoryError::AlreadyCompensated { key: key.into() })
-                        }
-                        None => {}
-                    }
-                    let capacity =
-                        tx_get::<CapacityRecord>(caps, &bucket)?.map_or(layout_seats, |c| c.seats);
-                    let mut c: CountsRecord = tx_get(counts, &bucket)?.unwrap_or_default();
-                    let available = capacity.saturating_sub(c.held.saturating_add(c.confirmed));
-                    if available < request.seats {
-                        return abort(InventoryError::NotEnoughSeats {
-                            requested: request.seats,
-                            available,
-                        });
-                    }
-                    c.held += request.seats;
-                    let hold = Hold {
-                        key: key.to_string(),
-                        flight: request.flight.clone(),
-                        date: request.date,
-                        cabin: request.cabin,
-                        seats: request.seats,
-                        state: HoldState::Held,
-                    };
-                    tx_put(counts, &bucket, &c)?;
-                    tx_put(holds, key.as_bytes(), &HoldRecord::Hold(hold.clone()))?;
-                    Ok((hold, true))
-                },
-            ),
-        );
-        drop(guard);
+        let result = self.hold_now(key, request);
         match &result {
-            Ok((h, fresh)) => {
+            Ok(Ok((h, fresh))) => {
                 tracing::debug!(key, flight = %h.flight, date = %h.date, cabin = %h.cabin, seats = h.seats, fresh, "seats held")
             }
-            Err(e) => tracing::debug!(key, error = %e, "hold refused"),
+            Ok(Err(e)) | Err(e) => tracing::debug!(key, error = %e, "hold refused"),
         }
-        let (hold, _) = result?;
-        // A replay flushes too: the first call may not have reached disk yet.
+        // A remembered refusal is made durable before it is reported, like a
+        // hold. A replay flushes too: the first call may not have reached
+        // disk yet.
+        let outcome = result?;
         self.flush().await?;
-        Ok(hold)
+        outcome.map(|(hold, _)| hold)
     }
 
     async fn confirm(&self, key: &str) -> Result<Hold, InventoryError> {
         check_key(key)?;
-        let guard = self.inner.write_lock.lock().await;
-        let result = from_tx((&self.inner.holds, &self.inner.counts).transaction(
-            |(holds, counts)| match tx_get::<HoldRecord>(holds, key.as_bytes())? {
-                None => abort(InventoryError::UnknownHold { key: key.into() }),
-                Some(HoldRecord::Tombstone) => {
-                    abort(InventoryError::AlreadyCompensated { key: key.into() })
-                }
-                Some(HoldRecord::Hold(h)) => match h.state {
-                    HoldState::Confirmed => Ok(h),
-                    HoldState::Released => {
-                        abort(InventoryError::AlreadyCompensated { key: key.into() })
-                    }
-                    HoldState::Held => Self::transition(holds, counts, &h, HoldState::Confirmed),
-                },
-            },
-        ));
-        drop(guard);
+        let result = self.confirm_now(key);
         match &result {
             Ok(h) => tracing::debug!(key, seats = h.seats, "hold confirmed"),
             Err(e) => tracing::debug!(key, error = %e, "confirm refused"),
@@ -653,32 +723,13 @@ impl Inventory for LocalInventory {
 
     async fn release(&self, key: &str) -> Result<ReleaseOutcome, InventoryError> {
         check_key(key)?;
-        let guard = self.inner.write_lock.lock().await;
-        let result = from_tx((&self.inner.holds, &self.inner.counts).transaction(
-            |(holds, counts)| {
-                match tx_get::<HoldRecord>(holds, key.as_bytes())? {
-                    None => {
-                        tx_put(holds, key.as_bytes(), &HoldRecord::Tombstone)?;
-                        Ok(ReleaseOutcome::NothingHeld)
-                    }
-                    Some(HoldRecord::Tombstone) => Ok(ReleaseOutcome::NothingHeld),
-                    Some(HoldRecord::Hold(h)) if h.state == HoldState::Released => {
-                        Ok(ReleaseOutcome::Released(h))
-                    }
-                    Some(HoldRecord::Hold(h)) => {
-                        Self::transition(holds, counts, &h, HoldState::Released)
-                            .map(ReleaseOutcome::Released)
-                    }
-                }
-            },
-        ));
-        drop(guard);
+        let result = self.release_now(key);
         match &result {
             Ok(ReleaseOutcome::Released(h)) => {
                 tracing::debug!(key, seats = h.seats, "hold released")
             }
             Ok(ReleaseOutcome::NothingHeld) => {
-                tracing::debug!(key, "release of unknown hold: tombstone")
+                tracing::debug!(key, "release with nothing held: tombstone or refusal")
             }
             Err(e) => tracing::warn!(key, error = %e, "release failed"),
         }
@@ -693,7 +744,7 @@ impl Inventory for LocalInventory {
         date: NaiveDate,
         cabin: Cabin,
     ) -> Result<u32, InventoryError> {
-        Ok(self.read_totals(flight, date, cabin)?.available())
+        Ok(self.totals_now(flight, date, cabin)?.available())
     }
 
     async fn totals(
@@ -702,23 +753,17 @@ impl Inventory for LocalInventory {
         date: NaiveDate,
         cabin: Cabin,
     ) -> Result<SeatTotals, InventoryError> {
-        self.read_totals(flight, date, cabin)
+        self.totals_now(flight, date, cabin)
     }
 
     async fn hold_status(&self, key: &str) -> Result<HoldLookup, InventoryError> {
         check_key(key)?;
-        match self
-            .inner
-            .holds
-            .get(key.as_bytes())
-            .map_err(InventoryError::storage)?
-        {
-            None => Ok(HoldLookup::Unknown),
-            Some(raw) => Ok(match decode::<HoldRecord>(&raw)? {
-                HoldRecord::Hold(h) => HoldLookup::Hold(h),
-                HoldRecord::Tombstone => HoldLookup::Tombstone,
-            }),
-        }
+        Ok(match self.inner.record(key)? {
+            None => HoldLookup::Unknown,
+            Some(HoldRecord::Hold(h)) => HoldLookup::Hold(h),
+            Some(HoldRecord::Tombstone) => HoldLookup::Tombstone,
+            Some(HoldRecord::Refused { error, .. }) => HoldLookup::Refused { error },
+        })
     }
 
     async fn set_capacity(
@@ -735,27 +780,26 @@ impl Inventory for LocalInventory {
             });
         }
         let bucket = bucket_key(flight, date, cabin);
-        let guard = self.inner.write_lock.lock().await;
-        let result = from_tx((&self.inner.counts, &self.inner.capacity).transaction(
-            |(counts, caps)| {
-                let c: CountsRecord = tx_get(counts, &bucket)?.unwrap_or_default();
-                let booked = c.held.saturating_add(c.confirmed);
-                if seats < booked {
-                    return abort(InventoryError::CapacityBelowBooked {
-                        capacity: seats,
-                        booked,
-                    });
-                }
-                tx_put(caps, &bucket, &CapacityRecord { seats })?;
-                Ok(SeatTotals {
+        let totals = {
+            let counts = self.inner.lock();
+            let c = counts.get(&bucket).copied().unwrap_or_default();
+            let booked = c.held.saturating_add(c.confirmed);
+            if seats < booked {
+                return Err(InventoryError::CapacityBelowBooked {
                     capacity: seats,
-                    held: c.held,
-                    confirmed: c.confirmed,
-                })
-            },
-        ));
-        drop(guard);
-        let totals = result?;
+                    booked,
+                });
+            }
+            self.inner
+                .capacity
+                .insert(&bucket, encode(&CapacityRecord { seats })?)
+                .map_err(InventoryError::storage)?;
+            SeatTotals {
+                capacity: seats,
+                held: c.held,
+                confirmed: c.confirmed,
+            }
+        };
         tracing::info!(flight = %flight, date = %date, cabin = %cabin, seats, "capacity set");
         self.flush().await?;
         Ok(totals)
@@ -802,7 +846,7 @@ mod tests {
                 assert_eq!(h.state, HoldState::Confirmed);
                 assert_eq!(h.cabin, Cabin::Business);
             }
-            HoldRecord::Tombstone => panic!("expected a hold"),
+            other => panic!("expected a hold, got {other:?}"),
         }
         let tomb: HoldRecord = decode(br#"{"v":1,"record":"tombstone"}"#).unwrap();
         assert!(matches!(tomb, HoldRecord::Tombstone));

@@ -11,7 +11,7 @@
 //! tombstoned when reversed before it arrived, and flushed to disk before it
 //! is acknowledged.
 
-use crate::payments::{Clock, SystemClock};
+use crate::payments::{Clock, GroupFlush, Registry, SystemClock};
 use crate::pricing::to_usd_minor;
 use crate::types::Money;
 use async_trait::async_trait;
@@ -19,11 +19,9 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use sled::Transactional;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use tokio::sync::Mutex;
 
 /// Miles earned per US dollar before the tier multiplier.
 pub const BASE_MILES_PER_USD: u64 = 5;
@@ -35,9 +33,9 @@ pub const MAX_REDEEM_MILES: u64 = 10_000_000;
 const FORMAT_VERSION: u32 = 1;
 const ACCOUNTS_TREE: &str = "loyalty_accounts";
 const ENTRIES_TREE: &str = "loyalty_entries";
-const BY_ACCOUNT_TREE: &str = "loyalty_by_account";
-const BY_EMAIL_TREE: &str = "loyalty_by_email";
-const CREATE_KEYS_TREE: &str = "loyalty_create_keys";
+const META_TREE: &str = "loyalty_meta";
+/// Where account creation keys were kept before the account record held them.
+const LEGACY_CREATE_KEYS_TREE: &str = "loyalty_create_keys";
 
 /// A loyalty account number: eight digits, e.g. `48213377`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -230,8 +228,9 @@ pub struct LoyaltyEntry {
 pub enum ReverseOutcome {
     /// The entry is undone (now or by an earlier call).
     Reversed(LoyaltyEntry),
-    /// No award or redemption had arrived under the key. A tombstone now
-    /// stands in its place, so one arriving later is refused.
+    /// Nothing was applied under the key: no award or redemption had
+    /// arrived (a tombstone now stands in its place, so one arriving later is
+    /// refused), or the redemption was refused.
     NothingToReverse,
 }
 
@@ -245,6 +244,12 @@ pub enum EntryLookup {
     Tombstone,
     /// An award or redemption was made under this key.
     Entry(LoyaltyEntry),
+    /// A redemption under this key was refused; repeating it repeats
+    /// `error`.
+    Refused {
+        /// Why it was refused.
+        error: LoyaltyError,
+    },
 }
 
 /// Why a loyalty operation failed.
@@ -366,7 +371,8 @@ pub trait Loyalty: Send + Sync {
     ) -> Result<LoyaltyEntry, LoyaltyError>;
 
     /// Spends `miles` from the balance; qualifying miles and the tier are
-    /// untouched. Refused with [`LoyaltyError::InsufficientMiles`].
+    /// untouched. Refused with [`LoyaltyError::InsufficientMiles`]; the
+    /// refusal is remembered, so a repeat returns it unchanged.
     async fn redeem(
         &self,
         key: &str,
@@ -391,30 +397,77 @@ pub trait Loyalty: Send + Sync {
     async fn all_accounts(&self) -> Result<Vec<LoyaltyAccount>, LoyaltyError>;
 }
 
-/// What the `loyalty_accounts` tree stores.
+/// What the `loyalty_accounts` tree stores: who the member is. Balances are
+/// not stored here; they follow from the entries.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct AccountRecord {
     id: AccountId,
     first_name: String,
     last_name: String,
     email: String,
-    balance: u64,
-    qualifying_miles: u64,
     created_at: DateTime<Utc>,
+    /// The idempotency key that created the account (absent in records
+    /// written before it was kept here).
+    #[serde(default)]
+    create_key: Option<String>,
 }
 
-impl AccountRecord {
-    fn view(&self) -> LoyaltyAccount {
-        LoyaltyAccount {
-            id: self.id.clone(),
-            first_name: self.first_name.clone(),
-            last_name: self.last_name.clone(),
-            email: self.email.clone(),
-            balance: self.balance,
-            qualifying_miles: self.qualifying_miles,
-            tier: Tier::for_qualifying_miles(self.qualifying_miles),
-            created_at: self.created_at,
+/// An account's counters: a projection of its entries. Signed, so that
+/// adding and removing entries in any order (as a rebuild does, in key
+/// order) gives the same sums; the true values are never negative.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counters {
+    balance: i64,
+    qualifying_miles: i64,
+}
+
+impl Counters {
+    /// What `entry`, as it stands, contributes to (balance, qualifying).
+    /// A reversed award contributes the miles its reversal could not take
+    /// back (`clamped_miles`), which is what stayed on the balance.
+    fn contribution(entry: &LoyaltyEntry) -> (i64, i64) {
+        let miles = i64::try_from(entry.miles).unwrap_or(i64::MAX);
+        match (&entry.kind, entry.state) {
+            (EntryKind::Award { .. }, EntryState::Applied) => (miles, miles),
+            (EntryKind::Award { .. }, EntryState::Reversed) => {
+                (i64::try_from(entry.clamped_miles).unwrap_or(i64::MAX), 0)
+            }
+            (EntryKind::Redemption, EntryState::Applied) => (-miles, 0),
+            (EntryKind::Redemption, EntryState::Reversed) => (0, 0),
         }
+    }
+
+    fn add(&mut self, entry: &LoyaltyEntry) {
+        let (b, q) = Self::contribution(entry);
+        self.balance = self.balance.saturating_add(b);
+        self.qualifying_miles = self.qualifying_miles.saturating_add(q);
+    }
+
+    fn remove(&mut self, entry: &LoyaltyEntry) {
+        let (b, q) = Self::contribution(entry);
+        self.balance = self.balance.saturating_sub(b);
+        self.qualifying_miles = self.qualifying_miles.saturating_sub(q);
+    }
+
+    fn balance(&self) -> u64 {
+        u64::try_from(self.balance).unwrap_or(0)
+    }
+
+    fn qualifying_miles(&self) -> u64 {
+        u64::try_from(self.qualifying_miles).unwrap_or(0)
+    }
+}
+
+fn view(record: &AccountRecord, counters: Counters) -> LoyaltyAccount {
+    LoyaltyAccount {
+        id: record.id.clone(),
+        first_name: record.first_name.clone(),
+        last_name: record.last_name.clone(),
+        email: record.email.clone(),
+        balance: counters.balance(),
+        qualifying_miles: counters.qualifying_miles(),
+        tier: Tier::for_qualifying_miles(counters.qualifying_miles()),
+        created_at: record.created_at,
     }
 }
 
@@ -423,7 +476,32 @@ impl AccountRecord {
 #[serde(rename_all = "snake_case")]
 enum EntryRecord {
     Entry(LoyaltyEntry),
-    Tombstone { at: DateTime<Utc> },
+    Tombstone {
+        at: DateTime<Utc>,
+    },
+    /// A business refusal, remembered so a retry gets the same answer.
+    Refused {
+        account_id: AccountId,
+        miles: u64,
+        error: LoyaltyError,
+        at: DateTime<Utc>,
+    },
+}
+
+/// What an award or redemption computes from the account as it stands.
+enum Made {
+    Applied(LoyaltyEntry),
+    Refused { miles: u64, error: LoyaltyError },
+}
+
+/// What is stored under a key after [`LocalLoyalty::apply_entry`].
+enum Stored {
+    Entry(LoyaltyEntry),
+    Refused {
+        account_id: AccountId,
+        miles: u64,
+        error: LoyaltyError,
+    },
 }
 
 #[derive(Serialize)]
@@ -460,39 +538,6 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, LoyaltyError> {
     }
     let env: EnvelopeIn<T> = serde_json::from_slice(bytes).map_err(LoyaltyError::storage)?;
     Ok(env.record)
-}
-
-type TxResult<T> = Result<T, ConflictableTransactionError<LoyaltyError>>;
-
-fn abort<T>(e: LoyaltyError) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(e))
-}
-
-fn tx_get<T: DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {
-    match tree.get(key)? {
-        Some(raw) => match decode(&raw) {
-            Ok(v) => Ok(Some(v)),
-            Err(e) => abort(e),
-        },
-        None => Ok(None),
-    }
-}
-
-fn tx_put<T: Serialize>(tree: &TransactionalTree, key: &[u8], record: &T) -> TxResult<()> {
-    match encode(record) {
-        Ok(bytes) => {
-            tree.insert(key, bytes)?;
-            Ok(())
-        }
-        Err(e) => abort(e),
-    }
-}
-
-fn from_tx<T>(r: Result<T, TransactionError<LoyaltyError>>) -> Result<T, LoyaltyError> {
-    r.map_err(|e| match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => LoyaltyError::storage(e),
-    })
 }
 
 fn invalid(reason: impl Into<String>) -> LoyaltyError {
@@ -533,12 +578,6 @@ fn normalize_email(email: &str) -> Result<String, LoyaltyError> {
     }
 }
 
-fn history_prefix(id: &AccountId) -> Vec<u8> {
-    let mut k = id.0.as_bytes().to_vec();
-    k.push(0);
-    k
-}
-
 fn new_account_id() -> AccountId {
     AccountId(
         rand::thread_rng()
@@ -553,22 +592,144 @@ fn unknown(id: &AccountId) -> LoyaltyError {
     }
 }
 
-struct Inner {
-    db: sled::Db,
-    accounts: sled::Tree,
-    entries: sled::Tree,
-    by_account: sled::Tree,
-    by_email: sled::Tree,
-    create_keys: sled::Tree,
-    clock: Arc<dyn Clock>,
-    /// Serialises this participant's mutations; each is one sled transaction.
-    write_lock: Mutex<()>,
+/// Everything loyalty keeps in memory: projections of the two truth trees,
+/// rebuilt on open.
+#[derive(Default)]
+struct State {
+    counters: HashMap<AccountId, Counters>,
+    by_email: HashMap<String, AccountId>,
+    create_keys: HashMap<String, AccountId>,
+    /// Each account's entry keys, oldest first.
+    history: HashMap<AccountId, Vec<String>>,
 }
 
-/// [`Loyalty`] on sled trees `loyalty_accounts`, `loyalty_entries`,
-/// `loyalty_by_account`, `loyalty_by_email` and `loyalty_create_keys`.
+/// Open local loyalty participants in this process, one per database.
+static OPEN: Registry<Inner> = Registry::new();
+
+struct Inner {
+    /// Truth: one [`AccountRecord`] per account number.
+    accounts: sled::Tree,
+    /// Truth: one [`EntryRecord`] per idempotency key.
+    entries: sled::Tree,
+    meta: sled::Tree,
+    clock: Arc<dyn Clock>,
+    flusher: GroupFlush,
+    /// Its lock also serialises mutations; no `.await` happens while it is
+    /// held.
+    state: std::sync::Mutex<State>,
+}
+
+impl Inner {
+    fn load(db: &sled::Db, meta: sled::Tree, clock: Arc<dyn Clock>) -> Result<Self, LoyaltyError> {
+        let accounts = db.open_tree(ACCOUNTS_TREE).map_err(LoyaltyError::storage)?;
+        let entries = db.open_tree(ENTRIES_TREE).map_err(LoyaltyError::storage)?;
+        let mut state = State::default();
+        for item in accounts.iter() {
+            let (_, raw) = item.map_err(LoyaltyError::storage)?;
+            let acc: AccountRecord = decode(&raw)?;
+            state.counters.insert(acc.id.clone(), Counters::default());
+            state.by_email.insert(acc.email.clone(), acc.id.clone());
+            if let Some(key) = acc.create_key {
+                state.create_keys.insert(key, acc.id);
+            }
+        }
+        // Accounts written before their record kept the creating key had it
+        // in a tree of its own.
+        if db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == LEGACY_CREATE_KEYS_TREE.as_bytes())
+        {
+            let legacy = db
+                .open_tree(LEGACY_CREATE_KEYS_TREE)
+                .map_err(LoyaltyError::storage)?;
+            for item in legacy.iter() {
+                let (key, id) = item.map_err(LoyaltyError::storage)?;
+                state.create_keys.insert(
+                    String::from_utf8_lossy(&key).into_owned(),
+                    AccountId(String::from_utf8_lossy(&id).into_owned()),
+                );
+            }
+        }
+        let mut dated: Vec<(AccountId, DateTime<Utc>, String)> = Vec::new();
+        for item in entries.iter() {
+            let (_, raw) = item.map_err(LoyaltyError::storage)?;
+            if let EntryRecord::Entry(e) = decode::<EntryRecord>(&raw)? {
+                state
+                    .counters
+                    .entry(e.account_id.clone())
+                    .or_default()
+                    .add(&e);
+                dated.push((e.account_id, e.created_at, e.key));
+            }
+        }
+        // Creation time orders a history; ties (a coarse or fixed clock)
+        // fall back to key order.
+        dated.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
+        for (id, _, key) in dated {
+            state.history.entry(id).or_default().push(key);
+        }
+        tracing::debug!(accounts = state.counters.len(), "loyalty loaded");
+        Ok(Inner {
+            accounts,
+            entries,
+            meta,
+            clock,
+            flusher: GroupFlush::new(db),
+            state: std::sync::Mutex::new(state),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn account_record(&self, id: &AccountId) -> Result<Option<AccountRecord>, LoyaltyError> {
+        match self
+            .accounts
+            .get(id.0.as_bytes())
+            .map_err(LoyaltyError::storage)?
+        {
+            Some(raw) => Ok(Some(decode(&raw)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn entry_record(&self, key: &str) -> Result<Option<EntryRecord>, LoyaltyError> {
+        match self
+            .entries
+            .get(key.as_bytes())
+            .map_err(LoyaltyError::storage)?
+        {
+            Some(raw) => Ok(Some(decode(&raw)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_entry(&self, key: &str, record: &EntryRecord) -> Result<(), LoyaltyError> {
+        self.entries
+            .insert(key.as_bytes(), encode(record)?)
+            .map_err(LoyaltyError::storage)?;
+        Ok(())
+    }
+
+    fn view_of(&self, id: &AccountId) -> Result<Option<LoyaltyAccount>, LoyaltyError> {
+        let Some(record) = self.account_record(id)? else {
+            return Ok(None);
+        };
+        let counters = self.lock().counters.get(id).copied().unwrap_or_default();
+        Ok(Some(view(&record, counters)))
+    }
+}
+
+/// [`Loyalty`] on sled trees `loyalty_accounts` (one record per account),
+/// `loyalty_entries` (one record per idempotency key) and `loyalty_meta`.
 ///
-/// Cheap to clone; open it once per database and share the clones.
+/// Balances, qualifying miles and the email and history indexes are kept in
+/// memory, rebuilt from the records when loyalty is opened (a scan of every
+/// account and entry). Opening it again on the same database while an
+/// instance is alive returns that instance, with the clock it was opened
+/// with. Cheap to clone.
 #[derive(Clone)]
 pub struct LocalLoyalty {
     inner: Arc<Inner>,
@@ -588,89 +749,224 @@ impl LocalLoyalty {
 
     /// Opens loyalty on `db`, timestamping with `clock`.
     pub fn open_with_clock(db: &sled::Db, clock: Arc<dyn Clock>) -> Result<Self, LoyaltyError> {
-        let tree = |name: &str| db.open_tree(name).map_err(LoyaltyError::storage);
-        Ok(LocalLoyalty {
-            inner: Arc::new(Inner {
-                db: db.clone(),
-                accounts: tree(ACCOUNTS_TREE)?,
-                entries: tree(ENTRIES_TREE)?,
-                by_account: tree(BY_ACCOUNT_TREE)?,
-                by_email: tree(BY_EMAIL_TREE)?,
-                create_keys: tree(CREATE_KEYS_TREE)?,
-                clock,
-                write_lock: Mutex::new(()),
-            }),
-        })
+        let meta = db.open_tree(META_TREE).map_err(LoyaltyError::storage)?;
+        let inner = OPEN.open_or_build(
+            &meta,
+            |inner| &inner.meta,
+            || Inner::load(db, meta.clone(), clock),
+            LoyaltyError::storage,
+        )?;
+        Ok(LocalLoyalty { inner })
     }
 
+    /// Returns once every write committed so far is durable.
     async fn flush(&self) -> Result<(), LoyaltyError> {
         self.inner
-            .db
-            .flush_async()
+            .flusher
+            .durable()
             .await
-            .map(|_| ())
             .map_err(LoyaltyError::storage)
     }
 
-    fn read_account(&self, id: &AccountId) -> Result<Option<AccountRecord>, LoyaltyError> {
-        match self
-            .inner
-            .accounts
-            .get(id.0.as_bytes())
-            .map_err(LoyaltyError::storage)?
-        {
-            Some(raw) => Ok(Some(decode(&raw)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Applies a new entry (award or redemption) under `key`, or returns the
-    /// one already there. `make` computes the entry and the updated account
-    /// from the account as it stands inside the transaction.
+    /// Applies a new entry (award or redemption) under `key`, or returns
+    /// what is already there, then makes it durable. `make` computes the
+    /// entry (or a refusal) from the account's counters as they stand, under
+    /// the lock.
     async fn apply_entry<F>(
         &self,
         key: &str,
         account_id: &AccountId,
         make: F,
-    ) -> Result<LoyaltyEntry, LoyaltyError>
+    ) -> Result<Stored, LoyaltyError>
     where
-        F: Fn(&AccountRecord, DateTime<Utc>) -> Result<(LoyaltyEntry, AccountRecord), LoyaltyError>,
-        F: Send + Sync,
+        F: FnOnce(&AccountId, Counters, DateTime<Utc>) -> Made,
     {
         let now = self.inner.clock.now();
-        let guard = self.inner.write_lock.lock().await;
-        let seq = self.inner.db.generate_id().map_err(LoyaltyError::storage)?;
-        let i = &self.inner;
-        let result = from_tx((&i.accounts, &i.entries, &i.by_account).transaction(
-            |(accounts, entries, by_account)| {
-                match tx_get::<EntryRecord>(entries, key.as_bytes())? {
-                    Some(EntryRecord::Tombstone { .. }) => {
-                        return abort(LoyaltyError::AlreadyCompensated { key: key.into() })
-                    }
-                    Some(EntryRecord::Entry(e)) => return Ok((e, false)),
-                    None => {}
-                }
-                let Some(account) = tx_get::<AccountRecord>(accounts, account_id.0.as_bytes())?
-                else {
-                    return abort(unknown(account_id));
-                };
-                let (entry, account) = match make(&account, now) {
-                    Ok(x) => x,
-                    Err(e) => return abort(e),
-                };
-                tx_put(accounts, account.id.0.as_bytes(), &account)?;
-                tx_put(entries, key.as_bytes(), &EntryRecord::Entry(entry.clone()))?;
-                let mut idx = history_prefix(account_id);
-                idx.extend_from_slice(&seq.to_be_bytes());
-                by_account.insert(idx, key.as_bytes())?;
-                Ok((entry, true))
-            },
-        ));
-        drop(guard);
-        let (entry, fresh) = result?;
+        let (stored, fresh) = self.apply_entry_now(key, account_id, make, now)?;
         self.flush().await?;
-        tracing::debug!(key, account_id = %entry.account_id, miles = entry.miles, kind = ?entry.kind, fresh, "loyalty entry");
-        Ok(entry)
+        match &stored {
+            Stored::Entry(e) => {
+                tracing::debug!(key, account_id = %e.account_id, miles = e.miles, kind = ?e.kind, fresh, "loyalty entry")
+            }
+            Stored::Refused { error, .. } => {
+                tracing::debug!(key, account_id = %account_id, error = %error, fresh, "loyalty entry refused")
+            }
+        }
+        Ok(stored)
+    }
+
+    fn apply_entry_now<F>(
+        &self,
+        key: &str,
+        account_id: &AccountId,
+        make: F,
+        now: DateTime<Utc>,
+    ) -> Result<(Stored, bool), LoyaltyError>
+    where
+        F: FnOnce(&AccountId, Counters, DateTime<Utc>) -> Made,
+    {
+        let inner = &self.inner;
+        let mut state = inner.lock();
+        match inner.entry_record(key)? {
+            Some(EntryRecord::Tombstone { .. }) => {
+                return Err(LoyaltyError::AlreadyCompensated { key: key.into() })
+            }
+            Some(EntryRecord::Entry(e)) => return Ok((Stored::Entry(e), false)),
+            Some(EntryRecord::Refused {
+                account_id,
+                miles,
+                error,
+                ..
+            }) => {
+                let stored = Stored::Refused {
+                    account_id,
+                    miles,
+                    error,
+                };
+                return Ok((stored, false));
+            }
+            None => {}
+        }
+        let Some(counters) = state.counters.get(account_id).copied() else {
+            return Err(unknown(account_id));
+        };
+        match make(account_id, counters, now) {
+            Made::Applied(entry) => {
+                inner.put_entry(key, &EntryRecord::Entry(entry.clone()))?;
+                state
+                    .counters
+                    .entry(account_id.clone())
+                    .or_default()
+                    .add(&entry);
+                state
+                    .history
+                    .entry(account_id.clone())
+                    .or_default()
+                    .push(key.to_string());
+                Ok((Stored::Entry(entry), true))
+            }
+            Made::Refused { miles, error } => {
+                let record = EntryRecord::Refused {
+                    account_id: account_id.clone(),
+                    miles,
+                    error: error.clone(),
+                    at: now,
+                };
+                inner.put_entry(key, &record)?;
+                let stored = Stored::Refused {
+                    account_id: account_id.clone(),
+                    miles,
+                    error,
+                };
+                Ok((stored, true))
+            }
+        }
+    }
+
+    /// The synchronous part of [`Loyalty::create_account`], under the lock.
+    fn create_now(
+        &self,
+        key: &str,
+        first_name: String,
+        last_name: String,
+        email: String,
+        now: DateTime<Utc>,
+    ) -> Result<(LoyaltyAccount, bool), LoyaltyError> {
+        let inner = &self.inner;
+        let mut state = inner.lock();
+        if let Some(id) = state.create_keys.get(key).cloned() {
+            let Some(acc) = inner.account_record(&id)? else {
+                return Err(LoyaltyError::storage(format!(
+                    "account {id} of key {key:?} is missing"
+                )));
+            };
+            if acc.email != email || acc.first_name != first_name || acc.last_name != last_name {
+                return Err(LoyaltyError::KeyReused { key: key.into() });
+            }
+            let counters = state.counters.get(&id).copied().unwrap_or_default();
+            return Ok((view(&acc, counters), false));
+        }
+        if let Some(owner) = state.by_email.get(&email) {
+            return Err(LoyaltyError::EmailInUse {
+                account_id: owner.clone(),
+            });
+        }
+        // A random number may be taken already; try another.
+        let mut id = new_account_id();
+        let mut tries = 0;
+        while state.counters.contains_key(&id)
+            || inner
+                .accounts
+                .contains_key(id.0.as_bytes())
+                .map_err(LoyaltyError::storage)?
+        {
+            tries += 1;
+            if tries > 64 {
+                return Err(LoyaltyError::storage(
+                    "could not find a free account number",
+                ));
+            }
+            id = new_account_id();
+        }
+        let record = AccountRecord {
+            id: id.clone(),
+            first_name,
+            last_name,
+            email: email.clone(),
+            created_at: now,
+            create_key: Some(key.to_string()),
+        };
+        inner
+            .accounts
+            .insert(id.0.as_bytes(), encode(&record)?)
+            .map_err(LoyaltyError::storage)?;
+        state.counters.insert(id.clone(), Counters::default());
+        state.by_email.insert(email, id.clone());
+        state.create_keys.insert(key.to_string(), id);
+        Ok((view(&record, Counters::default()), true))
+    }
+
+    /// The synchronous part of [`Loyalty::reverse`], under the lock.
+    fn reverse_now(&self, key: &str, now: DateTime<Utc>) -> Result<ReverseOutcome, LoyaltyError> {
+        let inner = &self.inner;
+        let mut state = inner.lock();
+        let entry = match inner.entry_record(key)? {
+            None => {
+                inner.put_entry(key, &EntryRecord::Tombstone { at: now })?;
+                return Ok(ReverseOutcome::NothingToReverse);
+            }
+            Some(EntryRecord::Tombstone { .. } | EntryRecord::Refused { .. }) => {
+                return Ok(ReverseOutcome::NothingToReverse)
+            }
+            Some(EntryRecord::Entry(e)) if e.state == EntryState::Reversed => {
+                return Ok(ReverseOutcome::Reversed(e))
+            }
+            Some(EntryRecord::Entry(e)) => e,
+        };
+        let before = state
+            .counters
+            .get(&entry.account_id)
+            .copied()
+            .unwrap_or_default();
+        let clamped_miles = match entry.kind {
+            // What was spent already cannot be taken back: the balance stops
+            // at zero and the shortfall is recorded.
+            EntryKind::Award { .. } => entry.miles.saturating_sub(before.balance()),
+            EntryKind::Redemption => 0,
+        };
+        let reversed = LoyaltyEntry {
+            state: EntryState::Reversed,
+            clamped_miles,
+            reversed_at: Some(now),
+            ..entry.clone()
+        };
+        inner.put_entry(key, &EntryRecord::Entry(reversed.clone()))?;
+        // Replace the entry's contribution as applied with its
+        // contribution as reversed.
+        let counters = state.counters.entry(entry.account_id.clone()).or_default();
+        counters.remove(&entry);
+        counters.add(&reversed);
+        Ok(ReverseOutcome::Reversed(reversed))
     }
 }
 
@@ -702,93 +998,23 @@ impl Loyalty for LocalLoyalty {
         let last_name = check_name("last name", &request.last_name)?;
         let email = normalize_email(&request.email)?;
         let now = self.inner.clock.now();
-        let i = &self.inner;
-        let guard = i.write_lock.lock().await;
-        // A random number may collide with an existing account; try again.
-        let mut outcome = None;
-        for _ in 0..32 {
-            let id = new_account_id();
-            let result = (&i.accounts, &i.by_email, &i.create_keys).transaction(
-                |(accounts, by_email, create_keys)| {
-                    if let Some(existing) = create_keys.get(key.as_bytes())? {
-                        let id = AccountId(String::from_utf8_lossy(&existing).into_owned());
-                        let Some(acc) = tx_get::<AccountRecord>(accounts, id.0.as_bytes())? else {
-                            return abort(LoyaltyError::storage(format!(
-                                "account {id} of key {key:?} is missing"
-                            )));
-                        };
-                        if acc.email != email
-                            || acc.first_name != first_name
-                            || acc.last_name != last_name
-                        {
-                            return abort(LoyaltyError::KeyReused { key: key.into() });
-                        }
-                        return Ok(Some((acc, false)));
-                    }
-                    if let Some(owner) = by_email.get(email.as_bytes())? {
-                        return abort(LoyaltyError::EmailInUse {
-                            account_id: AccountId(String::from_utf8_lossy(&owner).into_owned()),
-                        });
-                    }
-                    if accounts.get(id.0.as_bytes())?.is_some() {
-                        return Ok(None);
-                    }
-                    let acc = AccountRecord {
-                        id: id.clone(),
-                        first_name: first_name.clone(),
-                        last_name: last_name.clone(),
-                        email: email.clone(),
-                        balance: 0,
-                        qualifying_miles: 0,
-                        created_at: now,
-                    };
-                    tx_put(accounts, id.0.as_bytes(), &acc)?;
-                    by_email.insert(email.as_bytes(), id.0.as_bytes())?;
-                    create_keys.insert(key.as_bytes(), id.0.as_bytes())?;
-                    Ok(Some((acc, true)))
-                },
-            );
-            match from_tx(result) {
-                Ok(Some(done)) => {
-                    outcome = Some(Ok(done));
-                    break;
-                }
-                Ok(None) => continue,
-                Err(e) => {
-                    outcome = Some(Err(e));
-                    break;
-                }
-            }
-        }
-        drop(guard);
-        let (account, fresh) = outcome.unwrap_or_else(|| {
-            Err(LoyaltyError::storage(
-                "could not find a free account number",
-            ))
-        })?;
+        let (account, fresh) = self.create_now(key, first_name, last_name, email, now)?;
         self.flush().await?;
         tracing::debug!(key, account_id = %account.id, fresh, "loyalty account");
-        Ok(account.view())
+        Ok(account)
     }
 
     async fn account(&self, id: &AccountId) -> Result<LoyaltyAccount, LoyaltyError> {
-        self.read_account(id)?
-            .map(|a| a.view())
-            .ok_or_else(|| unknown(id))
+        self.inner.view_of(id)?.ok_or_else(|| unknown(id))
     }
 
     async fn account_by_email(&self, email: &str) -> Result<Option<LoyaltyAccount>, LoyaltyError> {
         let email = normalize_email(email)?;
-        let Some(id) = self
-            .inner
-            .by_email
-            .get(email.as_bytes())
-            .map_err(LoyaltyError::storage)?
-        else {
-            return Ok(None);
-        };
-        let id = AccountId(String::from_utf8_lossy(&id).into_owned());
-        Ok(self.read_account(&id)?.map(|a| a.view()))
+        let id = self.inner.lock().by_email.get(&email).cloned();
+        match id {
+            Some(id) => self.inner.view_of(&id),
+            None => Ok(None),
+        }
     }
 
     async fn award(
@@ -806,33 +1032,30 @@ impl Loyalty for LocalLoyalty {
         let usd_minor = to_usd_minor(amount).map_err(|e| LoyaltyError::InvalidAmount {
             reason: e.to_string(),
         })?;
-        let entry = self
-            .apply_entry(key, account_id, |acc, now| {
-                let tier = Tier::for_qualifying_miles(acc.qualifying_miles);
+        let stored = self
+            .apply_entry(key, account_id, |id, counters, now| {
+                let tier = Tier::for_qualifying_miles(counters.qualifying_miles());
                 let miles = miles_for_usd_minor(usd_minor, tier);
-                let account = AccountRecord {
-                    balance: acc.balance.saturating_add(miles),
-                    qualifying_miles: acc.qualifying_miles.saturating_add(miles),
-                    ..acc.clone()
-                };
-                let entry = LoyaltyEntry {
+                Made::Applied(LoyaltyEntry {
                     key: key.to_string(),
-                    account_id: acc.id.clone(),
+                    account_id: id.clone(),
                     kind: EntryKind::Award {
                         amount: amount.clone(),
                         usd_minor,
                     },
                     miles,
                     tier,
-                    balance_after: account.balance,
+                    balance_after: counters.balance().saturating_add(miles),
                     state: EntryState::Applied,
                     clamped_miles: 0,
                     created_at: now,
                     reversed_at: None,
-                };
-                Ok((entry, account))
+                })
             })
             .await?;
+        let Stored::Entry(entry) = stored else {
+            return Err(LoyaltyError::KeyReused { key: key.into() });
+        };
         let matches = matches!(&entry.kind, EntryKind::Award { amount: a, .. } if a == amount);
         same_request(&entry, account_id, key, matches)?;
         Ok(entry)
@@ -850,33 +1073,42 @@ impl Loyalty for LocalLoyalty {
                 "miles to redeem must be 1..={MAX_REDEEM_MILES}, got {miles}"
             )));
         }
-        let entry = self
-            .apply_entry(key, account_id, |acc, now| {
-                if acc.balance < miles {
-                    return Err(LoyaltyError::InsufficientMiles {
-                        balance: acc.balance,
+        let stored = self
+            .apply_entry(key, account_id, |id, counters, now| {
+                if counters.balance() < miles {
+                    let error = LoyaltyError::InsufficientMiles {
+                        balance: counters.balance(),
                         requested: miles,
-                    });
+                    };
+                    return Made::Refused { miles, error };
                 }
-                let account = AccountRecord {
-                    balance: acc.balance - miles,
-                    ..acc.clone()
-                };
-                let entry = LoyaltyEntry {
+                Made::Applied(LoyaltyEntry {
                     key: key.to_string(),
-                    account_id: acc.id.clone(),
+                    account_id: id.clone(),
                     kind: EntryKind::Redemption,
                     miles,
-                    tier: Tier::for_qualifying_miles(acc.qualifying_miles),
-                    balance_after: account.balance,
+                    tier: Tier::for_qualifying_miles(counters.qualifying_miles()),
+                    balance_after: counters.balance() - miles,
                     state: EntryState::Applied,
                     clamped_miles: 0,
                     created_at: now,
                     reversed_at: None,
-                };
-                Ok((entry, account))
+                })
             })
             .await?;
+        let entry = match stored {
+            Stored::Entry(entry) => entry,
+            Stored::Refused {
+                account_id: a,
+                miles: m,
+                error,
+            } => {
+                if a != *account_id || m != miles {
+                    return Err(LoyaltyError::KeyReused { key: key.into() });
+                }
+                return Err(error);
+            }
+        };
         let matches = entry.kind == EntryKind::Redemption && entry.miles == miles;
         same_request(&entry, account_id, key, matches)?;
         Ok(entry)
@@ -885,66 +1117,13 @@ impl Loyalty for LocalLoyalty {
     async fn reverse(&self, key: &str) -> Result<ReverseOutcome, LoyaltyError> {
         check_key(key)?;
         let now = self.inner.clock.now();
-        let i = &self.inner;
-        let guard = i.write_lock.lock().await;
-        let result = from_tx(
-            (&i.accounts, &i.entries).transaction(|(accounts, entries)| {
-                let entry = match tx_get::<EntryRecord>(entries, key.as_bytes())? {
-                    None => {
-                        tx_put(entries, key.as_bytes(), &EntryRecord::Tombstone { at: now })?;
-                        return Ok(ReverseOutcome::NothingToReverse);
-                    }
-                    Some(EntryRecord::Tombstone { .. }) => {
-                        return Ok(ReverseOutcome::NothingToReverse)
-                    }
-                    Some(EntryRecord::Entry(e)) if e.state == EntryState::Reversed => {
-                        return Ok(ReverseOutcome::Reversed(e))
-                    }
-                    Some(EntryRecord::Entry(e)) => e,
-                };
-                let Some(mut account) =
-                    tx_get::<AccountRecord>(accounts, entry.account_id.0.as_bytes())?
-                else {
-                    return abort(LoyaltyError::storage(format!(
-                        "account {} of entry {key:?} is missing",
-                        entry.account_id
-                    )));
-                };
-                let mut clamped_miles = 0;
-                match entry.kind {
-                    EntryKind::Award { .. } => {
-                        account.qualifying_miles =
-                            account.qualifying_miles.saturating_sub(entry.miles);
-                        let taken = account.balance.min(entry.miles);
-                        clamped_miles = entry.miles - taken;
-                        account.balance -= taken;
-                    }
-                    EntryKind::Redemption => {
-                        account.balance = account.balance.saturating_add(entry.miles);
-                    }
-                }
-                let reversed = LoyaltyEntry {
-                    state: EntryState::Reversed,
-                    clamped_miles,
-                    reversed_at: Some(now),
-                    ..entry
-                };
-                tx_put(accounts, account.id.0.as_bytes(), &account)?;
-                tx_put(
-                    entries,
-                    key.as_bytes(),
-                    &EntryRecord::Entry(reversed.clone()),
-                )?;
-                Ok(ReverseOutcome::Reversed(reversed))
-            }),
-        );
-        drop(guard);
+        let result = self.reverse_now(key, now);
         match &result {
             Ok(ReverseOutcome::Reversed(e)) => {
                 tracing::debug!(key, account_id = %e.account_id, miles = e.miles, clamped = e.clamped_miles, "loyalty entry reversed")
             }
             Ok(ReverseOutcome::NothingToReverse) => {
-                tracing::debug!(key, "reverse of unknown entry: tombstone")
+                tracing::debug!(key, "reverse with nothing applied: tombstone or refusal")
             }
             Err(e) => tracing::warn!(key, error = %e, "reverse failed"),
         }
@@ -955,52 +1134,42 @@ impl Loyalty for LocalLoyalty {
 
     async fn entry(&self, key: &str) -> Result<EntryLookup, LoyaltyError> {
         check_key(key)?;
-        match self
-            .inner
-            .entries
-            .get(key.as_bytes())
-            .map_err(LoyaltyError::storage)?
-        {
-            None => Ok(EntryLookup::Unknown),
-            Some(raw) => Ok(match decode::<EntryRecord>(&raw)? {
-                EntryRecord::Entry(e) => EntryLookup::Entry(e),
-                EntryRecord::Tombstone { .. } => EntryLookup::Tombstone,
-            }),
-        }
+        Ok(match self.inner.entry_record(key)? {
+            None => EntryLookup::Unknown,
+            Some(EntryRecord::Entry(e)) => EntryLookup::Entry(e),
+            Some(EntryRecord::Tombstone { .. }) => EntryLookup::Tombstone,
+            Some(EntryRecord::Refused { error, .. }) => EntryLookup::Refused { error },
+        })
     }
 
     async fn history(&self, account_id: &AccountId) -> Result<Vec<LoyaltyEntry>, LoyaltyError> {
-        if self.read_account(account_id)?.is_none() {
-            return Err(unknown(account_id));
-        }
-        let mut out = Vec::new();
-        for item in self
-            .inner
-            .by_account
-            .scan_prefix(history_prefix(account_id))
-        {
-            let (_, key) = item.map_err(LoyaltyError::storage)?;
-            if let Some(raw) = self
-                .inner
-                .entries
-                .get(&key)
-                .map_err(LoyaltyError::storage)?
-            {
-                if let EntryRecord::Entry(e) = decode::<EntryRecord>(&raw)? {
-                    out.push(e);
-                }
+        let keys = {
+            let state = self.inner.lock();
+            if !state.counters.contains_key(account_id) {
+                return Err(unknown(account_id));
+            }
+            state.history.get(account_id).cloned().unwrap_or_default()
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(EntryRecord::Entry(e)) = self.inner.entry_record(&key)? {
+                out.push(e);
             }
         }
         Ok(out)
     }
 
     async fn all_accounts(&self) -> Result<Vec<LoyaltyAccount>, LoyaltyError> {
-        let mut out = Vec::new();
+        let mut records = Vec::new();
         for item in self.inner.accounts.iter() {
             let (_, raw) = item.map_err(LoyaltyError::storage)?;
-            out.push(decode::<AccountRecord>(&raw)?.view());
+            records.push(decode::<AccountRecord>(&raw)?);
         }
-        Ok(out)
+        let state = self.inner.lock();
+        Ok(records
+            .iter()
+            .map(|r| view(r, state.counters.get(&r.id).copied().unwrap_or_default()))
+            .collect())
     }
 }
 
@@ -1044,8 +1213,14 @@ mod tests {
     #[test]
     fn reads_the_v1_record_format() {
         let raw = br#"{"v":1,"record":{"id":"12345678","first_name":"Ada","last_name":"L","email":"a@b.c","balance":5,"qualifying_miles":30000,"created_at":"2026-01-01T00:00:00Z"}}"#;
+        // The first shape kept balances in the account record; they are now
+        // derived from the entries, and the old fields are ignored.
         let acc: AccountRecord = decode(raw).unwrap();
-        assert_eq!(acc.view().tier, Tier::Gold);
+        assert_eq!(acc.email, "a@b.c");
+        assert_eq!(acc.create_key, None);
+        let raw = br#"{"v":1,"record":{"id":"12345678","first_name":"Ada","last_name":"L","email":"a@b.c","created_at":"2026-01-01T00:00:00Z","create_key":"signup"}}"#;
+        let acc: AccountRecord = decode(raw).unwrap();
+        assert_eq!(acc.create_key.as_deref(), Some("signup"));
         let raw = br#"{"v":1,"record":{"entry":{"key":"k","account_id":"12345678","kind":{"award":{"amount":{"minor":100,"currency":"USD"},"usd_minor":100}},"miles":5,"tier":"platinum_pro","balance_after":5,"state":"applied","clamped_miles":0,"created_at":"2026-01-01T00:00:00Z","reversed_at":null}}}"#;
         assert!(
             matches!(decode::<EntryRecord>(raw).unwrap(), EntryRecord::Entry(e) if e.tier == Tier::PlatinumPro)
@@ -1055,6 +1230,50 @@ mod tests {
             matches!(decode::<EntryRecord>(raw).unwrap(), EntryRecord::Entry(e) if e.kind == EntryKind::Redemption)
         );
         assert!(decode::<EntryRecord>(br#"{"v":0,"record":null}"#).is_err());
+    }
+
+    fn entry(kind: EntryKind, miles: u64, state: EntryState, clamped_miles: u64) -> LoyaltyEntry {
+        LoyaltyEntry {
+            key: format!("{kind:?}{miles}{state:?}"),
+            account_id: AccountId("12345678".into()),
+            kind,
+            miles,
+            tier: Tier::Regular,
+            balance_after: 0,
+            state,
+            clamped_miles,
+            created_at: DateTime::<Utc>::default(),
+            reversed_at: None,
+        }
+    }
+
+    #[test]
+    fn counters_do_not_depend_on_the_order_of_entries() {
+        let award = || EntryKind::Award {
+            amount: Money::new(10_000, Currency::usd()),
+            usd_minor: 10_000,
+        };
+        // Earn 500, spend 400, reverse the award (400 already spent stay),
+        // earn 300, spend 100 and give that back.
+        let entries = [
+            entry(award(), 500, EntryState::Reversed, 400),
+            entry(EntryKind::Redemption, 400, EntryState::Applied, 0),
+            entry(award(), 300, EntryState::Applied, 0),
+            entry(EntryKind::Redemption, 100, EntryState::Reversed, 0),
+        ];
+        let expected = (300, 300);
+        for rotation in 0..entries.len() {
+            let mut c = Counters::default();
+            for e in entries.iter().cycle().skip(rotation).take(entries.len()) {
+                c.add(e);
+            }
+            assert_eq!((c.balance(), c.qualifying_miles()), expected);
+        }
+        // Removing what was added leaves nothing.
+        let mut c = Counters::default();
+        entries.iter().for_each(|e| c.add(e));
+        entries.iter().rev().for_each(|e| c.remove(e));
+        assert_eq!(c, Counters::default());
     }
 
     #[test]
