@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example loadgen -- --sagas N --concurrency C \
-//!     [--fail-at-step K] [--store sled|memory] [--data-dir DIR]
+//!     [--fail-at-step K] [--store sled|memory|postgres://...] [--data-dir DIR]
 //! ```
 //!
 //! Runs N four-step sagas (reserve_seat, authorize_payment, award_miles,
@@ -89,7 +89,7 @@ fn parse_args() -> Result<Args, String> {
             "--store" => a.store = value()?,
             "--data-dir" => a.data_dir = Some(value()?),
             "-h" | "--help" => {
-                return Err("usage: loadgen --sagas N --concurrency C [--fail-at-step K] [--store sled|memory] [--data-dir DIR]".into())
+                return Err("usage: loadgen --sagas N --concurrency C [--fail-at-step K] [--store sled|memory|postgres://...] [--data-dir DIR]".into())
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -132,8 +132,19 @@ async fn main() {
                 std::process::exit(2)
             }))
         }
+        #[cfg(feature = "postgres")]
+        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => Arc::new(
+            saga_engine::store::PostgresStore::connect(url)
+                .await
+                .unwrap_or_else(|e| {
+                    eprintln!("cannot connect to {url}: {e}");
+                    std::process::exit(2)
+                }),
+        ),
         other => {
-            eprintln!("unknown --store {other}: use sled or memory");
+            eprintln!(
+                "unknown --store {other}: use sled, memory or (with --features postgres) a postgres:// URL"
+            );
             std::process::exit(2);
         }
     };

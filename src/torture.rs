@@ -127,7 +127,7 @@ fn request(c: &Child, n: usize) -> BookingRequest {
             })
             .collect(),
         email: format!("c{}@example.com", n % 4),
-        loyalty_id: (n % 2 == 0).then(|| c.member.0.clone()),
+        loyalty_id: n.is_multiple_of(2).then(|| c.member.0.clone()),
         card: CardDetails {
             number: if n % 7 == 3 {
                 "4000000000009995".into()

@@ -77,6 +77,8 @@ pub use error::Error;
 pub use events::{EventKind, SagaEvent};
 pub use machine::{SagaStatus, StepState};
 pub use retry::RetryPolicy;
+#[cfg(feature = "postgres")]
+pub use store::PostgresStore;
 pub use store::{MemoryStore, SagaRecord, SledStore, Store, StoreError};
 
 use serde::{Deserialize, Serialize};

@@ -168,11 +168,16 @@ fn flipped_bytes_never_go_unnoticed() {
             Outcome::Panicked => "panicked",
         };
         *counts.entry(name).or_default() += 1;
-        if matches!(outcome, Outcome::SilentLoss(_) | Outcome::Panicked) {
-            failures.push(format!(
-                "trial {t}: flipped {}@{offset}: {outcome:?}",
+        match &outcome {
+            Outcome::SilentLoss(what) => failures.push(format!(
+                "trial {t}: flipped {}@{offset}: silent loss: {what}",
                 file.display()
-            ));
+            )),
+            Outcome::Panicked => failures.push(format!(
+                "trial {t}: flipped {}@{offset}: panicked",
+                file.display()
+            )),
+            _ => {}
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -20,7 +20,10 @@ struct Job {
 
 /// Records which engine ran each step call, and the fencing token it used.
 #[derive(Clone, Default)]
-struct Ledger(Arc<Mutex<HashMap<String, Vec<(String, u64)>>>>);
+struct Ledger(Arc<Mutex<Calls>>);
+
+/// Per idempotency key: which engine called, with which fencing token.
+type Calls = HashMap<String, Vec<(String, u64)>>;
 
 struct Work {
     engine: &'static str,

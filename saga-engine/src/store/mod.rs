@@ -12,11 +12,15 @@
 //! test of its leases, without any change to the state machine.
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod sled_store;
 
 pub mod conformance;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
 pub use sled_store::{open_sled_db, SledStore, HWM_FILE};
 
 use crate::events::SagaEvent;

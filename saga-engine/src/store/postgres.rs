@@ -53,6 +53,7 @@ use crate::machine::SagaStatus;
 use crate::SagaId;
 use async_trait::async_trait;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 
@@ -82,7 +83,7 @@ CREATE TABLE IF NOT EXISTS sagas (
     lease_expires_ms BIGINT NOT NULL DEFAULT 0,
     created_ms       BIGINT NOT NULL,
     record           TEXT NOT NULL
-);
+) WITH (fillfactor = 70); -- room for in-page (HOT) updates: most touch no index
 CREATE INDEX IF NOT EXISTS sagas_active ON sagas (id)
     WHERE status IN ('running', 'compensating');
 CREATE INDEX IF NOT EXISTS sagas_status ON sagas (status, id);
@@ -141,11 +142,11 @@ impl Statements {
             update: c
                 .prepare(
                     "WITH u AS (
-                         UPDATE sagas SET revision = $2, status = $3, record = $4,
-                             lease_expires_ms = GREATEST(lease_expires_ms, $7)
-                         WHERE id = $1 AND revision = $2 - 1
+                         UPDATE sagas SET revision = $2::bigint, status = $3, record = $4,
+                             lease_expires_ms = GREATEST(lease_expires_ms, $7::bigint)
+                         WHERE id = $1 AND revision = $2::bigint - 1
                            AND (($5::text IS NULL AND lease_owner IS NULL)
-                                OR (lease_owner = $5 AND lease_generation = $6))
+                                OR (lease_owner = $5 AND lease_generation = $6::bigint))
                          RETURNING 1),
                      ev AS (
                          INSERT INTO saga_events (saga_id, seq, event)
@@ -171,11 +172,13 @@ impl Statements {
                 ))
                 .await?,
             list_all: c
-                .prepare(&format!("SELECT {COLUMNS} FROM sagas ORDER BY id LIMIT $1"))
+                .prepare(&format!(
+                    "SELECT {COLUMNS} FROM sagas ORDER BY id LIMIT $1::bigint"
+                ))
                 .await?,
             list_status: c
                 .prepare(&format!(
-                    "SELECT {COLUMNS} FROM sagas WHERE status = $1 ORDER BY id LIMIT $2"
+                    "SELECT {COLUMNS} FROM sagas WHERE status = $1 ORDER BY id LIMIT $2::bigint"
                 ))
                 .await?,
             // Rows another transaction holds (a claimer, an update) are
@@ -185,22 +188,22 @@ impl Statements {
                 .prepare(&format!(
                     "UPDATE sagas SET lease_owner = $1,
                          lease_generation = lease_generation + 1,
-                         lease_expires_ms = $3
+                         lease_expires_ms = $3::bigint
                      WHERE id IN (
                          SELECT id FROM sagas
                          WHERE status IN ('running', 'compensating')
-                           AND (lease_owner IS NULL OR lease_expires_ms < $2)
+                           AND (lease_owner IS NULL OR lease_expires_ms < $2::bigint)
                          ORDER BY id
-                         LIMIT $4
+                         LIMIT $4::bigint
                          FOR UPDATE SKIP LOCKED)
                        AND status IN ('running', 'compensating')
-                       AND (lease_owner IS NULL OR lease_expires_ms < $2)
+                       AND (lease_owner IS NULL OR lease_expires_ms < $2::bigint)
                      RETURNING {COLUMNS}"
                 ))
                 .await?,
             renew: c
                 .prepare(
-                    "UPDATE sagas s SET lease_expires_ms = GREATEST(s.lease_expires_ms, $3)
+                    "UPDATE sagas s SET lease_expires_ms = GREATEST(s.lease_expires_ms, $3::bigint)
                      FROM unnest($2::text[], $4::bigint[]) AS l(id, generation)
                      WHERE s.id = l.id AND s.lease_owner = $1
                        AND s.lease_generation = l.generation
@@ -329,18 +332,25 @@ impl std::fmt::Debug for PostgresStore {
 
 impl PostgresStore {
     /// Connects to `url` (`postgres://user[:password]@host[:port]/database`,
-    /// or a `key=value` connection string) with a pool of 16 connections,
-    /// and creates the tables if they are missing.
+    /// or a `key=value` connection string) and creates the tables if they
+    /// are missing. The pool holds 16 connections unless the URL says
+    /// `pool_size=N` (`postgres://host/db?pool_size=32`): how many calls run
+    /// at once, and so how many sagas' commits can share one WAL flush.
     pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
-        Self::connect_with_pool(url, DEFAULT_POOL_SIZE).await
+        let (url, size) = take_pool_size(url)?;
+        Self::connect_with_pool(&url, size.unwrap_or(DEFAULT_POOL_SIZE)).await
     }
 
     /// Like [`PostgresStore::connect`], with at most `size` connections (at
-    /// least 1): how many calls run at once.
+    /// least 1).
     pub async fn connect_with_pool(url: &str, size: usize) -> Result<PostgresStore, StoreError> {
-        let config: Config = url
+        let mut config: Config = url
             .parse()
             .map_err(|e| StoreError::Io(format!("bad PostgreSQL URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            // A server that accepts no connection must not hang every call.
+            config.connect_timeout(Duration::from_secs(10));
+        }
         let size = size.max(1);
         let bootstrap = {
             let (client, connection) = config.connect(NoTls).await.map_err(pg)?;
@@ -363,6 +373,42 @@ impl PostgresStore {
         drop(store.pool.get().await?);
         Ok(store)
     }
+}
+
+/// Splits our own `pool_size` option off a connection string, which the
+/// driver would refuse as unknown.
+fn take_pool_size(url: &str) -> Result<(String, Option<usize>), StoreError> {
+    let parse = |v: &str| {
+        v.parse::<usize>()
+            .map_err(|e| StoreError::Io(format!("bad pool_size {v:?}: {e}")))
+    };
+    let mut size = None;
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let Some((base, query)) = url.split_once('?') else {
+            return Ok((url.to_string(), None));
+        };
+        let mut kept = Vec::new();
+        for pair in query.split('&') {
+            match pair.strip_prefix("pool_size=") {
+                Some(v) => size = Some(parse(v)?),
+                None => kept.push(pair),
+            }
+        }
+        let url = if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        return Ok((url, size));
+    }
+    let mut kept = Vec::new();
+    for word in url.split_whitespace() {
+        match word.strip_prefix("pool_size=") {
+            Some(v) => size = Some(parse(v)?),
+            None => kept.push(word),
+        }
+    }
+    Ok((kept.join(" "), size))
 }
 
 async fn create_schema(client: &Client) -> Result<(), StoreError> {
@@ -389,16 +435,26 @@ async fn create_schema(client: &Client) -> Result<(), StoreError> {
                 ))
                 .await
                 .map_err(pg)?;
-            Ok(())
         }
-        Some(SCHEMA_VERSION) => Ok(()),
-        Some(v) => Err(StoreError::Corrupt {
-            key: "saga_engine_schema".into(),
-            reason: format!(
+        Some(SCHEMA_VERSION) => {}
+        Some(v) => {
+            return Err(StoreError::Corrupt {
+                key: "saga_engine_schema".into(),
+                reason: format!(
                 "the database holds schema version {v}; this build reads version {SCHEMA_VERSION}"
             ),
-        }),
+            })
+        }
     }
+    // synchronous_commit is ours to set, fsync is the server's: say so if
+    // a commit does not reach the disk.
+    let fsync = client.query_one("SHOW fsync", &[]).await.map_err(pg)?;
+    if fsync.get::<_, &str>(0) != "on" {
+        tracing::warn!(
+            "PostgreSQL runs with fsync = off: a crash of its machine can lose committed sagas"
+        );
+    }
+    Ok(())
 }
 
 /// A PostgreSQL error as a store error, with the server's message if any.
@@ -711,5 +767,32 @@ impl Store for PostgresStore {
             .await
             .map_err(pg)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_pool_size;
+
+    #[test]
+    fn pool_size_is_taken_off_the_url() {
+        let t = |u: &str| take_pool_size(u).unwrap();
+        assert_eq!(t("postgres://h/db"), ("postgres://h/db".into(), None));
+        assert_eq!(
+            t("postgres://h/db?pool_size=32"),
+            ("postgres://h/db".into(), Some(32))
+        );
+        assert_eq!(
+            t("postgresql://h/db?application_name=x&pool_size=4&connect_timeout=3"),
+            (
+                "postgresql://h/db?application_name=x&connect_timeout=3".into(),
+                Some(4)
+            )
+        );
+        assert_eq!(
+            t("host=h pool_size=8 dbname=d"),
+            ("host=h dbname=d".into(), Some(8))
+        );
+        assert!(take_pool_size("postgres://h/db?pool_size=many").is_err());
     }
 }

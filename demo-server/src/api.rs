@@ -1,0 +1,565 @@
+//! The JSON shapes of the API and the one mapping from [`ApiError`] to an
+//! HTTP response.
+//!
+//! Every error body is `{"error": "..."}`; a validation error adds
+//! `"fields": [{"field", "message"}]`. Errors of the layers below (engine,
+//! booking, participants) are converted here and nowhere else, so a status
+//! code means the same thing on every route: `400` malformed request, `401`
+//! missing or wrong admin token, `404` unknown id, `405` wrong method,
+//! `408` body too slow, `409` a state that forbids the operation, `413` body
+//! too large, `415` not JSON, `422` well-formed but invalid, `503` shutting
+//! down or a participant unreachable, `500` a bug or a storage failure (the
+//! details go to the log, not to the client).
+
+use crate::body::Body;
+use booking_domain::booking_saga::{BookingData, BookingError, FieldError, Passenger};
+use booking_domain::inventory::InventoryError;
+use booking_domain::loyalty::LoyaltyError;
+use booking_domain::payments::PaymentError;
+use booking_domain::pricing::PriceBreakdown;
+use booking_domain::{Cabin, Money};
+use bytes::Bytes;
+use chrono::NaiveDate;
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::{Response, StatusCode};
+use saga_engine::machine::StepProgress;
+use saga_engine::{SagaRecord, SagaStatus, StepState};
+use serde::{Deserialize, Serialize};
+
+/// Why a request failed. Converted to a response by [`ApiError::into_response`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed request: bad JSON, a missing header, a bad parameter.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The admin token is missing or wrong.
+    #[error("missing or invalid admin token")]
+    Unauthorized,
+    /// No such resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// The path exists, the method does not.
+    #[error("method not allowed")]
+    MethodNotAllowed {
+        /// The methods the path accepts.
+        allow: Vec<&'static str>,
+    },
+    /// The request body did not arrive in time.
+    #[error("request body not received in time")]
+    RequestTimeout,
+    /// The resource's state forbids the operation.
+    #[error("{0}")]
+    Conflict(String),
+    /// The body is over the limit.
+    #[error("request body is over {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The body is not JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Well-formed but invalid input, one entry per field.
+    #[error("{message}")]
+    Validation {
+        /// Summary.
+        message: String,
+        /// What is wrong with each field.
+        fields: Vec<FieldError>,
+    },
+    /// Shutting down, or a participant cannot be reached: try again later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or a storage failure. The message is logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The JSON body of every error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+    /// Per-field problems (validation errors only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldError>,
+}
+
+impl ApiError {
+    /// A validation error about one field.
+    pub fn field(field: &str, message: impl Into<String>) -> ApiError {
+        let message = message.into();
+        ApiError::Validation {
+            message: format!("{field}: {message}"),
+            fields: vec![FieldError {
+                field: field.to_string(),
+                message,
+            }],
+        }
+    }
+
+    /// A validation error from a list of field errors (`Ok` when empty).
+    pub fn check(summary: &str, fields: Vec<FieldError>) -> Result<(), ApiError> {
+        if fields.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Validation {
+                message: summary.to_string(),
+                fields,
+            })
+        }
+    }
+
+    /// The status code of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The response: status, headers and `{"error": ...}` body.
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        let body = match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error answered with 500");
+                ErrorBody {
+                    error: "internal error; see the server log".into(),
+                    fields: Vec::new(),
+                }
+            }
+            ApiError::Validation { message, fields } => ErrorBody {
+                error: message.clone(),
+                fields: fields.clone(),
+            },
+            other => ErrorBody {
+                error: other.to_string(),
+                fields: Vec::new(),
+            },
+        };
+        let mut resp = json_response(status, &body);
+        let headers = resp.headers_mut();
+        match &self {
+            ApiError::MethodNotAllowed { allow } => {
+                if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
+                    headers.insert(ALLOW, v);
+                }
+            }
+            ApiError::Unauthorized => {
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"demo-server admin\""),
+                );
+            }
+            ApiError::Unavailable(_) => {
+                headers.insert("retry-after", HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+/// A JSON response with `status`. Serialization of our own types cannot
+/// fail; if it ever did, the answer is a plain 500.
+pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Body> {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => bytes_response(status, "application/json", Bytes::from(bytes)),
+        Err(e) => {
+            tracing::error!(error = %e, "response did not serialize");
+            bytes_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "application/json",
+                Bytes::from_static(b"{\"error\":\"internal error; see the server log\"}"),
+            )
+        }
+    }
+}
+
+/// A response with a body of `content_type`, not cached.
+pub fn bytes_response(status: StatusCode, content_type: &str, bytes: Bytes) -> Response<Body> {
+    let mut resp = Response::new(Body::full(bytes));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        headers.insert(CONTENT_TYPE, v);
+    }
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+impl From<saga_engine::Error> for ApiError {
+    fn from(e: saga_engine::Error) -> Self {
+        use saga_engine::Error as E;
+        match e {
+            E::NotFound(id) => ApiError::NotFound(format!("saga {id} not found")),
+            E::ShuttingDown => ApiError::Unavailable("the server is shutting down".into()),
+            E::InvalidState { .. } | E::UnregisteredVersion { .. } => {
+                ApiError::Conflict(e.to_string())
+            }
+            E::IdempotencyConflict { .. } => ApiError::Validation {
+                message: e.to_string(),
+                fields: vec![FieldError {
+                    field: "Idempotency-Key".into(),
+                    message: "already used with a different request".into(),
+                }],
+            },
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<BookingError> for ApiError {
+    fn from(e: BookingError) -> Self {
+        match e {
+            BookingError::Invalid(v) => ApiError::Validation {
+                message: "invalid booking request".into(),
+                fields: v.0,
+            },
+            BookingError::KeyReused { existing } => ApiError::Validation {
+                message: format!(
+                    "Idempotency-Key was already used for booking {existing} with a different request"
+                ),
+                fields: vec![FieldError {
+                    field: "Idempotency-Key".into(),
+                    message: "already used with a different request".into(),
+                }],
+            },
+            BookingError::Unavailable(m) => {
+                ApiError::Unavailable(format!("cannot validate the booking now: {m}"))
+            }
+            BookingError::Engine(e) => e.into(),
+        }
+    }
+}
+
+impl From<InventoryError> for ApiError {
+    fn from(e: InventoryError) -> Self {
+        if e.is_retryable() {
+            ApiError::Unavailable(format!("inventory: {e}"))
+        } else {
+            ApiError::Internal(format!("inventory: {e}"))
+        }
+    }
+}
+
+impl From<PaymentError> for ApiError {
+    fn from(e: PaymentError) -> Self {
+        if e.is_retryable() {
+            ApiError::Unavailable(format!("payments: {e}"))
+        } else {
+            ApiError::Internal(format!("payments: {e}"))
+        }
+    }
+}
+
+impl From<LoyaltyError> for ApiError {
+    fn from(e: LoyaltyError) -> Self {
+        match e {
+            LoyaltyError::UnknownAccount { .. } => {
+                ApiError::NotFound("no loyalty account matches".into())
+            }
+            // The error names the account holding the email: not for the public.
+            LoyaltyError::EmailInUse { .. } => {
+                ApiError::Conflict("this email already has a loyalty account".into())
+            }
+            LoyaltyError::InvalidRequest { reason } => ApiError::Validation {
+                message: format!("invalid loyalty request: {reason}"),
+                fields: Vec::new(),
+            },
+            LoyaltyError::KeyReused { .. } => ApiError::Validation {
+                message: "Idempotency-Key was already used with a different request".into(),
+                fields: vec![FieldError {
+                    field: "Idempotency-Key".into(),
+                    message: "already used with a different request".into(),
+                }],
+            },
+            e if e.is_retryable() => ApiError::Unavailable(format!("loyalty: {e}")),
+            e => ApiError::Internal(format!("loyalty: {e}")),
+        }
+    }
+}
+
+/// `202` answer to `POST /api/bookings`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookingAccepted {
+    /// The booking's id (the saga id): an unguessable capability.
+    pub booking_id: String,
+    /// Where to read its status.
+    pub status_url: String,
+    /// Where to follow its progress (server-sent events).
+    pub events_url: String,
+}
+
+impl BookingAccepted {
+    /// The links of booking `id`.
+    pub fn new(id: &str) -> Self {
+        BookingAccepted {
+            booking_id: id.to_string(),
+            status_url: format!("/api/bookings/{id}"),
+            events_url: format!("/api/sagas/{id}/events"),
+        }
+    }
+}
+
+/// Where a booking stands, as a customer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BookingStatus {
+    /// The saga is running or compensating.
+    Pending,
+    /// Every step succeeded: the booking has a reference.
+    Confirmed,
+    /// A step failed and everything was undone.
+    Compensated,
+    /// Undoing failed; an operator must retry.
+    Stuck,
+}
+
+impl From<SagaStatus> for BookingStatus {
+    fn from(s: SagaStatus) -> Self {
+        match s {
+            SagaStatus::Running | SagaStatus::Compensating => BookingStatus::Pending,
+            SagaStatus::Completed => BookingStatus::Confirmed,
+            SagaStatus::Compensated => BookingStatus::Compensated,
+            SagaStatus::Stuck => BookingStatus::Stuck,
+        }
+    }
+}
+
+/// One step of a saga as reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepView {
+    /// Step name.
+    pub name: String,
+    /// Its state.
+    pub state: StepState,
+    /// Forward attempts started.
+    pub attempts: u32,
+    /// Compensation attempts started.
+    pub compensation_attempts: u32,
+    /// True once an attempt ended without a clear answer.
+    pub in_doubt: bool,
+    /// The last error seen.
+    pub last_error: Option<String>,
+    /// When a waiting step wakes, ms since the Unix epoch.
+    pub wake_at_ms: Option<u64>,
+}
+
+impl From<&StepProgress> for StepView {
+    fn from(p: &StepProgress) -> Self {
+        StepView {
+            name: p.name.clone(),
+            state: p.state,
+            attempts: p.attempts,
+            compensation_attempts: p.compensation_attempts,
+            in_doubt: p.in_doubt,
+            last_error: p.last_error.clone(),
+            wake_at_ms: p.wake_at_ms,
+        }
+    }
+}
+
+/// The flight of a booking, for display.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlightSummary {
+    /// Flight id.
+    pub id: String,
+    /// Flight number.
+    pub flight_no: String,
+    /// Airline name.
+    pub airline: String,
+    /// Origin airport code.
+    pub origin: String,
+    /// Destination airport code.
+    pub destination: String,
+    /// Local departure time, `HH:MM`.
+    pub departure: String,
+    /// Local arrival time, `HH:MM`.
+    pub arrival: String,
+    /// Local arrival date.
+    pub arrival_date: NaiveDate,
+}
+
+/// `GET /api/bookings/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BookingView {
+    /// The booking's id (the saga id).
+    pub booking_id: String,
+    /// pending, confirmed, compensated or stuck.
+    pub status: BookingStatus,
+    /// The saga's own status (running, compensating, completed, compensated, stuck).
+    pub saga_status: SagaStatus,
+    /// Each step: state, attempts, last error.
+    pub steps: Vec<StepView>,
+    /// The six-character reference, once confirmed.
+    pub booking_ref: Option<String>,
+    /// What is (or was to be) charged.
+    pub total: Money,
+    /// The price, itemised.
+    pub price: PriceBreakdown,
+    /// Why it compensated or got stuck.
+    pub failure_reason: Option<String>,
+    /// The flight id.
+    pub flight_id: String,
+    /// The flight, when still in the catalog.
+    pub flight: Option<FlightSummary>,
+    /// Departure date.
+    pub date: NaiveDate,
+    /// Cabin.
+    pub cabin: Cabin,
+    /// Travellers.
+    pub passengers: Vec<Passenger>,
+    /// Card brand and last four digits.
+    pub card: CardSummary,
+    /// Loyalty account credited, if any.
+    pub loyalty_id: Option<String>,
+    /// Miles awarded, once awarded.
+    pub miles_awarded: Option<u64>,
+    /// Created, ms since the Unix epoch.
+    pub created_at_ms: u64,
+    /// Last change, ms since the Unix epoch.
+    pub updated_at_ms: u64,
+    /// This resource.
+    pub status_url: String,
+    /// Its progress as server-sent events.
+    pub events_url: String,
+}
+
+/// A card as shown back: never the number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardSummary {
+    /// Brand, e.g. `visa`.
+    pub brand: String,
+    /// Last four digits.
+    pub last4: String,
+}
+
+impl BookingView {
+    /// The view of a booking saga's record and data.
+    pub fn new(rec: &SagaRecord, data: &BookingData, flight: Option<FlightSummary>) -> Self {
+        let links = BookingAccepted::new(rec.id.as_str());
+        BookingView {
+            booking_id: rec.id.to_string(),
+            status: rec.status().into(),
+            saga_status: rec.status(),
+            steps: rec.state.steps.iter().map(StepView::from).collect(),
+            booking_ref: data.booking_ref.as_ref().map(|r| r.0.clone()),
+            total: data.price.total.clone(),
+            price: data.price.clone(),
+            failure_reason: rec.state.failure.clone(),
+            flight_id: data.flight_id.0.clone(),
+            flight,
+            date: data.date,
+            cabin: data.cabin,
+            passengers: data.passengers.clone(),
+            card: CardSummary {
+                brand: data.card_brand.clone(),
+                last4: data.card_last4.clone(),
+            },
+            loyalty_id: data.loyalty_id.as_ref().map(|a| a.0.clone()),
+            miles_awarded: data.miles_awarded,
+            created_at_ms: rec.created_at_ms,
+            updated_at_ms: rec.updated_at_ms,
+            status_url: links.status_url,
+            events_url: links.events_url,
+        }
+    }
+}
+
+/// One saga in the admin list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SagaSummary {
+    /// Saga id.
+    pub id: String,
+    /// Definition name.
+    pub definition: String,
+    /// Definition version.
+    pub version: u32,
+    /// Saga status.
+    pub status: SagaStatus,
+    /// Why it compensated or got stuck.
+    pub failure: Option<String>,
+    /// Steps.
+    pub steps: Vec<StepView>,
+    /// Booking reference, for a completed booking.
+    pub booking_ref: Option<String>,
+    /// Created, ms since the Unix epoch.
+    pub created_at_ms: u64,
+    /// Last change, ms since the Unix epoch.
+    pub updated_at_ms: u64,
+}
+
+impl From<&SagaRecord> for SagaSummary {
+    fn from(rec: &SagaRecord) -> Self {
+        SagaSummary {
+            id: rec.id.to_string(),
+            definition: rec.definition.clone(),
+            version: rec.version,
+            status: rec.status(),
+            failure: rec.state.failure.clone(),
+            steps: rec.state.steps.iter().map(StepView::from).collect(),
+            booking_ref: rec
+                .data
+                .get("booking_ref")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+            created_at_ms: rec.created_at_ms,
+            updated_at_ms: rec.updated_at_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_a_json_body_and_its_status() {
+        let cases = [
+            (ApiError::BadRequest("x".into()), 400),
+            (ApiError::Unauthorized, 401),
+            (ApiError::NotFound("x".into()), 404),
+            (ApiError::MethodNotAllowed { allow: vec!["GET"] }, 405),
+            (ApiError::PayloadTooLarge { limit: 1 }, 413),
+            (ApiError::field("date", "bad"), 422),
+            (ApiError::Internal("secret detail".into()), 500),
+        ];
+        for (e, code) in cases {
+            let resp = e.into_response();
+            assert_eq!(resp.status().as_u16(), code);
+            assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
+        }
+        let r = ApiError::MethodNotAllowed {
+            allow: vec!["GET", "HEAD"],
+        }
+        .into_response();
+        assert_eq!(r.headers()[ALLOW], "GET, HEAD");
+    }
+
+    #[test]
+    fn saga_status_maps_to_booking_status() {
+        assert_eq!(
+            BookingStatus::from(SagaStatus::Compensating),
+            BookingStatus::Pending
+        );
+        assert_eq!(
+            BookingStatus::from(SagaStatus::Completed),
+            BookingStatus::Confirmed
+        );
+        assert_eq!(
+            serde_json::to_value(BookingStatus::Stuck).unwrap(),
+            serde_json::json!("stuck")
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! Operator endpoints (the router has already checked the admin token):
+//! list sagas by status, retry a stuck one, cancel a running one, read a
+//! customer's payments, and the global fault switches (reading them is
+//! public: they are the same for everyone and hold no customer data).
+
+use crate::api::{json_response, ApiError, SagaSummary};
+use crate::body::Body;
+use crate::query::Params;
+use crate::routes::{decode_value, Req};
+use crate::state::AppState;
+use booking_domain::booking_saga::FieldError;
+use booking_domain::faults::{BookingStep, Fault};
+use hyper::{Response, StatusCode};
+use saga_engine::{SagaId, SagaStatus};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// Default and largest number of sagas or payments listed.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+fn limit(p: &mut Params) -> usize {
+    let n: usize = p.optional("limit", "a number").unwrap_or(DEFAULT_LIMIT);
+    if n == 0 || n > MAX_LIMIT {
+        p.error("limit", format!("must be 1 to {MAX_LIMIT}"));
+    }
+    n.clamp(1, MAX_LIMIT)
+}
+
+/// `GET /api/admin/sagas?status=&limit=`: sagas, newest first.
+pub async fn sagas(state: &AppState, req: &Req) -> Result<Response<Body>, ApiError> {
+    let mut p = Params::new(&req.query);
+    let status = match req.query.get("status") {
+        None | Some("all") => None,
+        Some(s) => match SagaStatus::parse(s) {
+            Some(st) => Some(st),
+            None => {
+                p.error(
+                    "status",
+                    "expected running, compensating, completed, compensated or stuck",
+                );
+                None
+            }
+        },
+    };
+    let limit = limit(&mut p);
+    ApiError::check("invalid saga query", p.errors)?;
+    let all = state.engine.list(status, usize::MAX).await?;
+    let total = all.len();
+    let sagas: Vec<SagaSummary> = all
+        .iter()
+        .rev()
+        .take(limit)
+        .map(SagaSummary::from)
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "sagas": sagas,
+            "total": total,
+            "unregistered": state.engine.unregistered(),
+        }),
+    ))
+}
+
+fn saga_id(raw: &str) -> Result<SagaId, ApiError> {
+    SagaId::parse(raw).ok_or_else(|| ApiError::NotFound(format!("saga {raw:?} not found")))
+}
+
+/// `POST /api/admin/sagas/{id}/retry`: retries a stuck saga's compensation.
+pub async fn retry(state: &AppState, req: &Req) -> Result<Response<Body>, ApiError> {
+    let id = saga_id(req.param(0))?;
+    state.engine.retry(&id).await?;
+    tracing::info!(saga_id = %id, "operator retry");
+    let rec = state.engine.status(&id).await?;
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({ "id": id, "status": rec.status() }),
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CancelBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `POST /api/admin/sagas/{id}/cancel` (optional body `{"reason"}`):
+/// asks a running saga to stop and compensate.
+pub async fn cancel(state: &AppState, mut req: Req) -> Result<Response<Body>, ApiError> {
+    let id = saga_id(req.param(0))?;
+    let value = req.json_value(state).await?;
+    let body: CancelBody = if value.is_null() {
+        CancelBody::default()
+    } else {
+        decode_value(value)?
+    };
+    let reason = body
+        .reason
+        .map(|r| r.trim().chars().take(500).collect::<String>())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "cancelled by an operator".into());
+    state.engine.cancel(&id, &reason).await?;
+    tracing::info!(saga_id = %id, %reason, "operator cancel");
+    let rec = state.engine.status(&id).await?;
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({ "id": id, "status": rec.status() }),
+    ))
+}
+
+/// `GET /api/admin/payments?email=&limit=`: one customer's payments, or
+/// everyone's without `email`; newest first.
+pub async fn payments(state: &AppState, req: &Req) -> Result<Response<Body>, ApiError> {
+    let mut p = Params::new(&req.query);
+    let limit = limit(&mut p);
+    ApiError::check("invalid payments query", p.errors)?;
+    let payments = &state.services.payments;
+    let mut list = match req.query.get("email") {
+        Some(email) => payments.history(email).await?,
+        None => payments.all_payments().await?,
+    };
+    list.sort_by_key(|p| std::cmp::Reverse(p.created_at));
+    let total = list.len();
+    list.truncate(limit);
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "payments": list, "total": total }),
+    ))
+}
+
+/// `GET /api/faults`: every step's global switch.
+pub fn get_faults(state: &AppState) -> Response<Body> {
+    json_response(StatusCode::OK, &state.services.faults.get_all())
+}
+
+/// `PUT /api/faults`: replaces the global switches with the body's
+/// (`{"step": {"mode": ...}}`; steps left out are switched off). Every
+/// switch is checked before any is applied.
+pub async fn put_faults(state: &AppState, mut req: Req) -> Result<Response<Body>, ApiError> {
+    let value = req.json_value(state).await?;
+    let Value::Object(obj) = value else {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object of step name to fault".into(),
+        ));
+    };
+    let mut faults = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (name, v) in obj {
+        let step: BookingStep = match name.parse() {
+            Ok(s) => s,
+            Err(message) => {
+                errors.push(FieldError {
+                    field: name,
+                    message,
+                });
+                continue;
+            }
+        };
+        match serde_json::from_value::<Fault>(v)
+            .map_err(|e| e.to_string())
+            .and_then(|f| f.validate().map(|()| f))
+        {
+            Ok(f) => {
+                faults.insert(step, f);
+            }
+            Err(message) => errors.push(FieldError {
+                field: name,
+                message,
+            }),
+        }
+    }
+    ApiError::check("invalid fault switches", errors)?;
+    state
+        .services
+        .faults
+        .set_all(&faults)
+        .map_err(|e| ApiError::field("faults", e))?;
+    tracing::warn!(?faults, "global fault switches changed");
+    Ok(get_faults(state))
+}

@@ -1,0 +1,244 @@
+//! Bookings: start one (`POST /api/bookings`), follow it by its id (an
+//! unguessable capability handed to the booker), and find a confirmed one
+//! by reference and a passenger's last name, as airlines do.
+//!
+//! The request body is decoded field by field so that a field of the wrong
+//! type is reported by name (`422` with `fields`), like the domain's own
+//! validation, instead of as one opaque serde message.
+
+use crate::api::{json_response, ApiError, BookingAccepted, BookingView, FlightSummary};
+use crate::body::Body;
+use crate::query::Params;
+use crate::routes::Req;
+use crate::state::AppState;
+use booking_domain::booking_saga::{
+    start_booking, BookingData, BookingRequest, FieldError, BOOKING_SAGA,
+};
+use booking_domain::FlightId;
+use chrono::NaiveDate;
+use hyper::header::{HeaderValue, LOCATION};
+use hyper::{Response, StatusCode};
+use saga_engine::SagaId;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Map, Value};
+
+/// `POST /api/bookings` with an `Idempotency-Key`: validates and starts the
+/// booking saga; `202` with the booking's links. The same key with the same
+/// body names the same booking; with another body, `422`.
+pub async fn create(state: &AppState, mut req: Req) -> Result<Response<Body>, ApiError> {
+    let key = req.idempotency_key()?;
+    let value = req.json_value(state).await?;
+    let request = parse_booking_request(value)?;
+    let id = start_booking(&state.engine, &state.services, &request, &key).await?;
+    tracing::info!(saga_id = %id, "booking accepted");
+    let accepted = BookingAccepted::new(id.as_str());
+    let mut resp = json_response(StatusCode::ACCEPTED, &accepted);
+    if let Ok(v) = HeaderValue::from_str(&accepted.status_url) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    Ok(resp)
+}
+
+/// Decodes a booking request, naming every field that does not fit.
+pub fn parse_booking_request(value: Value) -> Result<BookingRequest, ApiError> {
+    let Value::Object(mut obj) = value else {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object (a booking request)".into(),
+        ));
+    };
+    let mut errors = Vec::new();
+    let flight_id: Option<String> = field(&mut obj, "flight_id", true, &mut errors);
+    let date: Option<NaiveDate> = field(&mut obj, "date", true, &mut errors);
+    let cabin = field(&mut obj, "cabin", true, &mut errors);
+    let passengers = field(&mut obj, "passengers", true, &mut errors);
+    let email = field(&mut obj, "email", true, &mut errors);
+    let loyalty_id: Option<Option<String>> = field(&mut obj, "loyalty_id", false, &mut errors);
+    let card = field(&mut obj, "card", true, &mut errors);
+    let faults = field(&mut obj, "faults", false, &mut errors);
+    match (flight_id, date, cabin, passengers, email, card) {
+        (Some(flight_id), Some(date), Some(cabin), Some(passengers), Some(email), Some(card))
+            if errors.is_empty() =>
+        {
+            Ok(BookingRequest {
+                flight_id,
+                date,
+                cabin,
+                passengers,
+                email,
+                loyalty_id: loyalty_id.flatten(),
+                card,
+                faults: faults.unwrap_or_default(),
+            })
+        }
+        _ => Err(ApiError::Validation {
+            message: "invalid booking request".into(),
+            fields: errors,
+        }),
+    }
+}
+
+/// Takes `name` out of `obj` and decodes it; a problem is pushed to `errors`.
+/// An absent or `null` optional field is `None` without error.
+fn field<T: DeserializeOwned>(
+    obj: &mut Map<String, Value>,
+    name: &str,
+    required: bool,
+    errors: &mut Vec<FieldError>,
+) -> Option<T> {
+    let mut push = |message: String| {
+        errors.push(FieldError {
+            field: name.to_string(),
+            message,
+        })
+    };
+    match obj.remove(name) {
+        None | Some(Value::Null) if required => {
+            push("is required".into());
+            None
+        }
+        None | Some(Value::Null) => None,
+        Some(v) => match serde_json::from_value(v) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let msg = e.to_string();
+                // serde_json appends a position that means nothing here.
+                let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+                push(msg);
+                None
+            }
+        },
+    }
+}
+
+fn saga_id(raw: &str) -> Result<SagaId, ApiError> {
+    SagaId::parse(raw).ok_or_else(|| ApiError::NotFound(format!("no booking {raw:?}")))
+}
+
+/// The flight of a booking for display, when the catalog still has it.
+pub(crate) fn flight_summary(
+    state: &AppState,
+    id: &FlightId,
+    date: NaiveDate,
+) -> Option<FlightSummary> {
+    let f = state.services.catalog.flight(id)?;
+    Some(FlightSummary {
+        id: f.id.0.clone(),
+        flight_no: f.flight_no.clone(),
+        airline: f.airline.clone(),
+        origin: f.origin.clone(),
+        destination: f.destination.clone(),
+        departure: f.departure.format("%H:%M").to_string(),
+        arrival: f.arrival.format("%H:%M").to_string(),
+        arrival_date: f.arrival_date(date),
+    })
+}
+
+/// `GET /api/bookings/{id}`: status, steps, reference, total, failure reason.
+pub async fn get(state: &AppState, req: &Req) -> Result<Response<Body>, ApiError> {
+    let id = saga_id(req.param(0))?;
+    let rec = state.engine.status(&id).await.map_err(|e| match e {
+        saga_engine::Error::NotFound(_) => ApiError::NotFound(format!("no booking {id}")),
+        other => other.into(),
+    })?;
+    if rec.definition != BOOKING_SAGA {
+        return Err(ApiError::NotFound(format!("no booking {id}")));
+    }
+    let data: BookingData = rec
+        .data_as()
+        .map_err(|e| ApiError::Internal(format!("booking {id} data does not decode: {e}")))?;
+    let flight = flight_summary(state, &data.flight_id, data.date);
+    Ok(json_response(
+        StatusCode::OK,
+        &BookingView::new(&rec, &data, flight),
+    ))
+}
+
+/// `GET /api/bookings/lookup?reference=&last_name=`: a confirmed booking by
+/// its reference and one passenger's last name. Either wrong gives the same
+/// `404`, so the answer does not tell which.
+pub fn lookup(state: &AppState, req: &Req) -> Result<Response<Body>, ApiError> {
+    let mut p = Params::new(&req.query);
+    let reference = p.required("reference");
+    let last_name = p.required("last_name");
+    ApiError::check("invalid lookup", p.errors)?;
+    let (Some(reference), Some(last_name)) = (reference, last_name) else {
+        return Err(ApiError::Internal("checked parameters missing".into()));
+    };
+    let not_found = || ApiError::NotFound("no booking matches this reference and last name".into());
+    if reference.len() > 16 || last_name.chars().count() > 100 {
+        return Err(not_found());
+    }
+    let record = state
+        .services
+        .bookings
+        .get(&reference, &last_name)
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .ok_or_else(not_found)?;
+    let mut booking = serde_json::to_value(&record)
+        .map_err(|e| ApiError::Internal(format!("booking record does not serialize: {e}")))?;
+    booking["email"] = json!(super::mask_email(&record.email));
+    let links = BookingAccepted::new(record.saga_id.as_str());
+    let body = json!({
+        "booking": booking,
+        "flight": flight_summary(state, &record.flight_id, record.date),
+        "booking_id": links.booking_id,
+        "status_url": links.status_url,
+        "events_url": links.events_url,
+    });
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_each_bad_field() {
+        let err = parse_booking_request(json!({
+            "flight_id": 7,
+            "date": "2030-02-31",
+            "cabin": "premium",
+            "passengers": [{"first_name": "Ada"}],
+            "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123", "holder_name": "A"},
+            "faults": {"reserve_seat": {"mode": "explode"}},
+        }))
+        .unwrap_err();
+        let ApiError::Validation { fields, .. } = err else {
+            panic!("expected a validation error, got {err:?}");
+        };
+        let names: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "flight_id",
+                "date",
+                "cabin",
+                "passengers",
+                "email",
+                "faults"
+            ]
+        );
+        assert!(fields.iter().all(|f| !f.message.contains("at line")));
+    }
+
+    #[test]
+    fn decodes_a_good_request() {
+        let r = parse_booking_request(json!({
+            "flight_id": "AA1-JFKLAX-0",
+            "date": "2030-01-07",
+            "cabin": "economy",
+            "passengers": [{"first_name": "Ada", "last_name": "Lovelace"}],
+            "email": "ada@example.com",
+            "loyalty_id": null,
+            "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123", "holder_name": "A"},
+        }))
+        .unwrap();
+        assert_eq!(r.flight_id, "AA1-JFKLAX-0");
+        assert!(r.faults.is_empty());
+        assert_eq!(r.loyalty_id, None);
+        assert!(matches!(
+            parse_booking_request(json!([1])),
+            Err(ApiError::BadRequest(_))
+        ));
+    }
+}

@@ -1,0 +1,71 @@
+//! Request handlers, one file per area of the API. Each takes the shared
+//! state and the request and returns a response or an [`ApiError`]; the
+//! router ([`crate::routes`]) picks the handler and turns errors into
+//! responses.
+
+mod admin;
+mod bookings;
+mod catalog;
+mod loyalty;
+mod ops;
+
+use crate::api::ApiError;
+use crate::body::Body;
+use crate::routes::{Endpoint, Req};
+use crate::state::AppState;
+use hyper::Response;
+use std::sync::Arc;
+
+/// Runs the handler of `endpoint`.
+pub async fn handle(
+    endpoint: Endpoint,
+    state: &Arc<AppState>,
+    req: Req,
+) -> Result<Response<Body>, ApiError> {
+    match endpoint {
+        Endpoint::UiIndex | Endpoint::UiScript | Endpoint::UiStyle => {
+            Ok(crate::ui::asset(endpoint))
+        }
+        Endpoint::Healthz => Ok(ops::healthz()),
+        Endpoint::Readyz => Ok(ops::readyz(state)),
+        Endpoint::Metrics => Ok(ops::metrics(state)),
+        Endpoint::OpenApi => Ok(ops::openapi()),
+        Endpoint::Airports => catalog::airports(state, &req),
+        Endpoint::FlightSearch => catalog::search(state, &req).await,
+        Endpoint::Flight => catalog::flight(state, &req).await,
+        Endpoint::TestCards => Ok(catalog::test_cards()),
+        Endpoint::CreateBooking => bookings::create(state, req).await,
+        Endpoint::BookingLookup => bookings::lookup(state, &req),
+        Endpoint::GetBooking => bookings::get(state, &req).await,
+        Endpoint::SagaEvents => crate::sse::saga_events(state, &req).await,
+        Endpoint::AllEvents => Ok(crate::sse::all_events(state)),
+        Endpoint::GetFaults => Ok(admin::get_faults(state)),
+        Endpoint::PutFaults => admin::put_faults(state, req).await,
+        Endpoint::Enroll => loyalty::enroll(state, req).await,
+        Endpoint::LoyaltyAccount => loyalty::account(state, &req).await,
+        Endpoint::AdminSagas => admin::sagas(state, &req).await,
+        Endpoint::AdminRetry => admin::retry(state, &req).await,
+        Endpoint::AdminCancel => admin::cancel(state, req).await,
+        Endpoint::AdminPayments => admin::payments(state, &req).await,
+    }
+}
+
+/// `a***@example.com`: enough for its owner to recognise, not to reuse.
+pub(crate) fn mask_email(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn masks_emails() {
+        assert_eq!(super::mask_email("ada@example.com"), "a***@example.com");
+        assert_eq!(super::mask_email("nope"), "***");
+    }
+}

@@ -1,0 +1,41 @@
+//! Operations: liveness, readiness, Prometheus metrics and the OpenAPI
+//! document.
+
+use crate::api::{bytes_response, json_response, ApiError};
+use crate::body::Body;
+use crate::state::AppState;
+use bytes::Bytes;
+use hyper::{Response, StatusCode};
+use serde_json::json;
+
+/// `GET /healthz`: the process answers.
+pub fn healthz() -> Response<Body> {
+    json_response(StatusCode::OK, &json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: `200` while the engine is open and the server is not
+/// shutting down, `503` after.
+pub fn readyz(state: &AppState) -> Response<Body> {
+    if state.is_stopping() {
+        ApiError::Unavailable("shutting down".into()).into_response()
+    } else {
+        json_response(
+            StatusCode::OK,
+            &json!({ "status": "ready", "running_sagas": state.engine.running_count() }),
+        )
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub fn metrics(state: &AppState) -> Response<Body> {
+    bytes_response(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        Bytes::from(state.metrics.render(state.engine.running_count())),
+    )
+}
+
+/// `GET /api/openapi.json`.
+pub fn openapi() -> Response<Body> {
+    json_response(StatusCode::OK, crate::openapi::document())
+}

@@ -1,0 +1,315 @@
+//! The `demo-server` binary: serve the booking demo (default), run one
+//! participant alone (`--role`), or import and export the catalog.
+//!
+//! ```text
+//! demo-server [--addr 127.0.0.1:8080] [--data-dir ./data]
+//!             [--inventory-url URL] [--payments-url URL] [--loyalty-url URL]
+//! demo-server --role inventory|payments|loyalty [--addr ..] [--data-dir ..]
+//! demo-server import --dir DIR [--currency INR] [--mode skip|reject] [--data-dir ..]
+//! demo-server export --dir DIR [--data-dir ..]
+//! ```
+//!
+//! Logs go to stderr, filtered by `RUST_LOG` (default `info`). SIGINT or
+//! SIGTERM shuts down gracefully; sagas still running resume at the next
+//! start.
+
+use booking_domain::catalog::Catalog;
+use booking_domain::import::{export_airports, export_flights, Import, ImportMode};
+use booking_domain::Currency;
+use clap::{Parser, Subcommand, ValueEnum};
+use demo_server::roles::{serve_role, Role};
+use demo_server::state::{open_db, RemoteParticipants, ServerConfig};
+use demo_server::{AppState, TokenSource};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "demo-server",
+    version,
+    about = "Flight booking on a durable saga engine: HTTP API, live saga view, admin."
+)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", global = true)]
+    addr: SocketAddr,
+    /// Directory of the embedded database and the admin token.
+    #[arg(long, default_value = "./data", global = true)]
+    data_dir: PathBuf,
+    /// Serve only this participant (for a multi-process setup).
+    #[arg(long, value_enum, conflicts_with_all = ["inventory_url", "payments_url", "loyalty_url"])]
+    role: Option<Role>,
+    /// Reach the inventory at this URL instead of running it in process.
+    #[arg(long)]
+    inventory_url: Option<String>,
+    /// Reach payments at this URL instead of running it in process.
+    #[arg(long)]
+    payments_url: Option<String>,
+    /// Reach loyalty at this URL instead of running it in process.
+    #[arg(long)]
+    loyalty_url: Option<String>,
+    /// Seconds a shutdown waits for requests and saga steps under way.
+    #[arg(long, default_value_t = 10)]
+    shutdown_grace_secs: u64,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Import airports.csv and *flights*.csv from a directory into the
+    /// catalog (stop the server first).
+    Import {
+        /// Directory holding airports.csv and *flights*.csv.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Currency of the fares in the files (ISO 4217 code).
+        #[arg(long, default_value = "INR")]
+        currency: String,
+        /// skip: import the good rows and list the bad ones; reject: import
+        /// nothing if any row is bad.
+        #[arg(long, value_enum, default_value_t = Mode::Skip)]
+        mode: Mode,
+    },
+    /// Export the catalog as airports.csv and flights.csv into a directory.
+    Export {
+        /// Directory to write (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Mode {
+    Skip,
+    Reject,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Some(Command::Import {
+            dir,
+            currency,
+            mode,
+        }) => import(&cli.data_dir, dir, currency, *mode),
+        Some(Command::Export { dir }) => export(&cli.data_dir, dir),
+        None => run_server(&cli),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Fallible = Result<(), Box<dyn std::error::Error>>;
+
+fn run_server(cli: &Cli) -> Fallible {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(cli.addr)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", cli.addr))?;
+        let addr = listener.local_addr()?;
+        if let Some(role) = cli.role {
+            std::fs::create_dir_all(&cli.data_dir)?;
+            let db = open_db(&cli.data_dir)?;
+            println!("demo-server: {role} participant listening on http://{addr}");
+            serve_role(role, listener, db.clone(), shutdown_signal()).await?;
+            tokio::task::spawn_blocking(move || db.flush()).await??;
+            return Ok(());
+        }
+        let config = ServerConfig {
+            shutdown_grace: Duration::from_secs(cli.shutdown_grace_secs),
+            ..ServerConfig::default()
+        };
+        let remote = RemoteParticipants {
+            inventory: cli.inventory_url.clone(),
+            payments: cli.payments_url.clone(),
+            loyalty: cli.loyalty_url.clone(),
+        };
+        let (state, token_source) = AppState::builder(&cli.data_dir)
+            .remote(remote.clone())
+            .config(config)
+            .open()
+            .await?;
+        for (name, url) in [
+            ("inventory", &remote.inventory),
+            ("payments", &remote.payments),
+            ("loyalty", &remote.loyalty),
+        ] {
+            if let Some(url) = url {
+                println!("demo-server: {name} at {url}");
+            }
+        }
+        match token_source {
+            TokenSource::Generated => println!(
+                "demo-server: admin token (shown once, kept in {}): {}",
+                cli.data_dir
+                    .join(demo_server::auth::ADMIN_TOKEN_FILE)
+                    .display(),
+                state.admin_token.reveal()
+            ),
+            TokenSource::Environment => println!(
+                "demo-server: admin token from {}",
+                demo_server::auth::ADMIN_TOKEN_ENV
+            ),
+            TokenSource::File | TokenSource::Given => println!(
+                "demo-server: admin token in {}",
+                cli.data_dir
+                    .join(demo_server::auth::ADMIN_TOKEN_FILE)
+                    .display()
+            ),
+        }
+        println!("demo-server: listening on http://{addr}");
+        demo_server::serve(listener, state, shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+/// Completes at SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+fn parse_currency(code: &str) -> Result<Currency, String> {
+    let code = code.trim().to_ascii_uppercase();
+    if code.len() == 3 && code.bytes().all(|b| b.is_ascii_alphabetic()) {
+        Ok(Currency(code))
+    } else {
+        Err(format!(
+            "currency {code:?} is not a three-letter ISO 4217 code"
+        ))
+    }
+}
+
+fn import(data_dir: &Path, dir: &Path, currency: &str, mode: Mode) -> Fallible {
+    let currency = parse_currency(currency)?;
+    if booking_domain::pricing::usd_rate(&currency).is_none() {
+        eprintln!(
+            "warning: no fixed USD rate for {currency}: bookings priced in it earn no loyalty miles"
+        );
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let db_path = data_dir.join(demo_server::state::DB_DIR);
+    let fresh = !db_path.exists();
+    let db = open_db(data_dir)?;
+    let result = import_into(&db, dir, currency, mode);
+    if result.is_err() && fresh {
+        // Leave no empty catalog behind: the next start seeds the default one.
+        drop(db);
+        let _ = std::fs::remove_dir_all(&db_path);
+    }
+    result
+}
+
+fn import_into(db: &sled::Db, dir: &Path, currency: Currency, mode: Mode) -> Fallible {
+    // A data directory without a catalog gets only what is imported.
+    let mut catalog = Catalog::open_empty(db)?;
+    let before = (catalog.airport_count(), catalog.flight_count());
+    let mode = match mode {
+        Mode::Skip => ImportMode::Skip,
+        Mode::Reject => ImportMode::Reject,
+    };
+    let mut stderr = std::io::stderr();
+    let report = Import::from_dir(dir, currency, mode)?
+        .progress_every(500)
+        .run(&mut catalog, &mut |p| {
+            let pct = (p.rows_done * 100).checked_div(p.rows_total).unwrap_or(100);
+            let _ = write!(
+                stderr,
+                "\rchecking rows: {}/{} ({pct}%)",
+                p.rows_done, p.rows_total
+            );
+            let _ = stderr.flush();
+        });
+    eprintln!();
+    let report = report?;
+    db.flush()?;
+    println!(
+        "imported {} rows ({} airports, {} flights); {} replaced, {} duplicates, {} repaired flight numbers, {} disambiguated ids",
+        report.imported, report.airports, report.flights, report.replaced, report.duplicates,
+        report.repaired, report.disambiguated
+    );
+    if report.skipped > 0 {
+        println!("skipped {} malformed rows:", report.skipped);
+        for e in report.errors.iter().take(20) {
+            println!("  {e}");
+        }
+        if report.errors.len() > 20 {
+            println!("  ... and {} more", report.errors.len() - 20);
+        }
+    }
+    println!(
+        "catalog: {} airports (was {}), {} flights (was {})",
+        catalog.airport_count(),
+        before.0,
+        catalog.flight_count(),
+        before.1
+    );
+    Ok(())
+}
+
+fn export(data_dir: &Path, dir: &Path) -> Fallible {
+    if !data_dir.join(demo_server::state::DB_DIR).exists() {
+        return Err(format!(
+            "no database in {}: start the server once or import first",
+            data_dir.display()
+        )
+        .into());
+    }
+    let db = open_db(data_dir)?;
+    let catalog = Catalog::open(&db)?;
+    std::fs::create_dir_all(dir)?;
+    let airports_path = dir.join("airports.csv");
+    let flights_path = dir.join("flights.csv");
+    eprint!("writing {} ... ", airports_path.display());
+    let airports = export_airports(&catalog, std::fs::File::create(&airports_path)?)?;
+    eprintln!("{airports} airports");
+    eprint!("writing {} ... ", flights_path.display());
+    let flights = export_flights(&catalog, std::fs::File::create(&flights_path)?)?;
+    eprintln!("{flights} flights");
+    println!(
+        "exported {airports} airports and {flights} flights to {}",
+        dir.display()
+    );
+    Ok(())
+}

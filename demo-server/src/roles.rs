@@ -1,0 +1,861 @@
+//! One booking participant (inventory, payments or loyalty) served alone over
+//! JSON HTTP, so the booking saga can cross real process boundaries.
+//!
+//! [`serve_role`] opens the participant's local sled implementation and
+//! exposes its trait, one route per method; [`crate::remote`] holds the
+//! matching clients. Every mutating call carries the saga's idempotency key
+//! in the `Idempotency-Key` header (percent-encoded, so any key survives the
+//! trip); the participant applies the effect once however often it is
+//! repeated. Errors travel as the participant's own error enum in JSON, so a
+//! rejection stays a rejection on the other side: `409`/`422` for a definite
+//! "no", `503` for a retryable failure, `400` for a malformed request, `404`
+//! for an unknown route, `413` for a body over [`MAX_BODY_BYTES`].
+//!
+//! Routes (keys, emails and account ids in paths are percent-encoded):
+//!
+//! | role | method and path | trait method |
+//! | --- | --- | --- |
+//! | all | `GET /healthz` | (liveness) |
+//! | inventory | `POST /holds` + key, body `HoldRequest` | `hold` |
+//! | inventory | `POST /holds/confirm` + key | `confirm` |
+//! | inventory | `POST /holds/release` + key | `release` |
+//! | inventory | `GET /holds` | `all_holds` |
+//! | inventory | `GET /holds/{key}` | `hold_status` |
+//! | inventory | `GET /seats?flight=&date=&cabin=` | `totals` |
+//! | inventory | `GET /seats/left?flight=&date=&cabin=` | `seats_left` |
+//! | inventory | `PUT /seats/capacity`, body `{flight,date,cabin,seats}` | `set_capacity` |
+//! | payments | `POST /payments` + key, body `AuthorizeRequest` | `authorize` |
+//! | payments | `POST /payments/capture` + key | `capture` |
+//! | payments | `POST /payments/void` + key | `void_or_refund` |
+//! | payments | `GET /payments` | `all_payments` |
+//! | payments | `GET /payments/{key}` | `get` |
+//! | payments | `GET /customers/{email}/payments` | `history` |
+//! | loyalty | `POST /accounts` + key, body `CreateAccount` | `create_account` |
+//! | loyalty | `GET /accounts` | `all_accounts` |
+//! | loyalty | `GET /accounts/{id}` | `account` |
+//! | loyalty | `GET /accounts/{id}/entries` | `history` |
+//! | loyalty | `GET /emails/{email}/account` | `account_by_email` |
+//! | loyalty | `POST /entries/award` + key, body `{account_id, amount}` | `award` |
+//! | loyalty | `POST /entries/redeem` + key, body `{account_id, miles}` | `redeem` |
+//! | loyalty | `POST /entries/reverse` + key | `reverse` |
+//! | loyalty | `GET /entries/{key}` | `entry` |
+
+use booking_domain::inventory::{Inventory, InventoryError, LocalInventory};
+use booking_domain::loyalty::{AccountId, LocalLoyalty, Loyalty, LoyaltyError};
+use booking_domain::payments::{LocalPayments, PaymentError, Payments};
+use booking_domain::{Cabin, FlightId, Money};
+use bytes::Bytes;
+use chrono::NaiveDate;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::http::request::Parts;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// Largest request body a role server reads, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The header that carries the idempotency key of a mutating call.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a graceful shutdown waits for open connections to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which participant a process serves.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Seats: holds, confirmations, releases.
+    Inventory,
+    /// Card payments: authorize, capture, void or refund.
+    Payments,
+    /// Loyalty accounts and miles.
+    Loyalty,
+}
+
+impl Role {
+    /// The role's lowercase name, as on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Inventory => "inventory",
+            Role::Payments => "payments",
+            Role::Loyalty => "loyalty",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Serves `role`'s participant, backed by its local sled implementation on
+/// `db`, on `listener` until `shutdown` completes; then stops accepting,
+/// lets open connections finish their current request (up to ten seconds)
+/// and returns.
+///
+/// Fails only when the participant cannot be opened on `db`.
+pub async fn serve_role(
+    role: Role,
+    listener: TcpListener,
+    db: sled::Db,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let participant = match role {
+        Role::Inventory => Participant::Inventory(Arc::new(
+            LocalInventory::open(&db).map_err(std::io::Error::other)?,
+        )),
+        Role::Payments => Participant::Payments(Arc::new(
+            LocalPayments::open(&db).map_err(std::io::Error::other)?,
+        )),
+        Role::Loyalty => Participant::Loyalty(Arc::new(
+            LocalLoyalty::open(&db).map_err(std::io::Error::other)?,
+        )),
+    };
+    tracing::info!(role = %role, addr = ?listener.local_addr().ok(), "participant serving");
+    serve(Arc::new(participant), listener, shutdown).await;
+    tracing::info!(role = %role, "participant stopped");
+    Ok(())
+}
+
+/// The participant behind a role server.
+enum Participant {
+    Inventory(Arc<dyn Inventory>),
+    Payments(Arc<dyn Payments>),
+    Loyalty(Arc<dyn Loyalty>),
+}
+
+impl Participant {
+    fn role(&self) -> Role {
+        match self {
+            Participant::Inventory(_) => Role::Inventory,
+            Participant::Payments(_) => Role::Payments,
+            Participant::Loyalty(_) => Role::Loyalty,
+        }
+    }
+
+    /// A malformed-request reply in this participant's error vocabulary.
+    fn refuse(&self, status: StatusCode, reason: String) -> Response<Full<Bytes>> {
+        match self {
+            Participant::Inventory(_) => {
+                json_response(status, &InventoryError::InvalidRequest { reason })
+            }
+            Participant::Payments(_) => {
+                json_response(status, &PaymentError::InvalidRequest { reason })
+            }
+            Participant::Loyalty(_) => {
+                json_response(status, &LoyaltyError::InvalidRequest { reason })
+            }
+        }
+    }
+}
+
+async fn serve(
+    participant: Arc<Participant>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let participant = participant.clone();
+                let stop = stop_rx.clone();
+                connections.spawn(serve_connection(participant, stream, peer, stop));
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "connections still open after the drain timeout; closing them"
+        );
+        connections.abort_all();
+    }
+}
+
+async fn serve_connection(
+    participant: Arc<Participant>,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let service = service_fn(move |req| {
+        let participant = participant.clone();
+        async move { Ok::<_, Infallible>(handle(participant, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+async fn handle(participant: Arc<Participant>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return participant.refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body is over {MAX_BODY_BYTES} bytes"),
+            );
+        }
+        Err(e) => {
+            return participant.refuse(
+                StatusCode::BAD_REQUEST,
+                format!("could not read the request body: {e}"),
+            );
+        }
+    };
+    let role = participant.role();
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_string();
+    // A task of its own, so that a client hanging up mid-call cannot cancel a
+    // participant call halfway between its transaction and its flush.
+    let task = tokio::spawn(async move {
+        let call = match Call::parse(&parts, body) {
+            Ok(call) => call,
+            Err(reason) => return participant.refuse(StatusCode::BAD_REQUEST, reason),
+        };
+        let result = match &*participant {
+            Participant::Inventory(p) => reply(inventory(&**p, &call).await),
+            Participant::Payments(p) => reply(payments(&**p, &call).await),
+            Participant::Loyalty(p) => reply(loyalty(&**p, &call).await),
+        };
+        match result {
+            Some(resp) => resp,
+            None if call.method == Method::GET && call.segments == ["healthz"] => json_response(
+                StatusCode::OK,
+                &serde_json::json!({"status": "ok", "role": role.as_str()}),
+            ),
+            None => participant.refuse(
+                StatusCode::NOT_FOUND,
+                format!("no route for {} {}", call.method, call.path),
+            ),
+        }
+    });
+    let resp = match task.await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::error!(%role, error = %e, "participant call panicked");
+            json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &serde_json::json!({"error": "internal error"}),
+            )
+        }
+    };
+    tracing::debug!(%role, %method, %path, status = resp.status().as_u16(), "participant call");
+    resp
+}
+
+/// A request, decoded: method, path segments, query pairs, key and body.
+struct Call {
+    method: Method,
+    path: String,
+    segments: Vec<String>,
+    query: Vec<(String, String)>,
+    key: Option<String>,
+    body: Bytes,
+}
+
+impl Call {
+    fn parse(parts: &Parts, body: Bytes) -> Result<Call, String> {
+        let path = parts.uri.path().to_string();
+        let segments = path
+            .trim_start_matches('/')
+            .split('/')
+            .map(|s| decode_component(s).ok_or_else(|| format!("bad percent-encoding in {s:?}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut query = Vec::new();
+        for pair in parts.uri.query().unwrap_or("").split('&') {
+            if pair.is_empty() {
+                continue;
+            }
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let bad = || format!("bad percent-encoding in query {pair:?}");
+            query.push((
+                decode_component(k).ok_or_else(bad)?,
+                decode_component(v).ok_or_else(bad)?,
+            ));
+        }
+        let key = match parts.headers.get(IDEMPOTENCY_KEY_HEADER) {
+            None => None,
+            Some(raw) => {
+                let text = raw
+                    .to_str()
+                    .map_err(|_| "Idempotency-Key must be visible ASCII".to_string())?;
+                Some(
+                    decode_component(text)
+                        .ok_or_else(|| "Idempotency-Key has a bad percent-encoding".to_string())?,
+                )
+            }
+        };
+        Ok(Call {
+            method: parts.method.clone(),
+            path,
+            segments,
+            query,
+            key,
+            body,
+        })
+    }
+
+    fn segments(&self) -> Vec<&str> {
+        self.segments.iter().map(String::as_str).collect()
+    }
+
+    fn key(&self) -> Result<&str, String> {
+        match self.key.as_deref() {
+            Some(k) if !k.is_empty() => Ok(k),
+            _ => Err("this call needs an Idempotency-Key header".into()),
+        }
+    }
+
+    fn json<T: DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_slice(&self.body).map_err(|e| format!("bad JSON body: {e}"))
+    }
+
+    fn param(&self, name: &str) -> Result<&str, String> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .ok_or_else(|| format!("missing query parameter {name:?}"))
+    }
+
+    /// The `flight`, `date` and `cabin` query parameters.
+    fn bucket(&self) -> Result<(FlightId, NaiveDate, Cabin), String> {
+        let flight = FlightId(self.param("flight")?.to_string());
+        let date = self
+            .param("date")?
+            .parse::<NaiveDate>()
+            .map_err(|e| format!("bad date (want YYYY-MM-DD): {e}"))?;
+        let cabin = self
+            .param("cabin")?
+            .parse::<Cabin>()
+            .map_err(|e| e.to_string())?;
+        Ok((flight, date, cabin))
+    }
+}
+
+/// Why a call produced no success reply.
+enum Fail<E> {
+    /// Malformed request: `400` with the participant's `InvalidRequest`.
+    BadRequest(String),
+    /// The participant's own answer.
+    Domain(E),
+}
+
+impl<E> From<E> for Fail<E> {
+    fn from(e: E) -> Self {
+        Fail::Domain(e)
+    }
+}
+
+/// Turns a routing result into a response: `None` when no route matched.
+fn reply<E: WireError>(
+    result: Option<Result<Response<Full<Bytes>>, Fail<E>>>,
+) -> Option<Response<Full<Bytes>>> {
+    Some(match result? {
+        Ok(resp) => resp,
+        Err(Fail::BadRequest(reason)) => {
+            json_response(StatusCode::BAD_REQUEST, &E::invalid(reason))
+        }
+        Err(Fail::Domain(e)) => {
+            if e.retryable() {
+                tracing::warn!(error = %e, "participant call failed retryably");
+            }
+            json_response(e.status(), &e)
+        }
+    })
+}
+
+/// What a role server needs from a participant's error enum.
+trait WireError: Serialize + std::fmt::Display + Sized {
+    fn status(&self) -> StatusCode;
+    fn retryable(&self) -> bool;
+    fn invalid(reason: String) -> Self;
+}
+
+impl WireError for InventoryError {
+    fn status(&self) -> StatusCode {
+        use InventoryError as E;
+        match self {
+            E::Storage { .. } | E::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            E::InvalidSeats { .. } | E::InvalidRequest { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            E::NotEnoughSeats { .. }
+            | E::UnknownHold { .. }
+            | E::AlreadyCompensated { .. }
+            | E::KeyReused { .. }
+            | E::CapacityBelowBooked { .. } => StatusCode::CONFLICT,
+        }
+    }
+    fn retryable(&self) -> bool {
+        self.is_retryable()
+    }
+    fn invalid(reason: String) -> Self {
+        InventoryError::InvalidRequest { reason }
+    }
+}
+
+impl WireError for PaymentError {
+    fn status(&self) -> StatusCode {
+        use PaymentError as E;
+        match self {
+            E::Storage { .. } | E::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            E::Declined { .. } | E::InvalidCard { .. } | E::InvalidRequest { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            E::UnknownPayment { .. } | E::AlreadyCompensated { .. } | E::KeyReused { .. } => {
+                StatusCode::CONFLICT
+            }
+        }
+    }
+    fn retryable(&self) -> bool {
+        self.is_retryable()
+    }
+    fn invalid(reason: String) -> Self {
+        PaymentError::InvalidRequest { reason }
+    }
+}
+
+impl WireError for LoyaltyError {
+    fn status(&self) -> StatusCode {
+        use LoyaltyError as E;
+        match self {
+            E::Storage { .. } | E::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            E::InvalidAmount { .. } | E::InvalidRequest { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            E::UnknownAccount { .. }
+            | E::InsufficientMiles { .. }
+            | E::EmailInUse { .. }
+            | E::AlreadyCompensated { .. }
+            | E::KeyReused { .. } => StatusCode::CONFLICT,
+        }
+    }
+    fn retryable(&self) -> bool {
+        self.is_retryable()
+    }
+    fn invalid(reason: String) -> Self {
+        LoyaltyError::InvalidRequest { reason }
+    }
+}
+
+type Routed<E> = Option<Result<Response<Full<Bytes>>, Fail<E>>>;
+
+fn ok<T: Serialize, E>(value: &T) -> Result<Response<Full<Bytes>>, Fail<E>> {
+    Ok(json_response(StatusCode::OK, value))
+}
+
+/// Runs `f` as a routed call, turning a malformed-request string into
+/// [`Fail::BadRequest`].
+macro_rules! bad {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(reason) => return Some(Err(Fail::BadRequest(reason))),
+        }
+    };
+}
+
+/// Runs a participant call and answers with its value.
+macro_rules! answer {
+    ($e:expr) => {
+        Some(match $e.await {
+            Ok(v) => ok(&v),
+            Err(e) => Err(Fail::Domain(e)),
+        })
+    };
+}
+
+/// Body of `PUT /seats/capacity`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct CapacityBody {
+    pub(crate) flight: FlightId,
+    pub(crate) date: NaiveDate,
+    pub(crate) cabin: Cabin,
+    pub(crate) seats: u32,
+}
+
+/// Body of `POST /entries/award`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct AwardBody {
+    pub(crate) account_id: AccountId,
+    pub(crate) amount: Money,
+}
+
+/// Body of `POST /entries/redeem`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct RedeemBody {
+    pub(crate) account_id: AccountId,
+    pub(crate) miles: u64,
+}
+
+async fn inventory(p: &dyn Inventory, call: &Call) -> Routed<InventoryError> {
+    match (&call.method, call.segments().as_slice()) {
+        (&Method::POST, ["holds"]) => {
+            let key = bad!(call.key());
+            let request = bad!(call.json());
+            answer!(p.hold(key, &request))
+        }
+        (&Method::POST, ["holds", "confirm"]) => answer!(p.confirm(bad!(call.key()))),
+        (&Method::POST, ["holds", "release"]) => answer!(p.release(bad!(call.key()))),
+        (&Method::GET, ["holds"]) => answer!(p.all_holds()),
+        (&Method::GET, ["holds", key]) => answer!(p.hold_status(key)),
+        (&Method::GET, ["seats"]) => {
+            let (flight, date, cabin) = bad!(call.bucket());
+            answer!(p.totals(&flight, date, cabin))
+        }
+        (&Method::GET, ["seats", "left"]) => {
+            let (flight, date, cabin) = bad!(call.bucket());
+            answer!(p.seats_left(&flight, date, cabin))
+        }
+        (&Method::PUT, ["seats", "capacity"]) => {
+            let body: CapacityBody = bad!(call.json());
+            answer!(p.set_capacity(&body.flight, body.date, body.cabin, body.seats))
+        }
+        _ => None,
+    }
+}
+
+async fn payments(p: &dyn Payments, call: &Call) -> Routed<PaymentError> {
+    match (&call.method, call.segments().as_slice()) {
+        (&Method::POST, ["payments"]) => {
+            let key = bad!(call.key());
+            let request = bad!(call.json());
+            answer!(p.authorize(key, &request))
+        }
+        (&Method::POST, ["payments", "capture"]) => answer!(p.capture(bad!(call.key()))),
+        (&Method::POST, ["payments", "void"]) => answer!(p.void_or_refund(bad!(call.key()))),
+        (&Method::GET, ["payments"]) => answer!(p.all_payments()),
+        (&Method::GET, ["payments", key]) => answer!(p.get(key)),
+        (&Method::GET, ["customers", email, "payments"]) => answer!(p.history(email)),
+        _ => None,
+    }
+}
+
+async fn loyalty(p: &dyn Loyalty, call: &Call) -> Routed<LoyaltyError> {
+    match (&call.method, call.segments().as_slice()) {
+        (&Method::POST, ["accounts"]) => {
+            let key = bad!(call.key());
+            let request = bad!(call.json());
+            answer!(p.create_account(key, &request))
+        }
+        (&Method::GET, ["accounts"]) => answer!(p.all_accounts()),
+        (&Method::GET, ["accounts", id]) => answer!(p.account(&AccountId(id.to_string()))),
+        (&Method::GET, ["accounts", id, "entries"]) => {
+            answer!(p.history(&AccountId(id.to_string())))
+        }
+        (&Method::GET, ["emails", email, "account"]) => answer!(p.account_by_email(email)),
+        (&Method::POST, ["entries", "award"]) => {
+            let key = bad!(call.key());
+            let body: AwardBody = bad!(call.json());
+            answer!(p.award(key, &body.account_id, &body.amount))
+        }
+        (&Method::POST, ["entries", "redeem"]) => {
+            let key = bad!(call.key());
+            let body: RedeemBody = bad!(call.json());
+            answer!(p.redeem(key, &body.account_id, body.miles))
+        }
+        (&Method::POST, ["entries", "reverse"]) => answer!(p.reverse(bad!(call.key()))),
+        (&Method::GET, ["entries", key]) => answer!(p.entry(key)),
+        _ => None,
+    }
+}
+
+fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
+    let (status, body) = match serde_json::to_vec(value) {
+        Ok(body) => (status, body),
+        Err(e) => {
+            tracing::error!(error = %e, "could not serialize a reply");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                br#"{"error":"could not serialize the reply"}"#.to_vec(),
+            )
+        }
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Percent-encodes `text` for a path segment, query value or header: every
+/// byte but ASCII letters, digits and `-._~:@!$'()*,;` becomes `%XX`.
+pub(crate) fn encode_component(text: &str) -> String {
+    const KEEP: &[u8] = b"-._~:@!$'()*,;";
+    let mut out = String::with_capacity(text.len());
+    for &b in text.as_bytes() {
+        if b.is_ascii_alphanumeric() || KEEP.contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reverses [`encode_component`] (any `%XX` is decoded; `+` stays `+`).
+/// `None` for a bad escape or a result that is not UTF-8.
+pub(crate) fn decode_component(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_round_trip() {
+        for text in [
+            "abc",
+            "0192:reserve_seat",
+            "a b/c?d=e&f%g+h",
+            "ünï/cödé",
+            "",
+            "ada+tag@example.com",
+        ] {
+            let enc = encode_component(text);
+            assert!(enc.bytes().all(|b| b.is_ascii_graphic()), "{enc}");
+            assert!(!enc.contains('/') && !enc.contains('?') && !enc.contains('&'));
+            assert_eq!(decode_component(&enc).as_deref(), Some(text));
+        }
+        assert_eq!(encode_component("s1:reserve_seat"), "s1:reserve_seat");
+        assert_eq!(decode_component("%zz"), None);
+        assert_eq!(decode_component("%4"), None);
+        assert_eq!(decode_component("%FF"), None, "not UTF-8");
+    }
+
+    #[test]
+    fn statuses_follow_rejection_and_retry() {
+        let retryable = [
+            InventoryError::Storage {
+                message: "x".into(),
+            }
+            .status(),
+            PaymentError::Unavailable {
+                message: "x".into(),
+            }
+            .status(),
+            LoyaltyError::Storage {
+                message: "x".into(),
+            }
+            .status(),
+        ];
+        assert!(retryable
+            .iter()
+            .all(|s| *s == StatusCode::SERVICE_UNAVAILABLE));
+        let rejections = [
+            InventoryError::NotEnoughSeats {
+                requested: 2,
+                available: 1,
+            }
+            .status(),
+            InventoryError::InvalidSeats { seats: 0 }.status(),
+            PaymentError::Declined {
+                reason: booking_domain::payments::DeclineReason::CardDeclined,
+            }
+            .status(),
+            LoyaltyError::InsufficientMiles {
+                balance: 0,
+                requested: 1,
+            }
+            .status(),
+        ];
+        assert!(rejections
+            .iter()
+            .all(|s| *s == StatusCode::CONFLICT || *s == StatusCode::UNPROCESSABLE_ENTITY));
+    }
+
+    /// Starts `role` on an ephemeral loopback port; returns its address, the
+    /// stop switch and the server task.
+    async fn start(
+        role: Role,
+    ) -> (
+        std::net::SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve_role(role, listener, db, async move {
+            let _ = stopped.await;
+        }));
+        (addr, stop, task)
+    }
+
+    /// Sends one raw request; returns the status and the JSON body.
+    async fn send(
+        addr: std::net::SocketAddr,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: &[u8],
+    ) -> (StatusCode, serde_json::Value) {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"));
+        if let Some(key) = key {
+            req = req.header(IDEMPOTENCY_KEY_HEADER, key);
+        }
+        let req = req.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
+        let resp = client.request(req).await.unwrap();
+        let status = resp.status();
+        assert_eq!(
+            resp.headers().get(CONTENT_TYPE).unwrap(),
+            "application/json"
+        );
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn health_routes_and_bad_requests() {
+        let (addr, stop, task) = start(Role::Inventory).await;
+        let (status, body) = send(addr, Method::GET, "/healthz", None, b"").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            serde_json::json!({"status": "ok", "role": "inventory"})
+        );
+
+        let (status, body) = send(addr, Method::GET, "/nowhere", None, b"").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body["invalid_request"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no route for GET /nowhere"));
+        // A route of another role is unknown here.
+        let (status, _) = send(addr, Method::GET, "/payments", None, b"").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        let hold = br#"{"flight":"AA1-1","date":"2030-01-02","cabin":"economy","seats":1}"#;
+        let (status, body) = send(addr, Method::POST, "/holds", None, hold).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "no key: {body}");
+        assert!(body["invalid_request"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Idempotency-Key"));
+        let (status, _) = send(addr, Method::POST, "/holds", Some("k"), b"{not json").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _) = send(addr, Method::GET, "/holds/%zz", None, b"").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _) = send(
+            addr,
+            Method::GET,
+            "/seats?flight=AA1-1&date=tomorrow&cabin=economy",
+            None,
+            b"",
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+
+        let big = vec![b' '; MAX_BODY_BYTES + 1];
+        let (status, _) = send(addr, Method::POST, "/holds", Some("k"), &big).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+
+        // Domain answers carry the enum and the documented status.
+        let (status, body) = send(addr, Method::POST, "/holds", Some("k%201"), hold).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["key"], "k 1", "the header key is percent-decoded");
+        assert_eq!(body["state"], "held");
+        let (status, body) = send(addr, Method::POST, "/holds/confirm", Some("none"), b"").await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(body, serde_json::json!({"unknown_hold": {"key": "none"}}));
+        let zero = br#"{"flight":"AA1-1","date":"2030-01-02","cabin":"economy","seats":0}"#;
+        let (status, body) = send(addr, Method::POST, "/holds", Some("z"), zero).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(body, serde_json::json!({"invalid_seats": {"seats": 0}}));
+
+        let _ = stop.send(());
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_accepting_and_returns() {
+        for role in [Role::Inventory, Role::Payments, Role::Loyalty] {
+            let (addr, stop, task) = start(role).await;
+            let (status, body) = send(addr, Method::GET, "/healthz", None, b"").await;
+            assert_eq!(
+                (status, body["role"].as_str()),
+                (StatusCode::OK, Some(role.as_str()))
+            );
+            let _ = stop.send(());
+            tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .expect("server stops promptly")
+                .unwrap()
+                .unwrap();
+            assert!(
+                tokio::net::TcpStream::connect(addr).await.is_err(),
+                "{role}: listener closed"
+            );
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! The router: one table, [`ROUTES`], of method, path pattern and endpoint,
+//! and the dispatch of a request to its handler.
+//!
+//! Patterns are literal segments and `{name}` captures of one segment.
+//! Routes are tried in table order, so a literal path (`/api/bookings/lookup`)
+//! listed before a pattern (`/api/bookings/{id}`) wins. A path that matches
+//! with another method answers `405` with an `Allow` header; `HEAD` is served
+//! as `GET` (hyper sends no body). Admin routes check the bearer token before
+//! anything else, the body included, is read. The OpenAPI document
+//! ([`crate::openapi`]) describes every route of this table; a test checks it.
+
+use crate::api::ApiError;
+use crate::body::{read_limited, Body};
+use crate::handlers;
+use crate::query::Query;
+use crate::state::AppState;
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+/// What a route leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The web page.
+    UiIndex,
+    /// The page's script.
+    UiScript,
+    /// The page's style sheet.
+    UiStyle,
+    /// Liveness.
+    Healthz,
+    /// Readiness.
+    Readyz,
+    /// Prometheus metrics.
+    Metrics,
+    /// The OpenAPI document.
+    OpenApi,
+    /// Airport autocomplete.
+    Airports,
+    /// Flight search.
+    FlightSearch,
+    /// One flight.
+    Flight,
+    /// Test card numbers.
+    TestCards,
+    /// Start a booking.
+    CreateBooking,
+    /// Find a booking by reference and last name.
+    BookingLookup,
+    /// A booking's status by id.
+    GetBooking,
+    /// One saga's events (SSE).
+    SagaEvents,
+    /// Every saga's events (SSE, admin).
+    AllEvents,
+    /// Read the global fault switches.
+    GetFaults,
+    /// Set the global fault switches (admin).
+    PutFaults,
+    /// Enroll in the loyalty programme.
+    Enroll,
+    /// A loyalty account by number and last name.
+    LoyaltyAccount,
+    /// List sagas (admin).
+    AdminSagas,
+    /// Retry a stuck saga (admin).
+    AdminRetry,
+    /// Cancel a running saga (admin).
+    AdminCancel,
+    /// Payment history (admin).
+    AdminPayments,
+}
+
+/// One route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// HTTP method.
+    pub method: &'static str,
+    /// Path pattern, e.g. `/api/bookings/{id}`.
+    pub path: &'static str,
+    /// The handler.
+    pub endpoint: Endpoint,
+    /// True when the admin token is required.
+    pub admin: bool,
+}
+
+const fn route(method: &'static str, path: &'static str, endpoint: Endpoint) -> Route {
+    Route {
+        method,
+        path,
+        endpoint,
+        admin: false,
+    }
+}
+
+const fn admin(method: &'static str, path: &'static str, endpoint: Endpoint) -> Route {
+    Route {
+        method,
+        path,
+        endpoint,
+        admin: true,
+    }
+}
+
+/// Every route of the server, in matching order.
+pub const ROUTES: &[Route] = &[
+    route("GET", "/", Endpoint::UiIndex),
+    route("GET", "/app.js", Endpoint::UiScript),
+    route("GET", "/style.css", Endpoint::UiStyle),
+    route("GET", "/healthz", Endpoint::Healthz),
+    route("GET", "/readyz", Endpoint::Readyz),
+    route("GET", "/metrics", Endpoint::Metrics),
+    route("GET", "/api/openapi.json", Endpoint::OpenApi),
+    route("GET", "/api/airports", Endpoint::Airports),
+    route("GET", "/api/flights/search", Endpoint::FlightSearch),
+    route("GET", "/api/flights/{id}", Endpoint::Flight),
+    route("GET", "/api/test-cards", Endpoint::TestCards),
+    route("POST", "/api/bookings", Endpoint::CreateBooking),
+    route("GET", "/api/bookings/lookup", Endpoint::BookingLookup),
+    route("GET", "/api/bookings/{id}", Endpoint::GetBooking),
+    route("GET", "/api/sagas/{id}/events", Endpoint::SagaEvents),
+    admin("GET", "/api/events", Endpoint::AllEvents),
+    route("GET", "/api/faults", Endpoint::GetFaults),
+    admin("PUT", "/api/faults", Endpoint::PutFaults),
+    route("POST", "/api/loyalty", Endpoint::Enroll),
+    route("GET", "/api/loyalty/{id}", Endpoint::LoyaltyAccount),
+    admin("GET", "/api/admin/sagas", Endpoint::AdminSagas),
+    admin("POST", "/api/admin/sagas/{id}/retry", Endpoint::AdminRetry),
+    admin(
+        "POST",
+        "/api/admin/sagas/{id}/cancel",
+        Endpoint::AdminCancel,
+    ),
+    admin("GET", "/api/admin/payments", Endpoint::AdminPayments),
+];
+
+/// Matches `path` against `pattern`; the captured segments on success.
+fn matches(pattern: &str, path: &str) -> Option<Vec<String>> {
+    let mut params = Vec::new();
+    let mut pat = pattern.split('/');
+    let mut got = path.split('/');
+    loop {
+        match (pat.next(), got.next()) {
+            (None, None) => return Some(params),
+            (Some(p), Some(g)) if p.starts_with('{') && p.ends_with('}') => {
+                if g.is_empty() {
+                    return None;
+                }
+                params.push(crate::query::decode(g));
+            }
+            (Some(p), Some(g)) if p == g => {}
+            _ => return None,
+        }
+    }
+}
+
+/// The route for `method` and `path` and its captures, or why none fits
+/// (`404`, or `405` with the methods the path accepts).
+pub fn resolve(method: &Method, path: &str) -> Result<(&'static Route, Vec<String>), ApiError> {
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    let mut allow: Vec<&'static str> = Vec::new();
+    for r in ROUTES {
+        if let Some(params) = matches(r.path, path) {
+            if r.method == method {
+                return Ok((r, params));
+            }
+            if !allow.contains(&r.method) {
+                allow.push(r.method);
+            }
+        }
+    }
+    if allow.is_empty() {
+        return Err(ApiError::NotFound(format!("no route for {path}")));
+    }
+    if allow.contains(&"GET") {
+        allow.push("HEAD");
+    }
+    Err(ApiError::MethodNotAllowed { allow })
+}
+
+/// The methods `path` accepts, for `OPTIONS`.
+fn allowed(path: &str) -> Option<String> {
+    match resolve(&Method::OPTIONS, path) {
+        Err(ApiError::MethodNotAllowed { allow }) => Some(allow.join(", ")),
+        _ => None,
+    }
+}
+
+/// A request as handlers see it.
+#[derive(Debug)]
+pub struct Req {
+    /// Method.
+    pub method: Method,
+    /// Path.
+    pub path: String,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Query parameters.
+    pub query: Query,
+    /// The route's `{}` captures, in order.
+    pub params: Vec<String>,
+    body: Option<Incoming>,
+}
+
+impl Req {
+    /// The `i`th capture of the path.
+    pub fn param(&self, i: usize) -> &str {
+        self.params.get(i).map(String::as_str).unwrap_or("")
+    }
+
+    /// A header as text, trimmed.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    }
+
+    /// The body, read within the server's size limit and deadline.
+    pub async fn bytes(&mut self, state: &AppState) -> Result<Bytes, ApiError> {
+        let Some(body) = self.body.take() else {
+            return Ok(Bytes::new());
+        };
+        read_limited(
+            &self.headers,
+            body,
+            state.config.max_body_bytes,
+            state.config.body_read_timeout,
+        )
+        .await
+    }
+
+    /// The body as JSON: `415` if it says it is something else, `400` if it
+    /// is not JSON. An empty body reads as `null`.
+    pub async fn json_value(&mut self, state: &AppState) -> Result<serde_json::Value, ApiError> {
+        if let Some(ct) = self.header(CONTENT_TYPE.as_str()) {
+            let mime = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            if mime != "application/json" && !mime.ends_with("+json") {
+                return Err(ApiError::UnsupportedMediaType(format!(
+                    "expected Content-Type: application/json, got {ct:?}"
+                )));
+            }
+        }
+        let bytes = self.bytes(state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))
+    }
+
+    /// The body as a `T`: `400` if it is not JSON, `422` if it does not fit.
+    pub async fn json<T: DeserializeOwned>(&mut self, state: &AppState) -> Result<T, ApiError> {
+        let value = self.json_value(state).await?;
+        decode_value(value)
+    }
+
+    /// The `Idempotency-Key` header: required, 1 to 200 visible ASCII characters.
+    pub fn idempotency_key(&self) -> Result<String, ApiError> {
+        let raw = self
+            .headers
+            .get("idempotency-key")
+            .ok_or_else(|| ApiError::BadRequest("the Idempotency-Key header is required".into()))?;
+        let key = raw
+            .to_str()
+            .map(str::trim)
+            .map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?;
+        if key.is_empty() || key.len() > 200 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ApiError::BadRequest(
+                "Idempotency-Key must be 1 to 200 visible ASCII characters".into(),
+            ));
+        }
+        Ok(key.to_string())
+    }
+}
+
+/// Decodes JSON into `T`; a mismatch is a `422` naming the field when serde does.
+pub fn decode_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_json::from_value(value).map_err(|e| {
+        let msg = e.to_string();
+        let field = msg
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .unwrap_or("body")
+            .to_string();
+        ApiError::Validation {
+            message: format!("invalid request body: {msg}"),
+            fields: vec![booking_domain::booking_saga::FieldError {
+                field,
+                message: msg,
+            }],
+        }
+    })
+}
+
+/// Answers one request. Never fails: every error becomes its response.
+pub async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    if parts.method == Method::OPTIONS {
+        return match allowed(&path) {
+            Some(allow) => {
+                let mut resp = Response::new(Body::empty());
+                *resp.status_mut() = StatusCode::NO_CONTENT;
+                if let Ok(v) = HeaderValue::from_str(&allow) {
+                    resp.headers_mut().insert(ALLOW, v);
+                }
+                resp
+            }
+            None => ApiError::NotFound(format!("no route for {path}")).into_response(),
+        };
+    }
+    let (route, params) = match resolve(&parts.method, &path) {
+        Ok(found) => found,
+        Err(e) => return e.into_response(),
+    };
+    if route.admin {
+        if let Err(e) = state.admin_token.authorize(&parts.headers) {
+            return e.into_response();
+        }
+    }
+    let req = Req {
+        method: parts.method,
+        path,
+        headers: parts.headers,
+        query: Query::parse(parts.uri.query()),
+        params,
+        body: Some(body),
+    };
+    match handlers::handle(route.endpoint, &state, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_routes_win_over_captures() {
+        let (r, p) = resolve(&Method::GET, "/api/bookings/lookup").unwrap();
+        assert_eq!(r.endpoint, Endpoint::BookingLookup);
+        assert!(p.is_empty());
+        let (r, p) = resolve(&Method::GET, "/api/bookings/abc").unwrap();
+        assert_eq!(r.endpoint, Endpoint::GetBooking);
+        assert_eq!(p, ["abc"]);
+        let (r, p) = resolve(&Method::POST, "/api/admin/sagas/s1/retry").unwrap();
+        assert_eq!((r.endpoint, r.admin), (Endpoint::AdminRetry, true));
+        assert_eq!(p, ["s1"]);
+    }
+
+    #[test]
+    fn wrong_method_lists_the_allowed_ones() {
+        assert_eq!(
+            resolve(&Method::DELETE, "/api/faults").unwrap_err(),
+            ApiError::MethodNotAllowed {
+                allow: vec!["GET", "PUT", "HEAD"]
+            }
+        );
+        assert_eq!(
+            resolve(&Method::GET, "/api/bookings").unwrap_err(),
+            ApiError::MethodNotAllowed {
+                allow: vec!["POST"]
+            }
+        );
+        assert!(matches!(
+            resolve(&Method::GET, "/api/nope"),
+            Err(ApiError::NotFound(_))
+        ));
+        assert!(matches!(
+            resolve(&Method::GET, "/api/bookings/"),
+            Err(ApiError::NotFound(_))
+        ));
+        assert_eq!(
+            resolve(&Method::HEAD, "/healthz").unwrap().0.endpoint,
+            Endpoint::Healthz
+        );
+    }
+}

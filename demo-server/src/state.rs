@@ -1,0 +1,259 @@
+//! The state every request handler shares: the engine, the booking services,
+//! the admin token, metrics, limits, and the "shutting down" signal.
+//!
+//! [`AppState::open`] does what the binary does at start: opens the sled
+//! database in the data directory, loads the catalog (seeding the default
+//! one the first time), opens the participants (local, or over HTTP for
+//! those given a URL), registers the booking saga and opens the engine,
+//! which resumes every saga left unfinished. [`AppState::from_parts`] puts
+//! together state from pieces a test or an embedding program opened itself.
+
+use crate::auth::{AdminToken, TokenError, TokenSource};
+use crate::metrics::Metrics;
+use crate::remote::{HttpInventory, HttpLoyalty, HttpPayments};
+use booking_domain::booking_saga::{booking_definition, BookingServices, OpenError};
+use booking_domain::catalog::{Catalog, CatalogError};
+use saga_engine::{Engine, SledStore};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The name of the sled database directory inside the data directory.
+pub const DB_DIR: &str = "db";
+
+/// Limits and timeouts of the HTTP server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Largest request body read, in bytes (default 64 KiB).
+    pub max_body_bytes: usize,
+    /// How long a client may take to send its request headers (default 10 s).
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send its request body (default 10 s).
+    pub body_read_timeout: Duration,
+    /// Interval of keep-alive comments on event streams (default 15 s).
+    pub sse_keepalive: Duration,
+    /// How long a shutdown waits for requests and saga steps under way
+    /// (default 10 s).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_body_bytes: 64 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            sse_keepalive: Duration::from_secs(15),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Base URLs of participants reached over HTTP; `None` runs one locally.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteParticipants {
+    /// Inventory role server.
+    pub inventory: Option<String>,
+    /// Payments role server.
+    pub payments: Option<String>,
+    /// Loyalty role server.
+    pub loyalty: Option<String>,
+}
+
+/// Why the server state could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The IO error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The sled database could not be opened (another process may hold it).
+    #[error("cannot open the database in {path} (is another demo-server using this data directory?): {source}")]
+    Database {
+        /// The database directory.
+        path: PathBuf,
+        /// The store error.
+        #[source]
+        source: saga_engine::StoreError,
+    },
+    /// The catalog could not be loaded.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// A participant could not be opened.
+    #[error(transparent)]
+    Participants(#[from] OpenError),
+    /// A participant URL is unusable.
+    #[error("{0}")]
+    ParticipantUrl(String),
+    /// The engine could not be opened.
+    #[error("cannot open the saga engine: {0}")]
+    Engine(#[from] saga_engine::Error),
+    /// The admin token could not be set up.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
+/// Configures and opens an [`AppState`] on a data directory.
+#[derive(Debug, Clone)]
+pub struct AppStateBuilder {
+    data_dir: PathBuf,
+    remote: RemoteParticipants,
+    admin_token: Option<AdminToken>,
+    config: ServerConfig,
+}
+
+impl AppStateBuilder {
+    /// Reaches the participants with a URL over HTTP.
+    pub fn remote(mut self, remote: RemoteParticipants) -> Self {
+        self.remote = remote;
+        self
+    }
+
+    /// Uses this admin token instead of the environment's or the file's.
+    pub fn admin_token(mut self, token: AdminToken) -> Self {
+        self.admin_token = Some(token);
+        self
+    }
+
+    /// Limits and timeouts.
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Opens everything; see the module documentation.
+    pub async fn open(self) -> Result<(Arc<AppState>, TokenSource), StartupError> {
+        std::fs::create_dir_all(&self.data_dir).map_err(|source| StartupError::DataDir {
+            path: self.data_dir.clone(),
+            source,
+        })?;
+        let db = open_db(&self.data_dir)?;
+        let (token, source) = match self.admin_token {
+            Some(t) => (t, TokenSource::Given),
+            None => AdminToken::load_or_create(&self.data_dir)?,
+        };
+        let catalog = Arc::new(Catalog::open(&db)?);
+        let mut services = BookingServices::local(&db, catalog)?;
+        let url_err =
+            |e: crate::remote::InvalidBaseUrl| StartupError::ParticipantUrl(e.to_string());
+        if let Some(url) = &self.remote.inventory {
+            services.inventory = Arc::new(HttpInventory::new(url).map_err(url_err)?);
+        }
+        if let Some(url) = &self.remote.payments {
+            services.payments = Arc::new(HttpPayments::new(url).map_err(url_err)?);
+        }
+        if let Some(url) = &self.remote.loyalty {
+            services.loyalty = Arc::new(HttpLoyalty::new(url).map_err(url_err)?);
+        }
+        // With the directory, the store keeps its high-water mark there and
+        // refuses to run on a database that lost acknowledged records.
+        let store = SledStore::with_db_at(db.clone(), self.data_dir.join(DB_DIR))
+            .map_err(saga_engine::Error::from)?;
+        let engine = Engine::builder(store)
+            .register(booking_definition(&services))
+            .open()
+            .await?;
+        let state = AppState::from_parts(engine, services, db, token, self.config);
+        Ok((state, source))
+    }
+}
+
+/// Opens the sled database of a data directory.
+///
+/// Goes through `saga_engine::store::open_sled_db`, which clears the
+/// half-written snapshot a crash can leave (a sled 0.34 recovery bug).
+pub fn open_db(data_dir: &Path) -> Result<sled::Db, StartupError> {
+    let path = data_dir.join(DB_DIR);
+    saga_engine::store::open_sled_db(&path)
+        .map_err(|source| StartupError::Database { path, source })
+}
+
+/// What handlers share.
+pub struct AppState {
+    /// The saga engine.
+    pub engine: Engine,
+    /// Catalog, participants, bookings, fault switches.
+    pub services: BookingServices,
+    /// The database (flushed at shutdown).
+    pub db: sled::Db,
+    /// The admin token.
+    pub admin_token: AdminToken,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Limits and timeouts.
+    pub config: ServerConfig,
+    stopping: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("engine", &self.engine)
+            .field("config", &self.config)
+            .field("stopping", &self.is_stopping())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Starts configuring state on `data_dir`.
+    pub fn builder(data_dir: impl Into<PathBuf>) -> AppStateBuilder {
+        AppStateBuilder {
+            data_dir: data_dir.into(),
+            remote: RemoteParticipants::default(),
+            admin_token: None,
+            config: ServerConfig::default(),
+        }
+    }
+
+    /// Opens state on `data_dir` with every participant local and default
+    /// limits; the admin token comes from the environment or the token file.
+    pub async fn open(data_dir: impl Into<PathBuf>) -> Result<Arc<AppState>, StartupError> {
+        Ok(Self::builder(data_dir).open().await?.0)
+    }
+
+    /// State from parts opened elsewhere. `engine` must have the booking
+    /// saga of `services` registered. Must be called inside a tokio runtime
+    /// (it starts the metrics collector).
+    pub fn from_parts(
+        engine: Engine,
+        services: BookingServices,
+        db: sled::Db,
+        admin_token: AdminToken,
+        config: ServerConfig,
+    ) -> Arc<AppState> {
+        let metrics = Arc::new(Metrics::new());
+        let (stopping, stop_rx) = watch::channel(false);
+        crate::metrics::spawn_collector(&engine, metrics.clone(), stop_rx);
+        Arc::new(AppState {
+            engine,
+            services,
+            db,
+            admin_token,
+            metrics,
+            config,
+            stopping,
+        })
+    }
+
+    /// True once shutdown began.
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Marks the server as shutting down: readiness fails, event streams end.
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// A receiver that turns `true` when shutdown begins.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+}

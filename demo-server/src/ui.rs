@@ -1,0 +1,39 @@
+//! The web page: plain HTML, CSS and JavaScript embedded in the binary with
+//! `include_str!` (no build step, no CDN). The page talks only to the JSON
+//! API and follows bookings with `EventSource`.
+//!
+//! The page and its files are served with a Content-Security-Policy that
+//! allows only this origin's scripts, styles and connections.
+
+use crate::api::bytes_response;
+use crate::body::Body;
+use crate::routes::Endpoint;
+use bytes::Bytes;
+use hyper::header::{HeaderValue, CACHE_CONTROL};
+use hyper::{Response, StatusCode};
+
+const INDEX_HTML: &str = include_str!("ui/index.html");
+const APP_JS: &str = include_str!("ui/app.js");
+const STYLE_CSS: &str = include_str!("ui/style.css");
+
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+/// The file behind a UI endpoint.
+pub fn asset(endpoint: Endpoint) -> Response<Body> {
+    let (content_type, text) = match endpoint {
+        Endpoint::UiScript => ("application/javascript; charset=utf-8", APP_JS),
+        Endpoint::UiStyle => ("text/css; charset=utf-8", STYLE_CSS),
+        _ => ("text/html; charset=utf-8", INDEX_HTML),
+    };
+    let mut resp = bytes_response(
+        StatusCode::OK,
+        content_type,
+        Bytes::from_static(text.as_bytes()),
+    );
+    let h = resp.headers_mut();
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("content-security-policy", HeaderValue::from_static(CSP));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    resp
+}

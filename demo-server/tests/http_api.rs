@@ -1,0 +1,1481 @@
+//! The HTTP API over real loopback sockets: each test opens its own state in
+//! a temporary directory, serves it on `127.0.0.1:0` and talks to it with a
+//! hyper client (or a raw TCP socket where a misbehaving client is the
+//! point). Covers search, booking (happy path, idempotency, compensation),
+//! the event stream, faults, loyalty, privacy, admin, limits and errors,
+//! slow clients, and graceful shutdown with resumption.
+
+use bytes::Bytes;
+use demo_server::routes::ROUTES;
+use demo_server::{AdminToken, AppState, ServerConfig};
+use http_body_util::{BodyExt, Full};
+use hyper::header::HeaderMap;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const TOKEN: &str = "test-admin-token-0123456789abcdef";
+
+struct TestServer {
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    stop: Option<oneshot::Sender<()>>,
+    served: Option<JoinHandle<()>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    dir: tempfile::TempDir,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+    text: String,
+}
+
+impl TestServer {
+    async fn start() -> TestServer {
+        Self::start_with(ServerConfig::default()).await
+    }
+
+    async fn start_with(config: ServerConfig) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, config).await
+    }
+
+    async fn start_in(dir: tempfile::TempDir, config: ServerConfig) -> TestServer {
+        // A database just closed may hold its lock a moment longer.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let state = loop {
+            match AppState::builder(dir.path())
+                .admin_token(AdminToken::new(TOKEN).unwrap())
+                .config(config.clone())
+                .open()
+                .await
+            {
+                Ok((state, _)) => break state,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("open failed, retrying: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("open state: {e}"),
+            }
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let served = tokio::spawn(demo_server::serve(listener, state.clone(), async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            state,
+            stop: Some(stop),
+            served: Some(served),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            dir,
+        }
+    }
+
+    /// Stops the server and waits until `serve` returns; gives the
+    /// directory back once every handle on the database is gone.
+    async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(served) = self.served.take() {
+            tokio::time::timeout(Duration::from_secs(20), served)
+                .await
+                .expect("serve returns after shutdown")
+                .expect("serve task");
+        }
+        let TestServer { state, dir, .. } = self;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut state = state;
+        loop {
+            match Arc::try_unwrap(state) {
+                Ok(s) => {
+                    drop(s);
+                    break;
+                }
+                Err(s) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "state still shared after shutdown"
+                    );
+                    state = s;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        dir
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(20), self.client.request(req))
+            .await
+            .expect("reply in time")
+            .expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, &[], None).await
+    }
+
+    async fn admin_get(&self, path: &str) -> Reply {
+        let auth = format!("Bearer {TOKEN}");
+        self.send(Method::GET, path, &[("authorization", &auth)], None)
+            .await
+    }
+
+    async fn admin_send(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let auth = format!("Bearer {TOKEN}");
+        let bytes = body.map(|b| serde_json::to_vec(&b).unwrap());
+        self.send(
+            method,
+            path,
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            bytes,
+        )
+        .await
+    }
+
+    async fn post_json(&self, path: &str, key: Option<&str>, body: &Value) -> Reply {
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(k) = key {
+            headers.push(("idempotency-key", k));
+        }
+        self.send(
+            Method::POST,
+            path,
+            &headers,
+            Some(serde_json::to_vec(body).unwrap()),
+        )
+        .await
+    }
+
+    /// A JFK→LAX economy flight and a date it operates, `offset` days
+    /// spread apart so tests do not share seats.
+    async fn find_flight(&self, offset: u64) -> (String, String) {
+        let today = chrono::Utc::now().date_naive();
+        for d in 0..14u64 {
+            let date = today + chrono::Days::new(20 + offset + d);
+            let r = self
+                .get(&format!(
+                    "/api/flights/search?from=JFK&to=LAX&date={date}&passengers=2"
+                ))
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+            if let Some(first) = r.body["results"].as_array().and_then(|a| a.first()) {
+                return (
+                    first["flight"]["id"].as_str().unwrap().to_string(),
+                    date.to_string(),
+                );
+            }
+        }
+        panic!("no JFK-LAX flight in two weeks");
+    }
+
+    async fn book(&self, key: &str, body: &Value) -> String {
+        let r = self.post_json("/api/bookings", Some(key), body).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+        r.body["booking_id"].as_str().unwrap().to_string()
+    }
+
+    async fn wait_terminal(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = self.get(&format!("/api/bookings/{id}")).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+            if r.body["status"] != "pending" {
+                return r.body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "booking {id} never ended: {}",
+                r.text
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Reads a whole event stream (until the server ends it); returns
+    /// the events (as JSON) and the comments seen.
+    async fn events(
+        &self,
+        path: &str,
+        last_event_id: Option<u64>,
+    ) -> (StatusCode, Vec<Value>, Vec<String>) {
+        let mut req = Request::builder().uri(self.url(path));
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let resp = self
+            .client
+            .request(req.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        if status == StatusCode::OK {
+            assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        }
+        let mut body = resp.into_body();
+        let mut text = String::new();
+        let read_all = async {
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.unwrap().into_data() {
+                    text.push_str(std::str::from_utf8(&data).unwrap());
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), read_all)
+            .await
+            .expect("event stream ends");
+        let (events, comments) = parse_sse(&text);
+        (status, events, comments)
+    }
+}
+
+/// Splits an SSE text into events (the data, checked against id and event
+/// lines) and comments.
+fn parse_sse(text: &str) -> (Vec<Value>, Vec<String>) {
+    let mut events = Vec::new();
+    let mut comments = Vec::new();
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let (mut id, mut kind, mut data) = (None, None, None);
+        for line in block.lines() {
+            if let Some(c) = line.strip_prefix(':') {
+                comments.push(c.trim().to_string());
+            } else if let Some(v) = line.strip_prefix("id: ") {
+                id = Some(v.parse::<u64>().unwrap());
+            } else if let Some(v) = line.strip_prefix("event: ") {
+                kind = Some(v.to_string());
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                data = Some(serde_json::from_str::<Value>(v).unwrap());
+            }
+        }
+        if let Some(d) = data {
+            if let Some(id) = id {
+                assert_eq!(d["seq"], id, "SSE id is the seq");
+            }
+            assert_eq!(Some(d["event"].as_str().unwrap().to_string()), kind);
+            events.push(d);
+        }
+    }
+    (events, comments)
+}
+
+fn booking_body(flight: &str, date: &str, faults: Value) -> Value {
+    json!({
+        "flight_id": flight,
+        "date": date,
+        "cabin": "economy",
+        "passengers": [
+            {"first_name": "Ada", "last_name": "Lovelace"},
+            {"first_name": "Charles", "last_name": "Babbage"}
+        ],
+        "email": "ada@example.com",
+        "card": {"number": "4242 4242 4242 4242", "exp_month": 12, "exp_year": 2035, "cvc": "123", "holder_name": "Ada Lovelace"},
+        "faults": faults,
+    })
+}
+
+fn assert_error_body(r: &Reply) {
+    assert!(
+        r.body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "error body must be {{\"error\": ...}}, got {:?}",
+        r.text
+    );
+    assert!(
+        r.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"),
+        "error bodies are JSON"
+    );
+}
+
+fn field_names(r: &Reply) -> Vec<String> {
+    r.body["fields"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no fields in {}", r.text))
+        .iter()
+        .map(|f| f["field"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A raw request over TCP; returns what the server sent until it closed
+/// or went quiet for `quiet`.
+async fn raw(addr: SocketAddr, request: &[u8], quiet: Duration) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match tokio::time::timeout(quiet, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let s = TestServer::start().await;
+    let r = s.get("/healthz").await;
+    assert_eq!(
+        (r.status, &r.body["status"]),
+        (StatusCode::OK, &json!("ok"))
+    );
+    let r = s.get("/readyz").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    let (flight, date) = s.find_flight(0).await;
+    let id = s
+        .book("m-1", &booking_body(&flight, &date, json!({})))
+        .await;
+    assert_eq!(s.wait_terminal(&id).await["status"], "confirmed");
+    let bad = s.get("/api/nope").await;
+    assert_eq!(bad.status, StatusCode::NOT_FOUND);
+
+    let r = s.get("/metrics").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert!(r.text.contains("saga_started_total 1\n"), "{}", r.text);
+    assert!(r.text.contains("saga_completed_total 1\n"), "{}", r.text);
+    assert!(r.text.contains("saga_compensated_total 0\n"));
+    assert!(r.text.contains("saga_stuck_total 0\n"));
+    assert!(r
+        .text
+        .contains("saga_step_duration_seconds_count{step=\"confirm_booking\"} 1\n"));
+    assert!(r
+        .text
+        .contains("saga_step_duration_seconds_bucket{step=\"reserve_seat\",le=\"+Inf\"} 1\n"));
+    assert!(
+        r.text.contains("http_requests_total{code=\"202\"} 1\n"),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text.contains("http_requests_total{code=\"404\"} 1\n"),
+        "{}",
+        r.text
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn openapi_documents_every_route_of_the_router() {
+    let s = TestServer::start().await;
+    let r = s.get("/api/openapi.json").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["openapi"], "3.0.3");
+    for route in ROUTES {
+        let op = &r.body["paths"][route.path][route.method.to_lowercase()];
+        assert!(
+            op.is_object(),
+            "{} {} missing from the OpenAPI document",
+            route.method,
+            route.path
+        );
+        assert!(op["responses"].is_object());
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn airports_autocomplete_and_flight_details() {
+    let s = TestServer::start().await;
+    let r = s.get("/api/airports?q=jfk").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["airports"][0]["code"], "JFK");
+    let r = s.get("/api/airports?q=new%20york").await;
+    assert!(r.body["airports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["code"] == "JFK"));
+    let all = s.get("/api/airports").await;
+    assert!(all.body["airports"].as_array().unwrap().len() > 10);
+    let r = s.get("/api/airports?limit=x").await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(field_names(&r), ["limit"]);
+
+    let (flight, date) = s.find_flight(0).await;
+    let r = s.get(&format!("/api/flights/{flight}?date={date}")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["flight"]["id"], flight.as_str());
+    assert_eq!(r.body["origin"]["code"], "JFK");
+    assert_eq!(r.body["operates_on_date"], true);
+    assert!(r.body["seats_left"]["economy"].as_u64().unwrap() > 0);
+    let r = s.get("/api/flights/NOPE-123").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_error_body(&r);
+    let r = s.get("/api/test-cards").await;
+    assert!(r.body["cards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["number"] == "4000 0000 0000 0002"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn search_filters_sorts_and_round_trips_with_seats_from_inventory() {
+    let s = TestServer::start().await;
+    let (flight, date) = s.find_flight(0).await;
+    let r = s
+        .get(&format!(
+            "/api/flights/search?from=jfk&to=lax&date={date}&sort=departure&passengers=2"
+        ))
+        .await;
+    let results = r.body["results"].as_array().unwrap().clone();
+    assert!(!results.is_empty());
+    let departures: Vec<&str> = results
+        .iter()
+        .map(|x| x["flight"]["departure"].as_str().unwrap())
+        .collect();
+    let mut sorted = departures.clone();
+    sorted.sort();
+    assert_eq!(departures, sorted, "sorted by departure");
+    for x in &results {
+        assert_eq!(x["seats_left"], 144);
+        assert_eq!(
+            x["price"]["base"]["minor"],
+            x["fare"]["minor"].as_i64().unwrap() * 2
+        );
+    }
+    // A max price below the cheapest fare finds nothing.
+    let cheapest = results
+        .iter()
+        .map(|x| x["fare"]["minor"].as_i64().unwrap())
+        .min()
+        .unwrap();
+    let r = s
+        .get(&format!(
+            "/api/flights/search?from=JFK&to=LAX&date={date}&max_price={}",
+            cheapest - 1
+        ))
+        .await;
+    assert_eq!(r.body["results"], json!([]));
+    // A departure window keeps only flights inside it.
+    let r = s
+        .get(&format!(
+            "/api/flights/search?from=JFK&to=LAX&date={date}&depart_after=12:00&depart_before=23:59"
+        ))
+        .await;
+    for x in r.body["results"].as_array().unwrap() {
+        assert!(x["flight"]["departure"].as_str().unwrap() >= "12:00");
+    }
+
+    // Seats come from the inventory: a booking takes two.
+    let id = s
+        .book("seats-1", &booking_body(&flight, &date, json!({})))
+        .await;
+    assert_eq!(s.wait_terminal(&id).await["status"], "confirmed");
+    let r = s
+        .get(&format!("/api/flights/search?from=JFK&to=LAX&date={date}"))
+        .await;
+    let mine = r.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["flight"]["id"] == flight.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(mine["seats_left"], 142);
+
+    let ret = (chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d").unwrap()
+        + chrono::Days::new(7))
+    .to_string();
+    let r = s
+        .get(&format!(
+            "/api/flights/search?from=JFK&to=LAX&date={date}&return_date={ret}"
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(!r.body["outbound"].as_array().unwrap().is_empty());
+    let inbound = r.body["inbound"].as_array().unwrap();
+    assert!(!inbound.is_empty());
+    assert!(inbound.iter().all(|x| x["flight"]["origin"] == "LAX"));
+
+    // Every bad parameter is reported at once.
+    let r = s
+        .get("/api/flights/search?from=JFK&date=yesterday&cabin=premium&passengers=x&depart_after=25:00")
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_error_body(&r);
+    assert_eq!(
+        field_names(&r),
+        ["to", "date", "cabin", "passengers", "depart_after"]
+    );
+    let r = s
+        .get(&format!("/api/flights/search?from=JFK&to=XXX&date={date}"))
+        .await;
+    assert_eq!(
+        (r.status, field_names(&r)),
+        (StatusCode::UNPROCESSABLE_ENTITY, vec!["to".to_string()])
+    );
+    let r = s
+        .get(&format!(
+            "/api/flights/search?from=JFK&to=LAX&date={date}&return_date=2000-01-01"
+        ))
+        .await;
+    assert_eq!(field_names(&r), ["return_date"]);
+    let r = s
+        .get("/api/flights/search?from=JFK&to=LAX&date=2000-01-03")
+        .await;
+    assert_eq!(field_names(&r), ["date"]);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_booking_confirms_and_is_found_by_reference_and_last_name() {
+    let s = TestServer::start().await;
+    let (flight, date) = s.find_flight(0).await;
+    let r = s
+        .post_json(
+            "/api/bookings",
+            Some("happy-1"),
+            &booking_body(&flight, &date, json!({})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let id = r.body["booking_id"].as_str().unwrap().to_string();
+    assert_eq!(r.body["status_url"], format!("/api/bookings/{id}"));
+    assert_eq!(r.body["events_url"], format!("/api/sagas/{id}/events"));
+    assert_eq!(
+        r.headers["location"],
+        format!("/api/bookings/{id}").as_str()
+    );
+
+    let b = s.wait_terminal(&id).await;
+    assert_eq!(b["status"], "confirmed");
+    assert_eq!(b["saga_status"], "completed");
+    let reference = b["booking_ref"].as_str().unwrap().to_string();
+    assert_eq!(reference.len(), 6);
+    assert!(b["total"]["minor"].as_i64().unwrap() > 0);
+    assert_eq!(b["total"], b["price"]["total"]);
+    assert_eq!(b["failure_reason"], Value::Null);
+    assert_eq!(b["card"]["last4"], "4242");
+    assert!(!b.to_string().contains("4242 4242"), "no card number: {b}");
+    let steps: Vec<(&str, &str)> = b["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["name"].as_str().unwrap(), x["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("reserve_seat", "succeeded"),
+            ("authorize_payment", "succeeded"),
+            ("award_miles", "succeeded"),
+            ("confirm_booking", "succeeded")
+        ]
+    );
+
+    let lookup = |last: &str| {
+        format!(
+            "/api/bookings/lookup?reference={}&last_name={last}",
+            reference.to_lowercase()
+        )
+    };
+    let r = s.get(&lookup("babbage")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["booking"]["reference"], reference.as_str());
+    assert_eq!(r.body["booking_id"], id.as_str());
+    assert_eq!(r.body["booking"]["email"], "a***@example.com");
+    let wrong = s.get(&lookup("Hopper")).await;
+    assert_eq!(wrong.status, StatusCode::NOT_FOUND);
+    let unknown = s
+        .get("/api/bookings/lookup?reference=ZZZZZZ&last_name=Lovelace")
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        wrong.body, unknown.body,
+        "a wrong name and a wrong reference look the same"
+    );
+    let r = s.get("/api/bookings/lookup?reference=ABC").await;
+    assert_eq!(
+        (r.status, field_names(&r)),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            vec!["last_name".to_string()]
+        )
+    );
+
+    let r = s.get("/api/bookings/0000000000000000000000000000").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_error_body(&r);
+    let r = s.get("/api/bookings/not%20an%20id").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn idempotency_key_is_required_and_names_one_booking() {
+    let s = TestServer::start().await;
+    let (flight, date) = s.find_flight(0).await;
+    let body = booking_body(&flight, &date, json!({}));
+    let r = s.post_json("/api/bookings", None, &body).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body["error"]
+        .as_str()
+        .unwrap()
+        .contains("Idempotency-Key"));
+    let r = s.post_json("/api/bookings", Some(" "), &body).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    let first = s.post_json("/api/bookings", Some("same-key"), &body).await;
+    let again = s.post_json("/api/bookings", Some("same-key"), &body).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    assert_eq!(again.status, StatusCode::ACCEPTED);
+    assert_eq!(first.body["booking_id"], again.body["booking_id"]);
+    let mut other = body.clone();
+    other["email"] = json!("someone.else@example.com");
+    let r = s.post_json("/api/bookings", Some("same-key"), &other).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(field_names(&r), ["Idempotency-Key"]);
+
+    let id = first.body["booking_id"].as_str().unwrap();
+    s.wait_terminal(id).await;
+    let again = s.post_json("/api/bookings", Some("same-key"), &body).await;
+    assert_eq!(
+        again.body["booking_id"], id,
+        "still the same after it finished"
+    );
+    let sagas = s.admin_get("/api/admin/sagas").await;
+    assert_eq!(sagas.body["total"], 1, "one saga: {}", sagas.text);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejected_step_compensates_and_says_why() {
+    let s = TestServer::start().await;
+    let (flight, date) = s.find_flight(0).await;
+    let id = s
+        .book(
+            "reject-1",
+            &booking_body(&flight, &date, json!({"award_miles": {"mode": "reject"}})),
+        )
+        .await;
+    let b = s.wait_terminal(&id).await;
+    assert_eq!(b["status"], "compensated", "{b}");
+    assert!(b["failure_reason"]
+        .as_str()
+        .unwrap()
+        .contains("injected rejection at award_miles"));
+    assert_eq!(b["booking_ref"], Value::Null);
+    let states: Vec<&str> = b["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["compensated", "compensated", "rejected", "pending"]
+    );
+    // The seats came back.
+    let r = s.get(&format!("/api/flights/{flight}?date={date}")).await;
+    assert_eq!(r.body["seats_left"]["economy"], 144);
+
+    // A declining test card compensates at the payment step.
+    let mut declined = booking_body(&flight, &date, json!({}));
+    declined["card"]["number"] = json!("4000 0000 0000 0002");
+    let id = s.book("decline-1", &declined).await;
+    let b = s.wait_terminal(&id).await;
+    assert_eq!(b["status"], "compensated");
+    assert_eq!(b["steps"][1]["state"], "rejected");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_bookings_are_refused_field_by_field() {
+    let s = TestServer::start().await;
+    let (flight, date) = s.find_flight(0).await;
+    let mut body = booking_body(&flight, &date, json!({}));
+    body["date"] = json!("2001-01-01");
+    body["email"] = json!("not-an-email");
+    body["card"]["number"] = json!("4242 4242 4242 4241");
+    body["passengers"][1]["last_name"] = json!("");
+    let r = s.post_json("/api/bookings", Some("invalid-1"), &body).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_error_body(&r);
+    let fields = field_names(&r);
+    for f in ["date", "email", "card.number", "passengers[1].last_name"] {
+        assert!(fields.iter().any(|x| x == f), "{f} not in {fields:?}");
+    }
+    // Wrong types are named too.
+    let r = s
+        .post_json(
+            "/api/bookings",
+            Some("invalid-2"),
+            &json!({"flight_id": flight, "date": 5, "cabin": "premium", "passengers": "x"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        field_names(&r),
+        ["date", "cabin", "passengers", "email", "card"]
+    );
+    // Nothing was started.
+    let sagas = s.admin_get("/api/admin/sagas").await;
+    assert_eq!(sagas.body["total"], 0);
+    s.stop().await;
+}
+
+/// Method, path, headers, body, expected status.
+type Case<'a> = (
+    Method,
+    &'a str,
+    Vec<(&'a str, &'a str)>,
+    Option<Vec<u8>>,
+    StatusCode,
+);
+
+#[tokio::test]
+async fn malformed_requests_get_json_errors_and_never_a_5xx() {
+    let s = TestServer::start().await;
+    let key = [
+        ("idempotency-key", "k"),
+        ("content-type", "application/json"),
+    ];
+    let cases: Vec<Case> = vec![
+        (
+            Method::POST,
+            "/api/bookings",
+            key.to_vec(),
+            Some(b"{not json".to_vec()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/api/bookings",
+            key.to_vec(),
+            Some(b"[1,2]".to_vec()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/api/bookings",
+            key.to_vec(),
+            Some(b"".to_vec()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/api/bookings",
+            key.to_vec(),
+            Some(vec![0xff, 0xfe]),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/api/bookings",
+            vec![("idempotency-key", "k"), ("content-type", "text/plain")],
+            Some(b"{}".to_vec()),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            Method::POST,
+            "/api/bookings",
+            key.to_vec(),
+            Some(b"{}".to_vec()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::GET,
+            "/api/bookings",
+            vec![],
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            Method::DELETE,
+            "/api/bookings/abc",
+            vec![],
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            Method::GET,
+            "/api/does-not-exist",
+            vec![],
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::GET,
+            "/api/sagas/%00/events",
+            vec![],
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::GET,
+            "/api/loyalty/12345678",
+            vec![],
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::GET,
+            "/api/admin/sagas",
+            vec![],
+            None,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            Method::GET,
+            "/api/admin/sagas",
+            vec![("authorization", "Bearer wrong")],
+            None,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            Method::GET,
+            "/api/admin/sagas",
+            vec![("authorization", TOKEN)],
+            None,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            Method::GET,
+            "/api/flights/search?from=%ZZ&to=%&date=%%",
+            vec![],
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ];
+    for (method, path, headers, body, expected) in cases {
+        let r = s.send(method.clone(), path, &headers, body).await;
+        assert_eq!(r.status, expected, "{method} {path}: {}", r.text);
+        assert_error_body(&r);
+    }
+    let r = s.send(Method::PATCH, "/api/faults", &[], None).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers["allow"], "GET, PUT, HEAD");
+    let r = s.send(Method::POST, "/healthz", &[], None).await;
+    assert_eq!(r.headers["allow"], "GET, HEAD");
+    let r = s.get("/api/admin/sagas").await;
+    assert!(r.headers["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer"));
+    let r = s.send(Method::HEAD, "/healthz", &[], None).await;
+    assert_eq!((r.status, r.text.as_str()), (StatusCode::OK, ""));
+    let r = s.send(Method::OPTIONS, "/api/faults", &[], None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(r.headers["allow"], "GET, PUT, HEAD");
+    let metrics = s.get("/metrics").await;
+    assert!(
+        !metrics.text.contains("code=\"5"),
+        "no 5xx: {}",
+        metrics.text
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_over_64_kib_are_refused_while_reading() {
+    let s = TestServer::start().await;
+    // Declared too large: refused before the body is read.
+    let head = format!(
+        "POST /api/bookings HTTP/1.1\r\nHost: x\r\nIdempotency-Key: big\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        10 * 1024 * 1024
+    );
+    let reply = raw(s.addr, head.as_bytes(), Duration::from_secs(2)).await;
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    assert!(reply.contains("{\"error\":"), "{reply}");
+
+    // Chunked, no length given: refused once the limit is crossed.
+    let mut req = b"POST /api/bookings HTTP/1.1\r\nHost: x\r\nIdempotency-Key: big2\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let chunk = vec![b' '; 16 * 1024];
+    for _ in 0..5 {
+        req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        req.extend_from_slice(&chunk);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let reply = raw(s.addr, &req, Duration::from_secs(2)).await;
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+
+    // Through the client too, with a body just over the limit.
+    let mut big = b"{\"x\":\"".to_vec();
+    big.extend(vec![b'a'; 64 * 1024]);
+    big.extend_from_slice(b"\"}");
+    let r = s
+        .send(
+            Method::PUT,
+            "/api/faults",
+            &[
+                ("authorization", &format!("Bearer {TOKEN}")),
+                ("content-type", "application/json"),
+            ],
+            Some(big),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error_body(&r);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off() {
+    let config = ServerConfig {
+        header_read_timeout: Duration::from_millis(300),
+        body_read_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    };
+    let s = TestServer::start_with(config).await;
+    // Headers that never end: the connection is closed.
+    let started = Instant::now();
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf))
+        .await
+        .expect("the server closes a connection whose headers never end");
+    assert!(n.is_err() || !String::from_utf8_lossy(&buf).contains("200 OK"));
+    assert!(started.elapsed() < Duration::from_secs(4));
+
+    // A body that never arrives: 408.
+    let reply = raw(
+        s.addr,
+        b"PUT /api/faults HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\nAuthorization: Bearer test-admin-token-0123456789abcdef\r\n\r\n{\"a\"",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    // The server still serves others.
+    assert_eq!(s.get("/healthz").await.status, StatusCode::OK);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_event_stream_replays_history_then_follows_live_without_gaps() {
+    let s = TestServer::start().await;
+    let (flight, date) = s.find_flight(0).await;
+    let id = s
+        .book(
+            "sse-1",
+            &booking_body(
+                &flight,
+                &date,
+                json!({"authorize_payment": {"mode": "delay", "ms": 400}, "award_miles": {"mode": "transient", "times": 2}}),
+            ),
+        )
+        .await;
+    let path = format!("/api/sagas/{id}/events");
+    // Connect while the saga is running: part history, part live.
+    let (status, events, _) = s.events(&path, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (0..seqs.len() as u64).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    assert!(events.iter().all(|e| e["saga_id"] == id.as_str()));
+    assert_eq!(events[0]["event"], "saga_started");
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "saga_finished");
+    assert_eq!(last["status"], "completed");
+    let failures = events
+        .iter()
+        .filter(|e| e["event"] == "step_failed" && e["step"] == "award_miles")
+        .count();
+    assert_eq!(failures, 2, "the retries are visible");
+
+    // After the end: the whole history again, then the stream ends.
+    let (_, again, _) = s.events(&path, None).await;
+    assert_eq!(again, events);
+    // Resuming from the middle sends only what follows.
+    let (_, rest, _) = s.events(&path, Some(5)).await;
+    assert_eq!(rest, events[6..].to_vec());
+    // Resuming after the end: 204 tells EventSource to stop.
+    let (status, none, _) = s.events(&path, Some(seqs.len() as u64 - 1)).await;
+    assert_eq!((status, none.len()), (StatusCode::NO_CONTENT, 0));
+
+    let r = s
+        .get("/api/sagas/0000000000000000000000000000/events")
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn event_streams_send_keep_alives_and_many_readers_agree() {
+    let config = ServerConfig {
+        sse_keepalive: Duration::from_millis(100),
+        ..ServerConfig::default()
+    };
+    let s = Arc::new(TestServer::start_with(config).await);
+    let (flight, date) = s.find_flight(0).await;
+    let id = s
+        .book(
+            "sse-ka",
+            &booking_body(
+                &flight,
+                &date,
+                json!({"reserve_seat": {"mode": "delay", "ms": 500}}),
+            ),
+        )
+        .await;
+    let path = format!("/api/sagas/{id}/events");
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let s = s.clone();
+            let path = path.clone();
+            tokio::spawn(async move { s.events(&path, None).await })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for r in readers {
+        let (status, events, comments) = r.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert!(comments.iter().any(|c| c == "keep-alive"), "{comments:?}");
+        all.push(events);
+    }
+    assert!(
+        all.windows(2).all(|w| w[0] == w[1]),
+        "every reader sees the same events"
+    );
+    assert_eq!(all[0].last().unwrap()["event"], "saga_finished");
+
+    // The all-sagas stream is for operators only.
+    let r = s.get("/api/events").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let s = Arc::try_unwrap(s).ok().expect("one owner");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_all_sagas_stream_shows_live_events_to_an_admin() {
+    let s = TestServer::start().await;
+    let req = Request::builder()
+        .uri(s.url("/api/events"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = s.client.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let (flight, date) = s.find_flight(0).await;
+    let id = s
+        .book("all-1", &booking_body(&flight, &date, json!({})))
+        .await;
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !text.contains("\"saga_finished\"") {
+        assert!(Instant::now() < deadline, "no saga_finished in {text}");
+        let frame = tokio::time::timeout(Duration::from_secs(20), body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Ok(d) = frame.into_data() {
+            text.push_str(std::str::from_utf8(&d).unwrap());
+        }
+    }
+    assert!(text.contains(&id));
+    assert!(text.contains("event: step_succeeded"));
+    drop(body);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn global_faults_need_the_admin_token_and_take_effect() {
+    let s = TestServer::start().await;
+    let r = s.get("/api/faults").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["reserve_seat"], json!({"mode": "none"}));
+    let switches = json!({"authorize_payment": {"mode": "reject"}});
+    let r = s
+        .send(
+            Method::PUT,
+            "/api/faults",
+            &[("content-type", "application/json")],
+            Some(serde_json::to_vec(&switches).unwrap()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        s.get("/api/faults").await.body["authorize_payment"]["mode"],
+        "none"
+    );
+
+    let r = s
+        .admin_send(
+            Method::PUT,
+            "/api/faults",
+            Some(json!({"authorize_payment": {"mode": "explode"}, "nope": {"mode": "none"}, "award_miles": {"mode": "delay", "ms": 999999}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    let mut fields = field_names(&r);
+    fields.sort();
+    assert_eq!(fields, ["authorize_payment", "award_miles", "nope"]);
+
+    let r = s
+        .admin_send(Method::PUT, "/api/faults", Some(switches))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["authorize_payment"]["mode"], "reject");
+    let (flight, date) = s.find_flight(0).await;
+    let id = s
+        .book("global-1", &booking_body(&flight, &date, json!({})))
+        .await;
+    assert_eq!(s.wait_terminal(&id).await["status"], "compensated");
+
+    let r = s
+        .admin_send(Method::PUT, "/api/faults", Some(json!({})))
+        .await;
+    assert_eq!(r.body["authorize_payment"]["mode"], "none");
+    let id = s
+        .book("global-2", &booking_body(&flight, &date, json!({})))
+        .await;
+    assert_eq!(s.wait_terminal(&id).await["status"], "confirmed");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn loyalty_accounts_are_private_to_number_plus_last_name() {
+    let s = TestServer::start().await;
+    let enroll =
+        json!({"first_name": "Grace", "last_name": "Hopper", "email": "grace@example.com"});
+    let r = s.post_json("/api/loyalty", None, &enroll).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "key required");
+    let r = s.post_json("/api/loyalty", Some("enroll-1"), &enroll).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let account = r.body["account"]["id"].as_str().unwrap().to_string();
+    assert_eq!(r.body["account"]["email"], "g***@example.com");
+    let again = s.post_json("/api/loyalty", Some("enroll-1"), &enroll).await;
+    assert_eq!(again.body["account"]["id"], account.as_str(), "idempotent");
+
+    let r = s.post_json("/api/loyalty", Some("enroll-2"), &enroll).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(
+        !r.text.contains(&account),
+        "the conflict does not reveal the account"
+    );
+    let r = s
+        .post_json(
+            "/api/loyalty",
+            Some("enroll-3"),
+            &json!({"first_name": "G"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(field_names(&r), ["last_name"]);
+
+    // Book with the account: miles are awarded and shown in the history.
+    let (flight, date) = s.find_flight(0).await;
+    let mut body = booking_body(&flight, &date, json!({}));
+    body["loyalty_id"] = json!(account);
+    let id = s.book("loyal-1", &body).await;
+    let b = s.wait_terminal(&id).await;
+    assert_eq!(b["status"], "confirmed");
+    let miles = b["miles_awarded"].as_u64().unwrap();
+    assert!(miles > 0);
+
+    let r = s
+        .get(&format!("/api/loyalty/{account}?last_name=hopper"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["account"]["balance"], miles);
+    assert_eq!(r.body["account"]["tier"], "regular");
+    assert!(
+        r.body["account"]["next_tier"]["miles_needed"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(r.body["history"].as_array().unwrap().len(), 1);
+    let wrong = s
+        .get(&format!("/api/loyalty/{account}?last_name=Lovelace"))
+        .await;
+    let unknown = s.get("/api/loyalty/99999999?last_name=Hopper").await;
+    assert_eq!(wrong.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(wrong.body, unknown.body);
+
+    // An unknown loyalty number on a booking is a validation error.
+    body["loyalty_id"] = json!("00000000");
+    let r = s.post_json("/api/bookings", Some("loyal-2"), &body).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(field_names(&r), ["loyalty_id"]);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn admin_lists_sagas_reads_payments_and_cancels() {
+    let s = TestServer::start().await;
+    let (flight, date) = s.find_flight(0).await;
+    let done = s
+        .book("admin-1", &booking_body(&flight, &date, json!({})))
+        .await;
+    s.wait_terminal(&done).await;
+    let failed = s
+        .book(
+            "admin-2",
+            &booking_body(&flight, &date, json!({"reserve_seat": {"mode": "reject"}})),
+        )
+        .await;
+    s.wait_terminal(&failed).await;
+    let slow = s
+        .book(
+            "admin-3",
+            &booking_body(
+                &flight,
+                &date,
+                json!({"award_miles": {"mode": "delay", "ms": 1500}}),
+            ),
+        )
+        .await;
+
+    let r = s.admin_get("/api/admin/sagas").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["total"], 3);
+    assert_eq!(r.body["sagas"][0]["id"], slow.as_str(), "newest first");
+    let r = s.admin_get("/api/admin/sagas?status=compensated").await;
+    let ids: Vec<&str> = r.body["sagas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [failed.as_str()]);
+    let r = s
+        .admin_get("/api/admin/sagas?status=finished&limit=0")
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(field_names(&r), ["status", "limit"]);
+
+    // Cancel the running one: it compensates.
+    let r = s
+        .admin_send(
+            Method::POST,
+            &format!("/api/admin/sagas/{slow}/cancel"),
+            Some(json!({"reason": "customer called"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let b = s.wait_terminal(&slow).await;
+    assert_eq!(b["status"], "compensated");
+    assert!(b["failure_reason"]
+        .as_str()
+        .unwrap()
+        .contains("customer called"));
+
+    // Finished sagas cannot be cancelled or retried; unknown ones are 404.
+    let r = s
+        .admin_send(
+            Method::POST,
+            &format!("/api/admin/sagas/{done}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    let r = s
+        .admin_send(
+            Method::POST,
+            &format!("/api/admin/sagas/{done}/retry"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let r = s
+        .admin_send(
+            Method::POST,
+            "/api/admin/sagas/0000000000000000000000000000/retry",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = s
+        .send(
+            Method::POST,
+            &format!("/api/admin/sagas/{done}/retry"),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // Payments by customer, for the admin only.
+    let r = s.get("/api/admin/payments?email=ada@example.com").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = s
+        .admin_get("/api/admin/payments?email=ADA@example.com")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let statuses: Vec<&str> = r.body["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["status"].as_str().unwrap())
+        .collect();
+    assert!(statuses.contains(&"captured"), "{statuses:?}");
+    assert!(!r.text.contains("4242 4242"));
+    let r = s
+        .admin_get("/api/admin/payments?email=nobody@example.com")
+        .await;
+    assert_eq!(r.body["payments"], json!([]));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_web_page_is_served_with_its_script_and_style() {
+    let s = TestServer::start().await;
+    let r = s.get("/").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(r.headers["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("default-src 'self'"));
+    for id in [
+        "data-testid=\"search-form\"",
+        "id=\"booking-form\"",
+        "id=\"booking-submit\"",
+        "id=\"booking-ref\"",
+        "id=\"saga-failure\"",
+        "id=\"saga-steps\"",
+        "id=\"admin-token\"",
+        "id=\"lookup-form\"",
+        "id=\"loyalty-form\"",
+        "src=\"/app.js\"",
+    ] {
+        assert!(r.text.contains(id), "page lacks {id}");
+    }
+    assert!(
+        !r.text.contains("http://") && !r.text.contains("https://"),
+        "no external resources"
+    );
+    let js = s.get("/app.js").await;
+    assert!(js.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/javascript"));
+    assert!(js.text.contains("EventSource"));
+    let css = s.get("/style.css").await;
+    assert!(css.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/css"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_is_graceful_and_unfinished_sagas_resume_at_the_next_start() {
+    // A grace period shorter than the step: the saga is left unfinished.
+    let config = ServerConfig {
+        shutdown_grace: Duration::from_millis(200),
+        ..ServerConfig::default()
+    };
+    let s = TestServer::start_with(config.clone()).await;
+    let (flight, date) = s.find_flight(0).await;
+    let id = s
+        .book(
+            "resume-1",
+            &booking_body(
+                &flight,
+                &date,
+                json!({"award_miles": {"mode": "delay", "ms": 1500}}),
+            ),
+        )
+        .await;
+    // Let it reach the delayed step, with a stream open.
+    let stream_path = format!("/api/sagas/{id}/events");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let addr = s.addr;
+    let reader = {
+        let url = s.url(&stream_path);
+        let client = s.client.clone();
+        tokio::spawn(async move {
+            let req = Request::builder()
+                .uri(url)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let resp = client.request(req).await.unwrap();
+            resp.into_body().collect().await.map(|b| b.to_bytes().len())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let dir = s.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    // The open stream was ended by the shutdown.
+    let streamed = tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .expect("stream ends at shutdown")
+        .unwrap();
+    assert!(streamed.is_ok_and(|n| n > 0));
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+
+    // Next start on the same directory: the saga resumes and completes.
+    let s = TestServer::start_in(dir, config).await;
+    let b = s.wait_terminal(&id).await;
+    assert_eq!(b["status"], "confirmed", "{b}");
+    let (_, events, _) = s.events(&stream_path, None).await;
+    assert!(events.iter().any(|e| e["event"] == "resumed"), "{events:?}");
+    s.stop().await;
+}
