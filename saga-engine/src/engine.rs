@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -822,7 +822,8 @@ impl Inner {
                     };
                     let timeout = policy.attempt_timeout;
                     let mut data = rec.data.clone();
-                    let started = Instant::now();
+                    // tokio's clock: virtual under paused time, so histories repeat.
+                    let started = tokio::time::Instant::now();
                     let span = tracing::info_span!("step", step = %name, attempt, compensating);
                     let result = {
                         let call = {
@@ -847,6 +848,8 @@ impl Inner {
                         tokio::pin!(call);
                         loop {
                             tokio::select! {
+                                // Fixed branch order: a run under a virtual clock repeats exactly.
+                                biased;
                                 r = &mut call => break r,
                                 Some(c) = control.recv() => {
                                     let Control::Cancel { reason, ack } = c;
@@ -892,6 +895,8 @@ impl Inner {
                 Decision::Sleep { step, until_ms } => {
                     let wait = Duration::from_millis(until_ms.saturating_sub(self.clock.now_ms()));
                     tokio::select! {
+                        // Fixed branch order: a run under a virtual clock repeats exactly.
+                        biased;
                         _ = tokio::time::sleep(wait) => (Input::TimerFired { step }, None),
                         Some(c) = control.recv() => {
                             let Control::Cancel { reason, ack } = c;
