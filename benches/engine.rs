@@ -82,7 +82,8 @@ fn durable_sagas(c: &mut Criterion) {
                             for _ in 0..concurrency {
                                 let engine = engine.clone();
                                 tasks.push(tokio::spawn(async move {
-                                    let id = engine.start("bench", &D { n: 0 }, None).await.unwrap();
+                                    let id =
+                                        engine.start("bench", &D { n: 0 }, None).await.unwrap();
                                     engine.wait(&id).await.unwrap();
                                 }));
                             }
