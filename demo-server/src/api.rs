@@ -204,6 +204,11 @@ impl From<saga_engine::Error> for ApiError {
         match e {
             E::NotFound(id) => ApiError::NotFound(format!("saga {id} not found")),
             E::ShuttingDown => ApiError::Unavailable("the server is shutting down".into()),
+            // Disk full or a write error: nothing was acknowledged, nothing
+            // new starts until the store is healthy again (after a restart).
+            E::Store(saga_engine::StoreError::Io(detail)) => ApiError::Unavailable(format!(
+                "storage is failing ({detail}); no booking was started, retry later"
+            )),
             E::InvalidState { .. } | E::UnregisteredVersion { .. } => {
                 ApiError::Conflict(e.to_string())
             }
@@ -523,6 +528,17 @@ impl From<&SagaRecord> for SagaSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_storage_failure_is_a_503_with_retry_after() {
+        let e: ApiError = saga_engine::Error::Store(saga_engine::StoreError::Io(
+            "No space left on device".into(),
+        ))
+        .into();
+        let resp = e.into_response();
+        assert_eq!(resp.status().as_u16(), 503);
+        assert_eq!(resp.headers().get("retry-after").unwrap(), "1");
+    }
 
     #[test]
     fn every_error_has_a_json_body_and_its_status() {
