@@ -54,6 +54,10 @@ struct Cli {
     /// Seconds a shutdown waits for requests and saga steps under way.
     #[arg(long, default_value_t = 10)]
     shutdown_grace_secs: u64,
+    /// Keep sagas in a shared PostgreSQL database (`postgres://...`, build
+    /// with `--features postgres`) so several servers share the work.
+    #[arg(long)]
+    store: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -144,6 +148,7 @@ fn run_server(cli: &Cli) -> Fallible {
             loyalty: cli.loyalty_url.clone(),
         };
         let (state, token_source) = AppState::builder(&cli.data_dir)
+            .store_url(cli.store.clone())
             .remote(remote.clone())
             .config(config)
             .open()

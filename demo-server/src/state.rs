@@ -103,6 +103,8 @@ pub enum StartupError {
 #[derive(Debug, Clone)]
 pub struct AppStateBuilder {
     data_dir: PathBuf,
+    /// A shared saga store URL (`postgres://...`) instead of the embedded one.
+    store_url: Option<String>,
     remote: RemoteParticipants,
     admin_token: Option<AdminToken>,
     config: ServerConfig,
@@ -112,6 +114,14 @@ impl AppStateBuilder {
     /// Reaches the participants with a URL over HTTP.
     pub fn remote(mut self, remote: RemoteParticipants) -> Self {
         self.remote = remote;
+        self
+    }
+
+    /// Keeps the sagas in a shared store (`postgres://...`, with the
+    /// `postgres` feature) instead of the embedded sled store, so several
+    /// servers can share the work by lease. Participants stay where they are.
+    pub fn store_url(mut self, url: Option<String>) -> Self {
+        self.store_url = url;
         self
     }
 
@@ -151,17 +161,44 @@ impl AppStateBuilder {
         if let Some(url) = &self.remote.loyalty {
             services.loyalty = Arc::new(HttpLoyalty::new(url).map_err(url_err)?);
         }
-        // With the directory, the store keeps its high-water mark there and
-        // refuses to run on a database that lost acknowledged records.
-        let store = SledStore::with_db_at(db.clone(), self.data_dir.join(DB_DIR))
-            .map_err(saga_engine::Error::from)?;
-        let engine = Engine::builder(store)
+        let store: Arc<dyn saga_engine::Store> = match &self.store_url {
+            None => {
+                // With the directory, the store keeps its high-water mark there and
+                // refuses to run on a database that lost acknowledged records.
+                Arc::new(
+                    SledStore::with_db_at(db.clone(), self.data_dir.join(DB_DIR))
+                        .map_err(saga_engine::Error::from)?,
+                )
+            }
+            Some(url) => open_shared_store(url).await?,
+        };
+        let engine = Engine::builder_arc(store)
             .register(booking_definition(&services))
             .open()
             .await?;
         let state = AppState::from_parts(engine, services, db, token, self.config);
         Ok((state, source))
     }
+}
+
+#[cfg(feature = "postgres")]
+async fn open_shared_store(url: &str) -> Result<Arc<dyn saga_engine::Store>, StartupError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(StartupError::ParticipantUrl(format!(
+            "--store {url}: expected a postgres:// URL"
+        )));
+    }
+    let store = saga_engine::PostgresStore::connect(url)
+        .await
+        .map_err(saga_engine::Error::from)?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_shared_store(url: &str) -> Result<Arc<dyn saga_engine::Store>, StartupError> {
+    Err(StartupError::ParticipantUrl(format!(
+        "--store {url}: this build has no PostgreSQL support (build with --features postgres)"
+    )))
 }
 
 /// Opens the sled database of a data directory.
@@ -206,6 +243,7 @@ impl AppState {
     pub fn builder(data_dir: impl Into<PathBuf>) -> AppStateBuilder {
         AppStateBuilder {
             data_dir: data_dir.into(),
+            store_url: None,
             remote: RemoteParticipants::default(),
             admin_token: None,
             config: ServerConfig::default(),
