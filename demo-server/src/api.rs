@@ -262,6 +262,13 @@ impl From<PaymentError> for ApiError {
     fn from(e: PaymentError) -> Self {
         if e.is_retryable() {
             ApiError::Unavailable(format!("payments: {e}"))
+        } else if e.is_rejection() {
+            // A definite "no" about the request (an invalid email, an
+            // unknown key): the caller's input, so a 422, never a 500.
+            ApiError::Validation {
+                message: format!("payments: {e}"),
+                fields: Vec::new(),
+            }
         } else {
             ApiError::Internal(format!("payments: {e}"))
         }
