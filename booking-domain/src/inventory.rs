@@ -27,7 +27,6 @@ pub const MAX_CABIN_SEATS: u32 = 10_000;
 /// Longest idempotency key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 256;
 
-const FORMAT_VERSION: u32 = 1;
 const HOLDS_TREE: &str = "inventory_holds";
 const META_TREE: &str = "inventory_meta";
 const CAPACITY_TREE: &str = "inventory_capacity";
@@ -336,42 +335,12 @@ struct CapacityRecord {
     seats: u32,
 }
 
-#[derive(Serialize)]
-struct EnvelopeOut<'a, T> {
-    v: u32,
-    record: &'a T,
-}
-
-#[derive(Deserialize)]
-struct EnvelopeIn<T> {
-    v: u32,
-    record: T,
-}
-
-#[derive(Deserialize)]
-struct VersionOnly {
-    v: u32,
-}
-
 fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, InventoryError> {
-    serde_json::to_vec(&EnvelopeOut {
-        v: FORMAT_VERSION,
-        record,
-    })
-    .map_err(InventoryError::storage)
+    crate::envelope::encode(record).map_err(InventoryError::storage)
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, InventoryError> {
-    let version: VersionOnly = serde_json::from_slice(bytes).map_err(InventoryError::storage)?;
-    if version.v != FORMAT_VERSION {
-        return Err(InventoryError::storage(format!(
-            "unsupported record format version {}",
-            version.v
-        )));
-    }
-    let env: EnvelopeIn<T> = serde_json::from_slice(bytes).map_err(InventoryError::storage)?;
-    debug_assert_eq!(env.v, FORMAT_VERSION);
-    Ok(env.record)
+    crate::envelope::decode(bytes).map_err(InventoryError::storage)
 }
 
 /// The key of one flight, date and cabin in the capacity tree and counts.

@@ -8,6 +8,7 @@
 
 pub mod booking_saga;
 pub mod catalog;
+mod envelope;
 pub mod faults;
 pub mod import;
 pub mod inventory;

@@ -30,7 +30,6 @@ pub const MAX_KEY_LEN: usize = 256;
 /// Most miles one redemption may spend.
 pub const MAX_REDEEM_MILES: u64 = 10_000_000;
 
-const FORMAT_VERSION: u32 = 1;
 const ACCOUNTS_TREE: &str = "loyalty_accounts";
 const ENTRIES_TREE: &str = "loyalty_entries";
 const META_TREE: &str = "loyalty_meta";
@@ -504,40 +503,12 @@ enum Stored {
     },
 }
 
-#[derive(Serialize)]
-struct EnvelopeOut<'a, T> {
-    v: u32,
-    record: &'a T,
-}
-
-#[derive(Deserialize)]
-struct EnvelopeIn<T> {
-    record: T,
-}
-
-#[derive(Deserialize)]
-struct VersionOnly {
-    v: u32,
-}
-
 fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, LoyaltyError> {
-    serde_json::to_vec(&EnvelopeOut {
-        v: FORMAT_VERSION,
-        record,
-    })
-    .map_err(LoyaltyError::storage)
+    crate::envelope::encode(record).map_err(LoyaltyError::storage)
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, LoyaltyError> {
-    let version: VersionOnly = serde_json::from_slice(bytes).map_err(LoyaltyError::storage)?;
-    if version.v != FORMAT_VERSION {
-        return Err(LoyaltyError::storage(format!(
-            "unsupported record format version {}",
-            version.v
-        )));
-    }
-    let env: EnvelopeIn<T> = serde_json::from_slice(bytes).map_err(LoyaltyError::storage)?;
-    Ok(env.record)
+    crate::envelope::decode(bytes).map_err(LoyaltyError::storage)
 }
 
 fn invalid(reason: impl Into<String>) -> LoyaltyError {

@@ -26,7 +26,6 @@ use tokio::sync::Mutex;
 /// Longest idempotency key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 256;
 
-const FORMAT_VERSION: u32 = 1;
 const RECORDS_TREE: &str = "payments_records";
 const META_TREE: &str = "payments_meta";
 
@@ -732,40 +731,12 @@ enum PaymentEntry {
     Tombstone { at: DateTime<Utc> },
 }
 
-#[derive(Serialize)]
-struct EnvelopeOut<'a, T> {
-    v: u32,
-    record: &'a T,
-}
-
-#[derive(Deserialize)]
-struct EnvelopeIn<T> {
-    record: T,
-}
-
-#[derive(Deserialize)]
-struct VersionOnly {
-    v: u32,
-}
-
 fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, PaymentError> {
-    serde_json::to_vec(&EnvelopeOut {
-        v: FORMAT_VERSION,
-        record,
-    })
-    .map_err(PaymentError::storage)
+    crate::envelope::encode(record).map_err(PaymentError::storage)
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, PaymentError> {
-    let version: VersionOnly = serde_json::from_slice(bytes).map_err(PaymentError::storage)?;
-    if version.v != FORMAT_VERSION {
-        return Err(PaymentError::storage(format!(
-            "unsupported record format version {}",
-            version.v
-        )));
-    }
-    let env: EnvelopeIn<T> = serde_json::from_slice(bytes).map_err(PaymentError::storage)?;
-    Ok(env.record)
+    crate::envelope::decode(bytes).map_err(PaymentError::storage)
 }
 
 fn check_key(key: &str) -> Result<(), PaymentError> {
