@@ -349,19 +349,10 @@ impl Engine {
         if rec.status().is_terminal() {
             return Ok(rec);
         }
-        if let Err(reason) = self.inner.definition_for(&rec) {
-            let _ = reason;
-            return Err(Error::UnregisteredVersion {
-                id: id.clone(),
-                name: rec.definition,
-                version: rec.version,
-            });
-        }
-        Err(Error::InvalidState {
-            id: id.clone(),
-            status: rec.status(),
-            operation: "wait: no worker runs it (engine shutting down or storage failed)",
-        })
+        Err(self.inner.not_runnable(
+            &rec,
+            "wait: no worker runs it (engine shutting down or storage failed)",
+        ))
     }
 
     /// The saga's current record.
@@ -424,7 +415,10 @@ impl Engine {
                 operation: "cancel",
             });
         }
-        Err(self.inner.not_runnable(&rec, "cancel"))
+        Err(self.inner.not_runnable(
+            &rec,
+            "cancel: no worker runs it (engine shutting down or storage failed)",
+        ))
     }
 
     /// Retries the compensation of a `Stuck` saga (an operator action).
@@ -686,7 +680,9 @@ impl Inner {
         Ok(def.clone())
     }
 
-    fn not_runnable(&self, rec: &SagaRecord, _operation: &'static str) -> Error {
+    /// Why a non-terminal saga cannot be acted on here: its definition is
+    /// not registered, or no worker runs it.
+    fn not_runnable(&self, rec: &SagaRecord, operation: &'static str) -> Error {
         match self.definition_for(rec) {
             Err(_) => Error::UnregisteredVersion {
                 id: rec.id.clone(),
@@ -696,7 +692,7 @@ impl Inner {
             Ok(_) => Error::InvalidState {
                 id: rec.id.clone(),
                 status: rec.status(),
-                operation: "cancel: no worker runs it (engine shutting down or storage failed)",
+                operation,
             },
         }
     }
@@ -807,7 +803,7 @@ impl Inner {
                 }
                 Decision::Run { step, attempt } | Decision::Compensate { step, attempt } => {
                     let compensating = matches!(decision, Decision::Compensate { .. });
-                    let name = def.step_names().swap_remove(step);
+                    let name = rec.state.steps[step].name.clone();
                     let ctx = StepContext {
                         saga_id: rec.id.clone(),
                         idempotency_key: format!("{}:{}", rec.id, name),
