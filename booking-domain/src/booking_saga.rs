@@ -906,6 +906,9 @@ pub async fn start_booking(
     if let Some(id) = engine.find_by_key(idempotency_key).await? {
         let rec = engine.status(&id).await?;
         return if same(&rec) {
+            // The read may see a start whose flush is under way, or failed:
+            // acknowledge it only once it is durable.
+            engine.durable().await?;
             Ok(id)
         } else {
             Err(BookingError::KeyReused { existing: id })

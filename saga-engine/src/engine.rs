@@ -300,31 +300,57 @@ impl Engine {
             decision,
             now,
         );
-        let _guard = match idempotency_key {
-            Some(k) => Some(
-                inner.start_locks[(fingerprint(k.as_bytes()) % START_STRIPES as u64) as usize]
-                    .lock()
-                    .await,
-            ),
-            None => None,
-        };
-        match inner.store.create(&rec, &events).await? {
-            CreateOutcome::Created => {
-                tracing::debug!(saga_id = %id, definition, "saga started");
-                inner.publish(events);
-                inner.spawn(def, rec, None);
-                Ok(id)
-            }
-            CreateOutcome::Existing(existing) => {
-                if existing.input_fingerprint != fp || existing.definition != definition {
-                    return Err(Error::IdempotencyConflict {
-                        key: idempotency_key.unwrap_or_default().to_string(),
-                        existing: existing.id.clone(),
-                    });
+        // The write and the worker's spawn run in a task of their own, so
+        // that a caller that goes away (a timeout around `start`, a dropped
+        // request) cannot leave a record written without its worker: once
+        // the record may be in the store, its worker is sure to follow.
+        let inner = self.inner.clone();
+        let key = idempotency_key.map(str::to_string);
+        let definition = definition.to_string();
+        let created = tokio::spawn(async move {
+            let _guard = match &key {
+                Some(k) => Some(
+                    inner.start_locks
+                        [(fingerprint(k.as_bytes()) % START_STRIPES as u64) as usize]
+                        .lock()
+                        .await,
+                ),
+                None => None,
+            };
+            match inner.store.create(&rec, &events).await? {
+                CreateOutcome::Created => {
+                    tracing::debug!(saga_id = %id, definition, "saga started");
+                    inner.publish(events);
+                    inner.spawn(def, rec, None);
+                    Ok(id)
                 }
-                Ok(existing.id.clone())
+                CreateOutcome::Existing(existing) => {
+                    if existing.input_fingerprint != fp || existing.definition != definition {
+                        return Err(Error::IdempotencyConflict {
+                            key: key.unwrap_or_default(),
+                            existing: existing.id.clone(),
+                        });
+                    }
+                    Ok(existing.id.clone())
+                }
             }
+        });
+        match created.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(Error::Store(StoreError::Io(format!(
+                "the start was interrupted: {e}"
+            )))),
         }
+    }
+
+    /// A durability barrier: returns once everything the store holds so far
+    /// is durable (see [`Store::durable`]). Call it before acknowledging a
+    /// saga found by [`Engine::find_by_key`], [`Engine::status`] or
+    /// [`Engine::list`]: a read can see a start whose flush is still under
+    /// way, or failed.
+    pub async fn durable(&self) -> Result<(), Error> {
+        Ok(self.inner.store.durable().await?)
     }
 
     /// Waits until the saga reaches a terminal status and returns its record.

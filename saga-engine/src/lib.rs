@@ -67,6 +67,8 @@ mod error;
 pub mod events;
 pub mod machine;
 pub mod retry;
+#[doc(hidden)]
+pub mod sabotage;
 pub mod store;
 
 pub use async_trait::async_trait;

@@ -21,7 +21,7 @@ pub mod conformance;
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
-pub use sled_store::{open_sled_db, SledStore, HWM_FILE};
+pub use sled_store::{open_sled_db, FlushHook, SledStore, HWM_FILE};
 
 use crate::events::SagaEvent;
 use crate::machine::{SagaState, SagaStatus};
@@ -216,6 +216,17 @@ pub trait Store: Send + Sync + 'static {
     /// Gives up `owner`'s leases on `ids` at once (graceful shutdown), so
     /// other processes can claim them without waiting for expiry.
     async fn release(&self, _owner: &str, _ids: &[SagaId]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// A durability barrier: returns once every write this store has
+    /// applied so far (including other callers' writes still waiting for
+    /// their flush) is durable, or fails if it cannot be made so. Call it
+    /// before acknowledging anything read from the store (a replayed
+    /// idempotency key found with [`Store::find_by_key`]): a read may see a
+    /// write that a crash would still lose. Backends whose every write is
+    /// durable on return (memory, PostgreSQL) need nothing.
+    async fn durable(&self) -> Result<(), StoreError> {
         Ok(())
     }
 

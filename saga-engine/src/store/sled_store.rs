@@ -66,6 +66,8 @@ struct GroupCommit {
     created: AtomicU64,
     /// The high-water-mark file, when the store knows its directory.
     hwm: Option<std::fs::File>,
+    /// Fault injection for tests ([`SledStore::set_flush_hook`]).
+    hook: std::sync::Mutex<Option<FlushHook>>,
 }
 
 /// The high-water mark: flush tickets made durable, records created.
@@ -113,6 +115,7 @@ impl GroupCommit {
             flushes: AtomicU64::new(0),
             created: AtomicU64::new(start.created),
             hwm,
+            hook: std::sync::Mutex::new(None),
         }
     }
 
@@ -141,20 +144,40 @@ impl GroupCommit {
     /// Flushes sled, blocking this thread, in the way the runtime allows.
     async fn flush_now(&self) -> sled::Result<usize> {
         use tokio::runtime::{Handle, RuntimeFlavor};
-        match Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| self.db.flush()),
-            Ok(_) => {
-                let db = self.db.clone();
-                tokio::task::spawn_blocking(move || db.flush())
-                    .await
-                    .unwrap_or_else(|e| Err(sled::Error::ReportableBug(e.to_string())))
+        let db = self.db.clone();
+        let hook = self.lock_hook().clone();
+        let flush = move || {
+            if let Some(h) = &hook {
+                h().map_err(|e| sled::Error::Io(std::io::Error::other(e)))?;
             }
-            Err(_) => self.db.flush(),
+            if crate::sabotage::active(crate::sabotage::NO_FLUSH) {
+                return Ok(0);
+            }
+            db.flush()
+        };
+        match Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(flush),
+            Ok(_) => tokio::task::spawn_blocking(flush)
+                .await
+                .unwrap_or_else(|e| Err(sled::Error::ReportableBug(e.to_string()))),
+            Err(_) => flush(),
         }
     }
 
+    fn lock_hook(&self) -> std::sync::MutexGuard<'_, Option<FlushHook>> {
+        self.hook.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Returns once everything written before the call is durable.
+    ///
+    /// Cancel- and panic-safe: if the leader's future is dropped while it
+    /// flushes, or the flush panics, [`LeaderGuard`] steps down and wakes
+    /// the waiters, one of which leads the next flush (after a panic every
+    /// waiter gets an error instead: the database is in an unknown state).
     async fn durable(&self) -> Result<(), StoreError> {
+        if crate::sabotage::active(crate::sabotage::ACK_BEFORE_FLUSH) {
+            return Ok(());
+        }
         let mut rx = self.done.subscribe();
         let ticket = self.tickets.fetch_add(1, Ordering::SeqCst) + 1;
         loop {
@@ -168,11 +191,13 @@ impl GroupCommit {
                 }
             }
             if !self.leader.swap(true, Ordering::AcqRel) {
+                let guard = LeaderGuard { commit: self };
                 // Every ticket issued so far belongs to a write already
                 // applied to sled's memory, so this flush covers it.
                 let target = self.tickets.load(Ordering::SeqCst);
                 let result = self.flush_marked(target).await;
                 self.flushes.fetch_add(1, Ordering::Relaxed);
+                std::mem::forget(guard);
                 // Step down before announcing, so that a waiter who saw a
                 // flush under way is sure to see this announcement.
                 self.leader.store(false, Ordering::Release);
@@ -192,6 +217,37 @@ impl GroupCommit {
     }
 }
 
+/// Held by the leader of a flush. Dropped without being forgotten means the
+/// flush did not finish normally: the leader's future was cancelled (a
+/// timeout around a write, a dropped request) or the flush panicked.
+struct LeaderGuard<'a> {
+    commit: &'a GroupCommit,
+}
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        let panicked = std::thread::panicking();
+        self.commit.leader.store(false, Ordering::Release);
+        // Wakes every waiter: one of them leads the next flush.
+        self.commit.done.send_modify(|m| {
+            if panicked && m.error.is_none() {
+                m.error = Some(Arc::from(
+                    "the sled flush panicked; the store must be reopened",
+                ));
+            }
+        });
+        if panicked {
+            tracing::error!("sled flush panicked; the store must be reopened");
+        } else {
+            tracing::debug!("a flush leader was cancelled; another writer takes over");
+        }
+    }
+}
+
+/// Called before every flush, on the thread that flushes: a test's way to
+/// make the disk slow (block), failing (return an error) or broken (panic).
+pub type FlushHook = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 /// Opens a sled database for the engine (and anything sharing its
 /// directory), working around a sled 0.34 recovery bug, and turning sled's
 /// failures (and its panics on some damaged files) into an error that
@@ -203,21 +259,19 @@ impl GroupCommit {
 /// `Corruption { at: None }` (sled issues #1527, #1533; seen here about
 /// once per 600 SIGKILLs). Such a file is incomplete by construction and
 /// sled recovers from the previous snapshot and its log, so it is removed.
+///
+/// The files are removed only while holding sled's own lock on the
+/// directory (an exclusive `flock` on its `db` file), so that opening the
+/// directory of a live process fails instead of deleting the snapshot that
+/// process is writing.
 pub fn open_sled_db(path: &Path) -> Result<sled::Db, StoreError> {
-    if let Ok(entries) = std::fs::read_dir(path) {
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with("snap.") && name.ends_with(".generating") {
-                tracing::warn!(file = %e.path().display(), "removing a snapshot that a crash left half-written");
-                std::fs::remove_file(e.path()).map_err(|err| {
-                    StoreError::Io(format!("removing {}: {err}", e.path().display()))
-                })?;
-            }
-        }
+    remove_half_written_snapshots(path)?;
+    let mut config = sled::Config::new().path(path.to_path_buf());
+    if crate::sabotage::active(crate::sabotage::NO_FLUSH) {
+        // Nor may sled's own periodic flush save what we do not.
+        config = config.flush_every_ms(None);
     }
-    let p = path.to_path_buf();
-    let opened = std::panic::catch_unwind(move || sled::Config::new().path(p).open());
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()));
     match opened {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(e)) => Err(StoreError::Io(format!("opening {}: {e}", path.display()))),
@@ -226,6 +280,50 @@ pub fn open_sled_db(path: &Path) -> Result<sled::Db, StoreError> {
             detail: "sled could not read its files".into(),
         }),
     }
+}
+
+/// See [`open_sled_db`]: under the directory's lock, or not at all.
+fn remove_half_written_snapshots(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::io::AsRawFd;
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return Ok(()); // A new directory: nothing to repair.
+    };
+    let half_written: Vec<_> = entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("snap.") && name.ends_with(".generating")
+        })
+        .map(|e| e.path())
+        .collect();
+    if half_written.is_empty() {
+        return Ok(());
+    }
+    let lock_path = path.join("db");
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Io(format!("opening {}: {e}", lock_path.display())))?;
+    // SAFETY: flock on a descriptor we own; it takes no pointers.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(StoreError::Io(format!(
+            "{} is in use by another process (its lock is held); not touching its files",
+            path.display()
+        )));
+    }
+    for p in half_written {
+        tracing::warn!(file = %p.display(), "removing a snapshot that a crash left half-written");
+        std::fs::remove_file(&p)
+            .map_err(|err| StoreError::Io(format!("removing {}: {err}", p.display())))?;
+    }
+    // Closing the file releases the lock, for sled to take at once (flock
+    // locks are per open file, so sled could not take it while we hold it).
+    drop(lock);
+    Ok(())
 }
 
 fn io(e: sled::Error) -> StoreError {
@@ -335,29 +433,65 @@ impl SledStore {
 
     /// Like [`SledStore::with_db`], for a database opened at `dir`: checks
     /// the high-water mark kept in `dir` and keeps it up to date.
+    ///
+    /// Fails closed with [`StoreError::Damaged`]: when sled holds a mark
+    /// but the file is missing, short or unreadable, as when sled holds
+    /// fewer records or an older mark than the file.
     pub fn with_db_at(db: sled::Db, dir: impl AsRef<Path>) -> Result<SledStore, StoreError> {
         let dir = dir.as_ref();
         let tree = db.open_tree(TREE).map_err(io)?;
         let start = Self::current_mark(&tree)?;
+        let sled_has_mark = tree.contains_key(HWM_KEY).map_err(io)?;
         let file_path = dir.join(HWM_FILE);
-        let on_file = std::fs::read(&file_path)
-            .ok()
-            .and_then(|b| Mark16::decode(&b));
-        if let Some(f) = on_file {
-            if start.seq < f.seq || start.created < f.created {
-                return Err(StoreError::Damaged {
-                    path: dir.display().to_string(),
-                    detail: format!(
-                        "the database holds {} records up to commit {} but {} records up to commit {} were acknowledged; \
-                         it lost acknowledged data (a damaged file?). Restore a backup; do not run on it",
-                        start.created, start.seq, f.created, f.seq
-                    ),
-                });
+        let damaged = |detail: String| StoreError::Damaged {
+            path: dir.display().to_string(),
+            detail,
+        };
+        let on_file = match std::fs::read(&file_path) {
+            Ok(b) => Some(Mark16::decode(&b).ok_or_else(|| {
+                damaged(format!(
+                    "{} holds {} bytes, not a high-water mark; the damage check cannot vouch for this store. \
+                     Restore a backup; do not run on it",
+                    file_path.display(),
+                    b.len()
+                ))
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(damaged(format!(
+                    "{} is unreadable ({e}); the damage check cannot vouch for this store",
+                    file_path.display()
+                )))
             }
+        };
+        let check = !crate::sabotage::active(crate::sabotage::NO_DAMAGE_CHECK);
+        match on_file {
+            _ if !check => {}
+            None if sled_has_mark => {
+                return Err(damaged(format!(
+                    "the database has flushed with a high-water mark but {} is missing; \
+                     the damage check cannot vouch for this store. Restore a backup; do not run on it",
+                    file_path.display()
+                )))
+            }
+            Some(f) if start.seq < f.seq || start.created < f.created => {
+                return Err(damaged(format!(
+                    "the database holds {} records up to commit {} but {} records up to commit {} were acknowledged; \
+                     it lost acknowledged data (a damaged file?). Restore a backup; do not run on it",
+                    start.created, start.seq, f.created, f.seq
+                )));
+            }
+            _ => {}
+        }
+        if on_file.is_none() {
+            // Written whole (temporary file, then rename) before the first
+            // flush, so that a crash never leaves a short file behind.
+            let tmp = dir.join(format!("{HWM_FILE}.tmp"));
+            std::fs::write(&tmp, start.encode())
+                .and_then(|()| std::fs::rename(&tmp, &file_path))
+                .map_err(|e| StoreError::Io(format!("writing {}: {e}", file_path.display())))?;
         }
         let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
             .read(true)
             .write(true)
             .open(&file_path)
@@ -388,6 +522,15 @@ impl SledStore {
             created += 1;
         }
         Ok(Mark16 { seq, created })
+    }
+
+    /// Installs (or, with `None`, removes) a hook called before every
+    /// flush, on the flushing thread. For fault-injection tests: a hook
+    /// that blocks is a slow disk, one that returns an error is a failing
+    /// one (the store then fails every later write until reopened, as sled
+    /// does), one that panics is a bug in the flush.
+    pub fn set_flush_hook(&self, hook: Option<FlushHook>) {
+        *self.commit.lock_hook() = hook;
     }
 
     /// The underlying database.
@@ -476,15 +619,24 @@ impl Store for SledStore {
                 found,
             });
         }
+        let ak = key(b"a/", record.id.as_str());
+        let terminal = record.status().is_terminal();
+        if !terminal && !crate::sabotage::active(crate::sabotage::STUCK_LEAVES_INDEX) {
+            // A saga leaving a terminal status (an operator retrying a stuck
+            // one) must be resumed at the next open: back into the active
+            // index, before the record, so that a crash in between leaves
+            // an entry for a stuck saga, which `list_active` skips.
+            if !self.tree.contains_key(&ak).map_err(io)? {
+                self.tree.insert(&ak, &[][..]).map_err(io)?;
+            }
+        }
         self.tree
             .insert(&rk, encode_value(record, old_events, events))
             .map_err(io)?;
-        if record.status().is_terminal() {
+        if terminal {
             // After the record: a crash in between leaves an index entry
             // for a terminal saga, which `list_active` skips and removes.
-            self.tree
-                .remove(key(b"a/", record.id.as_str()))
-                .map_err(io)?;
+            self.tree.remove(&ak).map_err(io)?;
         }
         self.commit.durable().await
     }
@@ -589,6 +741,10 @@ impl Store for SledStore {
             }
         }
         Ok(out)
+    }
+
+    async fn durable(&self) -> Result<(), StoreError> {
+        self.commit.durable().await
     }
 
     fn flush_count(&self) -> u64 {

@@ -1,0 +1,52 @@
+//! Defects planted on purpose, to prove that the tests catch them.
+//!
+//! Compiled in only with the cargo feature `sabotage` (never on by
+//! default); even then nothing changes unless the environment variable
+//! `SAGA_SABOTAGE` names a mode (several may be given, separated by
+//! commas). `.ci/run` builds the crash tests with each mode and requires
+//! every one of them to be caught: a sabotaged build that passes fails CI.
+//!
+//! | mode | the defect |
+//! | --- | --- |
+//! | `no-flush` | the store never flushes sled: nothing is made durable by us |
+//! | `ack-before-flush` | a write returns before the flush that covers it |
+//! | `no-damage-check` | the high-water-mark check at open is skipped |
+//! | `stuck-leaves-index` | a stuck saga retried by an operator is not put back in the active index |
+
+/// The store never flushes sled.
+pub const NO_FLUSH: &str = "no-flush";
+/// A write returns before a flush covers it.
+pub const ACK_BEFORE_FLUSH: &str = "ack-before-flush";
+/// The damage check at open is skipped.
+pub const NO_DAMAGE_CHECK: &str = "no-damage-check";
+/// A saga leaving `Stuck` is not re-entered in the active index.
+pub const STUCK_LEAVES_INDEX: &str = "stuck-leaves-index";
+
+/// True when `mode` is planted in this process.
+#[cfg(feature = "sabotage")]
+pub fn active(mode: &str) -> bool {
+    use std::sync::OnceLock;
+    static MODES: OnceLock<Vec<String>> = OnceLock::new();
+    let modes = MODES.get_or_init(|| {
+        let modes: Vec<String> = std::env::var("SAGA_SABOTAGE")
+            .unwrap_or_default()
+            .split(',')
+            .map(|m| m.trim().to_string())
+            .filter(|m| !m.is_empty())
+            .collect();
+        for m in &modes {
+            let known = [NO_FLUSH, ACK_BEFORE_FLUSH, NO_DAMAGE_CHECK, STUCK_LEAVES_INDEX];
+            assert!(known.contains(&m.as_str()), "unknown SAGA_SABOTAGE mode {m:?}; known: {known:?}");
+            tracing::warn!(mode = %m, "SABOTAGE: a defect is planted on purpose");
+        }
+        modes
+    });
+    modes.iter().any(|m| m == mode)
+}
+
+/// Without the `sabotage` feature nothing is ever planted.
+#[cfg(not(feature = "sabotage"))]
+#[inline(always)]
+pub fn active(_mode: &str) -> bool {
+    false
+}
