@@ -307,11 +307,10 @@ impl Engine {
         let inner = self.inner.clone();
         let key = idempotency_key.map(str::to_string);
         let definition = definition.to_string();
-        let created = tokio::spawn(async move {
+        let create = async move {
             let _guard = match &key {
                 Some(k) => Some(
-                    inner.start_locks
-                        [(fingerprint(k.as_bytes()) % START_STRIPES as u64) as usize]
+                    inner.start_locks[(fingerprint(k.as_bytes()) % START_STRIPES as u64) as usize]
                         .lock()
                         .await,
                 ),
@@ -334,8 +333,11 @@ impl Engine {
                     Ok(existing.id.clone())
                 }
             }
-        });
-        match created.await {
+        };
+        if crate::sabotage::active(crate::sabotage::START_INLINE) {
+            return create.await;
+        }
+        match tokio::spawn(create).await {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => Err(Error::Store(StoreError::Io(format!(

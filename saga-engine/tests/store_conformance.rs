@@ -38,6 +38,32 @@ async fn sled_store_keeps_records_across_reopen() {
     assert_eq!(store.list_active().await.unwrap().len(), 1);
 }
 
+/// The defect an outside review found: the active index lost a stuck saga
+/// retried by an operator, so a reopened store did not resume it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_store_resumes_a_retried_stuck_saga_after_reopen() {
+    use saga_engine::SagaStatus;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rec = conformance::sample_record("retried", Some("rk"));
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        store.create(&rec, &[]).await.unwrap();
+        for status in [SagaStatus::Stuck, SagaStatus::Compensating] {
+            rec.revision += 1;
+            rec.state.status = status;
+            store.update(&rec, &[]).await.unwrap();
+        }
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    let active = store.list_active().await.unwrap();
+    assert_eq!(
+        active.len(),
+        1,
+        "the retried saga must be resumed: {active:?}"
+    );
+    assert_eq!(active[0], rec);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_share_flushes() {
     let dir = tempfile::tempdir().unwrap();

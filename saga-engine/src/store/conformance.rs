@@ -51,6 +51,7 @@ where
     updates_need_the_next_revision(make().await).await;
     history_is_ordered_and_appended(make().await).await;
     active_list_and_status_filter(make().await).await;
+    a_retried_stuck_saga_is_active_again(make().await).await;
 }
 
 /// A created record reads back equal; a second create of the id fails.
@@ -203,6 +204,43 @@ pub async fn active_list_and_status_filter<S: Store>(store: S) {
         store.list(Some(SagaStatus::Stuck), 10).await.unwrap().len(),
         0
     );
+}
+
+/// A saga that went `Stuck` (not active: nothing runs it) and was then
+/// moved back to `Compensating` by an operator's retry is active again:
+/// a reopened engine must resume it. Then it ends and leaves the list.
+pub async fn a_retried_stuck_saga_is_active_again<S: Store>(store: S) {
+    let mut r = sample_record("st1", Some("stuck-key"));
+    store.create(&r, &[]).await.unwrap();
+    for status in [SagaStatus::Compensating, SagaStatus::Stuck] {
+        r.revision += 1;
+        r.state.status = status;
+        store.update(&r, &[]).await.unwrap();
+    }
+    assert!(
+        store.list_active().await.unwrap().is_empty(),
+        "a stuck saga is not active"
+    );
+    r.revision += 1;
+    r.state.status = SagaStatus::Compensating;
+    store.update(&r, &[]).await.unwrap();
+    let active: Vec<SagaId> = store
+        .list_active()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(
+        active,
+        vec![r.id.clone()],
+        "a stuck saga retried by an operator (Stuck -> Compensating) must be active again"
+    );
+    r.revision += 1;
+    r.state.status = SagaStatus::Compensated;
+    store.update(&r, &[]).await.unwrap();
+    assert!(store.list_active().await.unwrap().is_empty());
+    assert_eq!(store.find_by_key("stuck-key").await.unwrap(), Some(r.id));
 }
 
 /// Lease checks for stores shared by several engine processes

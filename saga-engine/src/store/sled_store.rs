@@ -226,6 +226,9 @@ struct LeaderGuard<'a> {
 
 impl Drop for LeaderGuard<'_> {
     fn drop(&mut self) {
+        if crate::sabotage::active(crate::sabotage::FLUSH_LEADER_STICKS) {
+            return;
+        }
         let panicked = std::thread::panicking();
         self.commit.leader.store(false, Ordering::Release);
         // Wakes every waiter: one of them leads the next flush.
@@ -266,7 +269,7 @@ pub type FlushHook = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 /// process is writing.
 pub fn open_sled_db(path: &Path) -> Result<sled::Db, StoreError> {
     remove_half_written_snapshots(path)?;
-    let mut config = sled::Config::new().path(path.to_path_buf());
+    let mut config = sled::Config::new().path(path);
     if crate::sabotage::active(crate::sabotage::NO_FLUSH) {
         // Nor may sled's own periodic flush save what we do not.
         config = config.flush_every_ms(None);
