@@ -6,6 +6,19 @@ use saga_engine::{MemoryStore, SledStore, Store};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_conforms() {
     conformance::run_all(|| async { MemoryStore::new() }).await;
+    conformance::run_retention(|| async { MemoryStore::new() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_store_conforms_with_retention() {
+    let dirs = std::sync::Mutex::new(Vec::new());
+    conformance::run_retention(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        dirs.lock().unwrap().push(dir);
+        async move { store }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
