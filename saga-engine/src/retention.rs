@@ -135,7 +135,11 @@ pub(crate) async fn pass(
     Ok(report)
 }
 
-async fn export(store: &dyn Store, path: &PathBuf, batch: &[SagaRecord]) -> Result<(), Error> {
+async fn export(
+    store: &dyn Store,
+    path: &std::path::Path,
+    batch: &[SagaRecord],
+) -> Result<(), Error> {
     let mut lines = Vec::new();
     for r in batch {
         let history = store.history(&r.id).await?;
@@ -149,7 +153,7 @@ async fn export(store: &dyn Store, path: &PathBuf, batch: &[SagaRecord]) -> Resu
         .expect("records and events always serialize");
         lines.push(b'\n');
     }
-    let path = path.clone();
+    let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .create(true)

@@ -341,7 +341,10 @@ pub async fn purge_takes_only_finished_sagas_and_retires_their_keys<S: Store>(st
         ids(store.finished_before(1_000, 10).await.unwrap()),
         vec![b.id.clone()]
     );
-    assert_eq!(store.purge(&[b.id.clone()], 400).await.unwrap(), 1);
+    assert_eq!(
+        store.purge(std::slice::from_ref(&b.id), 400).await.unwrap(),
+        1
+    );
     assert!(store
         .finished_before(u64::MAX, 10)
         .await
