@@ -15,6 +15,7 @@
 //! | `flush-leader-sticks` | a flush leader cancelled or panicking mid-flush never steps down |
 //! | `start-inline` | `Engine::start` writes and spawns in the caller's future (not cancel-safe) |
 //! | `replay-before-durable` | a replayed booking key is acknowledged without a durability barrier |
+//! | `purge-forgets-keys` | retention deletes a saga without retiring its idempotency key |
 
 /// The store never flushes sled.
 pub const NO_FLUSH: &str = "no-flush";
@@ -32,8 +33,12 @@ pub const START_INLINE: &str = "start-inline";
 /// A replayed idempotency key is acknowledged before it is durable.
 pub const REPLAY_BEFORE_DURABLE: &str = "replay-before-durable";
 
+/// Retention deletes a saga without retiring its key.
+pub const PURGE_FORGETS_KEYS: &str = "purge-forgets-keys";
+
 /// Every mode there is.
-pub const ALL: [&str; 7] = [
+pub const ALL: [&str; 8] = [
+    PURGE_FORGETS_KEYS,
     NO_FLUSH,
     ACK_BEFORE_FLUSH,
     NO_DAMAGE_CHECK,

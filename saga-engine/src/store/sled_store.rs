@@ -840,7 +840,8 @@ impl Store for SledStore {
             // saga (record and history are one value), then its finish
             // entry. A crash at any point leaves the saga whole or gone
             // and its key retired or still naming it, never naming nothing.
-            if let Some(k) = &r.idempotency_key {
+            let retire = !crate::sabotage::active(crate::sabotage::PURGE_FORGETS_KEYS);
+            if let Some(k) = r.idempotency_key.as_ref().filter(|_| retire) {
                 self.tree
                     .insert(retired_key(now_ms, k), &[][..])
                     .map_err(io)?;
