@@ -2,8 +2,16 @@
 //!
 //! ```text
 //! cargo run --release --example loadgen -- --sagas N --concurrency C \
-//!     [--fail-at-step K] [--store sled|memory|postgres://...] [--data-dir DIR]
+//!     [--fail-at-step K] [--store sled|memory|postgres://...] [--data-dir DIR] \
+//!     [--retention-secs S]
 //! ```
+//!
+//! `--data-dir` reuses an existing store (to measure a store that has run
+//! for a long time); `--retention-secs` purges finished sagas older than S
+//! seconds in the background. The JSON line also says how long the engine
+//! took to open the store (`open_ms`, recovery included), how many sagas the
+//! store held then (`store_sagas`), the process's peak memory
+//! (`peak_rss_mb`) and the data directory's size after the run (`disk_mb`).
 //!
 //! Runs N four-step sagas (reserve_seat, authorize_payment, award_miles,
 //! confirm_booking; each a trivial step) at concurrency C and prints one
@@ -57,6 +65,7 @@ struct Args {
     fail_at: Option<usize>,
     store: String,
     data_dir: Option<String>,
+    retention_secs: Option<u64>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -66,6 +75,7 @@ fn parse_args() -> Result<Args, String> {
         fail_at: None,
         store: "sled".into(),
         data_dir: None,
+        retention_secs: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -88,8 +98,15 @@ fn parse_args() -> Result<Args, String> {
             }
             "--store" => a.store = value()?,
             "--data-dir" => a.data_dir = Some(value()?),
+            "--retention-secs" => {
+                a.retention_secs = Some(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--retention-secs: {e}"))?,
+                )
+            }
             "-h" | "--help" => {
-                return Err("usage: loadgen --sagas N --concurrency C [--fail-at-step K] [--store sled|memory|postgres://...] [--data-dir DIR]".into())
+                return Err("usage: loadgen --sagas N --concurrency C [--fail-at-step K] [--store sled|memory|postgres://...] [--data-dir DIR] [--retention-secs S]".into())
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -115,6 +132,8 @@ async fn main() {
         }
     };
     let _tmp;
+    let mut dir_used = None;
+    let open_started = Instant::now();
     let store: Arc<dyn Store> = match args.store.as_str() {
         "memory" => Arc::new(MemoryStore::new()),
         "sled" => {
@@ -127,6 +146,7 @@ async fn main() {
                     p
                 }
             };
+            dir_used = Some(dir.clone());
             Arc::new(SledStore::open(&dir).unwrap_or_else(|e| {
                 eprintln!("cannot open {}: {e}", dir.display());
                 std::process::exit(2)
@@ -157,11 +177,14 @@ async fn main() {
             },
         );
     }
-    let engine = Engine::builder_arc(store)
-        .register(def.build().expect("valid definition"))
-        .open()
-        .await
-        .expect("engine opens");
+    let mut builder =
+        Engine::builder_arc(store.clone()).register(def.build().expect("valid definition"));
+    if let Some(s) = args.retention_secs {
+        builder = builder.retention(saga_engine::Retention::new(Duration::from_secs(s)));
+    }
+    let engine = builder.open().await.expect("engine opens");
+    let open_ms = open_started.elapsed().as_secs_f64() * 1000.0;
+    let store_sagas = store.saga_count();
 
     let next = Arc::new(AtomicUsize::new(0));
     let flushes_before = engine.flush_count();
@@ -244,6 +267,36 @@ async fn main() {
         "p99_ms": (percentile(&latencies, 0.99) * 1000.0).round() / 1000.0,
         "flushes": flushes,
         "store": args.store,
+        "open_ms": (open_ms * 100.0).round() / 100.0,
+        "store_sagas": store_sagas,
+        "peak_rss_mb": peak_rss_mb(),
+        "disk_mb": dir_used.as_deref().map(|d| (dir_size(d) as f64 / 1e6 * 10.0).round() / 10.0),
     });
     println!("{line}");
+}
+
+/// The process's peak resident memory (VmHWM), in MB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((kb / 1024.0 * 10.0).round() / 10.0)
+}
+
+/// Bytes of every file under `dir`.
+fn dir_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
 }
