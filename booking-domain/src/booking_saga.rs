@@ -908,7 +908,9 @@ pub async fn start_booking(
         return if same(&rec) {
             // The read may see a start whose flush is under way, or failed:
             // acknowledge it only once it is durable.
-            engine.durable().await?;
+            if !saga_engine::sabotage::active(saga_engine::sabotage::REPLAY_BEFORE_DURABLE) {
+                engine.durable().await?;
+            }
             Ok(id)
         } else {
             Err(BookingError::KeyReused { existing: id })

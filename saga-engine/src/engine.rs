@@ -10,6 +10,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::definition::{Erased, ErasedDefinition, SagaDefinition, StepContext, StepError};
 use crate::events::{EventKind, SagaEvent};
 use crate::machine::{Ctx, Decision, FailureKind, Input, SagaState, SagaStatus};
+use crate::retention::{self, PurgeReport, Retention};
 use crate::store::{
     fingerprint, CreateOutcome, Lease, SagaRecord, Store, StoreError, RECORD_FORMAT,
 };
@@ -51,6 +52,7 @@ pub struct EngineBuilder {
     seed: Option<u64>,
     owner: Option<String>,
     lease_ttl: Duration,
+    retention: Option<Retention>,
 }
 
 impl EngineBuilder {
@@ -90,6 +92,13 @@ impl EngineBuilder {
     /// every third of it.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl.max(Duration::from_millis(30));
+        self
+    }
+
+    /// Purges finished sagas, and later their idempotency keys, in the
+    /// background (see [`Retention`]). Default: everything is kept.
+    pub fn retention(mut self, policy: Retention) -> Self {
+        self.retention = Some(policy);
         self
     }
 
@@ -142,6 +151,7 @@ impl EngineBuilder {
             start_locks: (0..START_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            retention: self.retention,
         });
         if inner.store.is_shared() {
             // Several processes share the store: take what nobody holds,
@@ -162,6 +172,9 @@ impl EngineBuilder {
             if resumed > 0 {
                 tracing::info!(resumed, "resumed sagas that were in flight");
             }
+        }
+        if inner.retention.is_some() {
+            tokio::spawn(inner.clone().retention_loop());
         }
         Ok(Engine { inner })
     }
@@ -202,6 +215,8 @@ struct Inner {
     /// Starts with one idempotency key are serialised (by stripe) so that a
     /// second start returns only once the first one's worker is registered.
     start_locks: Vec<tokio::sync::Mutex<()>>,
+    /// What finished sagas are purged after, if anything.
+    retention: Option<Retention>,
 }
 
 struct Worker {
@@ -235,6 +250,7 @@ impl Engine {
             seed: None,
             owner: None,
             lease_ttl: Duration::from_secs(10),
+            retention: None,
         }
     }
 
@@ -307,11 +323,10 @@ impl Engine {
         let inner = self.inner.clone();
         let key = idempotency_key.map(str::to_string);
         let definition = definition.to_string();
-        let created = tokio::spawn(async move {
+        let create = async move {
             let _guard = match &key {
                 Some(k) => Some(
-                    inner.start_locks
-                        [(fingerprint(k.as_bytes()) % START_STRIPES as u64) as usize]
+                    inner.start_locks[(fingerprint(k.as_bytes()) % START_STRIPES as u64) as usize]
                         .lock()
                         .await,
                 ),
@@ -333,9 +348,16 @@ impl Engine {
                     }
                     Ok(existing.id.clone())
                 }
+                CreateOutcome::Retired { purged_at_ms } => Err(Error::KeyRetired {
+                    key: key.unwrap_or_default(),
+                    purged_at_ms,
+                }),
             }
-        });
-        match created.await {
+        };
+        if crate::sabotage::active(crate::sabotage::START_INLINE) {
+            return create.await;
+        }
+        match tokio::spawn(create).await {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => Err(Error::Store(StoreError::Io(format!(
@@ -480,6 +502,18 @@ impl Engine {
         }
         self.inner.spawn(def, rec, None);
         Ok(())
+    }
+
+    /// Runs one retention pass now with the engine's policy (or `policy`
+    /// if given): purges finished sagas past the window and forgets keys
+    /// past theirs. The background task runs the same pass.
+    pub async fn purge_finished(&self, policy: Option<&Retention>) -> Result<PurgeReport, Error> {
+        let policy = policy
+            .or(self.inner.retention.as_ref())
+            .ok_or(Error::Store(StoreError::Unsupported(
+                "purge without a retention policy (EngineBuilder::retention)",
+            )))?;
+        retention::pass(&*self.inner.store, policy, self.inner.clock.now_ms()).await
     }
 
     /// A stream of every saga's events, from now on.
@@ -652,6 +686,43 @@ impl Inner {
             }
             if let Err(e) = self.claim_and_spawn().await {
                 tracing::warn!(error = %e, "claiming sagas failed");
+            }
+        }
+    }
+
+    /// Runs retention passes until shutdown.
+    async fn retention_loop(self: Arc<Self>) {
+        let Some(policy) = self.retention.clone() else {
+            return;
+        };
+        let mut shutdown = self.shutdown.subscribe();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(policy.every) => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            match retention::pass(&*self.store, &policy, self.clock.now_ms()).await {
+                Ok(r) if r.purged > 0 || r.keys_forgotten > 0 => {
+                    tracing::info!(
+                        purged = r.purged,
+                        keys_forgotten = r.keys_forgotten,
+                        "retention pass"
+                    );
+                }
+                Ok(_) => {}
+                Err(Error::Store(StoreError::Unsupported(what))) => {
+                    tracing::warn!(
+                        what,
+                        "the store does not support retention; finished sagas are kept"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention pass failed; retrying at the next one")
+                }
             }
         }
     }

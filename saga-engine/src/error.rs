@@ -39,6 +39,18 @@ pub enum Error {
         /// The saga that owns it.
         existing: SagaId,
     },
+    /// The idempotency key named a saga that finished and was purged by
+    /// retention. The key stays retired for the key window (see
+    /// [`crate::Retention`]): the old result is gone, and starting a new
+    /// saga under it could repeat an order, so the start is refused. Use a
+    /// new key.
+    #[error("idempotency key {key:?} belonged to a saga that finished and was purged (at {purged_at_ms} ms); it cannot be reused: use a new key")]
+    KeyRetired {
+        /// The key.
+        key: String,
+        /// When its saga was purged, ms since the Unix epoch.
+        purged_at_ms: u64,
+    },
     /// No saga with this id exists.
     #[error("saga {0} not found")]
     NotFound(SagaId),

@@ -66,6 +66,7 @@ mod engine;
 mod error;
 pub mod events;
 pub mod machine;
+mod retention;
 pub mod retry;
 #[doc(hidden)]
 pub mod sabotage;
@@ -78,6 +79,7 @@ pub use engine::{Engine, EngineBuilder, UnregisteredSaga};
 pub use error::Error;
 pub use events::{EventKind, SagaEvent};
 pub use machine::{SagaStatus, StepState};
+pub use retention::{PurgeReport, Retention};
 pub use retry::RetryPolicy;
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;

@@ -12,6 +12,9 @@
 //! | `ack-before-flush` | a write returns before the flush that covers it |
 //! | `no-damage-check` | the high-water-mark check at open is skipped |
 //! | `stuck-leaves-index` | a stuck saga retried by an operator is not put back in the active index |
+//! | `flush-leader-sticks` | a flush leader cancelled or panicking mid-flush never steps down |
+//! | `start-inline` | `Engine::start` writes and spawns in the caller's future (not cancel-safe) |
+//! | `replay-before-durable` | a replayed booking key is acknowledged without a durability barrier |
 
 /// The store never flushes sled.
 pub const NO_FLUSH: &str = "no-flush";
@@ -21,6 +24,24 @@ pub const ACK_BEFORE_FLUSH: &str = "ack-before-flush";
 pub const NO_DAMAGE_CHECK: &str = "no-damage-check";
 /// A saga leaving `Stuck` is not re-entered in the active index.
 pub const STUCK_LEAVES_INDEX: &str = "stuck-leaves-index";
+
+/// A cancelled or panicking flush leader does not step down.
+pub const FLUSH_LEADER_STICKS: &str = "flush-leader-sticks";
+/// `Engine::start` is not cancel-safe.
+pub const START_INLINE: &str = "start-inline";
+/// A replayed idempotency key is acknowledged before it is durable.
+pub const REPLAY_BEFORE_DURABLE: &str = "replay-before-durable";
+
+/// Every mode there is.
+pub const ALL: [&str; 7] = [
+    NO_FLUSH,
+    ACK_BEFORE_FLUSH,
+    NO_DAMAGE_CHECK,
+    STUCK_LEAVES_INDEX,
+    FLUSH_LEADER_STICKS,
+    START_INLINE,
+    REPLAY_BEFORE_DURABLE,
+];
 
 /// True when `mode` is planted in this process.
 #[cfg(feature = "sabotage")]
@@ -35,8 +56,10 @@ pub fn active(mode: &str) -> bool {
             .filter(|m| !m.is_empty())
             .collect();
         for m in &modes {
-            let known = [NO_FLUSH, ACK_BEFORE_FLUSH, NO_DAMAGE_CHECK, STUCK_LEAVES_INDEX];
-            assert!(known.contains(&m.as_str()), "unknown SAGA_SABOTAGE mode {m:?}; known: {known:?}");
+            assert!(
+                ALL.contains(&m.as_str()),
+                "unknown SAGA_SABOTAGE mode {m:?}; known: {ALL:?}"
+            );
             tracing::warn!(mode = %m, "SABOTAGE: a defect is planted on purpose");
         }
         modes

@@ -6,6 +6,19 @@ use saga_engine::{MemoryStore, SledStore, Store};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_conforms() {
     conformance::run_all(|| async { MemoryStore::new() }).await;
+    conformance::run_retention(|| async { MemoryStore::new() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_store_conforms_with_retention() {
+    let dirs = std::sync::Mutex::new(Vec::new());
+    conformance::run_retention(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        dirs.lock().unwrap().push(dir);
+        async move { store }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,6 +49,32 @@ async fn sled_store_keeps_records_across_reopen() {
     assert_eq!(store.get(&rec.id).await.unwrap(), Some(rec.clone()));
     assert_eq!(store.find_by_key("k").await.unwrap(), Some(rec.id.clone()));
     assert_eq!(store.list_active().await.unwrap().len(), 1);
+}
+
+/// The defect an outside review found: the active index lost a stuck saga
+/// retried by an operator, so a reopened store did not resume it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_store_resumes_a_retried_stuck_saga_after_reopen() {
+    use saga_engine::SagaStatus;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rec = conformance::sample_record("retried", Some("rk"));
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        store.create(&rec, &[]).await.unwrap();
+        for status in [SagaStatus::Stuck, SagaStatus::Compensating] {
+            rec.revision += 1;
+            rec.state.status = status;
+            store.update(&rec, &[]).await.unwrap();
+        }
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    let active = store.list_active().await.unwrap();
+    assert_eq!(
+        active.len(),
+        1,
+        "the retried saga must be resumed: {active:?}"
+    );
+    assert_eq!(active[0], rec);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

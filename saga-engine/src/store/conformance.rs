@@ -51,6 +51,7 @@ where
     updates_need_the_next_revision(make().await).await;
     history_is_ordered_and_appended(make().await).await;
     active_list_and_status_filter(make().await).await;
+    a_retried_stuck_saga_is_active_again(make().await).await;
 }
 
 /// A created record reads back equal; a second create of the id fails.
@@ -103,6 +104,7 @@ pub async fn concurrent_creates_with_one_key_make_one_saga<S: Store>(store: Arc<
             match store.create(&r, &[]).await.unwrap() {
                 CreateOutcome::Created => r.id,
                 CreateOutcome::Existing(e) => e.id,
+                CreateOutcome::Retired { .. } => panic!("no key was retired"),
             }
         }));
     }
@@ -203,6 +205,151 @@ pub async fn active_list_and_status_filter<S: Store>(store: S) {
         store.list(Some(SagaStatus::Stuck), 10).await.unwrap().len(),
         0
     );
+}
+
+/// A saga that went `Stuck` (not active: nothing runs it) and was then
+/// moved back to `Compensating` by an operator's retry is active again:
+/// a reopened engine must resume it. Then it ends and leaves the list.
+pub async fn a_retried_stuck_saga_is_active_again<S: Store>(store: S) {
+    let mut r = sample_record("st1", Some("stuck-key"));
+    store.create(&r, &[]).await.unwrap();
+    for status in [SagaStatus::Compensating, SagaStatus::Stuck] {
+        r.revision += 1;
+        r.state.status = status;
+        store.update(&r, &[]).await.unwrap();
+    }
+    assert!(
+        store.list_active().await.unwrap().is_empty(),
+        "a stuck saga is not active"
+    );
+    r.revision += 1;
+    r.state.status = SagaStatus::Compensating;
+    store.update(&r, &[]).await.unwrap();
+    let active: Vec<SagaId> = store
+        .list_active()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(
+        active,
+        vec![r.id.clone()],
+        "a stuck saga retried by an operator (Stuck -> Compensating) must be active again"
+    );
+    r.revision += 1;
+    r.state.status = SagaStatus::Compensated;
+    store.update(&r, &[]).await.unwrap();
+    assert!(store.list_active().await.unwrap().is_empty());
+    assert_eq!(store.find_by_key("stuck-key").await.unwrap(), Some(r.id));
+}
+
+/// Retention checks, for backends that support it ([`Store::purge`]),
+/// each on a fresh store from `make`.
+pub async fn run_retention<S, F, Fut>(make: F)
+where
+    S: Store,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    purge_takes_only_finished_sagas_and_retires_their_keys(make().await).await;
+}
+
+async fn at_status<S: Store>(
+    store: &S,
+    id: &str,
+    key: Option<&str>,
+    status: SagaStatus,
+    at: u64,
+) -> SagaRecord {
+    let mut r = sample_record(id, key);
+    store.create(&r, &[event(&r.id, 0)]).await.unwrap();
+    if status != SagaStatus::Running {
+        r.revision += 1;
+        r.state.status = status;
+        r.updated_at_ms = at;
+        store.update(&r, &[event(&r.id, 1)]).await.unwrap();
+    }
+    r
+}
+
+/// Only `Completed` and `Compensated` sagas are purge candidates, oldest
+/// first; a purged saga's record, history and key are gone, the key is
+/// retired (a create with it is refused) until it is forgotten.
+pub async fn purge_takes_only_finished_sagas_and_retires_their_keys<S: Store>(store: S) {
+    let a = at_status(&store, "pa", Some("ka"), SagaStatus::Completed, 100).await;
+    let b = at_status(&store, "pb", Some("kb"), SagaStatus::Compensated, 200).await;
+    let c = at_status(&store, "pc", Some("kc"), SagaStatus::Stuck, 50).await;
+    let d = at_status(&store, "pd", Some("kd"), SagaStatus::Running, 10).await;
+    let ids = |v: Vec<SagaRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.finished_before(150, 10).await.unwrap()),
+        vec![a.id.clone()]
+    );
+    assert_eq!(
+        ids(store.finished_before(1_000, 10).await.unwrap()),
+        vec![a.id.clone(), b.id.clone()]
+    );
+    assert_eq!(
+        ids(store.finished_before(1_000, 1).await.unwrap()),
+        vec![a.id.clone()]
+    );
+    let before = store.saga_count();
+    // Not finished (stuck, running) or unknown: left alone.
+    let n = store
+        .purge(
+            &[
+                a.id.clone(),
+                c.id.clone(),
+                d.id.clone(),
+                SagaId::from_raw("none".into()),
+            ],
+            300,
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(store.get(&a.id).await.unwrap(), None);
+    assert!(store.history(&a.id).await.unwrap().is_empty());
+    assert_eq!(store.find_by_key("ka").await.unwrap(), None);
+    assert!(store.get(&c.id).await.unwrap().is_some());
+    assert_eq!(store.find_by_key("kc").await.unwrap(), Some(c.id.clone()));
+    assert_eq!(ids(store.list_active().await.unwrap()), vec![d.id.clone()]);
+    if let Some(before) = before {
+        assert_eq!(store.saga_count(), Some(before - 1));
+    }
+    let reuse = sample_record("pa2", Some("ka"));
+    assert_eq!(
+        store.create(&reuse, &[]).await.unwrap(),
+        CreateOutcome::Retired { purged_at_ms: 300 },
+        "a retired key must not start a new saga"
+    );
+    assert_eq!(store.get(&reuse.id).await.unwrap(), None, "nothing written");
+    // Keys retired at 300 are kept by a cut-off at 300, forgotten after.
+    assert_eq!(store.forget_keys(300, 10).await.unwrap(), 0);
+    assert_eq!(store.forget_keys(301, 10).await.unwrap(), 1);
+    assert_eq!(
+        store.create(&reuse, &[]).await.unwrap(),
+        CreateOutcome::Created
+    );
+    assert_eq!(
+        store.find_by_key("ka").await.unwrap(),
+        Some(reuse.id.clone())
+    );
+    // The other finished saga is still there until purged.
+    assert_eq!(
+        ids(store.finished_before(1_000, 10).await.unwrap()),
+        vec![b.id.clone()]
+    );
+    assert_eq!(
+        store.purge(std::slice::from_ref(&b.id), 400).await.unwrap(),
+        1
+    );
+    assert!(store
+        .finished_before(u64::MAX, 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// Lease checks for stores shared by several engine processes

@@ -14,6 +14,12 @@ struct Inner {
     records: BTreeMap<SagaId, SagaRecord>,
     history: HashMap<SagaId, Vec<SagaEvent>>,
     keys: HashMap<String, SagaId>,
+    /// Finished sagas by finish time, for retention.
+    finished: std::collections::BTreeSet<(u64, SagaId)>,
+    /// Keys of purged sagas, with when they were retired.
+    retired: HashMap<String, u64>,
+    retired_order: std::collections::BTreeSet<(u64, String)>,
+    purged: u64,
 }
 
 /// The in-memory backend. [`MemoryStore::shared`] makes one that behaves
@@ -55,6 +61,9 @@ impl Store for MemoryStore {
     ) -> Result<CreateOutcome, StoreError> {
         let mut g = self.lock();
         if let Some(key) = &record.idempotency_key {
+            if let Some(&purged_at_ms) = g.retired.get(key) {
+                return Ok(CreateOutcome::Retired { purged_at_ms });
+            }
             if let Some(existing) = g.keys.get(key) {
                 let rec = g
                     .records
@@ -99,6 +108,12 @@ impl Store for MemoryStore {
             new.expires_at_ms = new.expires_at_ms.max(old.expires_at_ms);
         }
         let id = record.id.clone();
+        if matches!(
+            record.status(),
+            SagaStatus::Completed | SagaStatus::Compensated
+        ) {
+            g.finished.insert((record.updated_at_ms, id.clone()));
+        }
         g.records.insert(id.clone(), record);
         g.history.entry(id).or_default().extend_from_slice(events);
         Ok(())
@@ -114,6 +129,65 @@ impl Store for MemoryStore {
 
     async fn history(&self, id: &SagaId) -> Result<Vec<SagaEvent>, StoreError> {
         Ok(self.lock().history.get(id).cloned().unwrap_or_default())
+    }
+
+    async fn finished_before(
+        &self,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<SagaRecord>, StoreError> {
+        let g = self.lock();
+        Ok(g.finished
+            .iter()
+            .take_while(|(at, _)| *at < before_ms)
+            .filter_map(|(_, id)| g.records.get(id).cloned())
+            .take(limit)
+            .collect())
+    }
+
+    async fn purge(&self, ids: &[SagaId], now_ms: u64) -> Result<usize, StoreError> {
+        let mut g = self.lock();
+        let mut n = 0;
+        for id in ids {
+            let Some(r) = g.records.get(id) else { continue };
+            if !matches!(r.status(), SagaStatus::Completed | SagaStatus::Compensated) {
+                continue;
+            }
+            let (at, key) = (r.updated_at_ms, r.idempotency_key.clone());
+            g.records.remove(id);
+            g.history.remove(id);
+            g.finished.remove(&(at, id.clone()));
+            if let Some(k) = key {
+                if g.keys.get(&k) == Some(id) {
+                    g.keys.remove(&k);
+                    g.retired.insert(k.clone(), now_ms);
+                    g.retired_order.insert((now_ms, k));
+                }
+            }
+            n += 1;
+        }
+        g.purged += n as u64;
+        Ok(n)
+    }
+
+    async fn forget_keys(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        let mut g = self.lock();
+        let old: Vec<(u64, String)> = g
+            .retired_order
+            .iter()
+            .take_while(|(at, _)| *at < before_ms)
+            .take(limit)
+            .cloned()
+            .collect();
+        for entry in &old {
+            g.retired_order.remove(entry);
+            g.retired.remove(&entry.1);
+        }
+        Ok(old.len())
+    }
+
+    fn saga_count(&self) -> Option<u64> {
+        Some(self.lock().records.len() as u64)
     }
 
     fn is_shared(&self) -> bool {

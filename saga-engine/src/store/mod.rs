@@ -99,6 +99,13 @@ pub enum CreateOutcome {
     Created,
     /// The idempotency key already names this saga; nothing was written.
     Existing(Box<SagaRecord>),
+    /// The idempotency key named a saga that finished and was purged by
+    /// retention; the key is retired until its own window ends. Nothing
+    /// was written.
+    Retired {
+        /// When the saga it named was purged, ms since the Unix epoch.
+        purged_at_ms: u64,
+    },
 }
 
 /// A storage failure.
@@ -140,6 +147,9 @@ pub enum StoreError {
     /// A record with this id already exists.
     #[error("saga {0} already exists")]
     AlreadyExists(SagaId),
+    /// The backend does not offer this operation.
+    #[error("this store does not support {0}")]
+    Unsupported(&'static str),
 }
 
 /// Storage of saga records and their histories. Every mutating call returns
@@ -217,6 +227,41 @@ pub trait Store: Send + Sync + 'static {
     /// other processes can claim them without waiting for expiry.
     async fn release(&self, _owner: &str, _ids: &[SagaId]) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// Finished sagas (`Completed`, `Compensated`; never `Stuck` or
+    /// running ones) whose last update is before `before_ms`, oldest
+    /// first, at most `limit`: what retention may purge. Reads an index of
+    /// finish times, not every record.
+    async fn finished_before(
+        &self,
+        _before_ms: u64,
+        _limit: usize,
+    ) -> Result<Vec<SagaRecord>, StoreError> {
+        Err(StoreError::Unsupported("retention"))
+    }
+
+    /// Deletes the given sagas, record and history, if they are finished
+    /// (others are left alone), retiring their idempotency keys as of
+    /// `now_ms`: a create with a retired key gets
+    /// [`CreateOutcome::Retired`] until [`Store::forget_keys`] forgets it.
+    /// A crash part-way leaves each saga whole or gone (its key retired
+    /// first), never a key naming a missing saga. Returns how many it
+    /// deleted.
+    async fn purge(&self, _ids: &[SagaId], _now_ms: u64) -> Result<usize, StoreError> {
+        Err(StoreError::Unsupported("retention"))
+    }
+
+    /// Forgets up to `limit` keys retired before `before_ms`; after that a
+    /// create with such a key starts a new saga. Returns how many.
+    async fn forget_keys(&self, _before_ms: u64, _limit: usize) -> Result<usize, StoreError> {
+        Err(StoreError::Unsupported("retention"))
+    }
+
+    /// Sagas in the store now (created and not purged), if the backend
+    /// keeps the count without scanning.
+    fn saga_count(&self) -> Option<u64> {
+        None
     }
 
     /// A durability barrier: returns once every write this store has

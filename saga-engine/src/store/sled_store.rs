@@ -62,12 +62,15 @@ struct GroupCommit {
     leader: AtomicBool,
     done: watch::Sender<Mark>,
     flushes: AtomicU64,
-    /// Records created and acknowledged, for the high-water mark.
+    /// Creates acknowledged since the store was new (never decremented),
+    /// for the high-water mark.
     created: AtomicU64,
     /// The high-water-mark file, when the store knows its directory.
     hwm: Option<std::fs::File>,
     /// Fault injection for tests ([`SledStore::set_flush_hook`]).
     hook: std::sync::Mutex<Option<FlushHook>>,
+    /// Sagas purged by retention since the store was new.
+    purged: AtomicU64,
 }
 
 /// The high-water mark: flush tickets made durable, records created.
@@ -105,7 +108,7 @@ impl GroupCommit {
     ) -> GroupCommit {
         GroupCommit {
             db,
-            tree,
+            tree: tree.clone(),
             tickets: AtomicU64::new(start.seq),
             leader: AtomicBool::new(false),
             done: watch::Sender::new(Mark {
@@ -116,6 +119,13 @@ impl GroupCommit {
             created: AtomicU64::new(start.created),
             hwm,
             hook: std::sync::Mutex::new(None),
+            purged: AtomicU64::new(
+                tree.get(PURGED_KEY)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| v.as_ref().try_into().ok())
+                    .map_or(0, u64::from_be_bytes),
+            ),
         }
     }
 
@@ -226,6 +236,9 @@ struct LeaderGuard<'a> {
 
 impl Drop for LeaderGuard<'_> {
     fn drop(&mut self) {
+        if crate::sabotage::active(crate::sabotage::FLUSH_LEADER_STICKS) {
+            return;
+        }
         let panicked = std::thread::panicking();
         self.commit.leader.store(false, Ordering::Release);
         // Wakes every waiter: one of them leads the next flush.
@@ -266,7 +279,7 @@ pub type FlushHook = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 /// process is writing.
 pub fn open_sled_db(path: &Path) -> Result<sled::Db, StoreError> {
     remove_half_written_snapshots(path)?;
-    let mut config = sled::Config::new().path(path.to_path_buf());
+    let mut config = sled::Config::new().path(path);
     if crate::sabotage::active(crate::sabotage::NO_FLUSH) {
         // Nor may sled's own periodic flush save what we do not.
         config = config.flush_every_ms(None);
@@ -325,6 +338,49 @@ fn remove_half_written_snapshots(path: &Path) -> Result<(), StoreError> {
     drop(lock);
     Ok(())
 }
+
+/// Finished for retention: ended for good (a stuck saga is not).
+fn is_finished(status: SagaStatus) -> bool {
+    matches!(status, SagaStatus::Completed | SagaStatus::Compensated)
+}
+
+/// `f/{finished at, ms, BE}{id}`: finished sagas in the order they ended.
+fn finished_key(at_ms: u64, id: &SagaId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(10 + id.as_str().len());
+    k.extend_from_slice(b"f/");
+    k.extend_from_slice(&at_ms.to_be_bytes());
+    k.extend_from_slice(id.as_str().as_bytes());
+    k
+}
+
+fn parse_finished_key(k: &[u8]) -> Option<(u64, SagaId)> {
+    let at = u64::from_be_bytes(k.get(2..10)?.try_into().ok()?);
+    let id = std::str::from_utf8(k.get(10..)?).ok()?;
+    Some((at, SagaId::from_raw(id.to_string())))
+}
+
+/// `r/{retired at, ms, BE}{key}`: retired idempotency keys, oldest first.
+fn retired_key(at_ms: u64, k: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10 + k.len());
+    out.extend_from_slice(b"r/");
+    out.extend_from_slice(&at_ms.to_be_bytes());
+    out.extend_from_slice(k.as_bytes());
+    out
+}
+
+/// The value of `k/{key}` once its saga is purged: a zero byte (no saga id
+/// starts with one) and the purge time.
+fn retired_marker(at_ms: u64) -> [u8; 9] {
+    let mut v = [0u8; 9];
+    v[1..].copy_from_slice(&at_ms.to_be_bytes());
+    v
+}
+
+fn retired_at(v: &[u8]) -> Option<u64> {
+    (v.len() == 9 && v[0] == 0).then(|| u64::from_be_bytes(v[1..].try_into().expect("8 bytes")))
+}
+
+const PURGED_KEY: &[u8] = b"m/purged";
 
 fn io(e: sled::Error) -> StoreError {
     StoreError::Io(e.to_string())
@@ -505,23 +561,14 @@ impl SledStore {
         Ok(SledStore { db, tree, commit })
     }
 
-    /// The mark the database itself holds: its last flush ticket, and the
-    /// records it actually has.
+    /// The mark the database itself holds: its last flush ticket and the
+    /// creates acknowledged up to it. Read from one key: opening costs the
+    /// same whether the store holds ten sagas or ten million.
     fn current_mark(tree: &sled::Tree) -> Result<Mark16, StoreError> {
-        let seq = match tree.get(HWM_KEY).map_err(io)? {
-            Some(b) => {
-                Mark16::decode(&b)
-                    .ok_or_else(|| corrupt(HWM_KEY, "bad high-water mark"))?
-                    .seq
-            }
-            None => 0,
-        };
-        let mut created = 0u64;
-        for k in tree.scan_prefix(b"s/").keys() {
-            k.map_err(io)?;
-            created += 1;
+        match tree.get(HWM_KEY).map_err(io)? {
+            Some(b) => Mark16::decode(&b).ok_or_else(|| corrupt(HWM_KEY, "bad high-water mark")),
+            None => Ok(Mark16::default()),
         }
-        Ok(Mark16 { seq, created })
     }
 
     /// Installs (or, with `None`, removes) a hook called before every
@@ -578,6 +625,11 @@ impl Store for SledStore {
                     Ok(()) => break,
                     Err(cas) => {
                         let owner = cas.current.expect("a failed swap from a value has one");
+                        if let Some(purged_at_ms) = retired_at(&owner) {
+                            self.tree.remove(&rk).map_err(io)?;
+                            self.tree.remove(&ak).map_err(io)?;
+                            return Ok(CreateOutcome::Retired { purged_at_ms });
+                        }
                         let owner_id =
                             SagaId::from_raw(String::from_utf8_lossy(&owner).into_owned());
                         match self.get(&owner_id).await? {
@@ -630,6 +682,13 @@ impl Store for SledStore {
                 self.tree.insert(&ak, &[][..]).map_err(io)?;
             }
         }
+        if is_finished(record.status()) {
+            // Before the record: a crash in between leaves an entry for a
+            // saga that has not finished, which `finished_before` drops.
+            self.tree
+                .insert(finished_key(record.updated_at_ms, &record.id), &[][..])
+                .map_err(io)?;
+        }
         self.tree
             .insert(&rk, encode_value(record, old_events, events))
             .map_err(io)?;
@@ -653,6 +712,9 @@ impl Store for SledStore {
         let Some(v) = self.tree.get(key(b"k/", k)).map_err(io)? else {
             return Ok(None);
         };
+        if retired_at(&v).is_some() {
+            return Ok(None);
+        }
         let id = SagaId::from_raw(String::from_utf8_lossy(&v).into_owned());
         // A key whose record was never written (crash mid-create) names nothing.
         Ok(self.read(&id)?.is_some().then_some(id))
@@ -691,15 +753,8 @@ impl Store for SledStore {
                 if owner.as_deref() != Some(id.as_str().as_bytes()) {
                     // Record written, key not (or taken over): never
                     // acknowledged, so it must not run.
-                    if self
-                        .tree
-                        .remove(key(b"s/", id.as_str()))
-                        .map_err(io)?
-                        .is_some()
-                    {
-                        // It was counted by the scan at open.
-                        self.commit.created.fetch_sub(1, Ordering::SeqCst);
-                    }
+                    // Never counted: `created` counts acknowledged creates.
+                    self.tree.remove(key(b"s/", id.as_str())).map_err(io)?;
                     self.tree.remove(&ak).map_err(io)?;
                     repaired += 1;
                     continue;
@@ -745,6 +800,113 @@ impl Store for SledStore {
 
     async fn durable(&self) -> Result<(), StoreError> {
         self.commit.durable().await
+    }
+
+    async fn finished_before(
+        &self,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<SagaRecord>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(b"f/") {
+            let (fk, _) = kv.map_err(io)?;
+            let Some((at, id)) = parse_finished_key(&fk) else {
+                return Err(corrupt(&fk, "bad finish index entry"));
+            };
+            if at >= before_ms || out.len() >= limit {
+                break;
+            }
+            match self.get(&id).await? {
+                Some(r) if is_finished(r.status()) && r.updated_at_ms == at => out.push(r),
+                // Purged already, or an update that died before its record.
+                _ => {
+                    self.tree.remove(&fk).map_err(io)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn purge(&self, ids: &[SagaId], now_ms: u64) -> Result<usize, StoreError> {
+        let mut purged = 0u64;
+        for id in ids {
+            let Some(r) = self.get(id).await? else {
+                continue;
+            };
+            if !is_finished(r.status()) {
+                continue;
+            }
+            // Order: retire the key (index entry first), then delete the
+            // saga (record and history are one value), then its finish
+            // entry. A crash at any point leaves the saga whole or gone
+            // and its key retired or still naming it, never naming nothing.
+            if let Some(k) = &r.idempotency_key {
+                self.tree
+                    .insert(retired_key(now_ms, k), &[][..])
+                    .map_err(io)?;
+                let _ = self
+                    .tree
+                    .compare_and_swap(
+                        key(b"k/", k),
+                        Some(id.as_str().as_bytes()),
+                        Some(&retired_marker(now_ms)[..]),
+                    )
+                    .map_err(io)?;
+            }
+            if self
+                .tree
+                .remove(key(b"s/", id.as_str()))
+                .map_err(io)?
+                .is_some()
+            {
+                purged += 1;
+            }
+            self.tree
+                .remove(finished_key(r.updated_at_ms, id))
+                .map_err(io)?;
+        }
+        if purged > 0 {
+            let total = self.commit.purged.fetch_add(purged, Ordering::SeqCst) + purged;
+            self.tree
+                .insert(PURGED_KEY, &total.to_be_bytes()[..])
+                .map_err(io)?;
+        }
+        self.commit.durable().await?;
+        Ok(purged as usize)
+    }
+
+    async fn forget_keys(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        let mut forgotten = 0;
+        for kv in self.tree.scan_prefix(b"r/") {
+            let (rk, _) = kv.map_err(io)?;
+            if rk.len() < 10 || forgotten >= limit {
+                break;
+            }
+            let at = u64::from_be_bytes(rk[2..10].try_into().expect("8 bytes"));
+            if at >= before_ms {
+                break;
+            }
+            let kk = key(b"k/", &String::from_utf8_lossy(&rk[10..]));
+            if let Some(v) = self.tree.get(&kk).map_err(io)? {
+                if retired_at(&v).is_some() {
+                    let _ = self
+                        .tree
+                        .compare_and_swap(&kk, Some(v), None as Option<&[u8]>)
+                        .map_err(io)?;
+                }
+            }
+            self.tree.remove(&rk).map_err(io)?;
+            forgotten += 1;
+        }
+        if forgotten > 0 {
+            self.commit.durable().await?;
+        }
+        Ok(forgotten)
+    }
+
+    fn saga_count(&self) -> Option<u64> {
+        let created = self.commit.created.load(Ordering::SeqCst);
+        Some(created.saturating_sub(self.commit.purged.load(Ordering::SeqCst)))
     }
 
     fn flush_count(&self) -> u64 {

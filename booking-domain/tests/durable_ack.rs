@@ -1,0 +1,189 @@
+//! Every acknowledgement of a booking follows a durable write, a replay of
+//! an idempotency key included: on the real sled store (shared, as in the
+//! demo server, by the engine and the participants), with its flush made
+//! slow or failing through `SledStore::set_flush_hook`.
+//!
+//! Before the fix, `start_booking`'s same-key shortcut answered from sled's
+//! memory: a second request with the key arriving while the first waited
+//! for its flush, or a client retrying after a failed flush (as a 503's
+//! `Retry-After` invites), got the saga id of a booking a crash could
+//! still lose. `.ci/run` re-plants that defect
+//! (`SAGA_SABOTAGE=replay-before-durable`) and requires these tests to fail.
+
+use booking_domain::booking_saga::{
+    booking_definition, start_booking, BookingError, BookingRequest, BookingServices, Passenger,
+};
+use booking_domain::catalog::{Catalog, Flight};
+use booking_domain::payments::CardDetails;
+use booking_domain::Cabin;
+use chrono::{Datelike, Days, NaiveDate, Utc};
+use saga_engine::store::FlushHook;
+use saga_engine::{Engine, SagaStatus, SledStore};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+const HANG: Duration = Duration::from_secs(30);
+
+struct World {
+    engine: Engine,
+    store: Arc<SledStore>,
+    services: BookingServices,
+    flight: Flight,
+    date: NaiveDate,
+    _dir: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let db_dir = dir.path().join("db");
+    let db = saga_engine::store::open_sled_db(&db_dir).unwrap();
+    let catalog = Arc::new(Catalog::default_dataset());
+    let flight = catalog
+        .flights()
+        .into_iter()
+        .find(|f| f.economy.is_some())
+        .expect("a flight with economy")
+        .clone();
+    let mut date = Utc::now().date_naive() + Days::new(7);
+    while date.weekday() != flight.weekday {
+        date = date + Days::new(1);
+    }
+    let services = BookingServices::local(&db, catalog).unwrap();
+    let store = Arc::new(SledStore::with_db_at(db, &db_dir).unwrap());
+    let engine = Engine::builder_arc(store.clone())
+        .register(booking_definition(&services))
+        .open()
+        .await
+        .unwrap();
+    World {
+        engine,
+        store,
+        services,
+        flight,
+        date,
+        _dir: dir,
+    }
+}
+
+impl World {
+    fn request(&self) -> BookingRequest {
+        BookingRequest {
+            flight_id: self.flight.id.0.clone(),
+            date: self.date,
+            cabin: Cabin::Economy,
+            passengers: vec![Passenger {
+                first_name: "Ada".into(),
+                last_name: "Lovelace".into(),
+            }],
+            email: "ada@example.com".into(),
+            loyalty_id: None,
+            card: CardDetails {
+                number: "4242 4242 4242 4242".into(),
+                exp_month: 12,
+                exp_year: Utc::now().year() as u32 + 3,
+                cvc: "123".into(),
+                holder_name: "Ada Lovelace".into(),
+            },
+            faults: BTreeMap::new(),
+        }
+    }
+}
+
+/// A flush hook that holds its first call until opened: a slow disk.
+#[derive(Clone, Default)]
+struct Gate(Arc<(Mutex<bool>, Condvar)>, Arc<AtomicU32>);
+
+impl Gate {
+    fn hook(&self) -> FlushHook {
+        let g = self.clone();
+        Arc::new(move || {
+            if g.1.fetch_add(1, Ordering::SeqCst) == 0 {
+                let (m, c) = &*g.0;
+                let mut open = m.lock().unwrap();
+                while !*open {
+                    open = c.wait(open).unwrap();
+                }
+            }
+            Ok(())
+        })
+    }
+    fn open(&self) {
+        *self.0 .0.lock().unwrap() = true;
+        self.0 .1.notify_all();
+    }
+    fn entered(&self) -> bool {
+        self.1.load(Ordering::SeqCst) > 0
+    }
+}
+
+/// A second request with the key, arriving while the first one's flush is
+/// under way, is answered only after that flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_same_key_start_during_a_slow_flush_waits_for_it() {
+    let w = Arc::new(world().await);
+    let gate = Gate::default();
+    w.store.set_flush_hook(Some(gate.hook()));
+    let w1 = w.clone();
+    let first = tokio::spawn(async move {
+        start_booking(&w1.engine, &w1.services, &w1.request(), "key-1").await
+    });
+    let deadline = Instant::now() + HANG;
+    while !gate.entered() || w.engine.find_by_key("key-1").await.unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the first start never reached its flush"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // The record is in sled's memory, its flush held at the gate.
+    let flushed = Arc::new(AtomicBool::new(false));
+    let (w2, f2) = (w.clone(), flushed.clone());
+    let replay = tokio::spawn(async move {
+        let r = start_booking(&w2.engine, &w2.services, &w2.request(), "key-1").await;
+        (r, f2.load(Ordering::SeqCst))
+    });
+    // Ample time for an in-memory answer (microseconds) to come back early.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    flushed.store(true, Ordering::SeqCst);
+    gate.open();
+    let id = first.await.unwrap().unwrap();
+    let (replayed, after_flush) = tokio::time::timeout(HANG, replay).await.unwrap().unwrap();
+    assert_eq!(replayed.unwrap(), id, "the replay names the same booking");
+    assert!(
+        after_flush,
+        "the replayed key was acknowledged before the booking was durable"
+    );
+    let rec = tokio::time::timeout(HANG, w.engine.wait(&id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.status(), SagaStatus::Completed);
+}
+
+/// After a failed flush (the first request got a storage error, a 503),
+/// the client's retry with the same key must not be acknowledged either:
+/// the booking it would name may not survive a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_same_key_retry_after_a_storage_fault_is_not_acknowledged() {
+    let w = world().await;
+    w.store
+        .set_flush_hook(Some(Arc::new(|| Err("planted: EIO from the disk".into()))));
+    let first = start_booking(&w.engine, &w.services, &w.request(), "key-2").await;
+    assert!(
+        matches!(first, Err(BookingError::Engine(_))),
+        "the first start fails with a storage error: {first:?}"
+    );
+    // The write is still in sled's memory: the shortcut can see it.
+    assert!(w.engine.find_by_key("key-2").await.unwrap().is_some());
+    let retry = start_booking(&w.engine, &w.services, &w.request(), "key-2").await;
+    match retry {
+        Err(BookingError::Engine(e)) => {
+            let msg = e.to_string();
+            assert!(msg.contains("EIO"), "{msg}");
+        }
+        Ok(id) => panic!("the retry was acknowledged with {id}, which is not durable"),
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
