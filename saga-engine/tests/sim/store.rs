@@ -31,9 +31,8 @@ use std::time::Duration;
 struct Queued {
     ticket: u64,
     op: Op,
-    /// What it changes in sled's `created` count (+1: a create's last
-    /// write; -1: a repair removing a record nobody acknowledged).
-    counts: i64,
+    /// What it adds to sled's `created` count (1: the last write of a create).
+    counts: u64,
     /// The last write of its store call.
     ends_call: bool,
 }
@@ -52,8 +51,8 @@ struct State {
     writes: u64,
     /// Told when the write with this number (in this epoch) is queued.
     crash_trigger: Option<(u64, tokio::sync::oneshot::Sender<()>)>,
-    /// sled's count of created records: the records found at open, plus
-    /// creates since, minus unacknowledged records removed.
+    /// sled's count of creates since the store was new (never decremented):
+    /// the tree's mark at open, plus creates since.
     created: u64,
     /// The high-water mark in the durable tree.
     durable_mark: Option<Mark>,
@@ -63,9 +62,9 @@ struct State {
 
 impl State {
     /// Applies one single-entry write to the view and queues it.
-    fn write(&mut self, op: Op, counts: i64) -> u64 {
+    fn write(&mut self, op: Op, counts: u64) -> u64 {
         self.view.apply(&op);
-        self.created = self.created.wrapping_add_signed(counts);
+        self.created += counts;
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         self.pending.push_back(Queued {
@@ -131,7 +130,6 @@ impl SimStore {
     /// that crashed left it: for tests of the repairs at open.
     pub fn on_layer(world: Arc<World>, layer: Layer) -> SimStore {
         let state = State {
-            created: layer.records.len() as u64,
             view: layer.clone(),
             durable: layer,
             ..State::default()
@@ -216,8 +214,8 @@ impl SimStore {
             s.durable.apply(&q.op);
         }
         s.view = s.durable.clone();
-        // What the next process's open scan counts.
-        s.created = s.durable.records.len() as u64;
+        // The next process counts on from the tree's mark.
+        s.created = s.durable_mark.map_or(0, |m| m.created);
         s.writes = 0;
         s.crash_trigger = None;
         self.world.log(format!(
@@ -234,19 +232,18 @@ impl SimStore {
         }
     }
 
-    /// sled's damage check at open: the tree's high-water mark and record
-    /// count against the side file's.
+    /// sled's damage check at open: the tree's high-water mark (commits
+    /// and creates) against the side file's.
     pub fn open_check(&self) -> Result<(), String> {
         let s = self.lock();
         let Some(file) = s.mark_file else {
             return Ok(());
         };
         let tree = s.durable_mark.unwrap_or_default();
-        let records = s.durable.records.len() as u64;
-        if tree.seq < file.seq || records < file.created {
+        if tree.seq < file.seq || tree.created < file.created {
             return Err(format!(
-                "the store holds {records} records up to commit {} but {} records up to commit {} were acknowledged",
-                tree.seq, file.created, file.seq
+                "the store holds {} creates up to commit {} but {} creates up to commit {} were acknowledged",
+                tree.created, tree.seq, file.created, file.seq
             ));
         }
         Ok(())
@@ -306,7 +303,7 @@ impl SimStore {
             }
             // Written to the tree before the flush (so made durable by it)
             // and to the file after it; counts what the flushed prefix holds.
-            let later: i64 = s
+            let later: u64 = s
                 .pending
                 .iter()
                 .filter(|q| q.ticket > ticket)
@@ -314,7 +311,7 @@ impl SimStore {
                 .sum();
             let mark = Mark {
                 seq,
-                created: s.created.wrapping_add_signed(-later),
+                created: s.created - later,
             };
             if self.world.sabotage != Sabotage::FlushLosesWrites {
                 s.durable_mark = Some(mark);
@@ -414,7 +411,7 @@ impl Store for SimStore {
                     events: events.to_vec(),
                     fresh: true,
                 },
-                i64::from(keyless),
+                u64::from(keyless),
             );
             let outcome = match &record.idempotency_key {
                 None => (None, put),
@@ -556,7 +553,8 @@ impl Store for SimStore {
                     None => false,
                 };
                 if orphan {
-                    s.write(Op::DelRecord(id.clone()), -1);
+                    // Never counted: `created` counts acknowledged creates.
+                    s.write(Op::DelRecord(id.clone()), 0);
                 }
                 repaired.push(format!("{}{id}", if orphan { "orphan " } else { "" }));
                 last = Some(s.write(Op::DelActive(id), 0));
@@ -573,6 +571,21 @@ impl Store for SimStore {
             self.commit(last).await?;
         }
         Ok(out)
+    }
+
+    /// A barrier, as sled's: waits for a flush covering every write queued
+    /// so far, by anyone.
+    async fn durable(&self) -> Result<(), StoreError> {
+        let last = {
+            let Some(s) = self.live() else {
+                return dead().await;
+            };
+            s.pending.back().map(|q| q.ticket)
+        };
+        match last {
+            Some(t) => self.commit(t).await,
+            None => Ok(()),
+        }
     }
 
     async fn list(
