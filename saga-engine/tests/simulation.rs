@@ -8,10 +8,15 @@
 //! replays bit for bit (`same_seed_same_run` compares traces; the sweep
 //! prints a digest of all of them to compare across processes).
 //!
-//! - `sim/store.rs`: writes sit in a volatile layer until a seeded flush
-//!   makes them durable, and only then return; a crash discards the volatile
-//!   layer (and any flush in flight) and the next engine recovers from the
-//!   durable one.
+//! - `sim/layer.rs`, `sim/store.rs`: a store shaped like the sled store,
+//!   records beside an active index, a key index and a high-water mark,
+//!   each store call a sequence of single-entry writes in sled's order.
+//!   Writes sit in a volatile layer until a seeded flush makes them durable,
+//!   and only then return; a crash discards the volatile layer (and any
+//!   flush in flight) except a seeded prefix of the unflushed writes (sled's
+//!   own background flush), which may end in the middle of a call. The next
+//!   engine opens on the durable layer after sled's damage check, and
+//!   resumes what the active index lists (repairing half-done writes).
 //! - `sim/participant.rs`: participants that apply an effect once per
 //!   idempotency key and keep tombstones for compensated keys, in a ledger
 //!   that outlives crashes; they inject retryable errors, rejections, hangs
@@ -21,16 +26,19 @@
 //! - `sim/scenario.rs`: 3 to 8 sagas of 2 to 5 steps, clients that start
 //!   them (again, after a crash, if unacknowledged; sometimes twice at once)
 //!   and play the operator for stuck ones, 0 to 3 kills or graceful
-//!   shutdowns at seeded times or writes; then, once the faults stop, the
-//!   checks: one saga per request, every acknowledged start kept, one
-//!   terminal state each, no effect applied twice, none left standing by a
-//!   compensated saga, all standing for a completed one, stuck only where a
-//!   compensation was broken for good, every published event durable.
+//!   shutdowns at seeded times, writes, or just after an operator retry;
+//!   at every open, no saga that is not terminal missing from the active
+//!   index; then, once the faults stop, the checks: one saga per request,
+//!   every acknowledged start kept, one terminal state each, no effect
+//!   applied twice, none left standing by a compensated saga, all standing
+//!   for a completed one, stuck only where a compensation was broken for
+//!   good, every published event durable.
 //!
 //! Environment: `SIM_SEED` runs one seed, `SIM_SEEDS` sets how many
 //! (default 10,000), `SIM_START` the first; `SIM_TRACE=1` prints the trace
-//! of a replayed seed. A failure prints its seed and the command that
-//! replays it.
+//! of a replayed seed, `SIM_SABOTAGE=<defect>` replays it with one of
+//! `checks_bite`'s planted defects. A failure prints its seed and the
+//! command that replays it.
 //!
 //! Two things in the engine no seed controls, which the trace leaves out or
 //! steers around: `StepSucceeded::duration_us` is measured with
@@ -42,6 +50,7 @@
 //! tick where a retry timer fires.
 
 mod sim {
+    pub mod layer;
     pub mod participant;
     pub mod scenario;
     pub mod store;
@@ -189,6 +198,16 @@ fn seeds() {
         for (what, n) in [
             ("crash", stats.crashes),
             ("crash losing unflushed writes", stats.crashes_mid_flush),
+            ("crash keeping unflushed writes", stats.writes_kept),
+            (
+                "crash in the middle of a store call",
+                stats.crashes_mid_call,
+            ),
+            ("index repair at open", stats.index_repairs),
+            (
+                "crash with an operator-retried saga unfinished",
+                stats.crashes_after_retry,
+            ),
             ("completed saga", stats.completed),
             ("compensated saga", stats.compensated),
             ("stuck saga", stats.stuck),
@@ -209,11 +228,15 @@ fn seeds() {
 }
 
 /// Replays one seed (`SIM_SEED`, default 0) and prints its trace with
-/// `SIM_TRACE=1`.
+/// `SIM_TRACE=1`; `SIM_SABOTAGE=StuckLeavesIndex` (any [`Sabotage`]
+/// variant) replays it with that defect planted.
 #[test]
 fn replay() {
     let seed = env_u64("SIM_SEED").unwrap_or(0);
-    let result = run_caught(seed, Sabotage::None);
+    let sabotage = std::env::var("SIM_SABOTAGE").map_or(Sabotage::None, |v| {
+        Sabotage::named(&v).unwrap_or_else(|| panic!("SIM_SABOTAGE={v:?}: no such defect"))
+    });
+    let result = run_caught(seed, sabotage);
     if std::env::var("SIM_TRACE").is_ok_and(|v| v == "1") {
         let trace = match &result {
             Ok(r) => &r.trace,
@@ -270,19 +293,114 @@ fn sim_store_conforms() {
     });
 }
 
+/// The simulated store's indexes behave as the sled store's: the
+/// half-done states a crash can leave are repaired by `list_active` (as
+/// `sled_store.rs`'s own unit tests build them by hand), and a stuck saga
+/// retried by an operator gets its active entry back.
+#[test]
+fn sim_store_repairs_like_sled() {
+    use saga_engine::store::conformance::sample_record;
+    use saga_engine::store::{CreateOutcome, Store};
+    use saga_engine::SagaStatus;
+    use sim::layer::Layer;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let world = std::sync::Arc::new(sim::world::World::new(0, Sabotage::None));
+        // A create that died after its active entry and record, before its
+        // key; an entry whose record was never written; an entry of a
+        // terminal saga (an update that died before removing it); a live one.
+        let orphan = sample_record("orphan", Some("k1"));
+        let mut done = sample_record("done", Some("k2"));
+        done.state.status = SagaStatus::Compensated;
+        let live = sample_record("live", Some("k3"));
+        let mut layer = Layer::default();
+        for r in [&orphan, &done, &live] {
+            layer.records.insert(r.id.clone(), r.clone());
+            layer.active.insert(r.id.clone());
+        }
+        layer
+            .active
+            .insert(saga_engine::SagaId::from_raw("missing".into()));
+        layer.keys.insert("k2".into(), done.id.clone());
+        layer.keys.insert("k3".into(), live.id.clone());
+        let store = sim::store::SimStore::on_layer(world.clone(), layer);
+        assert_eq!(
+            store.list(None, 10).await.unwrap().len(),
+            2,
+            "an unacknowledged record is no saga"
+        );
+        let active = store.list_active().await.unwrap();
+        assert_eq!(active, vec![live.clone()]);
+        let (durable, settled) = store.durable();
+        assert!(settled, "the repairs were flushed");
+        assert_eq!(
+            durable
+                .active
+                .iter()
+                .map(|id| id.as_str())
+                .collect::<Vec<_>>(),
+            ["live"]
+        );
+        assert!(!durable.records.contains_key(&orphan.id), "orphan removed");
+        assert_eq!(store.find_by_key("k1").await.unwrap(), None);
+        let again = sample_record("second", Some("k1"));
+        assert_eq!(
+            store.create(&again, &[]).await.unwrap(),
+            CreateOutcome::Created
+        );
+        assert_eq!(
+            store.find_by_key("k1").await.unwrap(),
+            Some(again.id.clone())
+        );
+        assert!(store.open_check().is_ok());
+
+        // Stuck (out of the index), then retried: back in it before the
+        // record says compensating.
+        let mut rec = live.clone();
+        for status in [SagaStatus::Stuck, SagaStatus::Compensating] {
+            rec.revision += 1;
+            rec.state.status = status;
+            store.update(&rec, &[]).await.unwrap();
+            let in_index = store.durable().0.active.contains(&rec.id);
+            assert_eq!(in_index, status == SagaStatus::Compensating, "{status}");
+        }
+        assert!(store.index_problems().is_empty());
+        let ids: Vec<_> = store
+            .list_active()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert!(ids.contains(&rec.id), "a retried saga is resumed at open");
+    });
+}
+
 /// Whether violation `v` is one that `sabotage` should cause.
 fn caused_by(sabotage: Sabotage, v: &str) -> bool {
     match sabotage {
         // Lost acknowledged writes: a start, or a step's intent (whose
         // effect then is never compensated).
         Sabotage::FlushLosesWrites | Sabotage::AckBeforeFlush => {
-            v.contains("no saga in the store")
+            v.contains("damaged at open")
+                || v.contains("no saga in the store")
                 || v.contains("still stands")
                 || v.contains("acknowledged")
                 || v.contains("not found")
         }
         Sabotage::NotIdempotent => v.contains("applied 2 times"),
         Sabotage::NoTombstones => v.contains("still stands") || v.contains("applied 2 times"),
+        // An operator-retried saga that a restart does not resume: its
+        // client's wait finds no worker running it, and it never ends.
+        // (The index check at open sees it too: `index_check_bites`.)
+        Sabotage::StuckLeavesIndex => {
+            (v.contains("wait failed") && v.contains("no worker runs it"))
+                || v.contains("ended compensating")
+        }
         Sabotage::None => false,
     }
 }
@@ -292,12 +410,7 @@ fn caused_by(sabotage: Sabotage, v: &str) -> bool {
 /// defect left the store untidy).
 #[test]
 fn checks_bite() {
-    for sabotage in [
-        Sabotage::FlushLosesWrites,
-        Sabotage::AckBeforeFlush,
-        Sabotage::NotIdempotent,
-        Sabotage::NoTombstones,
-    ] {
+    for sabotage in Sabotage::ALL {
         let (_, failures) = sweep(0..2_000, sabotage, &|f| {
             f.violations.iter().any(|v| caused_by(sabotage, v))
         });
@@ -311,4 +424,38 @@ fn checks_bite() {
             .expect("matched");
         println!("{sabotage:?} caught by seed {seed}: {v}");
     }
+}
+
+/// A saga that is not terminal but has no active index entry is reported,
+/// at the open that would miss it and at the end: directly, on a layer
+/// built by hand, and in the runs where the planted index defect makes one.
+#[test]
+fn index_check_bites() {
+    use saga_engine::store::conformance::sample_record;
+    let mut layer = sim::layer::Layer::default();
+    let mut rec = sample_record("retried", Some("k"));
+    rec.state.status = saga_engine::SagaStatus::Compensating;
+    layer.records.insert(rec.id.clone(), rec.clone());
+    layer.keys.insert("k".into(), rec.id.clone());
+    let problems = sim::layer::index_problems(&layer);
+    assert!(
+        problems.len() == 1 && problems[0].contains("no active index entry"),
+        "{problems:?}"
+    );
+    layer.active.insert(rec.id.clone());
+    assert!(sim::layer::index_problems(&layer).is_empty());
+
+    let sabotage = Sabotage::StuckLeavesIndex;
+    let (_, failures) = sweep(0..2_000, sabotage, &|f| {
+        f.violations
+            .iter()
+            .any(|v| v.starts_with("at open:") && v.contains("no active index entry"))
+    });
+    let (seed, f) = failures.first().unwrap_or_else(|| {
+        panic!("{sabotage:?}: 2,000 seeds and the index check at open never fired")
+    });
+    println!(
+        "{sabotage:?} seen in the index at open by seed {seed}: {}",
+        f.violations[0]
+    );
 }

@@ -2,8 +2,9 @@
 //! simulated store, clients that start sagas and wait for them, and the
 //! checks once the faults stop.
 
+use super::layer::{index_problems, Layer};
 use super::participant::{step_name, SimData, SimStep};
-use super::store::{fmt_event, Layer, SimStore};
+use super::store::{fmt_event, SimStore};
 use super::world::{CompFault, Sabotage, Stats, World, ATTEMPT_TIMEOUT, BASE_MS};
 use saga_engine::{
     Clock, Engine, EventKind, RetryPolicy, SagaDefinition, SagaEvent, SagaId, SagaStatus,
@@ -17,6 +18,8 @@ use tokio::task::JoinSet;
 /// A stop at a time comes within this many virtual ms of the engine
 /// opening; one waiting for a write gives up waiting after as long.
 const CRASH_WINDOW_MS: u64 = 700;
+/// A stop planned after an operator retry waits this long for one.
+const RETRY_WINDOW: Duration = Duration::from_millis(2_000);
 /// Once the faults stop, every saga must end within this (virtual) time.
 const SETTLE: Duration = Duration::from_secs(600);
 
@@ -81,6 +84,9 @@ enum When {
     After(u64),
     /// As its `n`th write is queued, before that write is durable.
     Write(u64),
+    /// This many virtual ms after the engine accepts an operator retry
+    /// (the retried saga is then most likely still compensating).
+    AfterRetry(u64),
 }
 
 /// How an engine process ends before the faults stop.
@@ -93,6 +99,15 @@ struct Stop {
 }
 
 async fn open(world: &Arc<World>, store: &SimStore, clock: &Arc<TokioClock>) -> Engine {
+    // What the engine is about to open on must be whole: sled's damage
+    // check passes, and every saga that is not terminal has the active
+    // entry that makes `list_active` return it.
+    if let Err(e) = store.open_check() {
+        world.violation(format!("the store is damaged at open: {e}"));
+    }
+    for p in store.index_problems() {
+        world.violation(format!("at open: {p}"));
+    }
     let mut b = Engine::builder_arc(Arc::new(store.process()))
         .clock(clock.clone())
         .seed(world.rng_u64())
@@ -179,6 +194,7 @@ async fn client(world: Arc<World>, engine: Engine, no: usize) {
                     world.violation(format!("req-{no}: operator retry failed: {e}"));
                     return;
                 }
+                world.retries.send_modify(|n| *n += 1);
             }
             other => {
                 world.violation(format!("req-{no}: wait returned a saga that is {other}"));
@@ -201,10 +217,10 @@ async fn simulate(seed: u64, sabotage: Sabotage) -> Result<Run, Failure> {
         };
         (0..n)
             .map(|_| Stop {
-                when: if world.chance(50) {
-                    When::Write(world.range(1..=40))
-                } else {
-                    When::After(world.range(0..=CRASH_WINDOW_MS))
+                when: match world.below(100) {
+                    0..=44 => When::Write(world.range(1..=40)),
+                    45..=84 => When::After(world.range(0..=CRASH_WINDOW_MS)),
+                    _ => When::AfterRetry(world.range(0..=6)),
                 },
                 graceful: world.chance(25).then(|| world.range(0..=80)),
             })
@@ -230,6 +246,7 @@ async fn simulate(seed: u64, sabotage: Sabotage) -> Result<Run, Failure> {
             Some(When::Write(n)) => Some(store.crash_on_write(n)),
             _ => None,
         };
+        let mut retried = world.retries.subscribe();
         let engine = open(&world, &store, &clock).await;
         // Recovery kept every start acknowledged so far.
         let (durable, _) = store.durable();
@@ -262,6 +279,14 @@ async fn simulate(seed: u64, sabotage: Sabotage) -> Result<Run, Failure> {
                         let _ = tokio::time::timeout(window, rx).await;
                     }
                     (When::Write(_), None) => unreachable!("armed above"),
+                    (When::AfterRetry(ms), _) => {
+                        // No retry (no saga goes stuck in time): stop anyway.
+                        let retry = tokio::time::timeout(RETRY_WINDOW, retried.changed()).await;
+                        if retry.is_ok() {
+                            world.log(format!("an operator retried; the engine stops in {ms} ms"));
+                        }
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
                 }
                 let lost = match stop.graceful {
                     None => {
@@ -295,6 +320,9 @@ async fn simulate(seed: u64, sabotage: Sabotage) -> Result<Run, Failure> {
                 stats.crashes += u64::from(stop.graceful.is_none());
                 stats.graceful_stops += u64::from(stop.graceful.is_some());
                 stats.writes_lost += lost.lost as u64;
+                stats.writes_kept += lost.kept as u64;
+                stats.crashes_mid_call += u64::from(lost.mid_call);
+                stats.crashes_after_retry += u64::from(lost.retried_unfinished > 0);
                 stats.crashes_mid_flush += u64::from(lost.lost > 0);
                 stats.unacked_starts_lost += lost.lost_creates as u64;
                 clients.shutdown().await;
@@ -566,6 +594,7 @@ fn check(world: &World, durable: &Layer, stats: &mut Stats) {
     for (key, ids) in by_key {
         problems.push(format!("sagas {ids:?} for key {key} nobody started"));
     }
+    problems.extend(index_problems(durable));
     drop(ledger);
     for p in problems {
         world.violation(p);

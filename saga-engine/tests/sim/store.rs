@@ -1,60 +1,48 @@
 //! A store with a durable layer and a volatile one, like sled's page cache
-//! over its log.
+//! over its log, and with sled's indexes (see `layer.rs`).
 //!
-//! A write is checked against, and applied to, the volatile view (which
-//! reads see), queued, and then "flushed" after a seeded delay: the flush
-//! moves every queued write up to its own into the durable layer (a prefix,
-//! as a log recovers) and only then does the call return, so a write is
-//! durable on return. A crash throws the volatile view and the queue away
-//! and leaves the durable layer for the next engine to open; a flush that
-//! was in flight when the crash came finds its epoch gone and persists
-//! nothing.
+//! Each store call checks against, and applies to, the volatile view (which
+//! reads see) the single-entry writes the sled store would make, in its
+//! order, queues each of them, and then "flushes" after a seeded delay: the
+//! flush moves every queued write up to the call's last one into the
+//! durable layer (a prefix, as a log recovers), records the high-water mark
+//! (in the durable layer, and after it in a side file), and only then does
+//! the call return, so a write is durable on return.
+//!
+//! A crash throws the view away; the durable layer keeps what was flushed
+//! and, like sled, whose own background flush may have written more of its
+//! log than anyone waited for, a seeded prefix of the queue after it, which
+//! may end in the middle of a call. A flush that was in flight when the
+//! crash came finds its epoch gone and persists nothing. The next engine
+//! opens on the durable layer: [`SimStore::open_check`] is sled's damage
+//! check, and `list_active` answers from the active index and repairs
+//! half-done creates and updates as sled's does.
 
+use super::layer::{index_problems, Layer, Mark, Op};
 use super::world::{Sabotage, World};
 use saga_engine::store::{CreateOutcome, SagaRecord, Store, StoreError};
 use saga_engine::{EventKind, SagaEvent, SagaId, SagaStatus};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-/// One copy of everything the store holds.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Layer {
-    pub records: BTreeMap<SagaId, SagaRecord>,
-    pub keys: BTreeMap<String, SagaId>,
-    pub history: BTreeMap<SagaId, Vec<SagaEvent>>,
-}
-
-impl Layer {
-    fn create(&mut self, rec: &SagaRecord, events: &[SagaEvent]) {
-        if let Some(k) = &rec.idempotency_key {
-            self.keys.insert(k.clone(), rec.id.clone());
-        }
-        self.records.insert(rec.id.clone(), rec.clone());
-        self.history.insert(rec.id.clone(), events.to_vec());
-    }
-
-    fn update(&mut self, rec: &SagaRecord, events: &[SagaEvent]) {
-        self.records.insert(rec.id.clone(), rec.clone());
-        self.history
-            .entry(rec.id.clone())
-            .or_default()
-            .extend_from_slice(events);
-    }
-}
-
+/// A write applied to the view and waiting for a flush.
 #[derive(Debug)]
-enum Op {
-    Create(SagaRecord, Vec<SagaEvent>),
-    Update(SagaRecord, Vec<SagaEvent>),
+struct Queued {
+    ticket: u64,
+    op: Op,
+    /// What it adds to sled's `created` count (1: the last write of a create).
+    counts: u64,
+    /// The last write of its store call.
+    ends_call: bool,
 }
 
 #[derive(Debug, Default)]
 struct State {
     durable: Layer,
     view: Layer,
-    /// Writes applied to the view, not yet durable, by ticket.
-    pending: VecDeque<(u64, Op)>,
+    /// Writes applied to the view, not yet durable, in ticket order.
+    pending: VecDeque<Queued>,
     next_ticket: u64,
     /// Bumped by every crash: the process of an older epoch is dead, and a
     /// flush it began persists nothing.
@@ -63,6 +51,46 @@ struct State {
     writes: u64,
     /// Told when the write with this number (in this epoch) is queued.
     crash_trigger: Option<(u64, tokio::sync::oneshot::Sender<()>)>,
+    /// sled's count of creates since the store was new (never decremented):
+    /// the tree's mark at open, plus creates since.
+    created: u64,
+    /// The high-water mark in the durable tree.
+    durable_mark: Option<Mark>,
+    /// The mark in the side file, written after each flush.
+    mark_file: Option<Mark>,
+}
+
+impl State {
+    /// Applies one single-entry write to the view and queues it.
+    fn write(&mut self, op: Op, counts: u64) -> u64 {
+        self.view.apply(&op);
+        self.created += counts;
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.pending.push_back(Queued {
+            ticket,
+            op,
+            counts,
+            ends_call: false,
+        });
+        self.writes += 1;
+        if self
+            .crash_trigger
+            .as_ref()
+            .is_some_and(|(n, _)| *n == self.writes)
+        {
+            let (_, tx) = self.crash_trigger.take().expect("armed");
+            let _ = tx.send(());
+        }
+        ticket
+    }
+
+    /// Marks the last write queued as the end of its store call.
+    fn end_call(&mut self) {
+        if let Some(q) = self.pending.back_mut() {
+            q.ends_call = true;
+        }
+    }
 }
 
 /// The simulated store, as one engine process sees it. Clones share one
@@ -77,10 +105,16 @@ pub struct SimStore {
 
 /// What a crash destroyed.
 pub struct CrashReport {
-    /// Writes in flight (applied to the view, not flushed).
+    /// Writes in flight (applied to the view, not flushed) that were lost.
     pub lost: usize,
-    /// Of those, creates of sagas (starts nobody was told about).
+    /// Of those, the key writes of creates (starts nobody was told about).
     pub lost_creates: usize,
+    /// Writes nobody waited for that sled's own flush kept.
+    pub kept: usize,
+    /// The durable layer now ends in the middle of a store call.
+    pub mid_call: bool,
+    /// Sagas an operator retried that were not finished yet.
+    pub retried_unfinished: usize,
 }
 
 impl SimStore {
@@ -88,6 +122,21 @@ impl SimStore {
         SimStore {
             world,
             state: Arc::new(Mutex::new(State::default())),
+            epoch: 0,
+        }
+    }
+
+    /// A store whose durable layer (and view) is `layer`, as a process
+    /// that crashed left it: for tests of the repairs at open.
+    pub fn on_layer(world: Arc<World>, layer: Layer) -> SimStore {
+        let state = State {
+            view: layer.clone(),
+            durable: layer,
+            ..State::default()
+        };
+        SimStore {
+            world,
+            state: Arc::new(Mutex::new(state)),
             epoch: 0,
         }
     }
@@ -123,34 +172,87 @@ impl SimStore {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The process dies: every write not yet flushed is gone.
+    /// The process dies: sled's log keeps what was flushed and a seeded
+    /// prefix of the rest (its background flush runs on its own time);
+    /// everything after that prefix is gone.
     pub fn crash(&self) -> CrashReport {
         let mut s = self.lock();
+        let s = &mut *s;
         s.epoch += 1;
-        let lost = s.pending.len();
+        let len = s.pending.len();
+        // A sabotaged store flushes nothing, sled's own flusher included.
+        let keep = if len == 0
+            || self.world.sabotage == Sabotage::FlushLosesWrites
+            || self.world.chance(50)
+        {
+            0
+        } else {
+            self.world.range(0..=len as u64) as usize
+        };
+        let mid_call = keep > 0 && !s.pending[keep - 1].ends_call;
+        let retried_unfinished = s
+            .view
+            .records
+            .values()
+            .filter(|r| {
+                !r.status().is_terminal()
+                    && s.view.history.get(&r.id).is_some_and(|h| {
+                        h.iter().any(|e| matches!(e.kind, EventKind::OperatorRetry))
+                    })
+            })
+            .count();
+        let describe = |q: &Queued| format!("#{} {}", q.ticket, q.op.describe());
+        let kept: Vec<String> = s.pending.iter().take(keep).map(describe).collect();
+        let lost: Vec<String> = s.pending.iter().skip(keep).map(describe).collect();
         let lost_creates = s
             .pending
             .iter()
-            .filter(|(_, op)| matches!(op, Op::Create(..)))
+            .skip(keep)
+            .filter(|q| matches!(q.op, Op::PutKey(..)))
             .count();
-        let lost_desc: Vec<String> = s
-            .pending
-            .iter()
-            .map(|(t, op)| match op {
-                Op::Create(r, _) => format!("#{t} create {}", r.id),
-                Op::Update(r, _) => format!("#{t} update {} rev {}", r.id, r.revision),
-            })
-            .collect();
-        s.pending.clear();
+        for q in s.pending.drain(..).take(keep) {
+            s.durable.apply(&q.op);
+        }
         s.view = s.durable.clone();
+        // The next process counts on from the tree's mark.
+        s.created = s.durable_mark.map_or(0, |m| m.created);
         s.writes = 0;
         s.crash_trigger = None;
-        drop(s);
         self.world.log(format!(
-            "store CRASH: lost unflushed [{}]",
-            lost_desc.join(", ")
+            "store CRASH: sled's own flush kept [{}], lost [{}]",
+            kept.join(", "),
+            lost.join(", ")
         ));
-        CrashReport { lost, lost_creates }
+        CrashReport {
+            lost: lost.len(),
+            lost_creates,
+            kept: kept.len(),
+            mid_call,
+            retried_unfinished,
+        }
+    }
+
+    /// sled's damage check at open: the tree's high-water mark (commits
+    /// and creates) against the side file's.
+    pub fn open_check(&self) -> Result<(), String> {
+        let s = self.lock();
+        let Some(file) = s.mark_file else {
+            return Ok(());
+        };
+        let tree = s.durable_mark.unwrap_or_default();
+        if tree.seq < file.seq || tree.created < file.created {
+            return Err(format!(
+                "the store holds {} creates up to commit {} but {} creates up to commit {} were acknowledged",
+                tree.created, tree.seq, file.created, file.seq
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`index_problems`] of the durable layer, as an engine opening now
+    /// would find it.
+    pub fn index_problems(&self) -> Vec<String> {
+        index_problems(&self.lock().durable)
     }
 
     /// True when a saga's retry timer (as the latest write says) fires at
@@ -172,7 +274,7 @@ impl SimStore {
 
     /// Waits a seeded flush delay, then makes every write up to `ticket`
     /// durable, unless the process crashed meanwhile.
-    async fn flush(&self, ticket: Option<u64>) -> Result<(), StoreError> {
+    async fn flush(&self, ticket: u64) -> Result<(), StoreError> {
         let delay = self.world.below(4);
         if delay == 0 {
             tokio::task::yield_now().await;
@@ -183,23 +285,38 @@ impl SimStore {
             // The process that issued this write died meanwhile.
             return dead().await;
         }
-        let Some(ticket) = ticket else {
-            return Ok(());
-        };
-        if self.world.sabotage == Sabotage::FlushLosesWrites {
-            return Ok(());
-        }
         let mut n = 0;
         {
             let mut s = self.lock();
-            while s.pending.front().is_some_and(|(t, _)| *t <= ticket) {
-                let (_, op) = s.pending.pop_front().expect("front exists");
-                match &op {
-                    Op::Create(r, e) => s.durable.create(r, e),
-                    Op::Update(r, e) => s.durable.update(r, e),
-                }
-                n += 1;
+            let s = &mut *s;
+            let seq = ticket + 1;
+            if s.mark_file.is_some_and(|m| m.seq >= seq) {
+                // A later flush already covered this one.
+                return Ok(());
             }
+            if self.world.sabotage != Sabotage::FlushLosesWrites {
+                while s.pending.front().is_some_and(|q| q.ticket <= ticket) {
+                    let q = s.pending.pop_front().expect("front exists");
+                    s.durable.apply(&q.op);
+                    n += 1;
+                }
+            }
+            // Written to the tree before the flush (so made durable by it)
+            // and to the file after it; counts what the flushed prefix holds.
+            let later: u64 = s
+                .pending
+                .iter()
+                .filter(|q| q.ticket > ticket)
+                .map(|q| q.counts)
+                .sum();
+            let mark = Mark {
+                seq,
+                created: s.created - later,
+            };
+            if self.world.sabotage != Sabotage::FlushLosesWrites {
+                s.durable_mark = Some(mark);
+            }
+            s.mark_file = Some(mark);
         }
         if n > 0 {
             self.world
@@ -208,31 +325,17 @@ impl SimStore {
         Ok(())
     }
 
-    /// Queues `op` (already applied to the view) and waits until it is durable.
-    async fn write(&self, op: Op) -> Result<(), StoreError> {
-        let ticket = {
-            let mut s = self.lock();
-            let t = s.next_ticket;
-            s.next_ticket += 1;
-            s.pending.push_back((t, op));
-            s.writes += 1;
-            if s.crash_trigger
-                .as_ref()
-                .is_some_and(|(n, _)| *n == s.writes)
-            {
-                let (_, tx) = s.crash_trigger.take().expect("armed");
-                let _ = tx.send(());
-            }
-            t
-        };
+    /// Returns once the writes up to `ticket` (already applied to the view
+    /// and queued) are durable.
+    async fn commit(&self, ticket: u64) -> Result<(), StoreError> {
         if self.world.sabotage == Sabotage::AckBeforeFlush {
             let me = self.clone();
             tokio::spawn(async move {
-                let _ = me.flush(Some(ticket)).await;
+                let _ = me.flush(ticket).await;
             });
             return Ok(());
         }
-        self.flush(Some(ticket)).await
+        self.flush(ticket).await
     }
 }
 
@@ -281,40 +384,61 @@ fn fmt_events(events: &[SagaEvent]) -> String {
 
 #[saga_engine::async_trait]
 impl Store for SimStore {
+    /// As sled: active entry, record, then the key (compare-and-swap in
+    /// sled; here the lock makes it atomic). A create that finds its key
+    /// taken by an existing record removes its record and entry again.
     async fn create(
         &self,
         record: &SagaRecord,
         events: &[SagaEvent],
     ) -> Result<CreateOutcome, StoreError> {
-        let existing = {
+        let (existing, last) = {
             let Some(mut s) = self.live() else {
                 return dead().await;
             };
-            let existing = record
-                .idempotency_key
-                .as_ref()
-                .and_then(|k| s.view.keys.get(k))
-                .map(|id| s.view.records[id].clone());
-            match existing {
-                Some(e) => Some((e, s.next_ticket.checked_sub(1))),
-                None => {
-                    if s.view.records.contains_key(&record.id) {
-                        return Err(StoreError::AlreadyExists(record.id.clone()));
-                    }
-                    s.view.create(record, events);
-                    None
-                }
+            let s = &mut *s;
+            let id = &record.id;
+            if s.view.records.contains_key(id) {
+                return Err(StoreError::AlreadyExists(id.clone()));
             }
+            if !record.status().is_terminal() {
+                s.write(Op::PutActive(id.clone()), 0);
+            }
+            let keyless = record.idempotency_key.is_none();
+            let put = s.write(
+                Op::PutRecord {
+                    rec: Box::new(record.clone()),
+                    events: events.to_vec(),
+                    fresh: true,
+                },
+                u64::from(keyless),
+            );
+            let outcome = match &record.idempotency_key {
+                None => (None, put),
+                Some(k) => match s.view.by_key(k).cloned() {
+                    Some(existing) => {
+                        // Lost the race (or a replay): undo our record.
+                        s.write(Op::DelRecord(id.clone()), 0);
+                        let t = s.write(Op::DelActive(id.clone()), 0);
+                        (Some(existing), t)
+                    }
+                    // A key naming a record that was never written is
+                    // taken over.
+                    None => (None, s.write(Op::PutKey(k.clone(), id.clone()), 1)),
+                },
+            };
+            s.end_call();
+            outcome
         };
         match existing {
-            Some((rec, ticket)) => {
+            Some(rec) => {
                 self.world.log(format!(
                     "store create {} key {:?}: existing {}",
                     record.id, record.idempotency_key, rec.id
                 ));
                 // As sled does: the winner may not be flushed yet, and the
                 // caller is about to acknowledge it.
-                self.flush(ticket).await?;
+                self.commit(last).await?;
                 Ok(CreateOutcome::Existing(Box::new(rec)))
             }
             None => {
@@ -324,33 +448,57 @@ impl Store for SimStore {
                     record.idempotency_key,
                     fmt_events(events)
                 ));
-                self.write(Op::Create(record.clone(), events.to_vec()))
-                    .await?;
+                self.commit(last).await?;
                 Ok(CreateOutcome::Created)
             }
         }
     }
 
+    /// As sled: a non-terminal saga's active entry back first (when it is
+    /// missing: a stuck saga retried), then the record, then, for a
+    /// terminal one, the entry removed.
     async fn update(&self, record: &SagaRecord, events: &[SagaEvent]) -> Result<(), StoreError> {
-        {
+        let last = {
             let Some(mut s) = self.live() else {
                 return dead().await;
             };
-            let found = s.view.records.get(&record.id).map(|r| r.revision);
+            let s = &mut *s;
+            let id = &record.id;
+            let found = s.view.records.get(id).map(|r| r.revision);
             if found != Some(record.revision.wrapping_sub(1)) {
-                drop(s);
                 self.world.log(format!(
-                    "store update {} rev {}: conflict (found {found:?})",
-                    record.id, record.revision
+                    "store update {id} rev {}: conflict (found {found:?})",
+                    record.revision
                 ));
                 return Err(StoreError::Conflict {
-                    id: record.id.clone(),
+                    id: id.clone(),
                     expected: record.revision.wrapping_sub(1),
                     found,
                 });
             }
-            s.view.update(record, events);
-        }
+            let terminal = record.status().is_terminal();
+            if !terminal
+                && !s.view.active.contains(id)
+                && self.world.sabotage != Sabotage::StuckLeavesIndex
+            {
+                s.write(Op::PutActive(id.clone()), 0);
+            }
+            let put = s.write(
+                Op::PutRecord {
+                    rec: Box::new(record.clone()),
+                    events: events.to_vec(),
+                    fresh: false,
+                },
+                0,
+            );
+            let last = if terminal {
+                s.write(Op::DelActive(id.clone()), 0)
+            } else {
+                put
+            };
+            s.end_call();
+            last
+        };
         self.world.log(format!(
             "store update {} rev {} {} [{}]",
             record.id,
@@ -358,49 +506,86 @@ impl Store for SimStore {
             record.status(),
             fmt_events(events)
         ));
-        self.write(Op::Update(record.clone(), events.to_vec()))
-            .await
+        self.commit(last).await
     }
 
     async fn get(&self, id: &SagaId) -> Result<Option<SagaRecord>, StoreError> {
-        if !self.alive() {
+        let Some(s) = self.live() else {
             return dead().await;
-        }
-        Ok(self.lock().view.records.get(id).cloned())
+        };
+        Ok(s.view.records.get(id).cloned())
     }
 
     async fn find_by_key(&self, key: &str) -> Result<Option<SagaId>, StoreError> {
-        if !self.alive() {
+        let Some(s) = self.live() else {
             return dead().await;
-        }
-        Ok(self.lock().view.keys.get(key).cloned())
+        };
+        Ok(s.view.by_key(key).map(|r| r.id.clone()))
     }
 
     async fn history(&self, id: &SagaId) -> Result<Vec<SagaEvent>, StoreError> {
-        if !self.alive() {
+        let Some(s) = self.live() else {
             return dead().await;
-        }
-        Ok(self
-            .lock()
-            .view
-            .history
-            .get(id)
-            .cloned()
-            .unwrap_or_default())
+        };
+        Ok(s.view.history.get(id).cloned().unwrap_or_default())
     }
 
+    /// From the active index, as sled: entries whose record is missing or
+    /// terminal are removed, and so are records whose key does not name
+    /// them (a create that died before its key), with their entries.
     async fn list_active(&self) -> Result<Vec<SagaRecord>, StoreError> {
-        if !self.alive() {
-            return dead().await;
+        let (out, last, repaired) = {
+            let Some(mut s) = self.live() else {
+                return dead().await;
+            };
+            let s = &mut *s;
+            let mut out = Vec::new();
+            let mut last = None;
+            let mut repaired = Vec::new();
+            let ids: Vec<SagaId> = s.view.active.iter().cloned().collect();
+            for id in ids {
+                let orphan = match s.view.records.get(&id) {
+                    Some(r) if !r.status().is_terminal() && !s.view.is_orphan(r) => {
+                        out.push(r.clone());
+                        continue;
+                    }
+                    Some(r) => !r.status().is_terminal(),
+                    None => false,
+                };
+                if orphan {
+                    // Never counted: `created` counts acknowledged creates.
+                    s.write(Op::DelRecord(id.clone()), 0);
+                }
+                repaired.push(format!("{}{id}", if orphan { "orphan " } else { "" }));
+                last = Some(s.write(Op::DelActive(id), 0));
+            }
+            s.end_call();
+            (out, last, repaired)
+        };
+        if let Some(last) = last {
+            self.world.ledger().stats.index_repairs += repaired.len() as u64;
+            self.world.log(format!(
+                "store list_active repaired [{}]",
+                repaired.join(", ")
+            ));
+            self.commit(last).await?;
         }
-        Ok(self
-            .lock()
-            .view
-            .records
-            .values()
-            .filter(|r| !r.status().is_terminal())
-            .cloned()
-            .collect())
+        Ok(out)
+    }
+
+    /// A barrier, as sled's: waits for a flush covering every write queued
+    /// so far, by anyone.
+    async fn durable(&self) -> Result<(), StoreError> {
+        let last = {
+            let Some(s) = self.live() else {
+                return dead().await;
+            };
+            s.pending.back().map(|q| q.ticket)
+        };
+        match last {
+            Some(t) => self.commit(t).await,
+            None => Ok(()),
+        }
     }
 
     async fn list(
@@ -408,15 +593,15 @@ impl Store for SimStore {
         status: Option<SagaStatus>,
         limit: usize,
     ) -> Result<Vec<SagaRecord>, StoreError> {
-        if !self.alive() {
+        let Some(s) = self.live() else {
             return dead().await;
-        }
-        Ok(self
-            .lock()
-            .view
+        };
+        Ok(s.view
             .records
             .values()
-            .filter(|r| status.is_none_or(|s| r.status() == s))
+            // Records of creates that never finished are not sagas.
+            .filter(|r| r.status().is_terminal() || !s.view.is_orphan(r))
+            .filter(|r| status.is_none_or(|st| r.status() == st))
             .take(limit)
             .cloned()
             .collect())

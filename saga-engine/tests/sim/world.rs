@@ -36,6 +36,29 @@ pub enum Sabotage {
     /// Participants keep no tombstones: a call arriving after its
     /// compensation applies the effect.
     NoTombstones,
+    /// The sled store's old defect, in the store's index model: an update
+    /// that takes a saga out of a terminal status (an operator retrying a
+    /// stuck one, `Stuck` -> `Compensating`) does not put its active index
+    /// entry back, so an engine opening after a crash does not resume it.
+    StuckLeavesIndex,
+}
+
+impl Sabotage {
+    /// Every planted defect.
+    pub const ALL: [Sabotage; 5] = [
+        Sabotage::FlushLosesWrites,
+        Sabotage::AckBeforeFlush,
+        Sabotage::NotIdempotent,
+        Sabotage::NoTombstones,
+        Sabotage::StuckLeavesIndex,
+    ];
+
+    /// The defect named `name` (its variant name, as `{:?}` prints it).
+    pub fn named(name: &str) -> Option<Sabotage> {
+        Sabotage::ALL
+            .into_iter()
+            .find(|s| format!("{s:?}").eq_ignore_ascii_case(name))
+    }
 }
 
 /// What a participant does with one forward call.
@@ -147,6 +170,14 @@ pub struct Stats {
     pub graceful_stops: u64,
     pub crashes_mid_flush: u64,
     pub writes_lost: u64,
+    /// Unflushed writes a crash kept (sled's own flush got to them).
+    pub writes_kept: u64,
+    /// Crashes whose durable state ends in the middle of a store call.
+    pub crashes_mid_call: u64,
+    /// Crashes with an operator-retried saga not yet finished.
+    pub crashes_after_retry: u64,
+    /// Index entries (and unacknowledged records) `list_active` repaired.
+    pub index_repairs: u64,
     pub unacked_starts_lost: u64,
     pub stuck: u64,
     pub operator_retries: u64,
@@ -171,6 +202,10 @@ impl Stats {
         self.graceful_stops += o.graceful_stops;
         self.crashes_mid_flush += o.crashes_mid_flush;
         self.writes_lost += o.writes_lost;
+        self.writes_kept += o.writes_kept;
+        self.crashes_mid_call += o.crashes_mid_call;
+        self.crashes_after_retry += o.crashes_after_retry;
+        self.index_repairs += o.index_repairs;
         self.unacked_starts_lost += o.unacked_starts_lost;
         self.stuck += o.stuck;
         self.operator_retries += o.operator_retries;
@@ -228,6 +263,9 @@ pub struct World {
     /// Woken whenever a compensation undoes (or tombstones) a key, for the
     /// late requests waiting to arrive after it.
     pub compensated: tokio::sync::Notify,
+    /// Operator retries that the engine accepted so far, for a stop
+    /// planned shortly after one.
+    pub retries: tokio::sync::watch::Sender<u64>,
     t0: tokio::time::Instant,
     /// Work the participants' side still has in flight (late deliveries):
     /// it outlives engine crashes, as another process would.
@@ -287,6 +325,7 @@ impl World {
             plans,
             engine: Mutex::new(None),
             compensated: tokio::sync::Notify::new(),
+            retries: tokio::sync::watch::Sender::new(0),
             t0: tokio::time::Instant::now(),
             remote: Mutex::new(Vec::new()),
             clients: Mutex::new(Vec::new()),
