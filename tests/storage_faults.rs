@@ -47,6 +47,7 @@ fn injections() -> Vec<Injection> {
                 errno,
                 from,
                 once: false,
+                file: None,
             }));
         }
     }
@@ -59,8 +60,20 @@ fn injections() -> Vec<Injection> {
                 errno: "EIO",
                 from,
                 once: true,
+                file: None,
             }));
         }
+    }
+    // The store's own file: sled stays healthy, only the store's flush
+    // fails, so only the store can refuse what follows.
+    for (from, once) in [(1u32, true), (4, true), (2, false)] {
+        out.push(Injection::Syscall(Fault {
+            syscall: "pwrite64",
+            errno: "EIO",
+            from,
+            once,
+            file: Some(saga_engine::store::HWM_FILE),
+        }));
     }
     for from in [1u64, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377] {
         out.push(Injection::Hook { from, once: false });

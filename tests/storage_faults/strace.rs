@@ -7,6 +7,7 @@
 //! failed trial, never an expected outcome. strace counts calls per
 //! syscall and per thread ("per tracee").
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,9 @@ pub struct Fault {
     pub from: u32,
     /// Only that call fails (a transient fault), not every later one.
     pub once: bool,
+    /// Only calls on this file (relative to the store's directory) count
+    /// and fail (`strace -P`), e.g. the store's own high-water-mark file.
+    pub file: Option<&'static str>,
 }
 
 impl std::fmt::Display for Fault {
@@ -30,7 +34,11 @@ impl std::fmt::Display for Fault {
         } else {
             "from call"
         };
-        write!(f, "{}/{} {when} {}", self.syscall, self.errno, self.from)
+        write!(f, "{}/{}", self.syscall, self.errno)?;
+        if let Some(file) = self.file {
+            write!(f, " on {file}")?;
+        }
+        write!(f, " {when} {}", self.from)
     }
 }
 
@@ -38,10 +46,10 @@ impl std::fmt::Display for Fault {
 pub struct Tracer(Child);
 
 impl Tracer {
-    /// Attaches to every thread of `pid` and returns once each of them is
-    /// traced (its `TracerPid` is strace), so that the caller can then let
-    /// the workload begin.
-    pub fn attach(pid: u32, fault: Fault) -> Result<Tracer, String> {
+    /// Attaches to every thread of `pid` (whose store is in `store_dir`)
+    /// and returns once each of them is traced (its `TracerPid` is
+    /// strace), so that the caller can then let the workload begin.
+    pub fn attach(pid: u32, fault: Fault, store_dir: &Path) -> Result<Tracer, String> {
         let inject = format!(
             "inject={}:error={}:when={}{}",
             fault.syscall,
@@ -49,7 +57,11 @@ impl Tracer {
             fault.from,
             if fault.once { "" } else { "+" }
         );
-        let child = Command::new("strace")
+        let mut cmd = Command::new("strace");
+        if let Some(file) = fault.file {
+            cmd.arg("-P").arg(store_dir.join(file));
+        }
+        let child = cmd
             .args(["-f", "-qq", "-o", "/dev/null", "-e"])
             .arg(format!("trace={}", fault.syscall))
             .args(["-e", &inject, "-p", &pid.to_string()])

@@ -127,7 +127,7 @@ pub fn run(exe: &Path, injection: Injection) -> Result<Outcome, String> {
     }
     // 2. The fault is armed, then the workload begins.
     let tracer = match injection {
-        Injection::Syscall(fault) => match Tracer::attach(proc.id(), fault) {
+        Injection::Syscall(fault) => match Tracer::attach(proc.id(), fault, dir.path()) {
             Ok(t) => Some(t),
             Err(e) => {
                 let _ = kill(&mut proc);
