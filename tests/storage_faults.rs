@@ -11,8 +11,9 @@
 //! - no start that began after the first failed start was answered is
 //!   acknowledged (the store fails until reopened), and every failure is a
 //!   typed storage error, with no panic;
-//! - a child that fails to start or to finish is a failed trial, and at
-//!   least [`REACHED_FLOOR`] of the trials must have reached the fault.
+//! - a child that fails to start or to finish is a failed trial; at
+//!   least [`REACHED_FLOOR`] of the trials must have reached the fault,
+//!   and at least [`REOPENED_FLOOR`] must have reopened without damage.
 //!
 //! Needs strace: `cargo test --features strace --test storage_faults`
 //! (fails, not skips, when strace is missing). Shown to fail with
@@ -32,6 +33,11 @@ use trial::{Injection, Reopen};
 
 /// Share of the trials that must reach the fault (a start fails).
 const REACHED_FLOOR: f64 = 0.75;
+/// Share of the trials whose store must reopen and be checked. A refusal
+/// as damaged is no silent loss, but it is a loss the store detected, and
+/// a trial that ends in one vouches for nothing (a store that never
+/// flushes ends every trial that way).
+const REOPENED_FLOOR: f64 = 0.9;
 
 fn injections() -> Vec<Injection> {
     let mut out = Vec::new();
@@ -153,6 +159,12 @@ fn main() {
     if (reached as f64) < REACHED_FLOOR * trials as f64 {
         failures.push(format!(
             "only {reached} of {trials} trials reached the fault (floor {REACHED_FLOOR})"
+        ));
+    }
+    let reopened = trials - failed_trials - damaged;
+    if (reopened as f64) < REOPENED_FLOOR * trials as f64 {
+        failures.push(format!(
+            "only {reopened} of {trials} trials reopened their store without damage (floor {REOPENED_FLOOR})"
         ));
     }
     if failures.is_empty() {
