@@ -9,6 +9,7 @@
 pub mod booking_saga;
 pub mod catalog;
 mod envelope;
+mod ledger;
 pub mod faults;
 pub mod import;
 pub mod inventory;
