@@ -58,7 +58,11 @@ async fn fill(dir: &str, n: usize) {
             last_name: format!("L{a}"),
             email: format!("member{a}@example.com"),
         };
-        accounts.push(loy.create_account(&format!("acct-{a}"), &req).await.unwrap());
+        accounts.push(
+            loy.create_account(&format!("acct-{a}"), &req)
+                .await
+                .unwrap(),
+        );
     }
     let accounts = Arc::new(accounts);
     let started = Instant::now();

@@ -98,10 +98,16 @@ mod tests {
     #[test]
     fn versioned_records_read_the_unnumbered_format() {
         let bytes = encode_versioned(7, 3, &"x").unwrap();
-        assert_eq!(decode_versioned::<String>(&bytes).unwrap(), (7, 3, "x".into()));
+        assert_eq!(
+            decode_versioned::<String>(&bytes).unwrap(),
+            (7, 3, "x".into())
+        );
         // What the participants wrote before the ledger: no numbers.
         let old = encode(&"x").unwrap();
-        assert_eq!(decode_versioned::<String>(&old).unwrap(), (0, 0, "x".into()));
+        assert_eq!(
+            decode_versioned::<String>(&old).unwrap(),
+            (0, 0, "x".into())
+        );
         // And what the ledger writes still reads with the plain reader.
         assert_eq!(decode::<String>(&bytes).unwrap(), "x");
         assert!(decode_versioned::<String>(br#"{"v":2,"seq":1,"record":"x"}"#).is_err());

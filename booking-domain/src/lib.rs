@@ -9,10 +9,10 @@
 pub mod booking_saga;
 pub mod catalog;
 mod envelope;
-mod ledger;
 pub mod faults;
 pub mod import;
 pub mod inventory;
+mod ledger;
 pub mod loyalty;
 pub mod payments;
 pub mod pricing;

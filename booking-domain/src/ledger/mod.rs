@@ -282,8 +282,7 @@ impl<E: LedgerEntry, S> Ledger<E, S> {
         listed.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         for (_, key, owner) in listed {
             let seq = self.next_seq()?;
-            self.index
-                .insert(index_key(&owner, seq), key.as_bytes())?;
+            self.index.insert(index_key(&owner, seq), key.as_bytes())?;
         }
         self.meta.insert(FORMAT_KEY, PROJECTIONS_FORMAT)?;
         if read > 0 {
@@ -301,8 +300,7 @@ impl<E: LedgerEntry, S> Ledger<E, S> {
         }
         add(&mut b.counter, delta);
         b.seq = seq;
-        self.buckets
-            .insert(bucket, crate::envelope::encode(&b)?)?;
+        self.buckets.insert(bucket, crate::envelope::encode(&b)?)?;
         Ok(true)
     }
 
@@ -367,7 +365,8 @@ impl<E: LedgerEntry, S> Ledger<E, S> {
         for (bucket, c) in new.contributions() {
             add(diff.entry(bucket).or_default(), &c);
         }
-        let deltas: Vec<(Vec<u8>, Counter)> = diff.into_iter().filter(|(_, c)| *c != [0, 0]).collect();
+        let deltas: Vec<(Vec<u8>, Counter)> =
+            diff.into_iter().filter(|(_, c)| *c != [0, 0]).collect();
         if !deltas.is_empty() {
             let tail = Tail {
                 seq,
@@ -381,8 +380,7 @@ impl<E: LedgerEntry, S> Ledger<E, S> {
         let origin = match (old, new.owner()) {
             (Some(o), _) if listed_before => o.origin,
             (_, Some(owner)) => {
-                self.index
-                    .insert(index_key(&owner, seq), key.as_bytes())?;
+                self.index.insert(index_key(&owner, seq), key.as_bytes())?;
                 seq
             }
             (Some(o), None) => o.origin,
@@ -467,7 +465,9 @@ impl<E: LedgerEntry, S> Ledger<E, S> {
         let mut last = None;
         for item in iter {
             let (ikey, key) = item?;
-            let Some(seq_bytes) = ikey.get(prefix.len()..).and_then(|b| <[u8; 8]>::try_from(b).ok())
+            let Some(seq_bytes) = ikey
+                .get(prefix.len()..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
             else {
                 continue;
             };

@@ -138,7 +138,6 @@ impl GroupFlush {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +184,4 @@ mod tests {
             std::task::Poll::Ready(Ok(()))
         ));
     }
-
 }

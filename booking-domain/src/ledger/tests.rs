@@ -88,7 +88,11 @@ fn projections_follow_the_records_and_survive_reopen_without_a_scan() {
     let db = sled::open(dir.path()).unwrap();
     let l = open(&db);
     for i in 0..300 {
-        put(&l, &format!("k{i:03}"), &add(if i % 2 == 0 { "a" } else { "b" }, 2, None));
+        put(
+            &l,
+            &format!("k{i:03}"),
+            &add(if i % 2 == 0 { "a" } else { "b" }, 2, None),
+        );
     }
     put(&l, "k000", &Toy::Gone);
     put(&l, "k001", &add("a", 5, None)); // moves from b to a
