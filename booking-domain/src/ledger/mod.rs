@@ -129,11 +129,13 @@ pub(crate) struct Trees {
     pub index: &'static str,
 }
 
+/// The last mutation that moved counters. Bucket keys are hex, which JSON
+/// keeps shorter than an array of numbers.
 #[derive(Serialize, Deserialize)]
 struct Tail {
     seq: u64,
     key: String,
-    deltas: Vec<(Vec<u8>, Counter)>,
+    deltas: Vec<(String, Counter)>,
 }
 
 #[derive(Serialize, Deserialize, Default, Clone, Copy)]
@@ -182,7 +184,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || s.len() > 1024 {
+    if s.len() % 2 != 0 || s.len() > 4096 {
         return None;
     }
     (0..s.len())
@@ -239,7 +241,9 @@ impl<E: LedgerEntry, S> Ledger<E, S> {
         if written {
             let mut repaired = 0;
             for (bucket, delta) in &tail.deltas {
-                if self.apply(bucket, delta, tail.seq)? {
+                let bucket = unhex(bucket)
+                    .ok_or_else(|| LedgerError::Storage("corrupt ledger tail".into()))?;
+                if self.apply(&bucket, delta, tail.seq)? {
                     repaired += 1;
                 }
             }
@@ -371,7 +375,7 @@ impl<E: LedgerEntry, S> Ledger<E, S> {
             let tail = Tail {
                 seq,
                 key: key.to_string(),
-                deltas: deltas.clone(),
+                deltas: deltas.iter().map(|(b, c)| (hex(b), *c)).collect(),
             };
             self.meta
                 .insert(TAIL_KEY, crate::envelope::encode(&tail)?)?;

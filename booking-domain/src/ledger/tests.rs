@@ -136,7 +136,7 @@ fn a_crash_between_the_record_and_its_projection_is_rolled_forward_at_open() {
     let tail = Tail {
         seq: u64::MAX - 1,
         key: "never-written".into(),
-        deltas: vec![(b"a".to_vec(), [100, 1])],
+        deltas: vec![(hex(b"a"), [100, 1])],
     };
     l.meta
         .insert(TAIL_KEY, crate::envelope::encode(&tail).unwrap())
