@@ -12,7 +12,7 @@ mod envelope;
 pub mod faults;
 pub mod import;
 pub mod inventory;
-mod ledger;
+pub mod ledger;
 pub mod loyalty;
 pub mod payments;
 pub mod pricing;

@@ -184,7 +184,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || s.len() > 4096 {
+    if s.len() & 1 == 1 || s.len() > 4096 {
         return None;
     }
     (0..s.len())
