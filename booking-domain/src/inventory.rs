@@ -8,16 +8,16 @@
 //! a key whose hold never arrived leaves a tombstone so that the late hold is
 //! refused, and nothing is acknowledged before it is flushed to disk. Seats
 //! are never oversold: the local implementation checks and takes seats under
-//! one lock, and each mutation is a single sled insert of the key's record,
-//! atomic on its own; the seat counts are rebuilt from those records on open.
+//! one lock. The holds and the seat counts per flight, date and cabin are a
+//! [`crate::ledger`]: the counts are kept on disk beside the holds, so
+//! opening reads neither every hold nor every count.
 
-use crate::payments::{GroupFlush, Registry};
+use crate::ledger::{Counter, Ledger, LedgerEntry, LedgerError, Registry, Trees, Versioned};
 use crate::types::{Cabin, FlightId};
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Most seats one hold may take (the largest party one booking may carry).
@@ -28,6 +28,8 @@ pub const MAX_CABIN_SEATS: u32 = 10_000;
 pub const MAX_KEY_LEN: usize = 256;
 
 const HOLDS_TREE: &str = "inventory_holds";
+const COUNTS_TREE: &str = "inventory_counts";
+const INDEX_TREE: &str = "inventory_index";
 const META_TREE: &str = "inventory_meta";
 const CAPACITY_TREE: &str = "inventory_capacity";
 
@@ -367,95 +369,86 @@ fn check_flight(flight: &FlightId) -> Result<(), InventoryError> {
     Ok(())
 }
 
-/// Seats taken in one flight, date and cabin: a projection of the holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Counts {
-    held: u32,
-    confirmed: u32,
+impl LedgerEntry for HoldRecord {
+    /// A hold adds its seats to its flight, date and cabin: held `[seats, 0]`,
+    /// confirmed `[0, seats]`, released nothing.
+    fn contributions(&self) -> Vec<(Vec<u8>, Counter)> {
+        let HoldRecord::Hold(h) = self else {
+            return Vec::new();
+        };
+        let seats = i64::from(h.seats);
+        let counter = match h.state {
+            HoldState::Held => [seats, 0],
+            HoldState::Confirmed => [0, seats],
+            HoldState::Released => return Vec::new(),
+        };
+        vec![(bucket_key(&h.flight, h.date, h.cabin), counter)]
+    }
 }
 
-impl Counts {
-    fn add(&mut self, hold: &Hold) {
-        match hold.state {
-            HoldState::Held => self.held = self.held.saturating_add(hold.seats),
-            HoldState::Confirmed => self.confirmed = self.confirmed.saturating_add(hold.seats),
-            HoldState::Released => {}
+impl From<LedgerError> for InventoryError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::BadCursor => InventoryError::InvalidRequest {
+                reason: e.to_string(),
+            },
+            LedgerError::Storage(m) => InventoryError::Storage { message: m },
         }
     }
+}
 
-    fn remove(&mut self, hold: &Hold) {
-        match hold.state {
-            HoldState::Held => self.held = self.held.saturating_sub(hold.seats),
-            HoldState::Confirmed => self.confirmed = self.confirmed.saturating_sub(hold.seats),
-            HoldState::Released => {}
-        }
-    }
+/// Seats taken in one flight, date and cabin: `(held, confirmed)`.
+fn counts(counter: Counter) -> (u32, u32) {
+    let clamp = |n: i64| u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+    (clamp(counter[0]), clamp(counter[1]))
 }
 
 /// Open local inventories in this process, one per database.
 static OPEN: Registry<Inner> = Registry::new();
 
 struct Inner {
-    /// Truth: one [`HoldRecord`] per idempotency key.
-    holds: sled::Tree,
+    /// One [`HoldRecord`] per idempotency key; seat counts per flight,
+    /// date and cabin. Its lock serialises mutations, so a check-then-take
+    /// is never interleaved.
+    ledger: Ledger<HoldRecord>,
     /// Truth: capacity overrides per flight, date and cabin.
     capacity: sled::Tree,
     meta: sled::Tree,
     layout: SeatLayout,
-    flusher: GroupFlush,
-    /// Seats taken per flight, date and cabin, rebuilt from `holds` on open.
-    /// Its lock also serialises mutations, so a check-then-take is never
-    /// interleaved; no `.await` happens while it is held.
-    counts: std::sync::Mutex<HashMap<Vec<u8>, Counts>>,
 }
 
 impl Inner {
     fn load(db: &sled::Db, meta: sled::Tree, layout: SeatLayout) -> Result<Self, InventoryError> {
-        let holds = db.open_tree(HOLDS_TREE).map_err(InventoryError::storage)?;
         let capacity = db
             .open_tree(CAPACITY_TREE)
             .map_err(InventoryError::storage)?;
-        let mut counts: HashMap<Vec<u8>, Counts> = HashMap::new();
-        for item in holds.iter() {
-            let (_, raw) = item.map_err(InventoryError::storage)?;
-            if let HoldRecord::Hold(h) = decode::<HoldRecord>(&raw)? {
-                counts
-                    .entry(bucket_key(&h.flight, h.date, h.cabin))
-                    .or_default()
-                    .add(&h);
-            }
-        }
-        tracing::debug!(buckets = counts.len(), "inventory loaded");
+        let trees = Trees {
+            entries: HOLDS_TREE,
+            buckets: COUNTS_TREE,
+            index: INDEX_TREE,
+        };
+        let ledger = Ledger::open(db, meta.clone(), trees, ())?;
+        tracing::debug!(records_read = ledger.read_at_open(), "inventory opened");
         Ok(Inner {
-            holds,
+            ledger,
             capacity,
             meta,
             layout,
-            flusher: GroupFlush::new(db),
-            counts: std::sync::Mutex::new(counts),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Counts>> {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    fn record(&self, key: &str) -> Result<Option<Versioned<HoldRecord>>, InventoryError> {
+        Ok(self.ledger.get(key)?)
     }
 
-    fn record(&self, key: &str) -> Result<Option<HoldRecord>, InventoryError> {
-        match self
-            .holds
-            .get(key.as_bytes())
-            .map_err(InventoryError::storage)?
-        {
-            Some(raw) => Ok(Some(decode(&raw)?)),
-            None => Ok(None),
-        }
-    }
-
-    fn put(&self, key: &str, record: &HoldRecord) -> Result<(), InventoryError> {
-        self.holds
-            .insert(key.as_bytes(), encode(record)?)
-            .map_err(InventoryError::storage)?;
-        Ok(())
+    fn put(
+        &self,
+        locked: &std::sync::MutexGuard<'_, ()>,
+        key: &str,
+        old: Option<&Versioned<HoldRecord>>,
+        record: &HoldRecord,
+    ) -> Result<(), InventoryError> {
+        Ok(self.ledger.put(locked, key, old, record)?)
     }
 
     fn capacity_of(&self, bucket: &[u8], cabin: Cabin) -> Result<u32, InventoryError> {
@@ -465,33 +458,33 @@ impl Inner {
         }
     }
 
-    /// Stores `hold` moved to state `to` and moves its seats in `counts`.
+    /// Stores the hold of `old` moved to state `to` (its seats move in the
+    /// counts).
     fn transition(
         &self,
-        counts: &mut HashMap<Vec<u8>, Counts>,
+        locked: &std::sync::MutexGuard<'_, ()>,
+        old: &Versioned<HoldRecord>,
         hold: Hold,
         to: HoldState,
     ) -> Result<Hold, InventoryError> {
         let updated = Hold { state: to, ..hold };
-        self.put(&updated.key, &HoldRecord::Hold(updated.clone()))?;
-        let bucket = counts
-            .entry(bucket_key(&updated.flight, updated.date, updated.cabin))
-            .or_default();
-        bucket.remove(&Hold {
-            state: hold.state,
-            ..updated.clone()
-        });
-        bucket.add(&updated);
+        self.put(
+            locked,
+            &updated.key,
+            Some(old),
+            &HoldRecord::Hold(updated.clone()),
+        )?;
         Ok(updated)
     }
 }
 
 /// [`Inventory`] on sled trees `inventory_holds` (one record per
-/// idempotency key), `inventory_capacity` (overrides) and `inventory_meta`
-/// of a shared [`sled::Db`].
+/// idempotency key), `inventory_counts` (seats held and sold per flight,
+/// date and cabin), `inventory_capacity` (overrides) and `inventory_meta` of
+/// a shared [`sled::Db`].
 ///
-/// Seat counts are kept in memory, rebuilt from the holds when the inventory
-/// is opened (a scan of every hold). Opening it again on the same database
+/// Opening reads no hold beyond the one a crash may have left half counted
+/// (see [`crate::ledger`]). Opening it again on the same database
 /// while an instance is alive returns that instance, with the layout it was
 /// opened with. Cheap to clone.
 #[derive(Clone)]
@@ -536,11 +529,30 @@ impl LocalInventory {
 
     /// Returns once every write committed so far is durable.
     async fn flush(&self) -> Result<(), InventoryError> {
-        self.inner
-            .flusher
-            .durable()
-            .await
-            .map_err(InventoryError::storage)
+        Ok(self.inner.ledger.durable().await?)
+    }
+
+    /// Holds read while this inventory was opened: at most one, or every
+    /// hold once when a database written before the counts were kept on
+    /// disk is upgraded.
+    pub fn entries_read_at_open(&self) -> u64 {
+        self.inner.ledger.read_at_open()
+    }
+
+    /// Every hold in key order (tombstones and refusals excluded), `limit`
+    /// at a time (clamped to `1..=`[`crate::ledger::MAX_PAGE_LIMIT`]),
+    /// starting after `cursor` (`None`: the first page). Returns the holds
+    /// and the cursor of the next page, `None` after the last. Holds placed
+    /// while paging appear in their key order.
+    pub fn all_holds_page(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Hold>, Option<String>), InventoryError> {
+        Ok(self.inner.ledger.page(cursor, limit, |r| match r {
+            HoldRecord::Hold(h) => Some(h),
+            _ => None,
+        })?)
     }
 
     fn totals_now(
@@ -551,11 +563,11 @@ impl LocalInventory {
     ) -> Result<SeatTotals, InventoryError> {
         let bucket = bucket_key(flight, date, cabin);
         let capacity = self.inner.capacity_of(&bucket, cabin)?;
-        let counts = self.inner.lock().get(&bucket).copied().unwrap_or_default();
+        let (held, confirmed) = counts(self.inner.ledger.counter(&bucket)?);
         Ok(SeatTotals {
             capacity,
-            held: counts.held,
-            confirmed: counts.confirmed,
+            held,
+            confirmed,
         })
     }
 
@@ -568,8 +580,9 @@ impl LocalInventory {
         request: &HoldRequest,
     ) -> Result<Result<(Hold, bool), InventoryError>, InventoryError> {
         let inner = &self.inner;
-        let mut counts = inner.lock();
-        match inner.record(key)? {
+        let locked = inner.ledger.lock();
+        let current = inner.record(key)?;
+        match current.as_ref().map(|v| v.entry.clone()) {
             Some(HoldRecord::Refused { request: r, .. }) if r != *request => {
                 return Err(InventoryError::KeyReused { key: key.into() })
             }
@@ -588,8 +601,8 @@ impl LocalInventory {
         }
         let bucket = bucket_key(&request.flight, request.date, request.cabin);
         let capacity = inner.capacity_of(&bucket, request.cabin)?;
-        let taken = counts.get(&bucket).copied().unwrap_or_default();
-        let available = capacity.saturating_sub(taken.held.saturating_add(taken.confirmed));
+        let (held, confirmed) = counts(inner.ledger.counter(&bucket)?);
+        let available = capacity.saturating_sub(held.saturating_add(confirmed));
         if available < request.seats {
             let error = InventoryError::NotEnoughSeats {
                 requested: request.seats,
@@ -599,7 +612,7 @@ impl LocalInventory {
                 request: request.clone(),
                 error: error.clone(),
             };
-            inner.put(key, &refused)?;
+            inner.put(&locked, key, None, &refused)?;
             return Ok(Err(error));
         }
         let hold = Hold {
@@ -610,44 +623,41 @@ impl LocalInventory {
             seats: request.seats,
             state: HoldState::Held,
         };
-        inner.put(key, &HoldRecord::Hold(hold.clone()))?;
-        counts.entry(bucket).or_default().add(&hold);
+        inner.put(&locked, key, None, &HoldRecord::Hold(hold.clone()))?;
         Ok(Ok((hold, true)))
     }
 
     fn confirm_now(&self, key: &str) -> Result<Hold, InventoryError> {
         let inner = &self.inner;
-        let mut counts = inner.lock();
-        match inner.record(key)? {
-            None => Err(InventoryError::UnknownHold { key: key.into() }),
-            Some(HoldRecord::Tombstone) => {
-                Err(InventoryError::AlreadyCompensated { key: key.into() })
-            }
-            Some(HoldRecord::Refused { error, .. }) => Err(error),
-            Some(HoldRecord::Hold(h)) => match h.state {
+        let locked = inner.ledger.lock();
+        let Some(current) = inner.record(key)? else {
+            return Err(InventoryError::UnknownHold { key: key.into() });
+        };
+        match current.entry.clone() {
+            HoldRecord::Tombstone => Err(InventoryError::AlreadyCompensated { key: key.into() }),
+            HoldRecord::Refused { error, .. } => Err(error),
+            HoldRecord::Hold(h) => match h.state {
                 HoldState::Confirmed => Ok(h),
                 HoldState::Released => Err(InventoryError::AlreadyCompensated { key: key.into() }),
-                HoldState::Held => inner.transition(&mut counts, h, HoldState::Confirmed),
+                HoldState::Held => inner.transition(&locked, &current, h, HoldState::Confirmed),
             },
         }
     }
 
     fn release_now(&self, key: &str) -> Result<ReleaseOutcome, InventoryError> {
         let inner = &self.inner;
-        let mut counts = inner.lock();
-        match inner.record(key)? {
-            None => {
-                inner.put(key, &HoldRecord::Tombstone)?;
-                Ok(ReleaseOutcome::NothingHeld)
-            }
-            Some(HoldRecord::Tombstone | HoldRecord::Refused { .. }) => {
-                Ok(ReleaseOutcome::NothingHeld)
-            }
-            Some(HoldRecord::Hold(h)) if h.state == HoldState::Released => {
+        let locked = inner.ledger.lock();
+        let Some(current) = inner.record(key)? else {
+            inner.put(&locked, key, None, &HoldRecord::Tombstone)?;
+            return Ok(ReleaseOutcome::NothingHeld);
+        };
+        match current.entry.clone() {
+            HoldRecord::Tombstone | HoldRecord::Refused { .. } => Ok(ReleaseOutcome::NothingHeld),
+            HoldRecord::Hold(h) if h.state == HoldState::Released => {
                 Ok(ReleaseOutcome::Released(h))
             }
-            Some(HoldRecord::Hold(h)) => inner
-                .transition(&mut counts, h, HoldState::Released)
+            HoldRecord::Hold(h) => inner
+                .transition(&locked, &current, h, HoldState::Released)
                 .map(ReleaseOutcome::Released),
         }
     }
@@ -727,7 +737,7 @@ impl Inventory for LocalInventory {
 
     async fn hold_status(&self, key: &str) -> Result<HoldLookup, InventoryError> {
         check_key(key)?;
-        Ok(match self.inner.record(key)? {
+        Ok(match self.inner.record(key)?.map(|v| v.entry) {
             None => HoldLookup::Unknown,
             Some(HoldRecord::Hold(h)) => HoldLookup::Hold(h),
             Some(HoldRecord::Tombstone) => HoldLookup::Tombstone,
@@ -750,9 +760,9 @@ impl Inventory for LocalInventory {
         }
         let bucket = bucket_key(flight, date, cabin);
         let totals = {
-            let counts = self.inner.lock();
-            let c = counts.get(&bucket).copied().unwrap_or_default();
-            let booked = c.held.saturating_add(c.confirmed);
+            let _locked = self.inner.ledger.lock();
+            let (held, confirmed) = counts(self.inner.ledger.counter(&bucket)?);
+            let booked = held.saturating_add(confirmed);
             if seats < booked {
                 return Err(InventoryError::CapacityBelowBooked {
                     capacity: seats,
@@ -765,8 +775,8 @@ impl Inventory for LocalInventory {
                 .map_err(InventoryError::storage)?;
             SeatTotals {
                 capacity: seats,
-                held: c.held,
-                confirmed: c.confirmed,
+                held,
+                confirmed,
             }
         };
         tracing::info!(flight = %flight, date = %date, cabin = %cabin, seats, "capacity set");
@@ -776,13 +786,16 @@ impl Inventory for LocalInventory {
 
     async fn all_holds(&self) -> Result<Vec<Hold>, InventoryError> {
         let mut out = Vec::new();
-        for item in self.inner.holds.iter() {
-            let (_, raw) = item.map_err(InventoryError::storage)?;
-            if let HoldRecord::Hold(h) = decode::<HoldRecord>(&raw)? {
-                out.push(h);
+        let mut cursor = None;
+        loop {
+            let (holds, next) =
+                self.all_holds_page(cursor.as_deref(), crate::ledger::MAX_PAGE_LIMIT)?;
+            out.extend(holds);
+            match next {
+                Some(n) => cursor = Some(n),
+                None => return Ok(out),
             }
         }
-        Ok(out)
     }
 }
 

@@ -12,6 +12,7 @@ mod envelope;
 pub mod faults;
 pub mod import;
 pub mod inventory;
+pub mod ledger;
 pub mod loyalty;
 pub mod payments;
 pub mod pricing;

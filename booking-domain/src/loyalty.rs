@@ -9,9 +9,12 @@
 //! [`crate::pricing::to_usd_minor`]) times the tier's multiplier. Every
 //! mutation is keyed by the saga's idempotency key, reversible by that key,
 //! tombstoned when reversed before it arrived, and flushed to disk before it
-//! is acknowledged.
+//! is acknowledged. The entries, each account's counters and its history
+//! are a [`crate::ledger`], so opening reads no entry, and histories are
+//! read a page at a time.
 
-use crate::payments::{Clock, GroupFlush, Registry, SystemClock};
+use crate::ledger::{Counter, Ledger, LedgerEntry, LedgerError, Registry, Trees, Versioned};
+use crate::payments::{Clock, SystemClock};
 use crate::pricing::to_usd_minor;
 use crate::types::Money;
 use async_trait::async_trait;
@@ -19,7 +22,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -32,6 +35,8 @@ pub const MAX_REDEEM_MILES: u64 = 10_000_000;
 
 const ACCOUNTS_TREE: &str = "loyalty_accounts";
 const ENTRIES_TREE: &str = "loyalty_entries";
+const COUNTERS_TREE: &str = "loyalty_counters";
+const HISTORY_TREE: &str = "loyalty_history";
 const META_TREE: &str = "loyalty_meta";
 /// Where account creation keys were kept before the account record held them.
 const LEGACY_CREATE_KEYS_TREE: &str = "loyalty_create_keys";
@@ -436,12 +441,14 @@ impl Counters {
         }
     }
 
+    #[cfg(test)]
     fn add(&mut self, entry: &LoyaltyEntry) {
         let (b, q) = Self::contribution(entry);
         self.balance = self.balance.saturating_add(b);
         self.qualifying_miles = self.qualifying_miles.saturating_add(q);
     }
 
+    #[cfg(test)]
     fn remove(&mut self, entry: &LoyaltyEntry) {
         let (b, q) = Self::contribution(entry);
         self.balance = self.balance.saturating_sub(b);
@@ -511,6 +518,13 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, LoyaltyError> {
     crate::envelope::decode(bytes).map_err(LoyaltyError::storage)
 }
 
+fn applied(record: EntryRecord) -> Option<LoyaltyEntry> {
+    match record {
+        EntryRecord::Entry(e) => Some(e),
+        _ => None,
+    }
+}
+
 fn invalid(reason: impl Into<String>) -> LoyaltyError {
     LoyaltyError::InvalidRequest {
         reason: reason.into(),
@@ -563,15 +577,61 @@ fn unknown(id: &AccountId) -> LoyaltyError {
     }
 }
 
-/// Everything loyalty keeps in memory: projections of the two truth trees,
-/// rebuilt on open.
+impl Counters {
+    fn from_counter(c: Counter) -> Self {
+        Counters {
+            balance: c[0],
+            qualifying_miles: c[1],
+        }
+    }
+}
+
+impl LedgerEntry for EntryRecord {
+    /// An entry adds its [`Counters::contribution`] to its account's
+    /// counters `[balance, qualifying miles]`, and is listed in its history.
+    fn contributions(&self) -> Vec<(Vec<u8>, Counter)> {
+        match self {
+            EntryRecord::Entry(e) => {
+                let (b, q) = Counters::contribution(e);
+                vec![(e.account_id.0.as_bytes().to_vec(), [b, q])]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn owner(&self) -> Option<Vec<u8>> {
+        match self {
+            EntryRecord::Entry(e) => Some(e.account_id.0.as_bytes().to_vec()),
+            _ => None,
+        }
+    }
+
+    fn listed_at(&self) -> i64 {
+        match self {
+            EntryRecord::Entry(e) => e.created_at.timestamp_micros(),
+            EntryRecord::Tombstone { at } | EntryRecord::Refused { at, .. } => {
+                at.timestamp_micros()
+            }
+        }
+    }
+}
+
+impl From<LedgerError> for LoyaltyError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::BadCursor => invalid(e.to_string()),
+            LedgerError::Storage(m) => LoyaltyError::Storage { message: m },
+        }
+    }
+}
+
+/// What loyalty keeps in memory: indexes of the accounts (not of the
+/// entries), built from the accounts tree on open.
 #[derive(Default)]
 struct State {
-    counters: HashMap<AccountId, Counters>,
+    accounts: HashSet<AccountId>,
     by_email: HashMap<String, AccountId>,
     create_keys: HashMap<String, AccountId>,
-    /// Each account's entry keys, oldest first.
-    history: HashMap<AccountId, Vec<String>>,
 }
 
 /// Open local loyalty participants in this process, one per database.
@@ -580,25 +640,24 @@ static OPEN: Registry<Inner> = Registry::new();
 struct Inner {
     /// Truth: one [`AccountRecord`] per account number.
     accounts: sled::Tree,
-    /// Truth: one [`EntryRecord`] per idempotency key.
-    entries: sled::Tree,
+    /// One [`EntryRecord`] per idempotency key, counters and history per
+    /// account. Its lock (over [`State`]) serialises mutations; no `.await`
+    /// happens while it is held.
+    ledger: Ledger<EntryRecord, State>,
     meta: sled::Tree,
     clock: Arc<dyn Clock>,
-    flusher: GroupFlush,
-    /// Its lock also serialises mutations; no `.await` happens while it is
-    /// held.
-    state: std::sync::Mutex<State>,
 }
+
+type Locked<'a> = std::sync::MutexGuard<'a, State>;
 
 impl Inner {
     fn load(db: &sled::Db, meta: sled::Tree, clock: Arc<dyn Clock>) -> Result<Self, LoyaltyError> {
         let accounts = db.open_tree(ACCOUNTS_TREE).map_err(LoyaltyError::storage)?;
-        let entries = db.open_tree(ENTRIES_TREE).map_err(LoyaltyError::storage)?;
         let mut state = State::default();
         for item in accounts.iter() {
             let (_, raw) = item.map_err(LoyaltyError::storage)?;
             let acc: AccountRecord = decode(&raw)?;
-            state.counters.insert(acc.id.clone(), Counters::default());
+            state.accounts.insert(acc.id.clone());
             state.by_email.insert(acc.email.clone(), acc.id.clone());
             if let Some(key) = acc.create_key {
                 state.create_keys.insert(key, acc.id);
@@ -622,37 +681,34 @@ impl Inner {
                 );
             }
         }
-        let mut dated: Vec<(AccountId, DateTime<Utc>, String)> = Vec::new();
-        for item in entries.iter() {
-            let (_, raw) = item.map_err(LoyaltyError::storage)?;
-            if let EntryRecord::Entry(e) = decode::<EntryRecord>(&raw)? {
-                state
-                    .counters
-                    .entry(e.account_id.clone())
-                    .or_default()
-                    .add(&e);
-                dated.push((e.account_id, e.created_at, e.key));
-            }
-        }
-        // Creation time orders a history; ties (a coarse or fixed clock)
-        // fall back to key order.
-        dated.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
-        for (id, _, key) in dated {
-            state.history.entry(id).or_default().push(key);
-        }
-        tracing::debug!(accounts = state.counters.len(), "loyalty loaded");
+        let accounts_known = state.accounts.len();
+        let trees = Trees {
+            entries: ENTRIES_TREE,
+            buckets: COUNTERS_TREE,
+            index: HISTORY_TREE,
+        };
+        let ledger = Ledger::open(db, meta.clone(), trees, state)?;
+        tracing::debug!(
+            accounts = accounts_known,
+            records_read = ledger.read_at_open(),
+            "loyalty opened"
+        );
         Ok(Inner {
             accounts,
-            entries,
+            ledger,
             meta,
             clock,
-            flusher: GroupFlush::new(db),
-            state: std::sync::Mutex::new(state),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> Locked<'_> {
+        self.ledger.lock()
+    }
+
+    fn counters(&self, id: &AccountId) -> Result<Counters, LoyaltyError> {
+        Ok(Counters::from_counter(
+            self.ledger.counter(id.0.as_bytes())?,
+        ))
     }
 
     fn account_record(&self, id: &AccountId) -> Result<Option<AccountRecord>, LoyaltyError> {
@@ -666,29 +722,25 @@ impl Inner {
         }
     }
 
-    fn entry_record(&self, key: &str) -> Result<Option<EntryRecord>, LoyaltyError> {
-        match self
-            .entries
-            .get(key.as_bytes())
-            .map_err(LoyaltyError::storage)?
-        {
-            Some(raw) => Ok(Some(decode(&raw)?)),
-            None => Ok(None),
-        }
+    fn entry_record(&self, key: &str) -> Result<Option<Versioned<EntryRecord>>, LoyaltyError> {
+        Ok(self.ledger.get(key)?)
     }
 
-    fn put_entry(&self, key: &str, record: &EntryRecord) -> Result<(), LoyaltyError> {
-        self.entries
-            .insert(key.as_bytes(), encode(record)?)
-            .map_err(LoyaltyError::storage)?;
-        Ok(())
+    fn put_entry(
+        &self,
+        locked: &Locked<'_>,
+        key: &str,
+        old: Option<&Versioned<EntryRecord>>,
+        record: &EntryRecord,
+    ) -> Result<(), LoyaltyError> {
+        Ok(self.ledger.put(locked, key, old, record)?)
     }
 
     fn view_of(&self, id: &AccountId) -> Result<Option<LoyaltyAccount>, LoyaltyError> {
         let Some(record) = self.account_record(id)? else {
             return Ok(None);
         };
-        let counters = self.lock().counters.get(id).copied().unwrap_or_default();
+        let counters = self.counters(id)?;
         Ok(Some(view(&record, counters)))
     }
 }
@@ -696,9 +748,10 @@ impl Inner {
 /// [`Loyalty`] on sled trees `loyalty_accounts` (one record per account),
 /// `loyalty_entries` (one record per idempotency key) and `loyalty_meta`.
 ///
-/// Balances, qualifying miles and the email and history indexes are kept in
-/// memory, rebuilt from the records when loyalty is opened (a scan of every
-/// account and entry). Opening it again on the same database while an
+/// Balances, qualifying miles and histories are kept on disk beside the
+/// entries (`loyalty_counters`, `loyalty_history`), so opening reads no
+/// entry; the email and creating-key indexes of the accounts are kept in
+/// memory, built from the accounts when loyalty is opened. Opening it again on the same database while an
 /// instance is alive returns that instance, with the clock it was opened
 /// with. Cheap to clone.
 #[derive(Clone)]
@@ -732,11 +785,35 @@ impl LocalLoyalty {
 
     /// Returns once every write committed so far is durable.
     async fn flush(&self) -> Result<(), LoyaltyError> {
-        self.inner
-            .flusher
-            .durable()
-            .await
-            .map_err(LoyaltyError::storage)
+        Ok(self.inner.ledger.durable().await?)
+    }
+
+    /// Entries read while loyalty was opened: at most one, or every entry
+    /// once when a database written before the counters were kept on disk
+    /// is upgraded. (The accounts themselves are read at open.)
+    pub fn entries_read_at_open(&self) -> u64 {
+        self.inner.ledger.read_at_open()
+    }
+
+    /// An account's entries, oldest first, `limit` at a time (clamped to
+    /// `1..=`[`crate::ledger::MAX_PAGE_LIMIT`]), starting after `cursor`
+    /// (`None`: the first page). Returns the entries and the cursor of the
+    /// next page, `None` after the last. Entries made while paging come
+    /// after the pages already read: none is returned twice.
+    pub fn history_page(
+        &self,
+        account_id: &AccountId,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<LoyaltyEntry>, Option<String>), LoyaltyError> {
+        if !self.inner.lock().accounts.contains(account_id) {
+            return Err(unknown(account_id));
+        }
+        let (records, next) =
+            self.inner
+                .ledger
+                .owner_page(account_id.0.as_bytes(), cursor, limit)?;
+        Ok((records.into_iter().filter_map(applied).collect(), next))
     }
 
     /// Applies a new entry (award or redemption) under `key`, or returns
@@ -777,8 +854,8 @@ impl LocalLoyalty {
         F: FnOnce(&AccountId, Counters, DateTime<Utc>) -> Made,
     {
         let inner = &self.inner;
-        let mut state = inner.lock();
-        match inner.entry_record(key)? {
+        let state = inner.lock();
+        match inner.entry_record(key)?.map(|v| v.entry) {
             Some(EntryRecord::Tombstone { .. }) => {
                 return Err(LoyaltyError::AlreadyCompensated { key: key.into() })
             }
@@ -798,22 +875,13 @@ impl LocalLoyalty {
             }
             None => {}
         }
-        let Some(counters) = state.counters.get(account_id).copied() else {
+        if !state.accounts.contains(account_id) {
             return Err(unknown(account_id));
-        };
+        }
+        let counters = inner.counters(account_id)?;
         match make(account_id, counters, now) {
             Made::Applied(entry) => {
-                inner.put_entry(key, &EntryRecord::Entry(entry.clone()))?;
-                state
-                    .counters
-                    .entry(account_id.clone())
-                    .or_default()
-                    .add(&entry);
-                state
-                    .history
-                    .entry(account_id.clone())
-                    .or_default()
-                    .push(key.to_string());
+                inner.put_entry(&state, key, None, &EntryRecord::Entry(entry.clone()))?;
                 Ok((Stored::Entry(entry), true))
             }
             Made::Refused { miles, error } => {
@@ -823,7 +891,7 @@ impl LocalLoyalty {
                     error: error.clone(),
                     at: now,
                 };
-                inner.put_entry(key, &record)?;
+                inner.put_entry(&state, key, None, &record)?;
                 let stored = Stored::Refused {
                     account_id: account_id.clone(),
                     miles,
@@ -854,7 +922,7 @@ impl LocalLoyalty {
             if acc.email != email || acc.first_name != first_name || acc.last_name != last_name {
                 return Err(LoyaltyError::KeyReused { key: key.into() });
             }
-            let counters = state.counters.get(&id).copied().unwrap_or_default();
+            let counters = inner.counters(&id)?;
             return Ok((view(&acc, counters), false));
         }
         if let Some(owner) = state.by_email.get(&email) {
@@ -865,7 +933,7 @@ impl LocalLoyalty {
         // A random number may be taken already; try another.
         let mut id = new_account_id();
         let mut tries = 0;
-        while state.counters.contains_key(&id)
+        while state.accounts.contains(&id)
             || inner
                 .accounts
                 .contains_key(id.0.as_bytes())
@@ -891,7 +959,7 @@ impl LocalLoyalty {
             .accounts
             .insert(id.0.as_bytes(), encode(&record)?)
             .map_err(LoyaltyError::storage)?;
-        state.counters.insert(id.clone(), Counters::default());
+        state.accounts.insert(id.clone());
         state.by_email.insert(email, id.clone());
         state.create_keys.insert(key.to_string(), id);
         Ok((view(&record, Counters::default()), true))
@@ -900,25 +968,21 @@ impl LocalLoyalty {
     /// The synchronous part of [`Loyalty::reverse`], under the lock.
     fn reverse_now(&self, key: &str, now: DateTime<Utc>) -> Result<ReverseOutcome, LoyaltyError> {
         let inner = &self.inner;
-        let mut state = inner.lock();
-        let entry = match inner.entry_record(key)? {
-            None => {
-                inner.put_entry(key, &EntryRecord::Tombstone { at: now })?;
-                return Ok(ReverseOutcome::NothingToReverse);
-            }
-            Some(EntryRecord::Tombstone { .. } | EntryRecord::Refused { .. }) => {
+        let state = inner.lock();
+        let Some(current) = inner.entry_record(key)? else {
+            inner.put_entry(&state, key, None, &EntryRecord::Tombstone { at: now })?;
+            return Ok(ReverseOutcome::NothingToReverse);
+        };
+        let entry = match current.entry.clone() {
+            EntryRecord::Tombstone { .. } | EntryRecord::Refused { .. } => {
                 return Ok(ReverseOutcome::NothingToReverse)
             }
-            Some(EntryRecord::Entry(e)) if e.state == EntryState::Reversed => {
+            EntryRecord::Entry(e) if e.state == EntryState::Reversed => {
                 return Ok(ReverseOutcome::Reversed(e))
             }
-            Some(EntryRecord::Entry(e)) => e,
+            EntryRecord::Entry(e) => e,
         };
-        let before = state
-            .counters
-            .get(&entry.account_id)
-            .copied()
-            .unwrap_or_default();
+        let before = inner.counters(&entry.account_id)?;
         let clamped_miles = match entry.kind {
             // What was spent already cannot be taken back: the balance stops
             // at zero and the shortfall is recorded.
@@ -931,12 +995,14 @@ impl LocalLoyalty {
             reversed_at: Some(now),
             ..entry.clone()
         };
-        inner.put_entry(key, &EntryRecord::Entry(reversed.clone()))?;
-        // Replace the entry's contribution as applied with its
+        // The ledger replaces the entry's contribution as applied with its
         // contribution as reversed.
-        let counters = state.counters.entry(entry.account_id.clone()).or_default();
-        counters.remove(&entry);
-        counters.add(&reversed);
+        inner.put_entry(
+            &state,
+            key,
+            Some(&current),
+            &EntryRecord::Entry(reversed.clone()),
+        )?;
         Ok(ReverseOutcome::Reversed(reversed))
     }
 }
@@ -1105,7 +1171,7 @@ impl Loyalty for LocalLoyalty {
 
     async fn entry(&self, key: &str) -> Result<EntryLookup, LoyaltyError> {
         check_key(key)?;
-        Ok(match self.inner.entry_record(key)? {
+        Ok(match self.inner.entry_record(key)?.map(|v| v.entry) {
             None => EntryLookup::Unknown,
             Some(EntryRecord::Entry(e)) => EntryLookup::Entry(e),
             Some(EntryRecord::Tombstone { .. }) => EntryLookup::Tombstone,
@@ -1114,20 +1180,11 @@ impl Loyalty for LocalLoyalty {
     }
 
     async fn history(&self, account_id: &AccountId) -> Result<Vec<LoyaltyEntry>, LoyaltyError> {
-        let keys = {
-            let state = self.inner.lock();
-            if !state.counters.contains_key(account_id) {
-                return Err(unknown(account_id));
-            }
-            state.history.get(account_id).cloned().unwrap_or_default()
-        };
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(EntryRecord::Entry(e)) = self.inner.entry_record(&key)? {
-                out.push(e);
-            }
+        if !self.inner.lock().accounts.contains(account_id) {
+            return Err(unknown(account_id));
         }
-        Ok(out)
+        let records = self.inner.ledger.owned(account_id.0.as_bytes())?;
+        Ok(records.into_iter().filter_map(applied).collect())
     }
 
     async fn all_accounts(&self) -> Result<Vec<LoyaltyAccount>, LoyaltyError> {
@@ -1136,11 +1193,10 @@ impl Loyalty for LocalLoyalty {
             let (_, raw) = item.map_err(LoyaltyError::storage)?;
             records.push(decode::<AccountRecord>(&raw)?);
         }
-        let state = self.inner.lock();
-        Ok(records
+        records
             .iter()
-            .map(|r| view(r, state.counters.get(&r.id).copied().unwrap_or_default()))
-            .collect())
+            .map(|r| Ok(view(r, self.inner.counters(&r.id)?)))
+            .collect()
     }
 }
 
