@@ -378,8 +378,17 @@ async fn health_readiness_and_metrics() {
     let bad = s.get("/api/nope").await;
     assert_eq!(bad.status, StatusCode::NOT_FOUND);
 
-    let r = s.get("/metrics").await;
-    assert_eq!(r.status, StatusCode::OK);
+    // The counters follow the engine's event stream, which may trail the
+    // status a client sees: wait for them, with a generous deadline.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let r = loop {
+        let r = s.get("/metrics").await;
+        assert_eq!(r.status, StatusCode::OK);
+        if r.text.contains("saga_completed_total 1\n") || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
     assert!(r.headers["content-type"]
         .to_str()
         .unwrap()
