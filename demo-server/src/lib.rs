@@ -14,7 +14,8 @@
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | [`server`] | accept loop, connections, timeouts, graceful shutdown |
+//! | [`server`] | the main server and its graceful shutdown |
+//! | [`connections`] | the accept loop both servers share: connection caps, timeouts |
 //! | [`routes`] | the route table and dispatch |
 //! | [`api`] | JSON shapes and the one `ApiError -> Response` mapping |
 //! | `handlers` | one file per area: catalog, bookings, loyalty, admin, ops |
@@ -24,6 +25,7 @@
 //! | [`auth`] | the admin token |
 //! | [`metrics`] | Prometheus counters and histograms |
 //! | [`roles`], [`remote`] | one participant served alone, and its HTTP client |
+//! | [`service_token`] | the bearer token between the orchestrator and a participant |
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -39,6 +41,7 @@
 pub mod api;
 pub mod auth;
 pub mod body;
+pub mod connections;
 mod handlers;
 pub mod metrics;
 pub mod openapi;
@@ -47,6 +50,7 @@ pub mod remote;
 pub mod roles;
 pub mod routes;
 pub mod server;
+pub mod service_token;
 pub mod sse;
 pub mod state;
 mod ui;
@@ -55,4 +59,5 @@ pub use api::ApiError;
 pub use auth::{AdminToken, TokenSource};
 pub use body::Body;
 pub use server::serve;
+pub use service_token::ServiceToken;
 pub use state::{AppState, AppStateBuilder, RemoteParticipants, ServerConfig, StartupError};
