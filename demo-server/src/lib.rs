@@ -15,6 +15,7 @@
 //! | module | owns |
 //! | --- | --- |
 //! | [`server`] | the main server and its graceful shutdown |
+//! | [`limits`] | event stream caps and per-client request rates |
 //! | [`connections`] | the accept loop both servers share: connection caps, timeouts |
 //! | [`routes`] | the route table and dispatch |
 //! | [`api`] | JSON shapes and the one `ApiError -> Response` mapping |
@@ -43,6 +44,7 @@ pub mod auth;
 pub mod body;
 pub mod connections;
 mod handlers;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod query;

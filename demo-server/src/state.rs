@@ -10,6 +10,7 @@
 
 use crate::auth::{AdminToken, TokenError, TokenSource};
 use crate::connections::{ConnLimits, ConnTracker};
+use crate::limits::{RateLimiter, StreamTracker};
 use crate::metrics::Metrics;
 use crate::remote::{HttpInventory, HttpLoyalty, HttpPayments};
 use crate::service_token::ServiceToken;
@@ -290,6 +291,10 @@ pub struct AppState {
     pub config: ServerConfig,
     /// Open connections per client address.
     pub connections: Arc<ConnTracker>,
+    /// Open event streams per client address and saga.
+    pub streams: Arc<StreamTracker>,
+    /// Request rates per client address.
+    pub rates: RateLimiter,
     stopping: watch::Sender<bool>,
 }
 
@@ -340,8 +345,10 @@ impl AppState {
             db,
             admin_token,
             metrics,
-            config,
             connections: Arc::new(ConnTracker::default()),
+            streams: Arc::new(StreamTracker::new(&config)),
+            rates: RateLimiter::new(config.rate_per_minute, config.rate_burst),
+            config,
             stopping,
         })
     }

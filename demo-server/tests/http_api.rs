@@ -1226,8 +1226,11 @@ async fn loyalty_accounts_are_private_to_number_plus_last_name() {
     assert_eq!(field_names(&r), ["last_name"]);
 
     // Book with the account: miles are awarded and shown in the history.
+    // The member travels: an account can only be used by one of the
+    // passengers (tests/limits.rs checks someone else's number is refused).
     let (flight, date) = s.find_flight(0).await;
     let mut body = booking_body(&flight, &date, json!({}));
+    body["passengers"][1] = json!({"first_name": "Grace", "last_name": "Hopper"});
     body["loyalty_id"] = json!(account);
     let id = s.book("loyal-1", &body).await;
     let b = s.wait_terminal(&id).await;

@@ -29,6 +29,7 @@ pub async fn create(state: &AppState, mut req: Req) -> Result<Response<Body>, Ap
     let key = req.idempotency_key()?;
     let value = req.json_value(state).await?;
     let request = parse_booking_request(value)?;
+    check_loyalty_member(state, &request).await?;
     let id = start_booking(&state.engine, &state.services, &request, &key).await?;
     tracing::info!(saga_id = %id, "booking accepted");
     let accepted = BookingAccepted::new(id.as_str());
@@ -37,6 +38,51 @@ pub async fn create(state: &AppState, mut req: Req) -> Result<Response<Body>, Ap
         resp.headers_mut().insert(LOCATION, v);
     }
     Ok(resp)
+}
+
+/// A `loyalty_id` must name an account whose holder is one of the
+/// passengers (by last name). An unknown number and another person's number
+/// get the same answer, so that a failed booking cannot tell whether an
+/// account exists (the lookup `GET /api/loyalty/{id}` needs the last name
+/// too, and both are rate-limited).
+async fn check_loyalty_member(state: &AppState, request: &BookingRequest) -> Result<(), ApiError> {
+    let Some(id) = request
+        .loyalty_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    else {
+        return Ok(());
+    };
+    let refused = || {
+        ApiError::field(
+            "loyalty_id",
+            "no loyalty account with this number belongs to a passenger",
+        )
+    };
+    if id.len() > 32 {
+        return Err(refused());
+    }
+    let account = match state
+        .services
+        .loyalty
+        .account(&booking_domain::loyalty::AccountId(id.to_string()))
+        .await
+    {
+        Ok(a) => a,
+        Err(e) if e.is_retryable() => return Err(e.into()),
+        Err(_) => return Err(refused()),
+    };
+    let holder = account.last_name.trim().to_lowercase();
+    if request
+        .passengers
+        .iter()
+        .any(|p| p.last_name.trim().to_lowercase() == holder)
+    {
+        Ok(())
+    } else {
+        Err(refused())
+    }
 }
 
 /// Decodes a booking request, naming every field that does not fit.
