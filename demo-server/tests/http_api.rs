@@ -684,11 +684,15 @@ async fn idempotency_key_is_required_and_names_one_booking() {
     assert_eq!(first.status, StatusCode::ACCEPTED);
     assert_eq!(again.status, StatusCode::ACCEPTED);
     assert_eq!(first.body["booking_id"], again.body["booking_id"]);
+    // Keys are scoped by the contact email (tests/idempotency.rs): a
+    // different body from the same customer is a reuse.
     let mut other = body.clone();
-    other["email"] = json!("someone.else@example.com");
+    other["passengers"][0]["first_name"] = json!("Augusta");
     let r = s.post_json("/api/bookings", Some("same-key"), &other).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     assert_eq!(field_names(&r), ["Idempotency-Key"]);
+    let first_id = first.body["booking_id"].as_str().unwrap();
+    assert!(!r.text.contains(first_id), "the 422 names the booking");
 
     let id = first.body["booking_id"].as_str().unwrap();
     s.wait_terminal(id).await;
