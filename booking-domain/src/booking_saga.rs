@@ -103,9 +103,12 @@ pub enum BookingError {
 pub struct BookingData {
     /// Format version.
     pub v: u32,
-    /// Hash of the request (card reduced to last four and expiry), to tell a
-    /// replay from a conflicting reuse of the idempotency key.
-    pub request_fingerprint: u64,
+    /// SHA-256 (hex) of the whole request, card number and CVC included
+    /// (hashed, never kept), to tell a replay from a conflicting reuse of
+    /// the idempotency key. Records written before it was a hash hold a
+    /// number, read as its decimal text (a replay of those is a reuse).
+    #[serde(deserialize_with = "fingerprint_text")]
+    pub request_fingerprint: String,
     /// The flight.
     pub flight_id: FlightId,
     /// Departure date.
@@ -711,30 +714,32 @@ fn email_ok(s: &str) -> bool {
         && !s.chars().any(char::is_whitespace)
 }
 
-/// A stable hash of the request with the card reduced to what may be
-/// stored (last four digits, expiry, holder).
-pub fn request_fingerprint(req: &BookingRequest) -> u64 {
-    let digits: String = req
-        .card
-        .number
-        .chars()
-        .filter(char::is_ascii_digit)
-        .collect();
-    let last4 = &digits[digits.len().saturating_sub(4)..];
-    let mut v = serde_json::to_value(req).unwrap_or_default();
-    v["card"] = serde_json::json!({
-        "last4": last4,
-        "exp_month": req.card.exp_month,
-        "exp_year": req.card.exp_year,
-        "holder_name": req.card.holder_name,
-    });
+/// The SHA-256, in hex, of the whole request (keys in a fixed order), the
+/// card's number and CVC included: a different card with the same last four
+/// digits is a different request. Only the hash is kept.
+pub fn request_fingerprint(req: &BookingRequest) -> String {
+    use sha2::{Digest, Sha256};
+    // Through `Value`, whose maps are sorted, so that the bytes are stable.
+    let v = serde_json::to_value(req).unwrap_or_default();
     let bytes = serde_json::to_vec(&v).unwrap_or_default();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    let mut h = Sha256::new();
+    h.update(b"booking-request-v2\0");
+    h.update(&bytes);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads a fingerprint written as text, or as a number by older versions.
+fn fingerprint_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Text(String),
+        Number(u64),
     }
-    h
+    Ok(match Stored::deserialize(d)? {
+        Stored::Text(t) => t,
+        Stored::Number(n) => n.to_string(),
+    })
 }
 
 /// Validates `req` against the catalog and participants (as of `today`) and

@@ -1,13 +1,15 @@
 //! The JSON shapes of the API and the one mapping from [`ApiError`] to an
 //! HTTP response.
 //!
-//! Every error body is `{"error": "..."}`; a validation error adds
+//! Every error body is `{"error": "...", "code": "..."}` (`code` is
+//! stable, for programs: [`ApiError::code`]); a validation error adds
 //! `"fields": [{"field", "message"}]`. Errors of the layers below (engine,
 //! booking, participants) are converted here and nowhere else, so a status
 //! code means the same thing on every route: `400` malformed request, `401`
 //! missing or wrong admin token, `404` unknown id, `405` wrong method,
 //! `408` body too slow, `409` a state that forbids the operation, `413` body
-//! too large, `415` not JSON, `422` well-formed but invalid, `503` shutting
+//! too large, `415` not JSON, `422` well-formed but invalid, `429` over a
+//! rate limit or a cap (with `Retry-After`), `503` shutting
 //! down or a participant unreachable, `500` a bug or a storage failure (the
 //! details go to the log, not to the client).
 
@@ -70,6 +72,14 @@ pub enum ApiError {
     /// Shutting down, or a participant cannot be reached: try again later.
     #[error("{0}")]
     Unavailable(String),
+    /// Over a rate limit or a cap: `429` with `Retry-After`.
+    #[error("{message}")]
+    TooManyRequests {
+        /// Which limit.
+        message: String,
+        /// Seconds to wait before trying again.
+        retry_after_secs: u64,
+    },
     /// A bug or a storage failure. The message is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -78,8 +88,10 @@ pub enum ApiError {
 /// The JSON body of every error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
-    /// What went wrong.
+    /// What went wrong, for a person.
     pub error: String,
+    /// What went wrong, for a program: a stable code ([`ApiError::code`]).
+    pub code: String,
     /// Per-field problems (validation errors only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<FieldError>,
@@ -110,6 +122,29 @@ impl ApiError {
         }
     }
 
+    /// The stable machine-readable code of this error, sent as `code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::RequestTimeout => "request_timeout",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Validation { fields, .. }
+                if fields.iter().any(|f| f.field == "Idempotency-Key") =>
+            {
+                "idempotency_key_reused"
+            }
+            ApiError::Validation { .. } => "validation_failed",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::TooManyRequests { .. } => "too_many_requests",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
     /// The status code of this error.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -123,6 +158,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -135,15 +171,18 @@ impl ApiError {
                 tracing::error!(error = %detail, "internal error answered with 500");
                 ErrorBody {
                     error: "internal error; see the server log".into(),
+                    code: self.code().into(),
                     fields: Vec::new(),
                 }
             }
             ApiError::Validation { message, fields } => ErrorBody {
                 error: message.clone(),
+                code: self.code().into(),
                 fields: fields.clone(),
             },
             other => ErrorBody {
                 error: other.to_string(),
+                code: self.code().into(),
                 fields: Vec::new(),
             },
         };
@@ -164,6 +203,11 @@ impl ApiError {
             ApiError::Unavailable(_) => {
                 headers.insert("retry-after", HeaderValue::from_static("1"));
             }
+            ApiError::TooManyRequests {
+                retry_after_secs, ..
+            } => {
+                headers.insert("retry-after", HeaderValue::from(*retry_after_secs));
+            }
             _ => {}
         }
         resp
@@ -180,7 +224,9 @@ pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Re
             bytes_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "application/json",
-                Bytes::from_static(b"{\"error\":\"internal error; see the server log\"}"),
+                Bytes::from_static(
+                    b"{\"error\":\"internal error; see the server log\",\"code\":\"internal\"}",
+                ),
             )
         }
     }
@@ -212,8 +258,9 @@ impl From<saga_engine::Error> for ApiError {
             E::InvalidState { .. } | E::UnregisteredVersion { .. } => {
                 ApiError::Conflict(e.to_string())
             }
+            // The engine's message names the other saga: not for the public.
             E::IdempotencyConflict { .. } => ApiError::Validation {
-                message: e.to_string(),
+                message: "Idempotency-Key was already used with a different request".into(),
                 fields: vec![FieldError {
                     field: "Idempotency-Key".into(),
                     message: "already used with a different request".into(),
@@ -231,10 +278,9 @@ impl From<BookingError> for ApiError {
                 message: "invalid booking request".into(),
                 fields: v.0,
             },
-            BookingError::KeyReused { existing } => ApiError::Validation {
-                message: format!(
-                    "Idempotency-Key was already used for booking {existing} with a different request"
-                ),
+            // The other booking's id is its capability: never named here.
+            BookingError::KeyReused { .. } => ApiError::Validation {
+                message: "Idempotency-Key was already used with a different request".into(),
                 fields: vec![FieldError {
                     field: "Idempotency-Key".into(),
                     message: "already used with a different request".into(),

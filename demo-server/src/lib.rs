@@ -14,7 +14,9 @@
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | [`server`] | accept loop, connections, timeouts, graceful shutdown |
+//! | [`server`] | the main server and its graceful shutdown |
+//! | [`limits`] | event stream caps and per-client request rates |
+//! | [`connections`] | the accept loop both servers share: connection caps, timeouts |
 //! | [`routes`] | the route table and dispatch |
 //! | [`api`] | JSON shapes and the one `ApiError -> Response` mapping |
 //! | `handlers` | one file per area: catalog, bookings, loyalty, admin, ops |
@@ -24,6 +26,7 @@
 //! | [`auth`] | the admin token |
 //! | [`metrics`] | Prometheus counters and histograms |
 //! | [`roles`], [`remote`] | one participant served alone, and its HTTP client |
+//! | [`service_token`] | the bearer token between the orchestrator and a participant |
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -39,7 +42,9 @@
 pub mod api;
 pub mod auth;
 pub mod body;
+pub mod connections;
 mod handlers;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod query;
@@ -47,6 +52,7 @@ pub mod remote;
 pub mod roles;
 pub mod routes;
 pub mod server;
+pub mod service_token;
 pub mod sse;
 pub mod state;
 mod ui;
@@ -55,4 +61,5 @@ pub use api::ApiError;
 pub use auth::{AdminToken, TokenSource};
 pub use body::Body;
 pub use server::serve;
+pub use service_token::ServiceToken;
 pub use state::{AppState, AppStateBuilder, RemoteParticipants, ServerConfig, StartupError};

@@ -17,8 +17,9 @@ use booking_domain::catalog::Catalog;
 use booking_domain::import::{export_airports, export_flights, Import, ImportMode};
 use booking_domain::Currency;
 use clap::{Parser, Subcommand, ValueEnum};
-use demo_server::roles::{serve_role, Role};
+use demo_server::roles::{serve_role_with, Role, RoleConfig};
 use demo_server::state::{open_db, RemoteParticipants, ServerConfig};
+use demo_server::ServiceToken;
 use demo_server::{AppState, TokenSource};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -51,6 +52,14 @@ struct Cli {
     /// Reach loyalty at this URL instead of running it in process.
     #[arg(long)]
     loyalty_url: Option<String>,
+    /// File holding the bearer token between the orchestrator and the
+    /// participants (else `DEMO_<ROLE>_SERVICE_TOKEN` or `DEMO_SERVICE_TOKEN`).
+    #[arg(long, global = true)]
+    service_token_file: Option<PathBuf>,
+    /// Print a newly generated admin token on standard output (it is
+    /// always kept in the data directory's token file).
+    #[arg(long)]
+    print_admin_token: bool,
     /// Seconds a shutdown waits for requests and saga steps under way.
     #[arg(long, default_value_t = 10)]
     shutdown_grace_secs: u64,
@@ -132,9 +141,12 @@ fn run_server(cli: &Cli) -> Fallible {
         let addr = listener.local_addr()?;
         if let Some(role) = cli.role {
             std::fs::create_dir_all(&cli.data_dir)?;
+            let token = ServiceToken::for_role(role, cli.service_token_file.as_deref())?;
             let db = open_db(&cli.data_dir)?;
-            println!("demo-server: {role} participant listening on http://{addr}");
-            serve_role(role, listener, db.clone(), shutdown_signal()).await?;
+            let config = RoleConfig::new(role).with_token(token);
+            let auth = if config.token.is_some() { "bearer token required" } else { "no token: loopback only" };
+            println!("demo-server: {role} participant listening on http://{addr} ({auth})");
+            serve_role_with(config, listener, db.clone(), shutdown_signal()).await?;
             tokio::task::spawn_blocking(move || db.flush()).await??;
             return Ok(());
         }
@@ -142,10 +154,18 @@ fn run_server(cli: &Cli) -> Fallible {
             shutdown_grace: Duration::from_secs(cli.shutdown_grace_secs),
             ..ServerConfig::default()
         };
+        let file = cli.service_token_file.as_deref();
+        let token_for = |role, url: &Option<String>| match url {
+            Some(_) => ServiceToken::for_role(role, file),
+            None => Ok(None),
+        };
         let remote = RemoteParticipants {
             inventory: cli.inventory_url.clone(),
             payments: cli.payments_url.clone(),
             loyalty: cli.loyalty_url.clone(),
+            inventory_token: token_for(Role::Inventory, &cli.inventory_url)?,
+            payments_token: token_for(Role::Payments, &cli.payments_url)?,
+            loyalty_token: token_for(Role::Loyalty, &cli.loyalty_url)?,
         };
         let (state, token_source) = AppState::builder(&cli.data_dir)
             .store_url(cli.store.clone())
@@ -162,13 +182,28 @@ fn run_server(cli: &Cli) -> Fallible {
                 println!("demo-server: {name} at {url}");
             }
         }
+        for (name, url, token) in [
+            ("inventory", &remote.inventory, &remote.inventory_token),
+            ("payments", &remote.payments, &remote.payments_token),
+            ("loyalty", &remote.loyalty, &remote.loyalty_token),
+        ] {
+            if url.is_some() && token.is_none() {
+                tracing::warn!(service = name, "no service token for this participant: calls go unauthenticated");
+            }
+        }
         match token_source {
-            TokenSource::Generated => println!(
+            TokenSource::Generated if cli.print_admin_token => println!(
                 "demo-server: admin token (shown once, kept in {}): {}",
                 cli.data_dir
                     .join(demo_server::auth::ADMIN_TOKEN_FILE)
                     .display(),
                 state.admin_token.reveal()
+            ),
+            TokenSource::Generated => println!(
+                "demo-server: admin token generated and kept in {} (mode 0600; --print-admin-token shows it)",
+                cli.data_dir
+                    .join(demo_server::auth::ADMIN_TOKEN_FILE)
+                    .display()
             ),
             TokenSource::Environment => println!(
                 "demo-server: admin token from {}",

@@ -50,6 +50,8 @@ pub struct Metrics {
     step_failures: AtomicU64,
     compensations: AtomicU64,
     events_missed: AtomicU64,
+    admin_refused: AtomicU64,
+    limited: AtomicU64,
     steps: Mutex<BTreeMap<String, Histogram>>,
     http: Mutex<BTreeMap<u16, u64>>,
 }
@@ -108,6 +110,16 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// Counts a request refused for a missing or wrong admin token.
+    pub fn record_admin_refused(&self) {
+        self.admin_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request refused by a rate limit or a stream cap.
+    pub fn record_limited(&self) {
+        self.limited.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts events a slow collector missed.
     pub fn record_missed(&self, n: u64) {
         self.events_missed.fetch_add(n, Ordering::Relaxed);
@@ -163,6 +175,18 @@ impl Metrics {
             "saga_events_missed_total",
             "Engine events the metrics collector fell too far behind to see.",
             &self.events_missed,
+        );
+        counter(
+            &mut out,
+            "admin_auth_failures_total",
+            "Requests to admin routes refused for a missing or wrong token.",
+            &self.admin_refused,
+        );
+        counter(
+            &mut out,
+            "http_limited_total",
+            "Requests refused with 429 by a rate limit or an event stream cap.",
+            &self.limited,
         );
         let _ = writeln!(out, "# HELP saga_running Sagas with a worker now.");
         let _ = writeln!(out, "# TYPE saga_running gauge");

@@ -16,6 +16,7 @@
 //! `InvalidRequest`: retrying would not change it.
 
 use crate::roles::{encode_component, AwardBody, CapacityBody, RedeemBody, IDEMPOTENCY_KEY_HEADER};
+use crate::service_token::ServiceToken;
 use async_trait::async_trait;
 use booking_domain::inventory::{
     Hold, HoldLookup, HoldRequest, Inventory, InventoryError, ReleaseOutcome, SeatTotals,
@@ -31,7 +32,7 @@ use booking_domain::{Cabin, FlightId, Money};
 use bytes::Bytes;
 use chrono::NaiveDate;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -79,6 +80,8 @@ struct Transport {
     /// `scheme://authority[/prefix]`, without a trailing slash.
     base: String,
     timeout: Duration,
+    /// Sent as `Authorization: Bearer` on every call.
+    token: Option<ServiceToken>,
 }
 
 impl fmt::Debug for Transport {
@@ -123,6 +126,7 @@ impl Transport {
             client,
             base,
             timeout: DEFAULT_TIMEOUT,
+            token: None,
         })
     }
 
@@ -145,6 +149,9 @@ impl Transport {
             .header(ACCEPT, HeaderValue::from_static("application/json"));
         if let Some(key) = key {
             builder = builder.header(IDEMPOTENCY_KEY_HEADER, encode_component(key));
+        }
+        if let Some(token) = &self.token {
+            builder = builder.header(AUTHORIZATION, token.header_value());
         }
         if body.is_some() {
             builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -193,6 +200,12 @@ impl Transport {
         }
         let snippet = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
         let message = format!("{method} {url}: {status} {snippet}");
+        if status == StatusCode::UNAUTHORIZED {
+            // A configuration error the operator can fix (the token): keep
+            // retrying rather than turn it into a rejection.
+            tracing::error!(%method, %url, "participant refused our service token");
+            return Err(CallError::Unavailable(message));
+        }
         if status.is_server_error()
             || status == StatusCode::REQUEST_TIMEOUT
             || status == StatusCode::TOO_MANY_REQUESTS
@@ -267,6 +280,12 @@ macro_rules! client_type {
             /// Sets how long one call may take, connection included.
             pub fn with_timeout(mut self, timeout: Duration) -> Self {
                 self.transport.timeout = timeout;
+                self
+            }
+
+            /// Sends `token` as `Authorization: Bearer` on every call.
+            pub fn with_token(mut self, token: Option<ServiceToken>) -> Self {
+                self.transport.token = token;
                 self
             }
 

@@ -3,7 +3,13 @@
 //!
 //! [`serve_role`] opens the participant's local sled implementation and
 //! exposes its trait, one route per method; [`crate::remote`] holds the
-//! matching clients. Every mutating call carries the saga's idempotency key
+//! matching clients. Every route but `GET /healthz` needs the service's
+//! bearer token ([`crate::service_token`]) when one is configured, and a
+//! role server without one serves only on loopback; the listings of every
+//! hold, payment and account are thus reachable only by the orchestrator,
+//! which shows them only behind its admin token. The server runs on the
+//! accept loop of the main server ([`crate::connections`]), with its limits:
+//! connection caps, header and body deadlines, body size, write timeout. Every mutating call carries the saga's idempotency key
 //! in the `Idempotency-Key` header (percent-encoded, so any key survives the
 //! trip); the participant applies the effect once however often it is
 //! repeated. Errors travel as the participant's own error enum in JSON, so a
@@ -40,27 +46,27 @@
 //! | loyalty | `POST /entries/reverse` + key | `reverse` |
 //! | loyalty | `GET /entries/{key}` | `entry` |
 
+use crate::api::ApiError;
+use crate::body::{read_limited, Body};
+use crate::connections::{accept_loop, ConnLimits, ConnTracker};
+use crate::service_token::ServiceToken;
+use crate::state::ServerConfig;
 use booking_domain::inventory::{Inventory, InventoryError, LocalInventory};
 use booking_domain::loyalty::{AccountId, LocalLoyalty, Loyalty, LoyaltyError};
 use booking_domain::payments::{LocalPayments, PaymentError, Payments};
 use booking_domain::{Cabin, FlightId, Money};
 use bytes::Bytes;
 use chrono::NaiveDate;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::http::request::Parts;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 /// Largest request body a role server reads, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -68,10 +74,45 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The header that carries the idempotency key of a mutating call.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a graceful shutdown waits for open connections to finish.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How a role server runs: its role, its credential and its limits (by
+/// default the main server's: [`ServerConfig::default`]).
+#[derive(Debug, Clone)]
+pub struct RoleConfig {
+    /// The participant served.
+    pub role: Role,
+    /// The bearer token every call but `GET /healthz` must carry; `None`
+    /// only on a loopback address.
+    pub token: Option<ServiceToken>,
+    /// Connection caps, header deadline and write timeout.
+    pub limits: ConnLimits,
+    /// Largest request body read, in bytes.
+    pub max_body_bytes: usize,
+    /// How long a client may take to send its request body.
+    pub body_read_timeout: Duration,
+    /// How long a graceful shutdown waits for open connections.
+    pub drain: Duration,
+}
+
+impl RoleConfig {
+    /// `role` with no token and the main server's default limits.
+    pub fn new(role: Role) -> RoleConfig {
+        let main = ServerConfig::default();
+        RoleConfig {
+            role,
+            token: None,
+            limits: main.conn_limits(),
+            max_body_bytes: MAX_BODY_BYTES.min(main.max_body_bytes),
+            body_read_timeout: main.body_read_timeout,
+            drain: main.shutdown_grace,
+        }
+    }
+
+    /// Requires `token` on every call.
+    pub fn with_token(mut self, token: Option<ServiceToken>) -> RoleConfig {
+        self.token = token;
+        self
+    }
+}
 
 /// Which participant a process serves.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,18 +142,46 @@ impl std::fmt::Display for Role {
     }
 }
 
-/// Serves `role`'s participant, backed by its local sled implementation on
-/// `db`, on `listener` until `shutdown` completes; then stops accepting,
-/// lets open connections finish their current request (up to ten seconds)
-/// and returns.
-///
-/// Fails only when the participant cannot be opened on `db`.
+/// Serves `role`'s participant with no credential and the default limits:
+/// [`serve_role_with`] with [`RoleConfig::new`], so only on loopback.
 pub async fn serve_role(
     role: Role,
     listener: TcpListener,
     db: sled::Db,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_role_with(RoleConfig::new(role), listener, db, shutdown).await
+}
+
+/// Serves the participant of `config.role`, backed by its local sled
+/// implementation on `db`, on `listener` until `shutdown` completes; then
+/// stops accepting, lets open connections finish their current request (up
+/// to `config.drain`) and returns.
+///
+/// Fails when the participant cannot be opened on `db`, or when `listener`
+/// is not on a loopback address and `config.token` is `None`: a participant
+/// reachable from other machines must authenticate its callers.
+pub async fn serve_role_with(
+    config: RoleConfig,
+    listener: TcpListener,
+    db: sled::Db,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let role = config.role;
+    let addr = listener.local_addr()?;
+    if config.token.is_none() && !addr.ip().is_loopback() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "refusing to serve the {role} participant on {addr} without a service token \
+                 (set {} or pass --service-token-file), or listen on a loopback address",
+                crate::service_token::SERVICE_TOKEN_ENV
+            ),
+        ));
+    }
+    if config.token.is_none() {
+        tracing::warn!(role = %role, %addr, "participant serving without a service token (loopback only)");
+    }
     let participant = match role {
         Role::Inventory => Participant::Inventory(Arc::new(
             LocalInventory::open(&db).map_err(std::io::Error::other)?,
@@ -124,10 +193,27 @@ pub async fn serve_role(
             LocalLoyalty::open(&db).map_err(std::io::Error::other)?,
         )),
     };
-    tracing::info!(role = %role, addr = ?listener.local_addr().ok(), "participant serving");
-    serve(Arc::new(participant), listener, shutdown).await;
+    tracing::info!(role = %role, %addr, "participant serving");
+    let server = Arc::new(RoleServer {
+        participant,
+        token: config.token.clone(),
+        max_body_bytes: config.max_body_bytes,
+        body_read_timeout: config.body_read_timeout,
+    });
+    let handler = move |req: Request<Incoming>| handle(server.clone(), req);
+    let tracker = Arc::new(ConnTracker::default());
+    let connections = accept_loop(listener, config.limits, tracker, handler, shutdown).await;
+    connections.drain(config.drain).await;
     tracing::info!(role = %role, "participant stopped");
     Ok(())
+}
+
+/// What a role server's handler shares.
+struct RoleServer {
+    participant: Participant,
+    token: Option<ServiceToken>,
+    max_body_bytes: usize,
+    body_read_timeout: Duration,
 }
 
 /// The participant behind a role server.
@@ -147,7 +233,7 @@ impl Participant {
     }
 
     /// A malformed-request reply in this participant's error vocabulary.
-    fn refuse(&self, status: StatusCode, reason: String) -> Response<Full<Bytes>> {
+    fn refuse(&self, status: StatusCode, reason: String) -> Response<Body> {
         match self {
             Participant::Inventory(_) => {
                 json_response(status, &InventoryError::InvalidRequest { reason })
@@ -162,110 +248,61 @@ impl Participant {
     }
 }
 
-async fn serve(
-    participant: Arc<Participant>,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        // Out of descriptors and the like: back off, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let participant = participant.clone();
-                let stop = stop_rx.clone();
-                connections.spawn(serve_connection(participant, stream, peer, stop));
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    drop(listener);
-    let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            open = connections.len(),
-            "connections still open after the drain timeout; closing them"
-        );
-        connections.abort_all();
-    }
+/// `401` with a JSON body outside every participant's error vocabulary,
+/// so that a client never takes it for a domain answer.
+fn unauthorized() -> Response<Body> {
+    let mut resp = json_response(
+        StatusCode::UNAUTHORIZED,
+        &serde_json::json!({
+            "error": "this call needs the service's bearer token",
+            "code": "unauthorized",
+        }),
+    );
+    resp.headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
 }
 
-async fn serve_connection(
-    participant: Arc<Participant>,
-    stream: tokio::net::TcpStream,
-    peer: std::net::SocketAddr,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let service = service_fn(move |req| {
-        let participant = participant.clone();
-        async move { Ok::<_, Infallible>(handle(participant, req).await) }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    let mut stopping = false;
-    loop {
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-                break;
-            }
-            _ = stop.changed(), if !stopping => {
-                stopping = true;
-                conn.as_mut().graceful_shutdown();
-            }
-        }
-    }
-}
-
-async fn handle(participant: Arc<Participant>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(server: Arc<RoleServer>, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return participant.refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body is over {MAX_BODY_BYTES} bytes"),
-            );
+    let role = server.participant.role();
+    let health = parts.method == Method::GET && parts.uri.path() == "/healthz";
+    if let Some(token) = &server.token {
+        if !health && !token.verify(&parts.headers) {
+            tracing::warn!(%role, method = %parts.method, path = parts.uri.path(),
+                "participant call refused: missing or wrong service token");
+            return unauthorized();
         }
+    }
+    let body = match read_limited(
+        &parts.headers,
+        body,
+        server.max_body_bytes,
+        server.body_read_timeout,
+    )
+    .await
+    {
+        Ok(bytes) => bytes,
         Err(e) => {
-            return participant.refuse(
-                StatusCode::BAD_REQUEST,
-                format!("could not read the request body: {e}"),
-            );
+            let status = match e {
+                ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            return server.participant.refuse(status, e.to_string());
         }
     };
-    let role = participant.role();
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
     // A task of its own, so that a client hanging up mid-call cannot cancel a
     // participant call halfway between its transaction and its flush.
     let task = tokio::spawn(async move {
+        let participant = &server.participant;
         let call = match Call::parse(&parts, body) {
             Ok(call) => call,
             Err(reason) => return participant.refuse(StatusCode::BAD_REQUEST, reason),
         };
-        let result = match &*participant {
+        let result = match participant {
             Participant::Inventory(p) => reply(inventory(&**p, &call).await),
             Participant::Payments(p) => reply(payments(&**p, &call).await),
             Participant::Loyalty(p) => reply(loyalty(&**p, &call).await),
@@ -401,9 +438,7 @@ impl<E> From<E> for Fail<E> {
 }
 
 /// Turns a routing result into a response: `None` when no route matched.
-fn reply<E: WireError>(
-    result: Option<Result<Response<Full<Bytes>>, Fail<E>>>,
-) -> Option<Response<Full<Bytes>>> {
+fn reply<E: WireError>(result: Option<Result<Response<Body>, Fail<E>>>) -> Option<Response<Body>> {
     Some(match result? {
         Ok(resp) => resp,
         Err(Fail::BadRequest(reason)) => {
@@ -488,9 +523,9 @@ impl WireError for LoyaltyError {
     }
 }
 
-type Routed<E> = Option<Result<Response<Full<Bytes>>, Fail<E>>>;
+type Routed<E> = Option<Result<Response<Body>, Fail<E>>>;
 
-fn ok<T: Serialize, E>(value: &T) -> Result<Response<Full<Bytes>>, Fail<E>> {
+fn ok<T: Serialize, E>(value: &T) -> Result<Response<Body>, Fail<E>> {
     Ok(json_response(StatusCode::OK, value))
 }
 
@@ -610,7 +645,7 @@ async fn loyalty(p: &dyn Loyalty, call: &Call) -> Routed<LoyaltyError> {
     }
 }
 
-fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
+fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Body> {
     let (status, body) = match serde_json::to_vec(value) {
         Ok(body) => (status, body),
         Err(e) => {
@@ -621,7 +656,7 @@ fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Respon
             )
         }
     };
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let mut resp = Response::new(Body::full(body));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -665,6 +700,7 @@ pub(crate) fn decode_component(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::{BodyExt, Full};
 
     #[test]
     fn components_round_trip() {

@@ -11,7 +11,9 @@
 
 use crate::api::ApiError;
 use crate::body::{read_limited, Body};
+use crate::connections::ClientAddr;
 use crate::handlers;
+use crate::limits::RateKind;
 use crate::query::Query;
 use crate::state::AppState;
 use bytes::Bytes;
@@ -19,6 +21,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// What a route leads to.
@@ -206,6 +209,9 @@ pub struct Req {
     pub query: Query,
     /// The route's `{}` captures, in order.
     pub params: Vec<String>,
+    /// The client's address (from the accept loop; `None` when the
+    /// request did not come through it).
+    pub client: Option<IpAddr>,
     body: Option<Incoming>,
 }
 
@@ -326,8 +332,26 @@ pub async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Response<
         Ok(found) => found,
         Err(e) => return e.into_response(),
     };
+    let client = parts.extensions.get::<ClientAddr>().map(|c| c.0);
     if route.admin {
         if let Err(e) = state.admin_token.authorize(&parts.headers) {
+            // Counted and logged, never with what was presented.
+            state.metrics.record_admin_refused();
+            tracing::warn!(client = ?client, %path, "admin route refused: missing or wrong token");
+            return e.into_response();
+        }
+    }
+    let rate = match route.endpoint {
+        Endpoint::CreateBooking => Some(RateKind::CreateBooking),
+        Endpoint::BookingLookup => Some(RateKind::BookingLookup),
+        Endpoint::LoyaltyAccount => Some(RateKind::LoyaltyLookup),
+        Endpoint::Enroll => Some(RateKind::Enroll),
+        _ => None,
+    };
+    if let (Some(kind), Some(ip)) = (rate, client) {
+        if let Err(e) = state.rates.check(ip, kind) {
+            state.metrics.record_limited();
+            tracing::info!(%ip, ?kind, "rate limit reached");
             return e.into_response();
         }
     }
@@ -337,6 +361,7 @@ pub async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Response<
         headers: parts.headers,
         query: Query::parse(parts.uri.query()),
         params,
+        client,
         body: Some(body),
     };
     match handlers::handle(route.endpoint, &state, req).await {

@@ -15,11 +15,16 @@
 //!
 //! Both send a comment every keep-alive interval (15 s by default) so that
 //! proxies and clients keep the connection open, and end when the server
-//! begins to shut down. Each stream is a task writing into a small channel;
+//! begins to shut down or after the maximum stream lifetime (30 min by
+//! default; a browser reconnects and resumes). Streams are capped in all,
+//! per client address and per saga ([`crate::limits`]): over a cap, `429`
+//! with `Retry-After`. A `Last-Event-ID` beyond the history (even
+//! `u64::MAX`) resumes after the last event there is. Each stream is a task writing into a small channel;
 //! when the client goes away the channel closes and the task ends.
 
 use crate::api::ApiError;
 use crate::body::Body;
+use crate::limits::StreamSlot;
 use crate::routes::Req;
 use crate::state::AppState;
 use bytes::Bytes;
@@ -78,12 +83,21 @@ pub async fn saga_events(state: &Arc<AppState>, req: &Req) -> Result<Response<Bo
             return Ok(resp);
         }
     }
+    let slot = state
+        .streams
+        .acquire(req.client, Some(id.as_str()))
+        .inspect_err(|_| state.metrics.record_limited())?;
+    // A `Last-Event-ID` beyond the history (up to `u64::MAX`) resumes after
+    // the last event there is, so the stream still ends with the saga.
+    let end = history.last().map_or(0, |e| e.seq.saturating_add(1));
+    let next = last_seen.map_or(0, |l| l.saturating_add(1).min(end));
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     let stream = SagaStream {
         state: state.clone(),
         id,
-        next: last_seen.map_or(0, |l| l + 1),
+        next,
         tx,
+        _slot: slot,
     };
     tokio::spawn(stream.run(history, live));
     Ok(sse_response(rx))
@@ -96,6 +110,8 @@ struct SagaStream {
     /// The seq of the next event to send.
     next: u64,
     tx: mpsc::Sender<Bytes>,
+    /// This stream's place under the caps, given back when it ends.
+    _slot: StreamSlot,
 }
 
 /// Why a stream stops.
@@ -172,8 +188,12 @@ impl SagaStream {
         let mut keepalive = interval_at(Instant::now() + every, every);
         keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut stopping = self.state.stopping();
+        let lifetime = tokio::time::sleep(self.state.config.max_stream_lifetime);
+        tokio::pin!(lifetime);
         loop {
             tokio::select! {
+                // The client reconnects with Last-Event-ID and resumes.
+                () = &mut lifetime => return Err(Stop::Gone),
                 r = live.recv() => match r {
                     Ok(e) if e.saga_id == self.id => {
                         if e.seq == self.next {
@@ -201,12 +221,20 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
 }
 
 /// `GET /api/events` (admin): every saga's events from now on.
-pub fn all_events(state: &Arc<AppState>) -> Response<Body> {
+pub fn all_events(state: &Arc<AppState>, req: &Req) -> Result<Response<Body>, ApiError> {
+    let slot = state
+        .streams
+        .acquire(req.client, None)
+        .inspect_err(|_| state.metrics.record_limited())?;
+    let lifetime = state.config.max_stream_lifetime;
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     let mut live = state.engine.subscribe();
     let every = state.config.sse_keepalive;
     let mut stopping = state.stopping();
     tokio::spawn(async move {
+        let _slot = slot;
+        let lifetime = tokio::time::sleep(lifetime);
+        tokio::pin!(lifetime);
         if tx
             .send(Bytes::from(format!("retry: {RETRY_MS}\n\n")))
             .await
@@ -224,6 +252,7 @@ pub fn all_events(state: &Arc<AppState>) -> Response<Body> {
                     Err(RecvError::Closed) => break,
                 },
                 _ = keepalive.tick() => Bytes::from_static(b": keep-alive\n\n"),
+                () = &mut lifetime => break,
                 () = stopped(&mut stopping) => break,
                 () = tx.closed() => break,
             };
@@ -232,7 +261,7 @@ pub fn all_events(state: &Arc<AppState>) -> Response<Body> {
             }
         }
     });
-    sse_response(rx)
+    Ok(sse_response(rx))
 }
 
 #[cfg(test)]

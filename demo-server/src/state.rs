@@ -9,8 +9,11 @@
 //! together state from pieces a test or an embedding program opened itself.
 
 use crate::auth::{AdminToken, TokenError, TokenSource};
+use crate::connections::{ConnLimits, ConnTracker};
+use crate::limits::{RateLimiter, StreamTracker};
 use crate::metrics::Metrics;
 use crate::remote::{HttpInventory, HttpLoyalty, HttpPayments};
+use crate::service_token::ServiceToken;
 use booking_domain::booking_saga::{booking_definition, BookingServices, OpenError};
 use booking_domain::catalog::{Catalog, CatalogError};
 use saga_engine::{Engine, SledStore};
@@ -36,6 +39,28 @@ pub struct ServerConfig {
     /// How long a shutdown waits for requests and saga steps under way
     /// (default 10 s).
     pub shutdown_grace: Duration,
+    /// Connections open at once, all clients together (default 1024).
+    pub max_connections: usize,
+    /// Connections open at once from one client address (default 64).
+    pub max_connections_per_client: usize,
+    /// How long a write may make no progress before the connection is
+    /// closed: a client that stopped reading (default 30 s).
+    pub write_timeout: Duration,
+    /// Event streams open at once, all clients together (default 256).
+    pub max_streams: usize,
+    /// Event streams open at once from one client address (default 16).
+    pub max_streams_per_client: usize,
+    /// Event streams open at once on one saga (default 8).
+    pub max_streams_per_saga: usize,
+    /// How long one event stream may stay open (default 30 min); a browser
+    /// reconnects with `Last-Event-ID` and resumes.
+    pub max_stream_lifetime: Duration,
+    /// Requests per client address and minute for each rate-limited kind
+    /// (booking creation, booking lookup, loyalty lookup, enrollment;
+    /// default 60), with bursts of up to [`ServerConfig::rate_burst`].
+    pub rate_per_minute: u32,
+    /// The burst allowed above the steady rate (default 20).
+    pub rate_burst: u32,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +71,27 @@ impl Default for ServerConfig {
             body_read_timeout: Duration::from_secs(10),
             sse_keepalive: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(10),
+            max_connections: 1024,
+            max_connections_per_client: 64,
+            write_timeout: Duration::from_secs(30),
+            max_streams: 256,
+            max_streams_per_client: 16,
+            max_streams_per_saga: 8,
+            max_stream_lifetime: Duration::from_secs(30 * 60),
+            rate_per_minute: 60,
+            rate_burst: 20,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The connection limits of the accept loop.
+    pub fn conn_limits(&self) -> ConnLimits {
+        ConnLimits {
+            max_connections: self.max_connections,
+            max_per_client: self.max_connections_per_client,
+            header_read_timeout: self.header_read_timeout,
+            write_timeout: self.write_timeout,
         }
     }
 }
@@ -59,6 +105,12 @@ pub struct RemoteParticipants {
     pub payments: Option<String>,
     /// Loyalty role server.
     pub loyalty: Option<String>,
+    /// The bearer token of the inventory service.
+    pub inventory_token: Option<ServiceToken>,
+    /// The bearer token of the payments service.
+    pub payments_token: Option<ServiceToken>,
+    /// The bearer token of the loyalty service.
+    pub loyalty_token: Option<ServiceToken>,
 }
 
 /// Why the server state could not be opened.
@@ -153,13 +205,25 @@ impl AppStateBuilder {
         let url_err =
             |e: crate::remote::InvalidBaseUrl| StartupError::ParticipantUrl(e.to_string());
         if let Some(url) = &self.remote.inventory {
-            services.inventory = Arc::new(HttpInventory::new(url).map_err(url_err)?);
+            services.inventory = Arc::new(
+                HttpInventory::new(url)
+                    .map_err(url_err)?
+                    .with_token(self.remote.inventory_token.clone()),
+            );
         }
         if let Some(url) = &self.remote.payments {
-            services.payments = Arc::new(HttpPayments::new(url).map_err(url_err)?);
+            services.payments = Arc::new(
+                HttpPayments::new(url)
+                    .map_err(url_err)?
+                    .with_token(self.remote.payments_token.clone()),
+            );
         }
         if let Some(url) = &self.remote.loyalty {
-            services.loyalty = Arc::new(HttpLoyalty::new(url).map_err(url_err)?);
+            services.loyalty = Arc::new(
+                HttpLoyalty::new(url)
+                    .map_err(url_err)?
+                    .with_token(self.remote.loyalty_token.clone()),
+            );
         }
         let store: Arc<dyn saga_engine::Store> = match &self.store_url {
             None => {
@@ -225,6 +289,12 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Limits and timeouts.
     pub config: ServerConfig,
+    /// Open connections per client address.
+    pub connections: Arc<ConnTracker>,
+    /// Open event streams per client address and saga.
+    pub streams: Arc<StreamTracker>,
+    /// Request rates per client address.
+    pub rates: RateLimiter,
     stopping: watch::Sender<bool>,
 }
 
@@ -275,6 +345,9 @@ impl AppState {
             db,
             admin_token,
             metrics,
+            connections: Arc::new(ConnTracker::default()),
+            streams: Arc::new(StreamTracker::new(&config)),
+            rates: RateLimiter::new(config.rate_per_minute, config.rate_burst),
             config,
             stopping,
         })

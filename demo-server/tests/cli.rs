@@ -1,6 +1,7 @@
 //! The `demo-server` binary as a user runs it: `import` and `export` of the
 //! catalog in the reference CSV format, and the server process itself
-//! (prints its URL and, once, the admin token it generated; stops cleanly
+//! (prints its URL, keeps a generated admin token off stdout unless given
+//! `--print-admin-token`, then prints it once; stops cleanly
 //! on SIGTERM).
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -197,6 +198,10 @@ fn terminate(child: &mut Child) {
 }
 
 fn start(data: &Path) -> Child {
+    start_with(data, &[])
+}
+
+fn start_with(data: &Path, extra: &[&str]) -> Child {
     Command::new(BIN)
         .args([
             "--addr",
@@ -204,6 +209,7 @@ fn start(data: &Path) -> Child {
             "--data-dir",
             data.to_str().unwrap(),
         ])
+        .args(extra)
         .env_remove("DEMO_ADMIN_TOKEN")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -213,10 +219,32 @@ fn start(data: &Path) -> Child {
 }
 
 #[test]
-fn the_server_prints_its_url_and_a_new_token_once_and_stops_on_sigterm() {
+fn the_server_keeps_a_new_token_off_stdout_unless_asked() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let mut child = start(&data);
+    let (_, lines) = wait_for_url(&mut child);
+    let token = std::fs::read_to_string(data.join("admin_token")).unwrap();
+    let token = token.trim();
+    assert_eq!(token.len(), 32);
+    assert!(
+        lines.iter().all(|l| !l.contains(token)),
+        "token printed without --print-admin-token: {lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("admin token generated and kept in")),
+        "{lines:?}"
+    );
+    terminate(&mut child);
+}
+
+#[test]
+fn the_server_prints_its_url_and_a_new_token_once_and_stops_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut child = start_with(&data, &["--print-admin-token"]);
     let (url, lines) = wait_for_url(&mut child);
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let token_line = lines
@@ -240,7 +268,7 @@ fn the_server_prints_its_url_and_a_new_token_once_and_stops_on_sigterm() {
     terminate(&mut child);
 
     // The second start reuses the token and does not print it.
-    let mut child = start(&data);
+    let mut child = start_with(&data, &["--print-admin-token"]);
     let (_, lines) = wait_for_url(&mut child);
     assert!(
         lines.iter().all(|l| !l.contains(token)),

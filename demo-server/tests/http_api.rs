@@ -378,8 +378,17 @@ async fn health_readiness_and_metrics() {
     let bad = s.get("/api/nope").await;
     assert_eq!(bad.status, StatusCode::NOT_FOUND);
 
-    let r = s.get("/metrics").await;
-    assert_eq!(r.status, StatusCode::OK);
+    // The counters follow the engine's event stream, which may trail the
+    // status a client sees: wait for them, with a generous deadline.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let r = loop {
+        let r = s.get("/metrics").await;
+        assert_eq!(r.status, StatusCode::OK);
+        if r.text.contains("saga_completed_total 1\n") || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
     assert!(r.headers["content-type"]
         .to_str()
         .unwrap()
@@ -675,11 +684,15 @@ async fn idempotency_key_is_required_and_names_one_booking() {
     assert_eq!(first.status, StatusCode::ACCEPTED);
     assert_eq!(again.status, StatusCode::ACCEPTED);
     assert_eq!(first.body["booking_id"], again.body["booking_id"]);
+    // Keys are scoped by the contact email (tests/idempotency.rs): a
+    // different body from the same customer is a reuse.
     let mut other = body.clone();
-    other["email"] = json!("someone.else@example.com");
+    other["passengers"][0]["first_name"] = json!("Augusta");
     let r = s.post_json("/api/bookings", Some("same-key"), &other).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     assert_eq!(field_names(&r), ["Idempotency-Key"]);
+    let first_id = first.body["booking_id"].as_str().unwrap();
+    assert!(!r.text.contains(first_id), "the 422 names the booking");
 
     let id = first.body["booking_id"].as_str().unwrap();
     s.wait_terminal(id).await;
@@ -1217,8 +1230,11 @@ async fn loyalty_accounts_are_private_to_number_plus_last_name() {
     assert_eq!(field_names(&r), ["last_name"]);
 
     // Book with the account: miles are awarded and shown in the history.
+    // The member travels: an account can only be used by one of the
+    // passengers (tests/limits.rs checks someone else's number is refused).
     let (flight, date) = s.find_flight(0).await;
     let mut body = booking_body(&flight, &date, json!({}));
+    body["passengers"][1] = json!({"first_name": "Grace", "last_name": "Hopper"});
     body["loyalty_id"] = json!(account);
     let id = s.book("loyal-1", &body).await;
     let b = s.wait_terminal(&id).await;

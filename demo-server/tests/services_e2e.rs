@@ -33,6 +33,8 @@ const KILL_AT: Duration = Duration::from_millis(300);
 /// port, long before the step's retries run out.
 const RESTART_AT: Duration = Duration::from_millis(DELAY_MS + 600);
 const PASSENGERS: usize = 2;
+/// The service token every process gets through `DEMO_SERVICE_TOKEN`.
+const SERVICE_TOKEN: &str = "e2e-service-token-0123456789";
 
 /// A free loopback port (bound, then released).
 fn free_port() -> u16 {
@@ -59,6 +61,7 @@ impl Service {
         let child = Command::new(BIN)
             .args(&self.args)
             .env("RUST_LOG", "info,demo_server=debug,saga_engine=debug")
+            .env("DEMO_SERVICE_TOKEN", SERVICE_TOKEN)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
             .stderr(log)
@@ -242,7 +245,12 @@ impl Cluster {
         key: Option<&str>,
         body: Option<&Value>,
     ) -> Result<(StatusCode, Value), String> {
-        let mut req = Request::builder().method(method).uri(url);
+        // The participants want the service token; the orchestrator's public
+        // routes ignore it.
+        let mut req = Request::builder()
+            .method(method)
+            .uri(url)
+            .header("Authorization", format!("Bearer {SERVICE_TOKEN}"));
         if let Some(key) = key {
             req = req.header("Idempotency-Key", key);
         }

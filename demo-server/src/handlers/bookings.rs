@@ -23,20 +23,105 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
 
 /// `POST /api/bookings` with an `Idempotency-Key`: validates and starts the
-/// booking saga; `202` with the booking's links. The same key with the same
-/// body names the same booking; with another body, `422`.
+/// booking saga; `202` with the booking's links. The same key (scoped by
+/// the contact email, kept [`KEY_TTL`]) with the same body names the same
+/// booking, with `Idempotent-Replayed: true`; with another body, `422`
+/// without naming the other booking.
 pub async fn create(state: &AppState, mut req: Req) -> Result<Response<Body>, ApiError> {
     let key = req.idempotency_key()?;
     let value = req.json_value(state).await?;
     let request = parse_booking_request(value)?;
+    let key = scoped_key(&request.email, &key);
+    // A key seen before: a replay (same request) or a reuse (another one).
+    let replay = match state.engine.find_by_key(&key).await? {
+        Some(existing) => {
+            let rec = state.engine.status(&existing).await?;
+            let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+            let age_ms = now_ms.saturating_sub(rec.created_at_ms);
+            if age_ms > KEY_TTL.as_millis() as u64 {
+                return Err(ApiError::field(
+                    "Idempotency-Key",
+                    "expired (keys are kept 24 hours); send the booking with a new key",
+                ));
+            }
+            true
+        }
+        None => false,
+    };
+    if !replay {
+        check_loyalty_member(state, &request).await?;
+    }
     let id = start_booking(&state.engine, &state.services, &request, &key).await?;
-    tracing::info!(saga_id = %id, "booking accepted");
+    tracing::info!(saga_id = %id, replay, "booking accepted");
     let accepted = BookingAccepted::new(id.as_str());
     let mut resp = json_response(StatusCode::ACCEPTED, &accepted);
+    if replay {
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
     if let Ok(v) = HeaderValue::from_str(&accepted.status_url) {
         resp.headers_mut().insert(LOCATION, v);
     }
     Ok(resp)
+}
+
+/// How long an `Idempotency-Key` replays its booking: 24 hours from the
+/// booking's start. Later, the same key is refused (`422`), never taken
+/// for a new booking.
+pub const KEY_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// The engine's key for a client's `Idempotency-Key`: scoped by the contact
+/// email (hashed), so two customers choosing the same key never meet.
+fn scoped_key(email: &str, key: &str) -> String {
+    let digest =
+        crate::service_token::digest(format!("email:{}", email.trim().to_lowercase()).as_bytes());
+    let scope: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("booking:{scope}:{key}")
+}
+
+/// A `loyalty_id` must name an account whose holder is one of the
+/// passengers (by last name). An unknown number and another person's number
+/// get the same answer, so that a failed booking cannot tell whether an
+/// account exists (the lookup `GET /api/loyalty/{id}` needs the last name
+/// too, and both are rate-limited).
+async fn check_loyalty_member(state: &AppState, request: &BookingRequest) -> Result<(), ApiError> {
+    let Some(id) = request
+        .loyalty_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    else {
+        return Ok(());
+    };
+    let refused = || {
+        ApiError::field(
+            "loyalty_id",
+            "no loyalty account with this number belongs to a passenger",
+        )
+    };
+    if id.len() > 32 {
+        return Err(refused());
+    }
+    let account = match state
+        .services
+        .loyalty
+        .account(&booking_domain::loyalty::AccountId(id.to_string()))
+        .await
+    {
+        Ok(a) => a,
+        Err(e) if e.is_retryable() => return Err(e.into()),
+        Err(_) => return Err(refused()),
+    };
+    let holder = account.last_name.trim().to_lowercase();
+    if request
+        .passengers
+        .iter()
+        .any(|p| p.last_name.trim().to_lowercase() == holder)
+    {
+        Ok(())
+    } else {
+        Err(refused())
+    }
 }
 
 /// Decodes a booking request, naming every field that does not fit.
@@ -99,6 +184,11 @@ fn field<T: DeserializeOwned>(
         None | Some(Value::Null) => None,
         Some(v) => match serde_json::from_value(v) {
             Ok(t) => Some(t),
+            // serde's message quotes the value: never a card's number or CVC.
+            Err(_) if name == "card" => {
+                push("must be an object with number and cvc as strings, exp_month and exp_year as numbers, and holder_name".into());
+                None
+            }
             Err(e) => {
                 let msg = e.to_string();
                 // serde_json appends a position that means nothing here.

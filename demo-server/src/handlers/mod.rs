@@ -38,7 +38,7 @@ pub async fn handle(
         Endpoint::BookingLookup => bookings::lookup(state, &req),
         Endpoint::GetBooking => bookings::get(state, &req).await,
         Endpoint::SagaEvents => crate::sse::saga_events(state, &req).await,
-        Endpoint::AllEvents => Ok(crate::sse::all_events(state)),
+        Endpoint::AllEvents => crate::sse::all_events(state, &req),
         Endpoint::GetFaults => Ok(admin::get_faults(state)),
         Endpoint::PutFaults => admin::put_faults(state, req).await,
         Endpoint::Enroll => loyalty::enroll(state, req).await,

@@ -31,7 +31,13 @@ pub fn metrics(state: &AppState) -> Response<Body> {
     bytes_response(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
-        Bytes::from(state.metrics.render(state.engine.running_count())),
+        Bytes::from(format!(
+            "{}# HELP http_connections_open Connections open now.\n# TYPE http_connections_open gauge\nhttp_connections_open {}\n# HELP http_connections_refused_total Connections refused over a cap.\n# TYPE http_connections_refused_total counter\nhttp_connections_refused_total {}\n# HELP sse_streams_open Event streams open now.\n# TYPE sse_streams_open gauge\nsse_streams_open {}\n",
+            state.metrics.render(state.engine.running_count()),
+            state.connections.open(),
+            state.connections.refused(),
+            state.streams.open(),
+        )),
     )
 }
 
