@@ -32,15 +32,31 @@ impl AckLog {
     }
 }
 
-/// The `(key, id)` pairs in the log at `path`, oldest first; a torn last
-/// line (a kill in the middle of the write) is not an acknowledgement.
+/// The distinct `(key, id)` pairs in the log at `path`, oldest first (a
+/// repeated start under the same key acknowledges the same pair again); a
+/// torn last line (a kill in the middle of the write) is not an
+/// acknowledgement.
 pub fn read(path: &Path) -> Vec<(String, String)> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
     text.split_inclusive('\n')
         .filter(|l| l.ends_with('\n'))
         .filter_map(|l| {
             let (k, id) = l.trim_end().split_once(' ')?;
             Some((k.to_string(), id.to_string()))
         })
+        .filter(|pair| seen.insert(pair.clone()))
         .collect()
+}
+
+/// The detail of a `lost acknowledged start` violation for the start of
+/// `id` under `key`, given the saga the store now has under that key; `None`
+/// when it is the acknowledged one. The same text wherever it is checked,
+/// so that one loss found twice is listed once.
+pub fn lost(key: &str, id: &str, found: Option<&str>) -> Option<String> {
+    match found {
+        Some(f) if f == id => None,
+        Some(other) => Some(format!("{key} -> {id} (the key now names saga {other})")),
+        None => Some(format!("{key} -> {id}")),
+    }
 }

@@ -218,6 +218,9 @@ pub fn run(plan: &Plan) -> Result<Outcome, String> {
             }
         } else {
             out.exited += 1;
+        }
+        // A child that found a violation exits by itself (code 3).
+        if !alive && said.violations.is_empty() {
             said.violations.push(
                 "child exited by itself",
                 format!("round {round}: {status} before the kill"),
@@ -261,6 +264,8 @@ pub fn run(plan: &Plan) -> Result<Outcome, String> {
                 );
             }
         }
+        // A final child that found violations stops there without a check.
+        None if !said.violations.is_empty() => {}
         None => said.violations.push(
             "restart check incomplete",
             "the final child reported no check",

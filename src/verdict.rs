@@ -41,18 +41,25 @@ impl Violations {
         Self::default()
     }
 
-    /// Records one violation of `kind` (which must not contain `:`).
+    /// Records one violation of `kind` (which must not contain `:`); the
+    /// same finding reported twice (by a child and again by the parent) is
+    /// kept once.
     pub fn push(&mut self, kind: &str, detail: impl Into<String>) {
         debug_assert!(!kind.contains(':'), "a kind has no colon: {kind}");
-        self.list.push(Violation {
+        let v = Violation {
             kind: kind.to_string(),
             detail: detail.into(),
-        });
+        };
+        if !self.list.contains(&v) {
+            self.list.push(v);
+        }
     }
 
-    /// Appends another list.
+    /// Appends another list (without repeating a finding).
     pub fn extend(&mut self, other: Violations) {
-        self.list.extend(other.list);
+        for v in other.list {
+            self.push(&v.kind, v.detail);
+        }
     }
 
     /// True when nothing broke.

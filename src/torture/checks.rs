@@ -7,6 +7,7 @@
 //! miles = miles of confirmed bookings, one booking per completed saga.
 
 use super::child::{Child, CAPACITY};
+use crate::acklog;
 use crate::verdict::Violations;
 use booking_domain::booking_saga::{check_consistency, BookingData, BookingStatus};
 use booking_domain::faults::BookingStep;
@@ -40,16 +41,8 @@ pub(super) async fn after_restart(c: &Child, acks: &[(String, String)]) -> Viola
     let mut acked_ids = BTreeSet::new();
     for (key, id) in acks {
         acked_ids.insert(id.as_str());
-        match by_key.get(key.as_str()) {
-            Some(found) if found == id => {}
-            Some(other) => v.push(
-                "lost acknowledged start",
-                format!("{key} -> {id}: the key now names saga {other}"),
-            ),
-            None => v.push(
-                "lost acknowledged start",
-                format!("{key} -> {id}: not in the store"),
-            ),
+        if let Some(d) = acklog::lost(key, id, by_key.get(key.as_str()).copied()) {
+            v.push("lost acknowledged start", d);
         }
     }
     // Effects whose saga the store does not hold. One of a saga that was
