@@ -88,7 +88,9 @@ pub struct Outcome {
     pub stopped_early: Option<usize>,
     /// The final child's stdout, for test-specific figures.
     pub finish_lines: Vec<String>,
-    /// Time spent in the kill rounds, and in the final child.
+    /// Aimed rounds: time from the spawn to the first heartbeat, ms.
+    pub startup_ms: Vec<u64>,
+    /// Time spent in the kill rounds.
     pub loop_time: Duration,
     /// Time the final child took.
     pub finish_time: Duration,
@@ -120,8 +122,8 @@ fn spawn(plan: &Plan, arg: &str) -> Result<(std::process::Child, Lines), String>
 }
 
 /// Waits (up to 10 s) for the child's first heartbeat or its exit, keeping
-/// the lines read meanwhile.
-fn await_beat(rx: &std::sync::mpsc::Receiver<String>, lines: &mut Vec<String>) {
+/// the lines read meanwhile; returns whether a heartbeat came.
+fn await_beat(rx: &std::sync::mpsc::Receiver<String>, lines: &mut Vec<String>) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         match rx.recv_timeout(left) {
@@ -129,12 +131,13 @@ fn await_beat(rx: &std::sync::mpsc::Receiver<String>, lines: &mut Vec<String>) {
                 let beat = l.starts_with("hb ") || l == "idle";
                 lines.push(l);
                 if beat {
-                    return;
+                    return true;
                 }
             }
-            Err(_) => return, // exited (pipe closed) or too slow: kill now
+            Err(_) => return false, // exited (pipe closed) or too slow: kill now
         }
     }
+    false
 }
 
 fn random_in(r: &Range<u64>) -> Duration {
@@ -191,7 +194,10 @@ pub fn run(plan: &Plan) -> Result<Outcome, String> {
         if round % plan.blind_every.max(1) == 0 {
             std::thread::sleep(random_in(&plan.window_ms));
         } else {
-            await_beat(&rx, &mut lines);
+            let spawned = Instant::now();
+            if await_beat(&rx, &mut lines) {
+                out.startup_ms.push(spawned.elapsed().as_millis() as u64);
+            }
             std::thread::sleep(random_in(&plan.aimed_ms));
         }
         let alive = c.try_wait().map_err(|e| e.to_string())?.is_none();
