@@ -51,7 +51,7 @@ pub struct Report {
 
 /// Runs `kills` rounds of spawn / random wait / SIGKILL (one in four
 /// blind, at a random time in `window_ms` from the spawn; the others
-/// within 120 ms of the child's first heartbeat), then the finishing child. `Err` when `kills` is below [`MIN_KILLS`] or
+/// within 80 ms of the child's first heartbeat), then the finishing child. `Err` when `kills` is below [`MIN_KILLS`] or
 /// the harness cannot run; violations are in the report.
 pub fn run(
     exe: &Path,
@@ -69,7 +69,7 @@ pub fn run(
         dir: dir.to_path_buf(),
         kills,
         window_ms,
-        aimed_ms: 0..120,
+        aimed_ms: 0..80,
         blind_every: 4,
         ack_log: dir.join(child::ACKS),
         finish_timeout: Duration::from_secs(180),

@@ -378,7 +378,7 @@ fn parent() -> i32 {
         dir: dir.clone(),
         kills,
         window_ms: 20..140,
-        aimed_ms: 0..60,
+        aimed_ms: 0..40,
         blind_every: 4,
         ack_log: dir.join("acks.log"),
         finish_timeout: Duration::from_secs(180),
