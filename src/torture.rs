@@ -3,7 +3,8 @@
 //! [`crate::kill_loop`]). Each restart checks that every acknowledged
 //! start survived, that no participant holds an effect of a saga the store
 //! lost, and the invariants of every saga that has ended; a last child
-//! finishes every saga and checks the totals (`checks.rs`).
+//! finishes every saga and checks the totals (`checks.rs`), and the parent
+//! itself checks the acknowledgement log against the store.
 //!
 //! The participants keep their ledger on a sled database of their own
 //! (`child.rs`), so that a defect in the engine's flushing cannot also roll
@@ -74,6 +75,8 @@ pub fn run(
         ack_log: dir.join(child::ACKS),
         finish_timeout: Duration::from_secs(180),
     })?;
+    let mut violations = out.violations;
+    parent_ack_check(dir, &mut violations);
     let mut report = Report {
         figures: Figures {
             sagas: out
@@ -94,7 +97,7 @@ pub fn run(
         times: (out.loop_time, out.finish_time),
         killed_recovering: out.recovering,
         recoveries: out.recoveries_us.len(),
-        violations: out.violations,
+        violations,
         ..Report::default()
     };
     let mut rec = out.recoveries_us;
@@ -125,4 +128,33 @@ pub fn run(
         }
     }
     Ok(report)
+}
+
+/// The parent's own look at the store after the last child: every start in
+/// the acknowledgement log names its saga (the children check this at each
+/// restart; this check does not rely on their code). A store that refuses
+/// to open is a violation too.
+fn parent_ack_check(dir: &Path, v: &mut Violations) {
+    use saga_engine::Store;
+    let rt = match tokio::runtime::Builder::new_current_thread().build() {
+        Ok(rt) => rt,
+        Err(e) => return v.push("parent check failed", format!("runtime: {e}")),
+    };
+    let store = match saga_engine::SledStore::open(dir.join("engine")) {
+        Ok(s) => s,
+        Err(e) => return v.push("store refused to open", format!("at the final check: {e}")),
+    };
+    let records = match rt.block_on(store.list(None, usize::MAX)) {
+        Ok(r) => r,
+        Err(e) => return v.push("store read failed", format!("at the final check: {e}")),
+    };
+    let by_key: std::collections::HashMap<&str, &str> = records
+        .iter()
+        .filter_map(|r| Some((r.idempotency_key.as_deref()?, r.id.as_str())))
+        .collect();
+    for (key, id) in crate::acklog::read(&dir.join(child::ACKS)) {
+        if let Some(d) = crate::acklog::lost(&key, &id, by_key.get(key.as_str()).copied()) {
+            v.push("lost acknowledged start", d);
+        }
+    }
 }
