@@ -115,7 +115,7 @@ fn definition(ledger: Arc<Ledger>) -> SagaDefinition<Order> {
 /// Opens the engine, checks that every acknowledged start survived, and
 /// reports; exits 3 on a violation.
 async fn open_and_check(dir: &std::path::Path) -> Engine {
-    let ledger = Arc::new(Ledger::open(&dir.join("ledger.log")).expect("ledger opens"));
+    let ledger = Arc::new(Ledger::open(&dir.join("ledger.log"), &STEPS).expect("ledger opens"));
     let mut v = Violations::new();
     let store = match SledStore::open(dir.join("engine")) {
         Ok(s) => s,
@@ -403,7 +403,10 @@ fn parent() -> i32 {
             None
         }
     };
-    let entries = ledger::read(&dir.join("ledger.log"));
+    let (entries, torn) = ledger::read(&dir.join("ledger.log"), &STEPS);
+    if torn > 0 {
+        eprintln!("crash_recovery: {torn} torn ledger lines skipped");
+    }
     let logs = check_order(&entries, &mut v);
     // Without a readable store only the ledger's own order can be judged.
     let (completed, undone, orphans) = match &records {

@@ -50,11 +50,12 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Opens the ledger at `path`, loading what earlier children wrote.
-    pub fn open(path: &Path) -> std::io::Result<Ledger> {
+    /// Opens the ledger at `path` of a saga with these `steps`, loading
+    /// what earlier children wrote.
+    pub fn open(path: &Path, steps: &[&str]) -> std::io::Result<Ledger> {
         let mut applied = HashSet::new();
         let mut compensated = HashSet::new();
-        for e in read(path) {
+        for e in read(path, steps).0 {
             match e {
                 Entry::Applied(k) => {
                     applied.insert(k);
@@ -65,7 +66,8 @@ impl Ledger {
                 _ => {}
             }
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+        saga_workspace::acklog::end_torn_line(path, &mut file)?;
         Ok(Ledger {
             file: Mutex::new(file),
             state: Mutex::new((applied, compensated)),
@@ -111,26 +113,37 @@ impl Ledger {
     }
 }
 
-/// Every whole line of the ledger at `path`, in order.
-pub fn read(path: &Path) -> Vec<Entry> {
+/// Every whole line of the ledger at `path`, in order, and how many lines
+/// were skipped as torn: a key that is not `SAGA:STEP`, with a saga id of
+/// 28 hex digits and one of `steps`, is what is left of a write a kill
+/// interrupted (the next child ends such a line before appending).
+pub fn read(path: &Path, steps: &[&str]) -> (Vec<Entry>, usize) {
     let text = std::fs::read_to_string(path).unwrap_or_default();
+    let whole_key = |k: &str| {
+        k.split_once(':').is_some_and(|(id, step)| {
+            id.len() == 28 && id.bytes().all(|b| b.is_ascii_hexdigit()) && steps.contains(&step)
+        })
+    };
     let mut out = Vec::new();
+    let mut torn = 0;
     for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
         let line = line.trim_end();
-        let Some((tag, rest)) = line.split_once(' ') else {
-            continue;
-        };
-        let e = match tag {
-            "S" => Entry::Start(rest.to_string()),
-            "E" => match rest.split_once(' ') {
-                Some((k, o)) => Entry::End(k.to_string(), o.to_string()),
-                None => continue,
+        let e = match line.split_once(' ') {
+            Some(("S", k)) => Some(Entry::Start(k.to_string())),
+            Some(("E", rest)) => match rest.split_once(' ') {
+                Some((k, o)) if ["ok", "no", "busy"].contains(&o) => {
+                    Some(Entry::End(k.to_string(), o.to_string()))
+                }
+                _ => None,
             },
-            "A" => Entry::Applied(rest.to_string()),
-            "C" => Entry::Compensated(rest.to_string()),
-            _ => continue,
+            Some(("A", k)) => Some(Entry::Applied(k.to_string())),
+            Some(("C", k)) => Some(Entry::Compensated(k.to_string())),
+            _ => None,
         };
-        out.push(e);
+        match e {
+            Some(e) if whole_key(e.key()) => out.push(e),
+            _ => torn += 1,
+        }
     }
-    out
+    (out, torn)
 }
