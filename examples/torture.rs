@@ -24,7 +24,13 @@ fn main() {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--kills" => kills = it.next().and_then(|v| v.parse().ok()).unwrap_or(kills),
+            "--kills" => match it.next().and_then(|v| v.parse().ok()) {
+                Some(k) => kills = k,
+                None => {
+                    eprintln!("--kills needs a number");
+                    std::process::exit(2);
+                }
+            },
             "--data-dir" => dir = it.next().cloned(),
             other => {
                 eprintln!("unknown argument {other}; usage: torture [--kills N] [--data-dir DIR]");
@@ -41,17 +47,27 @@ fn main() {
     let result = torture::run(&exe, &path, kills, 30..300);
     let secs = started.elapsed().as_secs_f64();
     match result {
-        Ok(r) => println!(
-            "{{\"kills\":{},\"killed_mid_run\":{},\"sagas\":{},\"violations\":0,\"recovery_p50_ms\":{:.2},\"recovery_max_ms\":{:.2},\"seconds\":{secs:.1}}}",
-            r.kills,
-            r.killed_alive,
-            r.sagas,
-            r.recovery_p50_us as f64 / 1000.0,
-            r.recovery_max_us as f64 / 1000.0
-        ),
+        Ok(r) => {
+            let f = &r.figures;
+            println!(
+                "{{\"kills\":{},\"killed_in_flight\":{},\"checks\":{},\"sagas\":{},\"acknowledged\":{},\"violations\":{},\"kinds\":{:?},\"problems\":{},\"recovery_p50_ms\":{:.2},\"recovery_max_ms\":{:.2},\"seconds\":{secs:.1}}}",
+                f.kills,
+                f.in_flight,
+                f.checks,
+                f.sagas,
+                f.acked,
+                r.violations.len(),
+                r.violations.summary(),
+                r.problems.len(),
+                r.recovery_p50_us as f64 / 1000.0,
+                r.recovery_max_us as f64 / 1000.0
+            );
+            let code = saga_workspace::verdict::conclude("torture", f, &r.violations, &r.problems);
+            std::process::exit(code);
+        }
         Err(e) => {
-            println!("{{\"kills\":{kills},\"violations\":1,\"error\":{:?}}}", e);
-            std::process::exit(1);
+            println!("{{\"kills\":{kills},\"violations\":0,\"error\":{:?}}}", e);
+            std::process::exit(2);
         }
     }
 }

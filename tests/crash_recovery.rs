@@ -1,21 +1,35 @@
 //! Crash test: sagas run in a child process that is killed with SIGKILL at
-//! random moments, again and again; then a final child finishes the work
-//! and the parent checks the engine's promises against a participant ledger
-//! kept outside the engine's store.
+//! random moments (`saga_workspace::kill_loop`), again and again; then a
+//! final child finishes the work and the parent checks the engine's
+//! promises against a participant ledger kept outside the engine's store
+//! (`support/ledger.rs`) and the children's acknowledgement log:
+//!
+//! - every acknowledged start survives every kill (checked by each
+//!   restarted child, and at the end);
+//! - no effect belongs to an acknowledged saga the store lost;
+//! - each effect is applied once and compensated at most once; a completed
+//!   saga has all its effects and no compensation; a compensated one left
+//!   none behind;
+//! - steps run in order, none after compensation began; compensations run
+//!   newest first, and only for steps that ran (or may have).
 //!
 //! `harness = false`: this binary is both the parent (no arguments) and the
-//! child (`--child`). `CRASH_KILLS` sets the number of kills (default 60).
+//! child (`--child`). `CRASH_KILLS` sets the number of kills (default 60,
+//! at least 20).
 
 use saga_engine::{
-    Engine, RetryPolicy, SagaDefinition, SagaStatus, SledStore, Step, StepContext, StepError, Store,
+    Engine, RetryPolicy, SagaDefinition, SagaRecord, SagaStatus, SledStore, Step, StepContext,
+    StepError, Store,
 };
+use saga_workspace::acklog::{self, AckLog};
+use saga_workspace::kill_loop::{self, InFlight, Plan};
+use saga_workspace::verdict::{self, Figures, Violations};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::ledger::{self, Entry, Ledger};
 
 mod support;
 
@@ -26,76 +40,12 @@ const STEPS: [&str; 4] = [
     "confirm_booking",
 ];
 const PER_ROUND: usize = 12;
+const DEFAULT_KILLS: usize = 60;
+const MIN_KILLS: usize = 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Order {
     n: u64,
-}
-
-/// The participants' ledger: an append-only file of `A key` (effect applied)
-/// and `C key` (effect compensated) lines, synced before each reply.
-struct Ledger {
-    file: Mutex<std::fs::File>,
-    state: Mutex<(HashSet<String>, HashSet<String>)>,
-}
-
-impl Ledger {
-    fn open(path: &Path) -> Ledger {
-        let (applied, compensated) = read_ledger(path);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap();
-        Ledger {
-            file: Mutex::new(file),
-            state: Mutex::new((
-                applied.into_keys().collect(),
-                compensated.into_keys().collect(),
-            )),
-        }
-    }
-
-    fn append(&self, line: &str) {
-        let mut f = self.file.lock().unwrap();
-        f.write_all(line.as_bytes()).unwrap();
-        f.sync_data().unwrap();
-    }
-
-    /// Applies the effect once per key; refuses a key already compensated.
-    fn apply(&self, key: &str) -> Result<(), StepError> {
-        let mut st = self.state.lock().unwrap();
-        if st.1.contains(key) {
-            return Err(StepError::rejected("already compensated"));
-        }
-        if st.0.insert(key.to_string()) {
-            self.append(&format!("A {key}\n"));
-        }
-        Ok(())
-    }
-
-    fn compensate(&self, key: &str) {
-        let mut st = self.state.lock().unwrap();
-        if st.1.insert(key.to_string()) {
-            self.append(&format!("C {key}\n"));
-        }
-    }
-}
-
-/// Counts of `A` and `C` lines per key (a torn last line is ignored).
-fn read_ledger(path: &Path) -> (HashMap<String, u32>, HashMap<String, u32>) {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut a = HashMap::new();
-    let mut c = HashMap::new();
-    for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
-        let line = line.trim_end();
-        if let Some(k) = line.strip_prefix("A ") {
-            *a.entry(k.to_string()).or_insert(0) += 1;
-        } else if let Some(k) = line.strip_prefix("C ") {
-            *c.entry(k.to_string()).or_insert(0) += 1;
-        }
-    }
-    (a, c)
 }
 
 struct Participant {
@@ -107,20 +57,30 @@ struct Participant {
 #[saga_engine::async_trait]
 impl Step<Order> for Participant {
     async fn run(&self, ctx: &StepContext, o: &mut Order) -> Result<(), StepError> {
+        let key = &ctx.idempotency_key;
+        self.ledger.attempt(key);
         tokio::time::sleep(Duration::from_micros(rand::random::<u64>() % 3000)).await;
         // Step 3 rejects for some orders; step 2 fails transiently for others.
         if self.index == 2 && o.n % 4 == 3 {
+            self.ledger.answered(key, "no");
             return Err(StepError::rejected("declined"));
         }
         if self.index == 1 && o.n % 5 == 1 {
-            let mut t = self.transient.lock().unwrap();
-            let n = t.entry(ctx.idempotency_key.clone()).or_insert(0);
-            *n += 1;
-            if *n <= 2 {
+            let busy = {
+                let mut t = self.transient.lock().unwrap();
+                let n = t.entry(key.clone()).or_insert(0);
+                *n += 1;
+                *n <= 2
+            };
+            if busy {
+                self.ledger.answered(key, "busy");
                 return Err(StepError::retryable("busy"));
             }
         }
-        self.ledger.apply(&ctx.idempotency_key)
+        let r = self.ledger.apply(key);
+        self.ledger
+            .answered(key, if r.is_ok() { "ok" } else { "no" });
+        r
     }
 
     async fn compensate(&self, ctx: &StepContext, _o: &Order) -> Result<(), StepError> {
@@ -152,175 +112,379 @@ fn definition(ledger: Arc<Ledger>) -> SagaDefinition<Order> {
     b.build().unwrap()
 }
 
-async fn child(dir: PathBuf, round: usize, finish: bool) {
-    let ledger = Arc::new(Ledger::open(&dir.join("ledger.log")));
+/// Opens the engine, checks that every acknowledged start survived, and
+/// reports; exits 3 on a violation.
+async fn open_and_check(dir: &std::path::Path) -> Engine {
+    let ledger = Arc::new(Ledger::open(&dir.join("ledger.log"), &STEPS).expect("ledger opens"));
+    let mut v = Violations::new();
     let store = match SledStore::open(dir.join("engine")) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("child: cannot open the store: {e}");
+            v.push("store refused to open", e.to_string());
+            v.print_lines();
             std::process::exit(3);
         }
     };
-    let engine = Engine::builder(store)
+    let engine = match Engine::builder(store)
         .register(definition(ledger))
         .open()
         .await
-        .unwrap();
+    {
+        Ok(e) => e,
+        Err(e) => {
+            v.push("store refused to open", format!("engine: {e}"));
+            v.print_lines();
+            std::process::exit(3);
+        }
+    };
+    let acks = acklog::read(&dir.join("acks.log"));
+    for (key, id) in &acks {
+        match engine.find_by_key(key).await {
+            Ok(found) => {
+                if let Some(d) = acklog::lost(key, id, found.as_ref().map(|f| f.as_str())) {
+                    v.push("lost acknowledged start", d);
+                }
+            }
+            Err(e) => v.push("store read failed", format!("{key}: {e}")),
+        }
+    }
+    if !v.is_empty() {
+        v.print_lines();
+        std::process::exit(3);
+    }
+    kill_loop::report_checked(acks.len());
+    engine
+}
+
+async fn child(dir: PathBuf, round: usize, finish: bool) {
+    let engine = open_and_check(&dir).await;
     if finish {
         while engine.running_count() > 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         return;
     }
+    let acks = Arc::new(AckLog::open(&dir.join("acks.log")).expect("ack log opens"));
+    let inflight = InFlight::new();
     // Start this round's sagas and, again, the last round's (same keys: they
     // must map to the sagas already started).
     let mut tasks = Vec::new();
-    let acks = Arc::new(Mutex::new(
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("acks.log"))
-            .unwrap(),
-    ));
     for r in [round, round.saturating_sub(1)] {
         for i in 0..PER_ROUND {
-            let engine = engine.clone();
-            let acks = acks.clone();
+            let (engine, acks, guard) = (engine.clone(), acks.clone(), inflight.enter());
             tasks.push(tokio::spawn(async move {
+                let _guard = guard;
                 let n = (r * PER_ROUND + i) as u64;
                 let key = format!("order-{n}");
-                let id = engine
-                    .start("crashy", &Order { n }, Some(&key))
-                    .await
-                    .unwrap();
+                let id = match engine.start("crashy", &Order { n }, Some(&key)).await {
+                    Ok(id) => id,
+                    Err(e) => return kill_loop::report_error("start", format!("{key}: {e}")),
+                };
                 // The start is acknowledged: it must survive any crash.
-                {
-                    let mut f = acks.lock().unwrap();
-                    f.write_all(format!("{key} {id}\n").as_bytes()).unwrap();
-                    f.sync_data().unwrap();
+                if let Err(e) = acks.ack(&key, id.as_str()) {
+                    return kill_loop::report_error("start", format!("{key}: ack log: {e}"));
                 }
-                engine.wait(&id).await.unwrap();
+                if let Err(e) = engine.wait(&id).await {
+                    kill_loop::report_error("wait", format!("{key} ({id}): {e}"));
+                }
             }));
         }
     }
+    let (e, count) = (engine.clone(), inflight.clone());
+    let _beat = kill_loop::heartbeat(move || count.get().max(e.running_count()));
     for t in tasks {
-        t.await.unwrap();
+        if let Err(e) = t.await {
+            kill_loop::report_error("wait", format!("a saga task panicked: {e}"));
+        }
     }
     // Idle until killed.
     tokio::time::sleep(Duration::from_secs(60)).await;
 }
 
-fn parent() -> Result<(), String> {
-    let kills: usize = std::env::var("CRASH_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    let started = Instant::now();
-    let exe = std::env::current_exe().unwrap();
-    let killed_alive = support::kill_loop(&exe, &dir, kills, 20..140)?.killed_alive;
+/// What the ledger says about one saga.
+#[derive(Default)]
+struct SagaLog {
+    /// Per step: an attempt began; the effect was applied.
+    started: [bool; 4],
+    applied: [bool; 4],
+    /// Steps compensated, in ledger order.
+    compensations: Vec<usize>,
+}
 
-    // Verify.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let store = SledStore::open(dir.join("engine")).unwrap();
-    let records = rt.block_on(store.list(None, usize::MAX)).unwrap();
-    let (applied, compensated) = read_ledger(&dir.join("ledger.log"));
-    let mut problems = Vec::new();
-    let mut keys = HashSet::new();
-    let (mut completed, mut undone) = (0, 0);
-    for (k, n) in &applied {
-        if *n > 1 {
-            problems.push(format!("effect {k} applied {n} times"));
+/// Order checks over the ledger, one saga at a time; returns the logs.
+fn check_order(entries: &[Entry], v: &mut Violations) -> BTreeMap<String, SagaLog> {
+    let mut sagas: BTreeMap<String, SagaLog> = BTreeMap::new();
+    let mut applied: HashSet<&str> = HashSet::new();
+    let mut compensated: HashSet<&str> = HashSet::new();
+    for e in entries {
+        let key = e.key();
+        let Some((saga, step)) = key.split_once(':') else {
+            v.push("ledger unreadable", format!("key {key:?}"));
+            continue;
+        };
+        let Some(i) = STEPS.iter().position(|s| *s == step) else {
+            v.push("ledger unreadable", format!("unknown step in {key:?}"));
+            continue;
+        };
+        let log = sagas.entry(saga.to_string()).or_default();
+        match e {
+            Entry::Start(_) => {
+                if !log.compensations.is_empty() {
+                    v.push(
+                        "step ran after compensation began",
+                        format!(
+                            "saga {saga}: {step} after compensating {:?}",
+                            log.compensations
+                        ),
+                    );
+                }
+                if i > 0 && !log.applied[i - 1] {
+                    v.push(
+                        "step ran before its predecessor took effect",
+                        format!("saga {saga}: {step} before {}", STEPS[i - 1]),
+                    );
+                }
+                log.started[i] = true;
+            }
+            Entry::End(..) => {}
+            Entry::Applied(_) => {
+                if !applied.insert(key) {
+                    v.push("effect applied twice", key.to_string());
+                }
+                log.applied[i] = true;
+            }
+            Entry::Compensated(_) => {
+                if !compensated.insert(key) {
+                    v.push("effect compensated twice", key.to_string());
+                }
+                if !log.started[i] {
+                    v.push(
+                        "compensated a step that never ran",
+                        format!("saga {saga}: {step}"),
+                    );
+                }
+                if let Some(&last) = log.compensations.last() {
+                    if i >= last {
+                        v.push(
+                            "compensation order",
+                            format!(
+                                "saga {saga}: {step} compensated after {} (newest must come first)",
+                                STEPS[last]
+                            ),
+                        );
+                    }
+                }
+                log.compensations.push(i);
+            }
         }
     }
-    for (k, n) in &compensated {
-        if *n > 1 {
-            problems.push(format!("effect {k} compensated {n} times"));
-        }
-    }
+    sagas
+}
+
+/// The store's sagas against the ledger and the acknowledgements.
+fn check_outcomes(
+    records: &[SagaRecord],
+    logs: &BTreeMap<String, SagaLog>,
+    acked: &[(String, String)],
+    v: &mut Violations,
+) -> (usize, usize, usize) {
     let by_key: HashMap<&str, &str> = records
         .iter()
         .filter_map(|r| Some((r.idempotency_key.as_deref()?, r.id.as_str())))
         .collect();
-    let acks = std::fs::read_to_string(dir.join("acks.log")).unwrap_or_default();
-    let mut acked = 0;
-    for line in acks.lines() {
-        let mut parts = line.split(' ');
-        let (Some(key), Some(id)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        acked += 1;
-        if by_key.get(key) != Some(&id) {
-            problems.push(format!(
-                "acknowledged start {key} -> {id} was lost (store has {:?})",
-                by_key.get(key)
-            ));
+    for (key, id) in acked {
+        if let Some(d) = acklog::lost(key, id, by_key.get(key.as_str()).copied()) {
+            v.push("lost acknowledged start", d);
         }
     }
-    if acked == 0 {
-        problems.push("no start was acknowledged".into());
-    }
-    for r in &records {
+    let mut keys = HashSet::new();
+    let (mut completed, mut undone) = (0, 0);
+    let none = SagaLog::default();
+    for r in records {
         if let Some(k) = &r.idempotency_key {
             if !keys.insert(k.clone()) {
-                problems.push(format!("idempotency key {k} started two sagas"));
+                v.push("idempotency key started two sagas", k.clone());
             }
         }
-        let step_keys: Vec<String> = STEPS.iter().map(|s| format!("{}:{s}", r.id)).collect();
+        let log = logs.get(r.id.as_str()).unwrap_or(&none);
+        let comp: BTreeSet<usize> = log.compensations.iter().copied().collect();
         match r.status() {
             SagaStatus::Completed => {
                 completed += 1;
-                for k in &step_keys {
-                    if !applied.contains_key(k) {
-                        problems.push(format!("completed saga {} lacks effect {k}", r.id));
+                for (i, step) in STEPS.iter().enumerate() {
+                    if !log.applied[i] {
+                        v.push("completed saga lacks effect", format!("{}:{step}", r.id));
                     }
-                    if compensated.contains_key(k) {
-                        problems.push(format!("completed saga {} has compensation {k}", r.id));
+                    if comp.contains(&i) {
+                        v.push(
+                            "completed saga has compensation",
+                            format!("{}:{step}", r.id),
+                        );
                     }
                 }
             }
             SagaStatus::Compensated => {
                 undone += 1;
-                for k in &step_keys {
-                    if applied.contains_key(k) && !compensated.contains_key(k) {
-                        problems.push(format!("compensated saga {} left effect {k}", r.id));
+                for (i, step) in STEPS.iter().enumerate() {
+                    if log.applied[i] && !comp.contains(&i) {
+                        v.push("compensated saga left effect", format!("{}:{step}", r.id));
                     }
                 }
             }
-            other => problems.push(format!("saga {} ended {other}", r.id)),
+            other => v.push("saga not ended", format!("saga {} is {other}", r.id)),
         }
-        let order: Order = r.data_as().unwrap();
-        let expect_reject = order.n % 4 == 3;
-        if expect_reject && r.status() == SagaStatus::Completed {
-            problems.push(format!("saga {} should have been rejected", r.id));
+        match r.data_as::<Order>() {
+            Ok(o) if o.n % 4 == 3 && r.status() == SagaStatus::Completed => {
+                v.push("rejected saga completed", r.id.to_string())
+            }
+            Ok(_) => {}
+            Err(e) => v.push("saga data unreadable", format!("{}: {e}", r.id)),
         }
     }
+    // Effects whose saga the store does not hold: harmless for a start the
+    // store never acknowledged, a loss for one it did.
+    let in_store: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    let acked_ids: HashSet<&str> = acked.iter().map(|(_, id)| id.as_str()).collect();
+    let mut orphans = 0;
+    for (saga, log) in logs.iter().filter(|(s, _)| !in_store.contains(s.as_str())) {
+        let applied = STEPS.iter().enumerate().filter(|(i, _)| log.applied[*i]);
+        for (_, step) in applied {
+            if acked_ids.contains(saga.as_str()) {
+                v.push(
+                    "effect without saga",
+                    format!("{saga}:{step} of an acknowledged saga the store lost"),
+                );
+            } else {
+                orphans += 1;
+            }
+        }
+    }
+    (completed, undone, orphans)
+}
+
+fn parent() -> i32 {
+    let kills = match verdict::knob("CRASH_KILLS", DEFAULT_KILLS, MIN_KILLS) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("crash_recovery REFUSED: {e}");
+            return 2;
+        }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let started = Instant::now();
+    let plan = Plan {
+        exe: std::env::current_exe().unwrap(),
+        dir: dir.clone(),
+        kills,
+        window_ms: 20..140,
+        aimed_ms: 0..40,
+        blind_every: 4,
+        ack_log: dir.join("acks.log"),
+        finish_timeout: Duration::from_secs(180),
+    };
+    let out = match kill_loop::run(&plan) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("crash_recovery FAILED: {e}");
+            return 1;
+        }
+    };
+    let mut v = out.violations;
+    let acked = acklog::read(&dir.join("acks.log"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let records = match SledStore::open(dir.join("engine")) {
+        Ok(store) => rt
+            .block_on(store.list(None, usize::MAX))
+            .map_err(|e| v.push("store read failed", e.to_string()))
+            .ok(),
+        Err(e) => {
+            v.push("store refused to open", format!("at the final check: {e}"));
+            None
+        }
+    };
+    let (entries, torn) = ledger::read(&dir.join("ledger.log"), &STEPS);
+    if torn > 0 {
+        eprintln!("crash_recovery: {torn} torn ledger lines skipped");
+    }
+    let logs = check_order(&entries, &mut v);
+    // Without a readable store only the ledger's own order can be judged.
+    let (completed, undone, orphans) = match &records {
+        Some(r) => check_outcomes(r, &logs, &acked, &mut v),
+        None => (0, 0, 0),
+    };
+    let records = records.unwrap_or_default();
+    let effects = entries
+        .iter()
+        .filter(|e| matches!(e, Entry::Applied(_)))
+        .count();
+    let compensations = entries
+        .iter()
+        .filter(|e| matches!(e, Entry::Compensated(_)))
+        .count();
     eprintln!(
-        "crash_recovery: {kills} kills ({killed_alive} mid-run), {} sagas: {completed} completed, {undone} compensated, {} effects, {} compensations, {:.1}s",
+        "crash_recovery: {} kills ({} in flight, {} recovering, {} idle), {} checks, {} sagas: {completed} completed, {undone} compensated; {} acknowledged, {effects} effects, {compensations} compensations, {orphans} effects of unacknowledged lost starts, {:.1}s",
+        out.kills,
+        out.in_flight,
+        out.recovering,
+        out.idle,
+        out.checks,
         records.len(),
-        applied.len(),
-        compensated.len(),
+        acked.len(),
         started.elapsed().as_secs_f64()
     );
-    if records.len() < kills {
-        problems.push(format!("only {} sagas were started", records.len()));
+    let mut problems = Vec::new();
+    if out.stopped_early.is_none() {
+        if out.in_flight * 2 < kills {
+            problems.push(format!(
+                "only {} of {kills} kills landed while sagas were in flight (need half)",
+                out.in_flight
+            ));
+        }
+        if out.checks * 2 < kills {
+            problems.push(format!(
+                "only {} post-restart checks completed for {kills} kills (need half)",
+                out.checks
+            ));
+        }
+        if acked.len() < kills {
+            problems.push(format!(
+                "only {} starts were acknowledged in {kills} rounds",
+                acked.len()
+            ));
+        }
+        if completed == 0 || undone == 0 {
+            problems.push("expected both completed and compensated sagas".into());
+        }
     }
-    if completed == 0 || undone == 0 {
-        problems.push("expected both completed and compensated sagas".into());
+    let mut startup = out.startup_ms.clone();
+    startup.sort_unstable();
+    eprintln!(
+        "crash_recovery: spawn to first heartbeat p50 {} ms, max {} ms; {:.1}s of kills",
+        startup.get(startup.len() / 2).unwrap_or(&0),
+        startup.last().unwrap_or(&0),
+        out.loop_time.as_secs_f64()
+    );
+    for e in &out.expected {
+        eprintln!("  expected error (explained): {e}");
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        problems.truncate(20);
-        Err(problems.join("\n"))
-    }
+    let figures = Figures {
+        sagas: records.len(),
+        acked: acked.len(),
+        kills: out.kills,
+        in_flight: out.in_flight,
+        checks: out.checks,
+        start_errors: out.start_errors,
+        wait_errors: out.wait_errors,
+        expected_errors: out.expected.len(),
+    };
+    verdict::conclude("crash_recovery", &figures, &v, &problems)
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--child") {
-        let dir = PathBuf::from(std::env::var("CRASH_DIR").unwrap());
+        let dir = kill_loop::child_dir();
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
             .with_env_filter("warn")
@@ -343,11 +507,9 @@ fn main() {
         println!("crash_recovery: test");
         return;
     }
-    match parent() {
-        Ok(()) => eprintln!("crash_recovery ... ok"),
-        Err(e) => {
-            eprintln!("crash_recovery FAILED:\n{e}");
-            std::process::exit(1);
-        }
+    let code = parent();
+    if code == 0 {
+        eprintln!("crash_recovery ... ok");
     }
+    std::process::exit(code);
 }

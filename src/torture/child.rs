@@ -1,0 +1,358 @@
+//! The torture's child process: opens the participants (on a sled database
+//! of their own, flushed by their own group flush) and the engine (on
+//! another), checks what the previous child left, then books until killed;
+//! or, as the final child, books a last round and checks the totals.
+//!
+//! The participants are kept apart from the engine's database on purpose:
+//! if they shared it, their flushes would also make the engine's writes
+//! durable, and a defect in the engine's own flushing would go unseen.
+
+use super::checks;
+use crate::acklog::{self, AckLog};
+use crate::kill_loop::{self, InFlight};
+use crate::verdict::Violations;
+use booking_domain::booking_saga::{
+    booking_definition, start_booking, BookingRequest, BookingServices, Passenger,
+};
+use booking_domain::catalog::{flight_id, Airport, Catalog, Flight, GeoPoint};
+use booking_domain::faults::{BookingStep, Fault};
+use booking_domain::loyalty::{AccountId, CreateAccount};
+use booking_domain::payments::CardDetails;
+use booking_domain::types::{Currency, Money};
+use booking_domain::{Cabin, FlightId};
+use chrono::{Datelike, Days, NaiveDate, NaiveTime, Utc, Weekday};
+use saga_engine::{Engine, SagaId, SledStore};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Sagas started per round (and as many repeated from the round before).
+const PER_ROUND: usize = 8;
+/// Seats per departure.
+pub(super) const CAPACITY: u32 = 300;
+/// Weekly departures the bookings spread over, so that seats last.
+const DEPARTURES: u64 = 26;
+/// The acknowledgement log, in the data directory.
+pub(super) const ACKS: &str = "acks.log";
+
+/// An opened child: engine, participants and the fixed booking targets.
+pub(super) struct Child {
+    pub(super) recovery: Duration,
+    pub(super) engine: Engine,
+    pub(super) services: BookingServices,
+    pub(super) flight: FlightId,
+    pub(super) date: NaiveDate,
+    pub(super) member: AccountId,
+}
+
+/// A catalog of one flight: the built-in dataset takes tens of
+/// milliseconds to build in a debug build, in every child, which would
+/// leave fewer kills landing on running sagas.
+fn one_flight() -> (Arc<Catalog>, Flight) {
+    let airport = |code: &str, city: &str, lat: f64, lon: f64| Airport {
+        code: code.into(),
+        city: city.into(),
+        name: format!("{city} Airport"),
+        country: "Testland".into(),
+        utc_offset_minutes: Some(0),
+        location: Some(GeoPoint {
+            latitude: lat,
+            longitude: lon,
+        }),
+    };
+    let flight = Flight {
+        id: flight_id("TT100", "AAA", "BBB", Weekday::Wed, 0),
+        flight_no: "TT100".into(),
+        airline_code: "TT".into(),
+        airline: "Torture Air".into(),
+        origin: "AAA".into(),
+        destination: "BBB".into(),
+        weekday: Weekday::Wed,
+        departure: NaiveTime::from_hms_opt(9, 0, 0).unwrap(),
+        arrival: NaiveTime::from_hms_opt(11, 30, 0).unwrap(),
+        arrival_weekday: Weekday::Wed,
+        duration_minutes: 150,
+        economy: Some(Money::new(23_400, Currency::usd())),
+        business: None,
+        first: None,
+    };
+    let catalog = Catalog::in_memory(
+        vec![
+            airport("AAA", "Alpha", 51.47, -0.45),
+            airport("BBB", "Beta", 40.64, -73.78),
+        ],
+        vec![flight.clone()],
+    )
+    .expect("a valid one-flight catalog");
+    (Arc::new(catalog), flight)
+}
+
+async fn open(dir: &Path) -> Result<Child, Violations> {
+    let mut v = Violations::new();
+    let pdb = match saga_engine::store::open_sled_db(&dir.join("participants")) {
+        Ok(db) => db,
+        Err(e) => {
+            v.push("participants refused to open", e.to_string());
+            return Err(v);
+        }
+    };
+    let (catalog, flight) = one_flight();
+    // A fixed date on the flight's weekday, the same in every child.
+    let mut date = NaiveDate::from_ymd_opt(Utc::now().year() + 1, 1, 1).unwrap();
+    while date.weekday() != flight.weekday {
+        date = date + Days::new(1);
+    }
+    let services = match BookingServices::local(&pdb, catalog) {
+        Ok(s) => s,
+        Err(e) => {
+            v.push("participants refused to open", e.to_string());
+            return Err(v);
+        }
+    };
+    for week in 0..DEPARTURES {
+        services
+            .inventory
+            .set_capacity(
+                &flight.id,
+                date + Days::new(7 * week),
+                Cabin::Economy,
+                CAPACITY,
+            )
+            .await
+            .ok(); // refused once seats are booked: fine
+    }
+    let member = match services
+        .loyalty
+        .create_account(
+            "crash-member",
+            &CreateAccount {
+                first_name: "Ada".into(),
+                last_name: "Lovelace".into(),
+                email: "ada@example.com".into(),
+            },
+        )
+        .await
+    {
+        Ok(a) => a.id,
+        Err(e) => {
+            v.push("participant setup failed", format!("loyalty account: {e}"));
+            return Err(v);
+        }
+    };
+    // Recovery: open the engine's store and resume every saga in flight.
+    let opened = std::time::Instant::now();
+    let store = match SledStore::open(dir.join("engine")) {
+        Ok(s) => s,
+        Err(e) => {
+            v.push("store refused to open", e.to_string());
+            return Err(v);
+        }
+    };
+    let engine = match Engine::builder(store)
+        .register(booking_definition(&services))
+        .open()
+        .await
+    {
+        Ok(e) => e,
+        Err(e) => {
+            v.push("store refused to open", format!("engine: {e}"));
+            return Err(v);
+        }
+    };
+    Ok(Child {
+        recovery: opened.elapsed(),
+        engine,
+        services,
+        flight: flight.id,
+        date,
+        member,
+    })
+}
+
+fn request(c: &Child, n: usize) -> BookingRequest {
+    let mut faults = BTreeMap::new();
+    match n % 6 {
+        0 => {
+            faults.insert(BookingStep::ALL[n / 6 % 4], Fault::Reject);
+        }
+        1 => {
+            faults.insert(BookingStep::AuthorizePayment, Fault::LoseReply);
+        }
+        2 => {
+            faults.insert(BookingStep::AwardMiles, Fault::Transient { times: 1 });
+            faults.insert(BookingStep::ConfirmBooking, Fault::Delay { ms: 30 });
+        }
+        _ => {}
+    }
+    BookingRequest {
+        flight_id: c.flight.0.clone(),
+        date: c.date + Days::new(7 * (n as u64 % DEPARTURES)),
+        cabin: Cabin::Economy,
+        passengers: (0..1 + n % 3)
+            .map(|i| Passenger {
+                first_name: format!("P{}", "a".repeat(i + 1)),
+                last_name: "Lovelace".into(),
+            })
+            .collect(),
+        email: format!("c{}@example.com", n % 4),
+        loyalty_id: n.is_multiple_of(2).then(|| c.member.0.clone()),
+        card: CardDetails {
+            number: if n % 7 == 3 {
+                "4000000000009995".into()
+            } else {
+                "4242424242424242".into()
+            },
+            exp_month: 12,
+            exp_year: Utc::now().year() as u32 + 2,
+            cvc: "123".into(),
+            holder_name: "Ada Lovelace".into(),
+        },
+        faults,
+    }
+}
+
+/// Opens, checks what the last child left, and reports; exits 3 on a
+/// violation (the parent stops there).
+async fn open_and_check(dir: &Path) -> Arc<Child> {
+    let c = match open(dir).await {
+        Ok(c) => Arc::new(c),
+        Err(v) => {
+            v.print_lines();
+            std::process::exit(3);
+        }
+    };
+    // One line for the parent: the recovery time.
+    println!("recovered_us={}", c.recovery.as_micros());
+    let acks = acklog::read(&dir.join(ACKS));
+    let problems = checks::after_restart(&c, &acks).await;
+    if !problems.is_empty() {
+        problems.print_lines();
+        std::process::exit(3);
+    }
+    kill_loop::report_checked(acks.len());
+    c
+}
+
+/// Starts booking `n` under key `b-N`, acknowledges it in `acks` (when
+/// given), and waits for its end; reports every failed call.
+async fn book(c: Arc<Child>, n: usize, acks: Option<Arc<AckLog>>) {
+    let key = format!("b-{n}");
+    match start_booking(&c.engine, &c.services, &request(&c, n), &key).await {
+        Ok(id) => {
+            if let Some(log) = &acks {
+                if let Err(e) = log.ack(&key, id.as_str()) {
+                    kill_loop::report_error("start", format!("{key}: writing the ack log: {e}"));
+                    return;
+                }
+            }
+            if let Err(e) = c.engine.wait(&id).await {
+                wait_again(&c.engine, &key, &id, e).await;
+            }
+        }
+        Err(e) => kill_loop::report_error("start", format!("{key}: {e}")),
+    }
+}
+
+/// `start_booking` may find a saga by its key that another task of this
+/// process is still starting: the record is written (and flushed) but its
+/// worker not yet registered, and `Engine::wait` then fails with "no worker
+/// runs it". That error is explained (and reported as expected) only if
+/// a second wait, a moment later, succeeds.
+async fn wait_again(engine: &Engine, key: &str, id: &SagaId, first: saga_engine::Error) {
+    let raced = matches!(
+        &first,
+        saga_engine::Error::InvalidState { status: saga_engine::SagaStatus::Running, operation, .. }
+            if operation.starts_with("wait")
+    );
+    if !raced {
+        kill_loop::report_error("wait", format!("{key} ({id}): {first}"));
+        return;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if engine.wait(id).await.is_ok() {
+            kill_loop::report_expected(
+                "wait raced its start",
+                format!("{key} ({id}): {first}; the worker was not yet registered, a second wait succeeded"),
+            );
+            return;
+        }
+    }
+    kill_loop::report_error("wait", format!("{key} ({id}): {first}"));
+}
+
+async fn run_round(dir: PathBuf, round: usize) {
+    let c = open_and_check(&dir).await;
+    let acks = match AckLog::open(&dir.join(ACKS)) {
+        Ok(a) => Arc::new(a),
+        Err(e) => {
+            kill_loop::report_error("start", format!("opening the ack log: {e}"));
+            std::process::exit(3);
+        }
+    };
+    let inflight = InFlight::new();
+    let mut tasks = Vec::new();
+    // This round's bookings and, again, the last round's (same keys: they
+    // must map to the sagas already started).
+    for r in [round, round.saturating_sub(1)] {
+        for i in 0..PER_ROUND {
+            let (c, acks, guard) = (c.clone(), acks.clone(), inflight.enter());
+            tasks.push(tokio::spawn(async move {
+                let _guard = guard;
+                book(c, r * PER_ROUND + i, Some(acks)).await;
+            }));
+        }
+    }
+    let (engine, count) = (c.engine.clone(), inflight.clone());
+    let _beat = kill_loop::heartbeat(move || count.get().max(engine.running_count()));
+    for t in tasks {
+        if let Err(e) = t.await {
+            kill_loop::report_error("wait", format!("a booking task panicked: {e}"));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(60)).await;
+}
+
+/// The final child: a last round nobody kills (so that both outcomes are
+/// present), every saga finished, then the totals.
+async fn finish(dir: PathBuf) -> (Violations, usize) {
+    let c = open_and_check(&dir).await;
+    let mut tasks = Vec::new();
+    for n in 100_000..100_000 + PER_ROUND {
+        tasks.push(tokio::spawn(book(c.clone(), n, None)));
+    }
+    for t in tasks {
+        if let Err(e) = t.await {
+            kill_loop::report_error("wait", format!("a booking task panicked: {e}"));
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while c.engine.running_count() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    checks::totals(&c).await
+}
+
+/// The child's entry point: `--child ROUND` runs bookings until killed;
+/// `--child finish` completes everything and checks the totals.
+pub fn child_main(arg: &str) {
+    let dir = kill_loop::child_dir();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if arg == "finish" {
+        let (problems, sagas) = rt.block_on(finish(dir));
+        println!("sagas={sagas}");
+        problems.print_lines();
+        if !problems.is_empty() {
+            std::process::exit(1);
+        }
+    } else {
+        let round = arg.parse().unwrap_or(0);
+        rt.block_on(run_round(dir, round));
+    }
+}
