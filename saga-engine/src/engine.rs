@@ -325,11 +325,7 @@ impl Engine {
         let definition = definition.to_string();
         let create = async move {
             let _guard = match &key {
-                Some(k) => Some(
-                    inner.start_locks[(fingerprint(k.as_bytes()) % START_STRIPES as u64) as usize]
-                        .lock()
-                        .await,
-                ),
+                Some(k) => Some(inner.start_lock(k).await),
                 None => None,
             };
             match inner.store.create(&rec, &events).await? {
@@ -377,7 +373,23 @@ impl Engine {
 
     /// Waits until the saga reaches a terminal status and returns its record.
     pub async fn wait(&self, id: &SagaId) -> Result<SagaRecord, Error> {
-        let rx = self.inner.lock_workers().get(id).map(|w| w.outcome.clone());
+        let mut rx = self.inner.lock_workers().get(id).map(|w| w.outcome.clone());
+        if rx.is_none() {
+            // Found by its key (a replayed start), the saga may be written
+            // while its start has not yet registered the worker: that start
+            // holds the key's stripe lock until it has.
+            if let Some(k) = self
+                .inner
+                .store
+                .get(id)
+                .await?
+                .filter(|r| !r.status().is_terminal())
+                .and_then(|r| r.idempotency_key)
+            {
+                let _registered = self.inner.start_lock(&k).await;
+                rx = self.inner.lock_workers().get(id).map(|w| w.outcome.clone());
+            }
+        }
         if let Some(mut rx) = rx {
             // The sender is dropped when the worker exits (finished, shut
             // down or failed); the record tells which.
@@ -688,6 +700,13 @@ impl Inner {
                 tracing::warn!(error = %e, "claiming sagas failed");
             }
         }
+    }
+
+    /// The lock that serialises starts with key `k` (by stripe).
+    async fn start_lock(&self, k: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        self.start_locks[(fingerprint(k.as_bytes()) % START_STRIPES as u64) as usize]
+            .lock()
+            .await
     }
 
     /// Runs retention passes until shutdown.
