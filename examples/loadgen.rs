@@ -132,7 +132,19 @@ async fn main() {
         }
     };
     let _tmp;
-    let mut dir_used = None;
+    let mut dir_used: Option<std::path::PathBuf> = None;
+    // The disk's own floor, measured in the same run beside the store:
+    // five sequential 8 KiB write + fdatasync pairs (one per durable write
+    // a saga makes).
+    let fsync5_ms = (args.store == "sled").then(|| {
+        let d = args
+            .data_dir
+            .clone()
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&d).expect("data dir");
+        five_fdatasyncs_ms(&d, 200)
+    });
     let open_started = Instant::now();
     let store: Arc<dyn Store> = match args.store.as_str() {
         "memory" => Arc::new(MemoryStore::new()),
@@ -268,6 +280,9 @@ async fn main() {
         "flushes": flushes,
         "store": args.store,
         "open_ms": (open_ms * 100.0).round() / 100.0,
+        "fsync5_ms": fsync5_ms.map(|f| (f * 1000.0).round() / 1000.0),
+        "p50_over_fsync5": fsync5_ms.map(|f| ((percentile(&latencies, 0.50) / f) * 100.0).round() / 100.0),
+        "flushes_per_saga": (flushes as f64 / args.sagas as f64 * 1000.0).round() / 1000.0,
         "store_sagas": store_sagas,
         "peak_rss_mb": peak_rss_mb(),
         "disk_mb": dir_used.as_deref().map(|d| (dir_size(d) as f64 / 1e6 * 10.0).round() / 10.0),
@@ -299,4 +314,28 @@ fn dir_size(dir: &std::path::Path) -> u64 {
             _ => e.metadata().map_or(0, |m| m.len()),
         })
         .sum()
+}
+
+/// Mean time of five sequential 8 KiB `pwrite` + `fdatasync` pairs in `dir`,
+/// over `n` pairs, in ms.
+fn five_fdatasyncs_ms(dir: &std::path::Path, n: usize) -> f64 {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join("loadgen-fsync-probe");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("probe file");
+    let block = vec![0x5au8; 8192];
+    let t = Instant::now();
+    for i in 0..n {
+        f.write_all_at(&block, (i % 64 * 8192) as u64)
+            .expect("probe write");
+        f.sync_data().expect("probe fdatasync");
+    }
+    let each = t.elapsed().as_secs_f64() * 1000.0 / n as f64;
+    let _ = std::fs::remove_file(&path);
+    5.0 * each
 }

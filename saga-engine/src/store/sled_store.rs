@@ -202,6 +202,10 @@ impl GroupCommit {
             }
             if !self.leader.swap(true, Ordering::AcqRel) {
                 let guard = LeaderGuard { commit: self };
+                // Let writers that are ready to run on this thread (woken by
+                // the previous flush) apply their writes first, so that this
+                // flush covers them too instead of leaving them the next one.
+                tokio::task::yield_now().await;
                 // Every ticket issued so far belongs to a write already
                 // applied to sled's memory, so this flush covers it.
                 let target = self.tickets.load(Ordering::SeqCst);
