@@ -1,0 +1,502 @@
+//! The embedded backend: one sled tree, made durable by group commit.
+//!
+//! A saga is one value, `s/{id}`: its revision, its record and its whole
+//! history, so a transition is a single `insert` (atomic in sled) with no
+//! batch or transaction and none of their global locks. Two indexes sit
+//! beside it: `a/{id}` (not terminal: what to resume at open) and
+//! `k/{key}` (idempotency key -> id). They are written in an order that a
+//! crash at any point leaves either consistent or detectably half-done, and
+//! [`Store::list_active`] repairs the half-done cases (see `create`).
+//!
+//! sled 0.34 keeps only what was flushed across a `kill -9`, so no write is
+//! reported done before a flush that started after it has finished. A
+//! writer applies its write, takes a ticket and waits until a flush covering
+//! its ticket is done; writers that arrive during a flush share the next
+//! one (group commit, led by one of the waiting writers). sled recovers a
+//! prefix of its log, so a durable write implies every earlier one is too.
+
+mod commit;
+mod layout;
+mod open;
+#[cfg(test)]
+mod tests;
+
+pub use commit::{FlushHook, HWM_FILE};
+pub use open::open_sled_db;
+
+use super::{CreateOutcome, SagaRecord, Store, StoreError};
+use crate::events::SagaEvent;
+use crate::machine::SagaStatus;
+use crate::SagaId;
+use async_trait::async_trait;
+use commit::{GroupCommit, Mark16, HWM_KEY};
+use layout::*;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+const TREE: &str = "saga_engine";
+
+/// The sled backend (default).
+pub struct SledStore {
+    db: sled::Db,
+    tree: sled::Tree,
+    commit: Arc<GroupCommit>,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore")
+            .field("flushes", &self.commit.flushes.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl SledStore {
+    /// Opens (or creates) a sled database in `path`.
+    ///
+    /// Refuses, with [`StoreError::Damaged`] naming the directory, a
+    /// database that lost records it had acknowledged (see [`HWM_FILE`]).
+    pub fn open(path: impl AsRef<Path>) -> Result<SledStore, StoreError> {
+        let path = path.as_ref();
+        let db = open_sled_db(path)?;
+        SledStore::with_db_at(db, path)
+    }
+
+    /// Uses a tree of an already open database, so that participants can
+    /// keep their own trees in the same data directory. Without the
+    /// directory there is no high-water mark: prefer [`SledStore::with_db_at`].
+    pub fn with_db(db: sled::Db) -> Result<SledStore, StoreError> {
+        let tree = db.open_tree(TREE).map_err(io)?;
+        let start = Self::current_mark(&tree)?;
+        let commit = Arc::new(GroupCommit::new(db.clone(), tree.clone(), start, None));
+        Ok(SledStore { db, tree, commit })
+    }
+
+    /// Like [`SledStore::with_db`], for a database opened at `dir`: checks
+    /// the high-water mark kept in `dir` and keeps it up to date.
+    ///
+    /// Fails closed with [`StoreError::Damaged`]: when sled holds a mark
+    /// but the file is missing, short or unreadable, as when sled holds
+    /// fewer records or an older mark than the file.
+    pub fn with_db_at(db: sled::Db, dir: impl AsRef<Path>) -> Result<SledStore, StoreError> {
+        let dir = dir.as_ref();
+        let tree = db.open_tree(TREE).map_err(io)?;
+        let start = Self::current_mark(&tree)?;
+        let sled_has_mark = tree.contains_key(HWM_KEY).map_err(io)?;
+        let file_path = dir.join(HWM_FILE);
+        let damaged = |detail: String| StoreError::Damaged {
+            path: dir.display().to_string(),
+            detail,
+        };
+        let on_file = match std::fs::read(&file_path) {
+            Ok(b) => Some(Mark16::decode(&b).ok_or_else(|| {
+                damaged(format!(
+                    "{} holds {} bytes, not a high-water mark; the damage check cannot vouch for this store. \
+                     Restore a backup; do not run on it",
+                    file_path.display(),
+                    b.len()
+                ))
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(damaged(format!(
+                    "{} is unreadable ({e}); the damage check cannot vouch for this store",
+                    file_path.display()
+                )))
+            }
+        };
+        let check = !crate::sabotage::active(crate::sabotage::NO_DAMAGE_CHECK);
+        match on_file {
+            _ if !check => {}
+            None if sled_has_mark => {
+                return Err(damaged(format!(
+                    "the database has flushed with a high-water mark but {} is missing; \
+                     the damage check cannot vouch for this store. Restore a backup; do not run on it",
+                    file_path.display()
+                )))
+            }
+            Some(f) if start.seq < f.seq || start.created < f.created => {
+                return Err(damaged(format!(
+                    "the database holds {} records up to commit {} but {} records up to commit {} were acknowledged; \
+                     it lost acknowledged data (a damaged file?). Restore a backup; do not run on it",
+                    start.created, start.seq, f.created, f.seq
+                )));
+            }
+            _ => {}
+        }
+        if on_file.is_none() {
+            // Written whole (temporary file, then rename) before the first
+            // flush, so that a crash never leaves a short file behind.
+            let tmp = dir.join(format!("{HWM_FILE}.tmp"));
+            std::fs::write(&tmp, start.encode())
+                .and_then(|()| std::fs::rename(&tmp, &file_path))
+                .map_err(|e| StoreError::Io(format!("writing {}: {e}", file_path.display())))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&file_path)
+            .map_err(|e| StoreError::Io(format!("opening {}: {e}", file_path.display())))?;
+        let commit = Arc::new(GroupCommit::new(
+            db.clone(),
+            tree.clone(),
+            start,
+            Some(file),
+        ));
+        Ok(SledStore { db, tree, commit })
+    }
+
+    /// The mark the database itself holds: its last flush ticket and the
+    /// creates acknowledged up to it. Read from one key: opening costs the
+    /// same whether the store holds ten sagas or ten million.
+    fn current_mark(tree: &sled::Tree) -> Result<Mark16, StoreError> {
+        match tree.get(HWM_KEY).map_err(io)? {
+            Some(b) => Mark16::decode(&b).ok_or_else(|| corrupt(HWM_KEY, "bad high-water mark")),
+            None => Ok(Mark16::default()),
+        }
+    }
+
+    /// Installs (or, with `None`, removes) a hook called before every
+    /// flush, on the flushing thread. For fault-injection tests: a hook
+    /// that blocks is a slow disk, one that returns an error is a failing
+    /// one (the store then fails every later write until reopened, as sled
+    /// does), one that panics is a bug in the flush.
+    pub fn set_flush_hook(&self, hook: Option<FlushHook>) {
+        *self.commit.lock_hook() = hook;
+    }
+
+    /// The underlying database.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    fn read(&self, id: &SagaId) -> Result<Option<sled::IVec>, StoreError> {
+        self.tree.get(key(b"s/", id.as_str())).map_err(io)
+    }
+}
+
+#[async_trait]
+impl Store for SledStore {
+    async fn create(
+        &self,
+        record: &SagaRecord,
+        events: &[SagaEvent],
+    ) -> Result<CreateOutcome, StoreError> {
+        // Order: active index, record, then the idempotency key. A crash
+        // before the key is written leaves a record no key names: it was
+        // never acknowledged, and `list_active` deletes it. The key is
+        // claimed with compare-and-swap, so racing creates agree on one
+        // winner, and a winner's record is always written before its key.
+        let rk = key(b"s/", record.id.as_str());
+        let ak = key(b"a/", record.id.as_str());
+        if self.tree.contains_key(&rk).map_err(io)? {
+            return Err(StoreError::AlreadyExists(record.id.clone()));
+        }
+        if !record.status().is_terminal() {
+            self.tree.insert(&ak, &[][..]).map_err(io)?;
+        }
+        self.tree
+            .insert(&rk, encode_value(record, &[], events))
+            .map_err(io)?;
+        if let Some(k) = &record.idempotency_key {
+            let kk = key(b"k/", k);
+            let mut expected: Option<sled::IVec> = None;
+            loop {
+                match self
+                    .tree
+                    .compare_and_swap(&kk, expected.clone(), Some(record.id.as_str().as_bytes()))
+                    .map_err(io)?
+                {
+                    Ok(()) => break,
+                    Err(cas) => {
+                        let owner = cas.current.expect("a failed swap from a value has one");
+                        if let Some(purged_at_ms) = retired_at(&owner) {
+                            self.tree.remove(&rk).map_err(io)?;
+                            self.tree.remove(&ak).map_err(io)?;
+                            return Ok(CreateOutcome::Retired { purged_at_ms });
+                        }
+                        let owner_id =
+                            SagaId::from_raw(String::from_utf8_lossy(&owner).into_owned());
+                        match self.get(&owner_id).await? {
+                            Some(existing) => {
+                                // Lost the race (or a replay): undo our record.
+                                self.tree.remove(&rk).map_err(io)?;
+                                self.tree.remove(&ak).map_err(io)?;
+                                // The winner may not be flushed yet.
+                                self.commit.durable().await?;
+                                return Ok(CreateOutcome::Existing(Box::new(existing)));
+                            }
+                            // The key names a record that was never written
+                            // (a crash mid-create): take the key over.
+                            None => expected = Some(owner),
+                        }
+                    }
+                }
+            }
+        }
+        self.commit.created.fetch_add(1, Ordering::SeqCst);
+        self.commit.durable().await?;
+        Ok(CreateOutcome::Created)
+    }
+
+    async fn update(&self, record: &SagaRecord, events: &[SagaEvent]) -> Result<(), StoreError> {
+        let rk = key(b"s/", record.id.as_str());
+        let old = self.tree.get(&rk).map_err(io)?;
+        let (found, old_events) = match &old {
+            Some(bytes) => {
+                let v = Value::parse(&rk, bytes)?;
+                (Some(v.revision), v.events)
+            }
+            None => (None, &[][..]),
+        };
+        if found != Some(record.revision.wrapping_sub(1)) {
+            return Err(StoreError::Conflict {
+                id: record.id.clone(),
+                expected: record.revision.wrapping_sub(1),
+                found,
+            });
+        }
+        let ak = key(b"a/", record.id.as_str());
+        let terminal = record.status().is_terminal();
+        if !terminal && !crate::sabotage::active(crate::sabotage::STUCK_LEAVES_INDEX) {
+            // A saga leaving a terminal status (an operator retrying a stuck
+            // one) must be resumed at the next open: back into the active
+            // index, before the record, so that a crash in between leaves
+            // an entry for a stuck saga, which `list_active` skips.
+            if !self.tree.contains_key(&ak).map_err(io)? {
+                self.tree.insert(&ak, &[][..]).map_err(io)?;
+            }
+        }
+        if is_finished(record.status()) {
+            // Before the record: a crash in between leaves an entry for a
+            // saga that has not finished, which `finished_before` drops.
+            self.tree
+                .insert(finished_key(record.updated_at_ms, &record.id), &[][..])
+                .map_err(io)?;
+        }
+        self.tree
+            .insert(&rk, encode_value(record, old_events, events))
+            .map_err(io)?;
+        if terminal {
+            // After the record: a crash in between leaves an index entry
+            // for a terminal saga, which `list_active` skips and removes.
+            self.tree.remove(&ak).map_err(io)?;
+        }
+        self.commit.durable().await
+    }
+
+    async fn get(&self, id: &SagaId) -> Result<Option<SagaRecord>, StoreError> {
+        let rk = key(b"s/", id.as_str());
+        match self.read(id)? {
+            Some(bytes) => Ok(Some(Value::parse(&rk, &bytes)?.record(&rk)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn find_by_key(&self, k: &str) -> Result<Option<SagaId>, StoreError> {
+        let Some(v) = self.tree.get(key(b"k/", k)).map_err(io)? else {
+            return Ok(None);
+        };
+        if retired_at(&v).is_some() {
+            return Ok(None);
+        }
+        let id = SagaId::from_raw(String::from_utf8_lossy(&v).into_owned());
+        // A key whose record was never written (crash mid-create) names nothing.
+        Ok(self.read(&id)?.is_some().then_some(id))
+    }
+
+    async fn history(&self, id: &SagaId) -> Result<Vec<SagaEvent>, StoreError> {
+        let rk = key(b"s/", id.as_str());
+        match self.read(id)? {
+            Some(bytes) => Value::parse(&rk, &bytes)?.events(&rk),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    async fn list_active(&self) -> Result<Vec<SagaRecord>, StoreError> {
+        let mut out = Vec::new();
+        let mut repaired = 0usize;
+        for kv in self.tree.scan_prefix(b"a/") {
+            let (ak, _) = kv.map_err(io)?;
+            let id = SagaId::from_raw(String::from_utf8_lossy(&ak[2..]).into_owned());
+            let record = match self.get(&id).await? {
+                Some(r) => r,
+                None => {
+                    // Index written, record not: a create that died.
+                    self.tree.remove(&ak).map_err(io)?;
+                    repaired += 1;
+                    continue;
+                }
+            };
+            if record.status().is_terminal() {
+                self.tree.remove(&ak).map_err(io)?;
+                repaired += 1;
+                continue;
+            }
+            if let Some(k) = &record.idempotency_key {
+                let owner = self.tree.get(key(b"k/", k)).map_err(io)?;
+                if owner.as_deref() != Some(id.as_str().as_bytes()) {
+                    // Record written, key not (or taken over): never
+                    // acknowledged, so it must not run.
+                    // Never counted: `created` counts acknowledged creates.
+                    self.tree.remove(key(b"s/", id.as_str())).map_err(io)?;
+                    self.tree.remove(&ak).map_err(io)?;
+                    repaired += 1;
+                    continue;
+                }
+            }
+            out.push(record);
+        }
+        if repaired > 0 {
+            tracing::info!(repaired, "repaired index entries of interrupted writes");
+            self.commit.durable().await?;
+        }
+        Ok(out)
+    }
+
+    async fn list(
+        &self,
+        status: Option<SagaStatus>,
+        limit: usize,
+    ) -> Result<Vec<SagaRecord>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(b"s/") {
+            let (k, v) = kv.map_err(io)?;
+            let r = Value::parse(&k, &v)?.record(&k)?;
+            if r.idempotency_key.is_some() && !r.status().is_terminal() {
+                // Skip records of creates that never finished (see list_active).
+                let owner = self
+                    .tree
+                    .get(key(b"k/", r.idempotency_key.as_deref().unwrap_or_default()))
+                    .map_err(io)?;
+                if owner.as_deref() != Some(r.id.as_str().as_bytes()) {
+                    continue;
+                }
+            }
+            if status.is_none_or(|s| r.status() == s) {
+                out.push(r);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn durable(&self) -> Result<(), StoreError> {
+        self.commit.durable().await
+    }
+
+    async fn finished_before(
+        &self,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<SagaRecord>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(b"f/") {
+            let (fk, _) = kv.map_err(io)?;
+            let Some((at, id)) = parse_finished_key(&fk) else {
+                return Err(corrupt(&fk, "bad finish index entry"));
+            };
+            if at >= before_ms || out.len() >= limit {
+                break;
+            }
+            match self.get(&id).await? {
+                Some(r) if is_finished(r.status()) && r.updated_at_ms == at => out.push(r),
+                // Purged already, or an update that died before its record.
+                _ => {
+                    self.tree.remove(&fk).map_err(io)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn purge(&self, ids: &[SagaId], now_ms: u64) -> Result<usize, StoreError> {
+        let mut purged = 0u64;
+        for id in ids {
+            let Some(r) = self.get(id).await? else {
+                continue;
+            };
+            if !is_finished(r.status()) {
+                continue;
+            }
+            // Order: retire the key (index entry first), then delete the
+            // saga (record and history are one value), then its finish
+            // entry. A crash at any point leaves the saga whole or gone
+            // and its key retired or still naming it, never naming nothing.
+            let retire = !crate::sabotage::active(crate::sabotage::PURGE_FORGETS_KEYS);
+            if let Some(k) = r.idempotency_key.as_ref().filter(|_| retire) {
+                self.tree
+                    .insert(retired_key(now_ms, k), &[][..])
+                    .map_err(io)?;
+                let _ = self
+                    .tree
+                    .compare_and_swap(
+                        key(b"k/", k),
+                        Some(id.as_str().as_bytes()),
+                        Some(&retired_marker(now_ms)[..]),
+                    )
+                    .map_err(io)?;
+            }
+            if self
+                .tree
+                .remove(key(b"s/", id.as_str()))
+                .map_err(io)?
+                .is_some()
+            {
+                purged += 1;
+            }
+            self.tree
+                .remove(finished_key(r.updated_at_ms, id))
+                .map_err(io)?;
+        }
+        if purged > 0 {
+            let total = self.commit.purged.fetch_add(purged, Ordering::SeqCst) + purged;
+            self.tree
+                .insert(PURGED_KEY, &total.to_be_bytes()[..])
+                .map_err(io)?;
+        }
+        self.commit.durable().await?;
+        Ok(purged as usize)
+    }
+
+    async fn forget_keys(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        let mut forgotten = 0;
+        for kv in self.tree.scan_prefix(b"r/") {
+            let (rk, _) = kv.map_err(io)?;
+            if rk.len() < 10 || forgotten >= limit {
+                break;
+            }
+            let at = u64::from_be_bytes(rk[2..10].try_into().expect("8 bytes"));
+            if at >= before_ms {
+                break;
+            }
+            let kk = key(b"k/", &String::from_utf8_lossy(&rk[10..]));
+            if let Some(v) = self.tree.get(&kk).map_err(io)? {
+                if retired_at(&v).is_some() {
+                    let _ = self
+                        .tree
+                        .compare_and_swap(&kk, Some(v), None as Option<&[u8]>)
+                        .map_err(io)?;
+                }
+            }
+            self.tree.remove(&rk).map_err(io)?;
+            forgotten += 1;
+        }
+        if forgotten > 0 {
+            self.commit.durable().await?;
+        }
+        Ok(forgotten)
+    }
+
+    fn saga_count(&self) -> Option<u64> {
+        let created = self.commit.created.load(Ordering::SeqCst);
+        Some(created.saturating_sub(self.commit.purged.load(Ordering::SeqCst)))
+    }
+
+    fn flush_count(&self) -> u64 {
+        self.commit.flushes.load(Ordering::Relaxed)
+    }
+}
