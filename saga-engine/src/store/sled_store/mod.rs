@@ -1,12 +1,17 @@
 //! The embedded backend: one sled tree, made durable by group commit.
 //!
-//! A saga is one value, `s/{id}`: its revision, its record and its whole
-//! history, so a transition is a single `insert` (atomic in sled) with no
-//! batch or transaction and none of their global locks. Two indexes sit
-//! beside it: `a/{id}` (not terminal: what to resume at open) and
-//! `k/{key}` (idempotency key -> id). They are written in an order that a
-//! crash at any point leaves either consistent or detectably half-done, and
-//! [`Store::list_active`] repairs the half-done cases (see `create`).
+//! A saga is one value, `s/{id}`: its revision, its record and its history
+//! (a long history's older part in chunks, see `layout`), so a transition
+//! is a single `insert` (atomic in sled) with no batch or transaction and
+//! none of their global locks. Measured against one key per event (same
+//! run, 20,000 sagas at concurrency 128): that layout was 35% slower and
+//! took 65% more disk, sled's cost per key outweighing the bytes saved.
+//! Indexes beside it: `a/{id}` (not terminal: what to resume at open),
+//! `k/{key}` (idempotency key -> id, or retired), `f/{at}{id}` (finished,
+//! for retention), `r/{at}{key}` (retired keys). They are written in an
+//! order that a crash at any point leaves either consistent or detectably
+//! half-done, and [`Store::list_active`] repairs the half-done cases (see
+//! `create`).
 //!
 //! sled 0.34 keeps only what was flushed across a `kill -9`, so no write is
 //! reported done before a flush that started after it has finished. A
@@ -174,6 +179,14 @@ impl SledStore {
     fn read(&self, id: &SagaId) -> Result<Option<sled::IVec>, StoreError> {
         self.tree.get(key(b"s/", id.as_str())).map_err(io)
     }
+
+    /// Deletes the history chunks of a saga whose record is gone.
+    fn remove_chunks(&self, id: &SagaId) -> Result<(), StoreError> {
+        for k in self.tree.scan_prefix(chunk_prefix(id)).keys() {
+            self.tree.remove(k.map_err(io)?).map_err(io)?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -243,12 +256,12 @@ impl Store for SledStore {
     async fn update(&self, record: &SagaRecord, events: &[SagaEvent]) -> Result<(), StoreError> {
         let rk = key(b"s/", record.id.as_str());
         let old = self.tree.get(&rk).map_err(io)?;
-        let (found, old_events) = match &old {
+        let (found, mut old_events) = match &old {
             Some(bytes) => {
                 let v = Value::parse(&rk, bytes)?;
-                (Some(v.revision), v.events)
+                (Some(v.revision), v.events_bytes(&record.id, &rk)?)
             }
-            None => (None, &[][..]),
+            None => (None, Vec::new()),
         };
         if found != Some(record.revision.wrapping_sub(1)) {
             return Err(StoreError::Conflict {
@@ -275,8 +288,21 @@ impl Store for SledStore {
                 .insert(finished_key(record.updated_at_ms, &record.id), &[][..])
                 .map_err(io)?;
         }
+        if old_events.len() > SPILL_BYTES {
+            // A long history: move the embedded part to a chunk first, so
+            // that this and later transitions do not rewrite it. A crash
+            // in between leaves its events in both places; `history`
+            // reads each sequence number once.
+            let first = decode_events(VALUE_FORMAT, &record.id, &rk, &old_events)?
+                .first()
+                .map_or(0, |e| e.seq);
+            self.tree
+                .insert(chunk_key(&record.id, first), &old_events[..])
+                .map_err(io)?;
+            old_events.clear();
+        }
         self.tree
-            .insert(&rk, encode_value(record, old_events, events))
+            .insert(&rk, encode_value(record, &old_events, events))
             .map_err(io)?;
         if terminal {
             // After the record: a crash in between leaves an index entry
@@ -308,10 +334,21 @@ impl Store for SledStore {
 
     async fn history(&self, id: &SagaId) -> Result<Vec<SagaEvent>, StoreError> {
         let rk = key(b"s/", id.as_str());
-        match self.read(id)? {
-            Some(bytes) => Value::parse(&rk, &bytes)?.events(&rk),
-            None => Ok(Vec::new()),
+        let Some(bytes) = self.read(id)? else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<SagaEvent> = Vec::new();
+        for kv in self.tree.scan_prefix(chunk_prefix(id)) {
+            let (k, chunk) = kv.map_err(io)?;
+            out.extend(decode_events(VALUE_FORMAT, id, &k, &chunk)?);
         }
+        for e in Value::parse(&rk, &bytes)?.events(id, &rk)? {
+            // Spilled, and still embedded after a crash mid-spill.
+            if out.last().is_none_or(|last| e.seq > last.seq) {
+                out.push(e);
+            }
+        }
+        Ok(out)
     }
 
     async fn list_active(&self) -> Result<Vec<SagaRecord>, StoreError> {
@@ -404,8 +441,13 @@ impl Store for SledStore {
             }
             match self.get(&id).await? {
                 Some(r) if is_finished(r.status()) && r.updated_at_ms == at => out.push(r),
-                // Purged already, or an update that died before its record.
-                _ => {
+                // A purge that died after deleting the record: finish it.
+                None => {
+                    self.remove_chunks(&id)?;
+                    self.tree.remove(&fk).map_err(io)?;
+                }
+                // An update that died before its record.
+                Some(_) => {
                     self.tree.remove(&fk).map_err(io)?;
                 }
             }
@@ -423,8 +465,9 @@ impl Store for SledStore {
                 continue;
             }
             // Order: retire the key (index entry first), then delete the
-            // saga (record and history are one value), then its finish
-            // entry. A crash at any point leaves the saga whole or gone
+            // record (with the newest history), its history chunks, then
+            // its finish entry (a crash before that finds the entry again
+            // and finishes the job). A crash at any point leaves the saga whole or gone
             // and its key retired or still naming it, never naming nothing.
             let retire = !crate::sabotage::active(crate::sabotage::PURGE_FORGETS_KEYS);
             if let Some(k) = r.idempotency_key.as_ref().filter(|_| retire) {
@@ -448,6 +491,7 @@ impl Store for SledStore {
             {
                 purged += 1;
             }
+            self.remove_chunks(id)?;
             self.tree
                 .remove(finished_key(r.updated_at_ms, id))
                 .map_err(io)?;

@@ -95,3 +95,111 @@ async fn a_damaged_value_is_reported_as_corrupt_not_a_panic() {
         Err(StoreError::Corrupt { .. })
     ));
 }
+
+fn ev(id: &SagaId, seq: u64) -> SagaEvent {
+    SagaEvent {
+        saga_id: id.clone(),
+        seq,
+        at_ms: 1_000 + seq,
+        kind: crate::events::EventKind::StepFailed {
+            step: "authorize_payment".into(),
+            attempt: seq as u32,
+            error: "the bank is busy".into(),
+            kind: "retryable".into(),
+            retry_at_ms: Some(2_000 + seq),
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_store_written_in_format_1_is_read_and_re_encoded_at_the_next_update() {
+    let (_d, s) = store();
+    let mut r = sample_record("old", None);
+    r.next_seq = 2;
+    let old_events = vec![ev(&r.id, 0), ev(&r.id, 1)];
+    // What a store written before format 2 holds.
+    s.tree.insert(key(b"a/", "old"), &[][..]).unwrap();
+    s.tree
+        .insert(key(b"s/", "old"), encode_value_v1(&r, &old_events))
+        .unwrap();
+    assert_eq!(s.get(&r.id).await.unwrap(), Some(r.clone()));
+    assert_eq!(s.history(&r.id).await.unwrap(), old_events);
+    assert_eq!(s.list_active().await.unwrap(), vec![r.clone()]);
+    r.revision += 1;
+    r.next_seq = 3;
+    r.state.status = SagaStatus::Completed;
+    s.update(&r, &[ev(&r.id, 2)]).await.unwrap();
+    let v = s.tree.get(key(b"s/", "old")).unwrap().unwrap();
+    assert_eq!(v[0], VALUE_FORMAT, "rewritten in the current format");
+    let mut all = old_events.clone();
+    all.push(ev(&r.id, 2));
+    assert_eq!(s.history(&r.id).await.unwrap(), all);
+    assert!(s.list_active().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_long_history_spills_into_chunks_so_a_transition_writes_a_bounded_value() {
+    let (_d, s) = store();
+    let mut r = sample_record("long", None);
+    r.next_seq = 0;
+    s.create(&r, &[]).await.unwrap();
+    let mut biggest = 0;
+    for i in 0..2_000u64 {
+        r.revision += 1;
+        r.next_seq = i + 1;
+        s.update(&r, &[ev(&r.id, i)]).await.unwrap();
+        biggest = biggest.max(s.tree.get(key(b"s/", "long")).unwrap().unwrap().len());
+    }
+    let history = s.history(&r.id).await.unwrap();
+    assert_eq!(history.len(), 2_000);
+    assert!(history
+        .iter()
+        .enumerate()
+        .all(|(i, e)| e.seq == i as u64 && *e == ev(&r.id, i as u64)));
+    let chunks = s.tree.scan_prefix(chunk_prefix(&r.id)).count();
+    assert!(chunks >= 10, "{chunks} chunks");
+    assert!(
+        biggest < 2 * SPILL_BYTES,
+        "the value grew to {biggest} bytes: its size must not follow the history's"
+    );
+    // Retention takes the chunks with the record.
+    r.revision += 1;
+    r.state.status = SagaStatus::Completed;
+    r.updated_at_ms = 5;
+    s.update(&r, &[]).await.unwrap();
+    assert_eq!(s.purge(std::slice::from_ref(&r.id), 10).await.unwrap(), 1);
+    assert_eq!(s.tree.scan_prefix(chunk_prefix(&r.id)).count(), 0);
+}
+
+#[tokio::test]
+async fn a_crash_between_a_spill_and_its_record_reads_each_event_once() {
+    let (_d, s) = store();
+    let mut r = sample_record("mid", None);
+    let events: Vec<_> = (0..3).map(|i| ev(&r.id, i)).collect();
+    r.next_seq = 3;
+    s.create(&r, &events).await.unwrap();
+    // The chunk was written, the record that drops its embedded copy not.
+    s.tree
+        .insert(chunk_key(&r.id, 0), encode_events(&events))
+        .unwrap();
+    assert_eq!(s.history(&r.id).await.unwrap(), events);
+}
+
+#[tokio::test]
+async fn a_purge_that_died_after_deleting_the_record_is_finished_by_the_next_pass() {
+    let (_d, s) = store();
+    let mut r = sample_record("gone", None);
+    s.create(&r, &[ev(&r.id, 0)]).await.unwrap();
+    r.revision += 1;
+    r.updated_at_ms = 50;
+    r.state.status = SagaStatus::Completed;
+    s.update(&r, &[]).await.unwrap();
+    s.tree
+        .insert(chunk_key(&r.id, 0), encode_events(&[ev(&r.id, 0)]))
+        .unwrap();
+    // The purge died right after deleting the record.
+    s.tree.remove(key(b"s/", "gone")).unwrap();
+    assert!(s.finished_before(100, 10).await.unwrap().is_empty());
+    assert_eq!(s.tree.scan_prefix(chunk_prefix(&r.id)).count(), 0);
+    assert_eq!(s.tree.scan_prefix(b"f/").count(), 0);
+}
