@@ -171,9 +171,9 @@ mod tests {
             ),
             "{shown}"
         );
-        let shown = failure_reason(&format!(
-            "step reserve_seat rejected: inventory storage failed: IO error at /var/lib/demo/db: disk full"
-        ));
+        let shown = failure_reason(
+            "step reserve_seat rejected: inventory storage failed: IO error at /var/lib/demo/db: disk full",
+        );
         assert!(!shown.contains('/') && !shown.contains("disk"), "{shown}");
         assert!(!failure_reason("something else: http://10.0.0.1/").contains("http"));
     }
