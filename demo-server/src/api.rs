@@ -92,9 +92,10 @@ pub struct ErrorBody {
     pub error: String,
     /// What went wrong, for a program: a stable code ([`ApiError::code`]).
     pub code: String,
-    /// Per-field problems (validation errors only).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub fields: Vec<FieldError>,
+    /// Per-field problems: always present (never empty) on a validation
+    /// error, absent on every other error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<FieldError>>,
 }
 
 impl ApiError {
@@ -181,18 +182,26 @@ impl ApiError {
                 ErrorBody {
                     error: "internal error; see the server log".into(),
                     code: self.code().into(),
-                    fields: Vec::new(),
+                    fields: None,
                 }
             }
             ApiError::Validation { message, fields } => ErrorBody {
                 error: message.clone(),
                 code: self.code().into(),
-                fields: fields.clone(),
+                // A validation error always names at least one field.
+                fields: Some(if fields.is_empty() {
+                    vec![FieldError {
+                        field: "body".into(),
+                        message: message.clone(),
+                    }]
+                } else {
+                    fields.clone()
+                }),
             },
             other => ErrorBody {
                 error: other.to_string(),
                 code: self.code().into(),
-                fields: Vec::new(),
+                fields: None,
             },
         };
         let mut resp = json_response(status, &body);
