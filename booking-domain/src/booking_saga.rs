@@ -142,15 +142,62 @@ pub struct BookingData {
 /// Card details held in memory only, under random tokens, until the
 /// payment step no longer needs them.
 ///
-/// Cards are forgotten when payment no longer needs them, and in any case
-/// after [`CARD_TTL`].
+/// A card is forgotten as soon as its authorization is done (or refused),
+/// when its booking compensates or fails to start, and in any case after
+/// [`CARD_TTL`]; a forgotten card's number, CVC and holder name are
+/// overwritten with zeros ([`zeroize`]) before the memory is freed, and so
+/// is every copy handed out by [`CardVault::get`] once its caller drops it.
 #[derive(Default)]
 pub struct CardVault {
-    cards: Mutex<HashMap<String, (CardDetails, std::time::Instant)>>,
+    cards: Mutex<HashMap<String, (HeldCard, std::time::Instant)>>,
 }
 
 /// How long a card may wait in the vault.
 pub const CARD_TTL: Duration = Duration::from_secs(30 * 60);
+
+/// Card input bounds, checked (after trimming) before a card is kept.
+pub const MAX_CARD_NUMBER_CHARS: usize = 23;
+/// The longest CVC accepted, in characters.
+pub const MAX_CVC_CHARS: usize = 4;
+/// The longest name on card accepted, in characters.
+pub const MAX_HOLDER_NAME_CHARS: usize = 100;
+
+/// A card that zeroes its secrets when dropped.
+pub struct HeldCard(CardDetails);
+
+impl HeldCard {
+    /// Takes `card`; its secrets are zeroed when this value drops.
+    pub fn new(card: CardDetails) -> Self {
+        HeldCard(card)
+    }
+    /// The card.
+    pub fn card(&self) -> &CardDetails {
+        &self.0
+    }
+}
+
+impl Drop for HeldCard {
+    fn drop(&mut self) {
+        wipe_card(&mut self.0);
+    }
+}
+
+impl fmt::Debug for HeldCard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Overwrites the card's number, CVC and holder name with zeros (the
+/// strings end empty) and its expiry with 0.
+pub fn wipe_card(card: &mut CardDetails) {
+    use zeroize::Zeroize;
+    card.number.zeroize();
+    card.cvc.zeroize();
+    card.holder_name.zeroize();
+    card.exp_month.zeroize();
+    card.exp_year.zeroize();
+}
 
 impl fmt::Debug for CardVault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -168,19 +215,28 @@ impl CardVault {
         let token = format!("tok_{:032x}", rand::random::<u128>());
         let mut cards = self.lock();
         cards.retain(|_, (_, at)| at.elapsed() < CARD_TTL);
-        cards.insert(token.clone(), (card, std::time::Instant::now()));
+        cards.insert(
+            token.clone(),
+            (HeldCard::new(card), std::time::Instant::now()),
+        );
         token
     }
-    /// The card under `token`, if still held.
-    pub fn get(&self, token: &str) -> Option<CardDetails> {
+    /// A copy of the card under `token`, if still held; it zeroes itself
+    /// when dropped.
+    pub fn get(&self, token: &str) -> Option<HeldCard> {
         self.lock()
             .get(token)
             .filter(|(_, at)| at.elapsed() < CARD_TTL)
-            .map(|(c, _)| c.clone())
+            .map(|(c, _)| HeldCard::new(c.card().clone()))
     }
-    /// Forgets the card.
+    /// Forgets the card, zeroing it.
     pub fn remove(&self, token: &str) {
-        self.lock().remove(token);
+        let removed = self.lock().remove(token);
+        drop(removed);
+    }
+    /// True while the card under `token` is held (for tests and metrics).
+    pub fn holds(&self, token: &str) -> bool {
+        self.lock().contains_key(token)
     }
     /// Cards held now.
     pub fn len(&self) -> usize {
@@ -190,9 +246,7 @@ impl CardVault {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, (CardDetails, std::time::Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (HeldCard, std::time::Instant)>> {
         self.cards.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -532,11 +586,12 @@ impl Step<BookingData> for AuthorizePayment {
                 "card details are no longer held (the service restarted before payment); please book again",
             ));
         };
-        let request = crate::payments::AuthorizeRequest {
+        let mut request = crate::payments::AuthorizeRequest {
             customer_email: d.email.clone(),
-            card,
+            card: card.card().clone(),
             amount: d.price.total.clone(),
         };
+        drop(card);
         let payments = &self.0.payments;
         let result = self
             .0
@@ -556,7 +611,12 @@ impl Step<BookingData> for AuthorizePayment {
                 Ok(record)
             })
             .await;
-        forget_card_on_rejection(&self.0, d, &result);
+        wipe_card(&mut request.card);
+        // Authorized (or refused): the card is not needed any more. A retry
+        // after a lost reply finds the payment by its key instead.
+        if matches!(result, Ok(_) | Err(StepError::Rejected(_))) {
+            self.0.cards.remove(&d.card_token);
+        }
         d.authorization_id = Some(result?.authorization_id);
         Ok(())
     }
@@ -692,6 +752,42 @@ pub fn booking_definition(services: &BookingServices) -> SagaDefinition<BookingD
         .expect("the booking saga definition is valid")
 }
 
+/// The card as it will be kept: number, CVC and holder name trimmed.
+fn bounded_card(card: &CardDetails) -> CardDetails {
+    CardDetails {
+        number: card.number.trim().to_string(),
+        exp_month: card.exp_month,
+        exp_year: card.exp_year,
+        cvc: card.cvc.trim().to_string(),
+        holder_name: card.holder_name.trim().to_string(),
+    }
+}
+
+/// The length and character bounds of a trimmed card, one problem per
+/// field at most; the messages never quote the value.
+fn card_bounds_problems(card: &CardDetails) -> Vec<(&'static str, &'static str)> {
+    let mut out = Vec::new();
+    if card.number.is_empty() || card.number.chars().count() > MAX_CARD_NUMBER_CHARS {
+        out.push((
+            "card.number",
+            "card number must be 12 to 19 digits (at most 23 characters with spaces or dashes)",
+        ));
+    }
+    if card.cvc.chars().count() > MAX_CVC_CHARS {
+        out.push(("card.cvc", "security code must be 3 or 4 digits"));
+    }
+    if card.holder_name.is_empty()
+        || card.holder_name.chars().count() > MAX_HOLDER_NAME_CHARS
+        || card.holder_name.chars().any(char::is_control)
+    {
+        out.push((
+            "card.holder_name",
+            "name on card must be 1 to 100 characters, without control characters",
+        ));
+    }
+    out
+}
+
 fn name_ok(s: &str) -> bool {
     let t = s.trim();
     !t.is_empty()
@@ -818,7 +914,16 @@ pub async fn prepare(
     if !email_ok(&req.email) {
         err("email", "not a valid email address".into());
     }
-    let checked = match check_card(&req.card, today) {
+    // Bounded and trimmed before anything else looks at it; the messages
+    // never quote what was sent.
+    let held = HeldCard::new(bounded_card(&req.card));
+    let mut card_ok = true;
+    for (field, message) in card_bounds_problems(held.card()) {
+        card_ok = false;
+        err(field, message.to_string());
+    }
+    let checked = match check_card(held.card(), today) {
+        _ if !card_ok => None,
         Ok(c) => Some(c),
         Err(problem) => {
             let field = match problem {
@@ -880,7 +985,7 @@ pub async fn prepare(
                 .collect(),
             email: req.email.trim().to_lowercase(),
             loyalty_id,
-            card_token: services.cards.put(req.card.clone()),
+            card_token: services.cards.put(held.card().clone()),
             card_brand: card.brand.as_str().to_string(),
             card_last4: card.last4,
             price,
@@ -1026,4 +1131,56 @@ pub async fn check_consistency(
         }
     }
     Ok(problems)
+}
+
+#[cfg(test)]
+mod card_tests {
+    use super::*;
+
+    fn card() -> CardDetails {
+        CardDetails {
+            number: "4242 4242 4242 4242".into(),
+            exp_month: 12,
+            exp_year: 2035,
+            cvc: "123".into(),
+            holder_name: "Ada Lovelace".into(),
+        }
+    }
+
+    #[test]
+    fn wiping_a_card_leaves_no_secret() {
+        let mut c = card();
+        wipe_card(&mut c);
+        assert!(c.number.is_empty() && c.cvc.is_empty() && c.holder_name.is_empty());
+        assert_eq!((c.exp_month, c.exp_year), (0, 0));
+    }
+
+    #[test]
+    fn the_vault_forgets_on_remove() {
+        let vault = CardVault::new();
+        let token = vault.put(card());
+        assert!(vault.holds(&token));
+        assert_eq!(vault.get(&token).unwrap().card().cvc, "123");
+        vault.remove(&token);
+        assert!(!vault.holds(&token) && vault.is_empty());
+        assert!(vault.get(&token).is_none());
+    }
+
+    #[test]
+    fn card_bounds_name_each_field_once() {
+        let mut c = bounded_card(&CardDetails {
+            number: format!("  {}  ", "4".repeat(40)),
+            cvc: " 12345 ".into(),
+            holder_name: "x".repeat(101),
+            ..card()
+        });
+        let fields: Vec<_> = card_bounds_problems(&c).into_iter().map(|p| p.0).collect();
+        assert_eq!(fields, ["card.number", "card.cvc", "card.holder_name"]);
+        c = bounded_card(&CardDetails {
+            cvc: " 123 ".into(),
+            ..card()
+        });
+        assert_eq!(c.cvc, "123");
+        assert!(card_bounds_problems(&c).is_empty());
+    }
 }

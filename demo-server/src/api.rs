@@ -92,9 +92,10 @@ pub struct ErrorBody {
     pub error: String,
     /// What went wrong, for a program: a stable code ([`ApiError::code`]).
     pub code: String,
-    /// Per-field problems (validation errors only).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub fields: Vec<FieldError>,
+    /// Per-field problems: always present (never empty) on a validation
+    /// error, absent on every other error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<FieldError>>,
 }
 
 impl ApiError {
@@ -120,6 +121,15 @@ impl ApiError {
                 fields,
             })
         }
+    }
+
+    /// `503` for a participant that cannot be reached: the full error
+    /// (which may name an internal URL) is logged, the answer is generic.
+    pub fn unreachable(service: &str, e: &dyn std::fmt::Display) -> ApiError {
+        tracing::warn!(service, error = %e, "participant unavailable: answered 503");
+        ApiError::Unavailable(format!(
+            "the {service} service could not be reached; retry later"
+        ))
     }
 
     /// The stable machine-readable code of this error, sent as `code`.
@@ -172,18 +182,26 @@ impl ApiError {
                 ErrorBody {
                     error: "internal error; see the server log".into(),
                     code: self.code().into(),
-                    fields: Vec::new(),
+                    fields: None,
                 }
             }
             ApiError::Validation { message, fields } => ErrorBody {
                 error: message.clone(),
                 code: self.code().into(),
-                fields: fields.clone(),
+                // A validation error always names at least one field.
+                fields: Some(if fields.is_empty() {
+                    vec![FieldError {
+                        field: "body".into(),
+                        message: message.clone(),
+                    }]
+                } else {
+                    fields.clone()
+                }),
             },
             other => ErrorBody {
                 error: other.to_string(),
                 code: self.code().into(),
-                fields: Vec::new(),
+                fields: None,
             },
         };
         let mut resp = json_response(status, &body);
@@ -252,9 +270,12 @@ impl From<saga_engine::Error> for ApiError {
             E::ShuttingDown => ApiError::Unavailable("the server is shutting down".into()),
             // Disk full or a write error: nothing was acknowledged, nothing
             // new starts until the store is healthy again (after a restart).
-            E::Store(saga_engine::StoreError::Io(detail)) => ApiError::Unavailable(format!(
-                "storage is failing ({detail}); no booking was started, retry later"
-            )),
+            E::Store(saga_engine::StoreError::Io(detail)) => {
+                tracing::error!(error = %detail, "storage is failing: answered 503");
+                ApiError::Unavailable(
+                    "storage is failing; no booking was started, retry later".into(),
+                )
+            }
             E::InvalidState { .. } | E::UnregisteredVersion { .. } => {
                 ApiError::Conflict(e.to_string())
             }
@@ -287,7 +308,11 @@ impl From<BookingError> for ApiError {
                 }],
             },
             BookingError::Unavailable(m) => {
-                ApiError::Unavailable(format!("cannot validate the booking now: {m}"))
+                tracing::warn!(error = %m, "booking not validated: a participant is unavailable");
+                ApiError::Unavailable(
+                    "cannot validate the booking now: a service could not be reached; retry later"
+                        .into(),
+                )
             }
             BookingError::Engine(e) => e.into(),
         }
@@ -297,7 +322,7 @@ impl From<BookingError> for ApiError {
 impl From<InventoryError> for ApiError {
     fn from(e: InventoryError) -> Self {
         if e.is_retryable() {
-            ApiError::Unavailable(format!("inventory: {e}"))
+            ApiError::unreachable("inventory", &e)
         } else {
             ApiError::Internal(format!("inventory: {e}"))
         }
@@ -307,7 +332,7 @@ impl From<InventoryError> for ApiError {
 impl From<PaymentError> for ApiError {
     fn from(e: PaymentError) -> Self {
         if e.is_retryable() {
-            ApiError::Unavailable(format!("payments: {e}"))
+            ApiError::unreachable("payment", &e)
         } else if e.is_rejection() {
             // A definite "no" about the request (an invalid email, an
             // unknown key): the caller's input, so a 422, never a 500.
@@ -342,7 +367,7 @@ impl From<LoyaltyError> for ApiError {
                     message: "already used with a different request".into(),
                 }],
             },
-            e if e.is_retryable() => ApiError::Unavailable(format!("loyalty: {e}")),
+            e if e.is_retryable() => ApiError::unreachable("loyalty", &e),
             e => ApiError::Internal(format!("loyalty: {e}")),
         }
     }
@@ -428,6 +453,18 @@ impl From<&StepProgress> for StepView {
     }
 }
 
+impl StepView {
+    /// The step as the public sees it: its last error in public words
+    /// ([`crate::public_text`]).
+    pub fn public(p: &StepProgress) -> Self {
+        let mut v = StepView::from(p);
+        v.last_error = v
+            .last_error
+            .map(|e| crate::public_text::step_error(&v.name, &e));
+        v
+    }
+}
+
 /// The flight of a booking, for display.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlightSummary {
@@ -466,7 +503,8 @@ pub struct BookingView {
     pub total: Money,
     /// The price, itemised.
     pub price: PriceBreakdown,
-    /// Why it compensated or got stuck.
+    /// Why it compensated or got stuck, in public words (no internal URLs,
+    /// paths or storage errors: those are in the admin view).
     pub failure_reason: Option<String>,
     /// The flight id.
     pub flight_id: String,
@@ -511,11 +549,15 @@ impl BookingView {
             booking_id: rec.id.to_string(),
             status: rec.status().into(),
             saga_status: rec.status(),
-            steps: rec.state.steps.iter().map(StepView::from).collect(),
+            steps: rec.state.steps.iter().map(StepView::public).collect(),
             booking_ref: data.booking_ref.as_ref().map(|r| r.0.clone()),
             total: data.price.total.clone(),
             price: data.price.clone(),
-            failure_reason: rec.state.failure.clone(),
+            failure_reason: rec
+                .state
+                .failure
+                .as_deref()
+                .map(crate::public_text::failure_reason),
             flight_id: data.flight_id.0.clone(),
             flight,
             date: data.date,

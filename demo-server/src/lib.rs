@@ -22,6 +22,7 @@
 //! | `handlers` | one file per area: catalog, bookings, loyalty, admin, ops |
 //! | [`sse`] | server-sent event streams |
 //! | [`openapi`] | the OpenAPI 3 document of every route |
+//! | [`public_text`] | failure texts as the public sees them (no internal URLs or paths) |
 //! | [`state`] | [`AppState`]: engine, services, token, metrics, limits |
 //! | [`auth`] | the admin token |
 //! | [`metrics`] | Prometheus counters and histograms |
@@ -47,6 +48,7 @@ mod handlers;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod public_text;
 pub mod query;
 pub mod remote;
 pub mod roles;

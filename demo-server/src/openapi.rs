@@ -73,6 +73,111 @@ fn ui(summary: &str, content_type: &str) -> Value {
     )
 }
 
+/// Every `code` an error body may carry ([`crate::ApiError::code`]).
+const ERROR_CODES: [&str; 13] = [
+    "bad_request",
+    "unauthorized",
+    "not_found",
+    "method_not_allowed",
+    "request_timeout",
+    "conflict",
+    "payload_too_large",
+    "unsupported_media_type",
+    "validation_failed",
+    "idempotency_key_reused",
+    "unavailable",
+    "too_many_requests",
+    "internal",
+];
+
+/// Paths whose operations never reach the engine, the store or a
+/// participant, so never answer `503`.
+const NEVER_UNAVAILABLE: [&str; 9] = [
+    "/",
+    "/app.js",
+    "/style.css",
+    "/healthz",
+    "/metrics",
+    "/api/openapi.json",
+    "/api/airports",
+    "/api/test-cards",
+    "/api/faults",
+];
+
+/// Adds what every operation shares: an `operationId` (method and path),
+/// `408` (headers or body not received in time), `429` (over the
+/// connection cap of the client's address, or a rate limit) and, for the
+/// operations that reach the engine or a participant, `503`.
+fn finish_operations(paths: &mut Value) {
+    let Some(paths) = paths.as_object_mut() else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, o) in item.iter_mut() {
+            o["operationId"] = json!(operation_id(method, path));
+            let Some(responses) = o["responses"].as_object_mut() else {
+                continue;
+            };
+            responses
+                .entry("408")
+                .or_insert_with(|| error("Request headers or body not received in time"));
+            responses.entry("429").or_insert_with(|| {
+                json!({ "description": "Over a connection cap or a rate limit; see Retry-After",
+                    "headers": { "Retry-After": { "schema": { "type": "integer" }, "description": "Seconds to wait" } },
+                    "content": json_content(schema("Error")) })
+            });
+            if !NEVER_UNAVAILABLE.contains(&path.as_str()) {
+                responses.entry("503").or_insert_with(|| {
+                    error("Shutting down, storage failing, or a participant cannot be reached")
+                });
+            }
+        }
+    }
+}
+
+/// `get /api/bookings/{id}` -> `getApiBookingsById`.
+fn operation_id(method: &str, path: &str) -> String {
+    let mut out = method.to_lowercase();
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        let (prefix, name) = match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            Some(p) => ("By", p),
+            None => ("", seg),
+        };
+        out.push_str(prefix);
+        for word in name.split(|c: char| !c.is_ascii_alphanumeric()) {
+            let mut cs = word.chars();
+            if let Some(first) = cs.next() {
+                out.push(first.to_ascii_uppercase());
+                out.extend(cs);
+            }
+        }
+    }
+    if path == "/" {
+        out.push_str("Index");
+    }
+    out
+}
+
+/// OpenAPI 3.0: `nullable` only counts next to a `type`; a nullable
+/// `allOf` of an object schema is typed `object`.
+fn type_every_nullable(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if m.get("nullable") == Some(&json!(true)) && !m.contains_key("type") {
+                m.insert("type".into(), json!("object"));
+            }
+            for child in m.values_mut() {
+                type_every_nullable(child);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(type_every_nullable),
+        _ => {}
+    }
+}
+
 /// The document.
 pub fn document() -> &'static Value {
     static DOC: OnceLock<Value> = OnceLock::new();
@@ -138,7 +243,7 @@ fn build() -> Value {
         "/api/openapi.json": { "get": op("ops", "This document", json!({ "responses": { "200": ok("OpenAPI 3", json!({ "type": "object" })) } }), false) },
         "/api/airports": { "get": op("catalog", "Airport autocomplete", json!({
             "parameters": [
-                query("q", false, string(), "Code, city or name; all airports when empty"),
+                query("q", false, json!({ "type": "string", "maxLength": 100 }), "Code, city or name; all airports when absent"),
                 query("limit", false, json!({ "type": "integer", "minimum": 1, "maximum": 50, "default": 10 }), "Most results"),
             ],
             "responses": { "200": ok("Matches, best first", json!({ "type": "object", "properties": { "airports": { "type": "array", "items": schema("Airport") } } })), "422": ok("Bad parameter", schema("ValidationError")) }
@@ -204,7 +309,7 @@ fn build() -> Value {
         }), false) },
         "/api/admin/sagas": { "get": op("admin", "List sagas, newest first", json!({
             "parameters": [
-                query("status", false, json!({ "type": "string", "enum": ["running", "compensating", "completed", "compensated", "stuck"] }), "Only this status"),
+                query("status", false, json!({ "type": "string", "enum": ["all", "running", "compensating", "completed", "compensated", "stuck"], "default": "all" }), "Only this status"),
                 query("limit", false, json!({ "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 }), "Most sagas"),
             ],
             "responses": { "200": ok("Sagas", json!({ "type": "object", "properties": { "sagas": { "type": "array", "items": schema("SagaSummary") }, "total": { "type": "integer" } } })),
@@ -217,7 +322,8 @@ fn build() -> Value {
         "/api/admin/sagas/{id}/cancel": { "post": op("admin", "Cancel a running saga (it compensates)", cancel, true) },
         "/api/admin/payments": { "get": op("admin", "Payments of one customer (by email), or all; newest first", json!({
             "parameters": [query("email", false, string(), "Customer email"), query("limit", false, json!({ "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 }), "Most payments")],
-            "responses": { "200": ok("Payments", json!({ "type": "object", "properties": { "payments": { "type": "array", "items": { "type": "object" } }, "total": { "type": "integer" } } })) }
+            "responses": { "200": ok("Payments", json!({ "type": "object", "properties": { "payments": { "type": "array", "items": { "type": "object" } }, "total": { "type": "integer" } } })),
+                "422": ok("Bad parameter", schema("ValidationError")) }
         }), true) },
     });
 
@@ -245,10 +351,12 @@ fn build() -> Value {
         "wake_at_ms": { "type": "integer", "nullable": true } } });
     let saga_status = json!({ "type": "string", "enum": ["running", "compensating", "completed", "compensated", "stuck"] });
     let schemas = json!({
-        "Error": { "type": "object", "required": ["error"], "properties": { "error": string() } },
+        "Error": { "type": "object", "required": ["error", "code"], "properties": { "error": string(),
+            "code": { "type": "string", "enum": ERROR_CODES } } },
         "FieldError": { "type": "object", "required": ["field", "message"], "properties": { "field": string(), "message": string() } },
-        "ValidationError": { "type": "object", "required": ["error", "fields"], "properties": {
-            "error": string(), "fields": { "type": "array", "items": schema("FieldError") } } },
+        "ValidationError": { "type": "object", "required": ["error", "code", "fields"], "properties": {
+            "error": string(), "code": { "type": "string", "enum": ["validation_failed", "idempotency_key_reused"] },
+            "fields": { "type": "array", "minItems": 1, "items": schema("FieldError") } } },
         "Money": money,
         "Airport": { "type": "object", "properties": { "code": string(), "city": string(), "name": string(), "country": string(),
             "utc_offset_minutes": { "type": "integer", "nullable": true }, "location": { "type": "object", "nullable": true } } },
@@ -301,12 +409,16 @@ fn build() -> Value {
             "tier": string(), "tier_name": string(), "next_tier": { "type": "object", "nullable": true } } },
     });
 
+    let mut paths = paths;
+    finish_operations(&mut paths);
+    let mut schemas = schemas;
+    type_every_nullable(&mut schemas);
     json!({
         "openapi": "3.0.3",
         "info": {
             "title": "Flight booking demo",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Search flights and book them through a durable saga (reserve seat, authorize payment, award miles, confirm), watch it run, fail and compensate live. Every error body is {\"error\": \"...\"}; validation errors add \"fields\". Bodies are limited to 64 KiB.",
+            "description": "Search flights and book them through a durable saga (reserve seat, authorize payment, award miles, confirm), watch it run, fail and compensate live. Every error body is {\"error\": \"...\", \"code\": \"...\"} (code is stable, for programs); validation errors (422) add \"fields\", one entry per field. Bodies are limited to 64 KiB.",
         },
         "servers": [{ "url": "/" }],
         "tags": [
@@ -355,6 +467,42 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn every_operation_has_an_id_and_every_nullable_a_type() {
+        let doc = document();
+        let mut ids = std::collections::BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, o) in item.as_object().unwrap() {
+                let id = o["operationId"].as_str().unwrap_or_default().to_string();
+                assert!(!id.is_empty(), "{method} {path} has no operationId");
+                assert!(ids.insert(id.clone()), "operationId {id} twice");
+                for code in ["408", "429"] {
+                    assert!(
+                        o["responses"][code].is_object(),
+                        "{method} {path}: no {code}"
+                    );
+                }
+            }
+        }
+        fn walk(v: &Value) {
+            match v {
+                Value::Object(m) => {
+                    if m.contains_key("nullable") {
+                        assert!(m.contains_key("type"), "nullable without type: {v}");
+                    }
+                    m.values().for_each(walk);
+                }
+                Value::Array(a) => a.iter().for_each(walk),
+                _ => {}
+            }
+        }
+        walk(doc);
+        assert_eq!(
+            operation_id("get", "/api/bookings/{id}"),
+            "getApiBookingsById"
+        );
     }
 
     #[test]

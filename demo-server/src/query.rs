@@ -31,6 +31,14 @@ impl Query {
         Query { pairs }
     }
 
+    /// True when `name` is given with a blank value (`?status=`).
+    pub fn is_blank(&self, name: &str) -> bool {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .is_some_and(|(_, v)| v.trim().is_empty())
+    }
+
     /// The first value of `name`, trimmed; `None` when absent or blank.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.pairs
@@ -79,6 +87,11 @@ impl<'q> Params<'q> {
 
     /// An optional parameter parsed with `FromStr`; `what` says what was expected.
     pub fn optional<T: FromStr>(&mut self, name: &str, what: &str) -> Option<T> {
+        if self.query.is_blank(name) {
+            // Given but empty: refused, not taken for the default.
+            self.error(name, format!("expected {what}, got an empty value"));
+            return None;
+        }
         let raw = self.query.get(name)?;
         match raw.parse() {
             Ok(v) => Some(v),

@@ -11,7 +11,9 @@
 //! last event it saw; one that reconnects after the end gets `204`, which
 //! tells `EventSource` to stop.
 //!
-//! `GET /api/events` (admin) forwards every saga's events live.
+//! A booking's stream shows error texts as [`crate::public_text`] makes
+//! them (no internal URLs, paths or storage errors); `GET /api/events`
+//! (admin) forwards every saga's events live, with the full texts.
 //!
 //! Both send a comment every keep-alive interval (15 s by default) so that
 //! proxies and clients keep the connection open, and end when the server
@@ -137,7 +139,8 @@ impl SagaStream {
                 // A hole in what we were given: the store fills it.
                 return self.fill_from_store().await;
             }
-            self.send(frame(e, true)).await?;
+            self.send(frame(&crate::public_text::event(e), true))
+                .await?;
             self.next = e.seq + 1;
             finished = e.is_terminal();
         }
@@ -160,7 +163,8 @@ impl SagaStream {
         let mut finished = false;
         let start = self.next;
         for e in history.iter().filter(|e| e.seq >= start) {
-            self.send(frame(e, true)).await?;
+            self.send(frame(&crate::public_text::event(e), true))
+                .await?;
             self.next = e.seq + 1;
             finished = e.is_terminal();
         }

@@ -31,6 +31,9 @@ fn limit(p: &mut Params) -> usize {
 /// `GET /api/admin/sagas?status=&limit=`: sagas, newest first.
 pub async fn sagas(state: &AppState, req: &Req) -> Result<Response<Body>, ApiError> {
     let mut p = Params::new(&req.query);
+    if req.query.is_blank("status") {
+        p.error("status", "must not be empty (leave it out, or say all)");
+    }
     let status = match req.query.get("status") {
         None | Some("all") => None,
         Some(s) => match SagaStatus::parse(s) {

@@ -12,7 +12,7 @@ use crate::query::Params;
 use crate::routes::Req;
 use crate::state::AppState;
 use booking_domain::booking_saga::{
-    start_booking, BookingData, BookingRequest, FieldError, BOOKING_SAGA,
+    start_booking, wipe_card, BookingData, BookingRequest, FieldError, BOOKING_SAGA,
 };
 use booking_domain::FlightId;
 use chrono::NaiveDate;
@@ -30,8 +30,19 @@ use serde_json::{json, Map, Value};
 pub async fn create(state: &AppState, mut req: Req) -> Result<Response<Body>, ApiError> {
     let key = req.idempotency_key()?;
     let value = req.json_value(state).await?;
-    let request = parse_booking_request(value)?;
-    let key = scoped_key(&request.email, &key);
+    let mut request = parse_booking_request(value)?;
+    let result = create_parsed(state, &request, &key).await;
+    // The vault keeps its own copy (until authorization): zero this one.
+    wipe_card(&mut request.card);
+    result
+}
+
+async fn create_parsed(
+    state: &AppState,
+    request: &BookingRequest,
+    key: &str,
+) -> Result<Response<Body>, ApiError> {
+    let key = scoped_key(&request.email, key);
     // A key seen before: a replay (same request) or a reuse (another one).
     let replay = match state.engine.find_by_key(&key).await? {
         Some(existing) => {
@@ -49,9 +60,9 @@ pub async fn create(state: &AppState, mut req: Req) -> Result<Response<Body>, Ap
         None => false,
     };
     if !replay {
-        check_loyalty_member(state, &request).await?;
+        check_loyalty_member(state, request).await?;
     }
-    let id = start_booking(&state.engine, &state.services, &request, &key).await?;
+    let id = start_booking(&state.engine, &state.services, request, &key).await?;
     tracing::info!(saga_id = %id, replay, "booking accepted");
     let accepted = BookingAccepted::new(id.as_str());
     let mut resp = json_response(StatusCode::ACCEPTED, &accepted);

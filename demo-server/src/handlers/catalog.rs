@@ -33,6 +33,12 @@ const MAX_AIRPORTS: usize = 50;
 pub fn airports(state: &AppState, req: &Req) -> Result<Response<Body>, ApiError> {
     let mut p = Params::new(&req.query);
     let limit: usize = p.optional("limit", "a number").unwrap_or(10);
+    if !(1..=MAX_AIRPORTS).contains(&limit) {
+        p.error("limit", format!("must be 1 to {MAX_AIRPORTS}"));
+    }
+    if req.query.get("q").is_some_and(|q| q.chars().count() > 100) {
+        p.error("q", "at most 100 characters");
+    }
     ApiError::check("invalid airport query", p.errors)?;
     let catalog = &state.services.catalog;
     let found: Vec<&Airport> = match req.query.get("q") {

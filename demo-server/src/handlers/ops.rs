@@ -32,11 +32,12 @@ pub fn metrics(state: &AppState) -> Response<Body> {
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
         Bytes::from(format!(
-            "{}# HELP http_connections_open Connections open now.\n# TYPE http_connections_open gauge\nhttp_connections_open {}\n# HELP http_connections_refused_total Connections refused over a cap.\n# TYPE http_connections_refused_total counter\nhttp_connections_refused_total {}\n# HELP sse_streams_open Event streams open now.\n# TYPE sse_streams_open gauge\nsse_streams_open {}\n",
+            "{}# HELP http_connections_open Connections open now.\n# TYPE http_connections_open gauge\nhttp_connections_open {}\n# HELP http_connections_refused_total Connections refused over a cap.\n# TYPE http_connections_refused_total counter\nhttp_connections_refused_total {}\n# HELP sse_streams_open Event streams open now.\n# TYPE sse_streams_open gauge\nsse_streams_open {}\n# HELP cards_held Cards held in memory, waiting for their authorization.\n# TYPE cards_held gauge\ncards_held {}\n",
             state.metrics.render(state.engine.running_count()),
             state.connections.open(),
             state.connections.refused(),
             state.streams.open(),
+            state.services.cards.len(),
         )),
     )
 }
