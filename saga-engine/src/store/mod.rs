@@ -21,7 +21,9 @@ pub mod conformance;
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
-pub use sled_store::{open_sled_db, FlushHook, SledStore, HWM_FILE};
+pub use sled_store::{
+    open_sled_db, open_sled_db_with_cache, FlushHook, SledStore, DEFAULT_CACHE_BYTES, HWM_FILE,
+};
 
 use crate::events::SagaEvent;
 use crate::machine::{SagaState, SagaStatus};

@@ -27,7 +27,7 @@ mod open;
 mod tests;
 
 pub use commit::{FlushHook, HWM_FILE};
-pub use open::open_sled_db;
+pub use open::{open_sled_db, open_sled_db_with_cache, DEFAULT_CACHE_BYTES};
 
 use super::{CreateOutcome, SagaRecord, Store, StoreError};
 use crate::events::SagaEvent;
@@ -65,6 +65,17 @@ impl SledStore {
     pub fn open(path: impl AsRef<Path>) -> Result<SledStore, StoreError> {
         let path = path.as_ref();
         let db = open_sled_db(path)?;
+        SledStore::with_db_at(db, path)
+    }
+
+    /// Like [`SledStore::open`], with sled's page cache limited to
+    /// `cache_bytes` (default [`DEFAULT_CACHE_BYTES`]).
+    pub fn open_with_cache(
+        path: impl AsRef<Path>,
+        cache_bytes: u64,
+    ) -> Result<SledStore, StoreError> {
+        let path = path.as_ref();
+        let db = open_sled_db_with_cache(path, cache_bytes)?;
         SledStore::with_db_at(db, path)
     }
 

@@ -21,8 +21,18 @@ use std::path::Path;
 /// directory of a live process fails instead of deleting the snapshot that
 /// process is writing.
 pub fn open_sled_db(path: &Path) -> Result<sled::Db, StoreError> {
+    open_sled_db_with_cache(path, DEFAULT_CACHE_BYTES)
+}
+
+/// sled's page cache unless told otherwise: what the process's memory
+/// levels off at however many sagas the store holds (sled's own default,
+/// 1 GiB, lets a long-lived store grow the process to that).
+pub const DEFAULT_CACHE_BYTES: u64 = 128 * 1024 * 1024;
+
+/// Like [`open_sled_db`], with sled's page cache limited to `cache_bytes`.
+pub fn open_sled_db_with_cache(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
     remove_half_written_snapshots(path)?;
-    let mut config = sled::Config::new().path(path);
+    let mut config = sled::Config::new().path(path).cache_capacity(cache_bytes);
     if crate::sabotage::active(crate::sabotage::NO_FLUSH) {
         // Nor may sled's own periodic flush save what we do not.
         config = config.flush_every_ms(None);
