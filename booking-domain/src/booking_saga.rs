@@ -976,7 +976,23 @@ pub async fn check_consistency(
         let miles = services.loyalty.entry(&key(BookingStep::AwardMiles)).await;
         let booking = services.bookings.by_saga(&rec.id).ok().flatten();
         let seats = d.passengers.len() as u32;
+        let cancelled = matches!(&booking, Some(b) if b.status == BookingStatus::Cancelled);
         match rec.status() {
+            // Cancelled after confirmation by a cancellation saga: seats
+            // back, the payment refunded (the refund's amount is checked by
+            // `check_cancellations`), miles reversed.
+            SagaStatus::Completed if cancelled => {
+                if !matches!(&hold, Ok(HoldLookup::Hold(h)) if h.state == HoldState::Released) {
+                    problems.push(format!("saga {} cancelled but hold is {hold:?}", rec.id));
+                }
+                if !matches!(&pay, Ok(PaymentLookup::Payment(p)) if p.status == PaymentStatus::Refunded)
+                {
+                    problems.push(format!("saga {} cancelled but payment is {pay:?}", rec.id));
+                }
+                if matches!(&miles, Ok(EntryLookup::Entry(e)) if e.state == EntryState::Applied) {
+                    problems.push(format!("saga {} cancelled but miles are {miles:?}", rec.id));
+                }
+            }
             SagaStatus::Completed => {
                 if !matches!(&hold, Ok(HoldLookup::Hold(h)) if h.state == HoldState::Confirmed && h.seats == seats)
                 {
@@ -1025,5 +1041,6 @@ pub async fn check_consistency(
             _ => {}
         }
     }
+    problems.extend(crate::cancellation::check_cancellations(engine, services).await?);
     Ok(problems)
 }

@@ -174,6 +174,43 @@ pub fn to_usd_minor(amount: &Money) -> Result<i64, PricingError> {
     i64::try_from(rounded).map_err(|_| PricingError::Overflow)
 }
 
+/// Hours after booking during which a cancellation is refunded in full.
+pub const FREE_CANCELLATION_HOURS: i64 = 24;
+
+/// The fare rule's cancellation fee, in percent of the amount charged, once
+/// the free window has passed: Economy 20 %, Business 10 %, First 5 %.
+pub fn cancellation_fee_percent(cabin: crate::types::Cabin) -> i64 {
+    match cabin {
+        crate::types::Cabin::Economy => 20,
+        crate::types::Cabin::Business => 10,
+        crate::types::Cabin::First => 5,
+    }
+}
+
+/// What cancelling gives back: `charged` in full within
+/// [`FREE_CANCELLATION_HOURS`] of `booked_at`, then `charged` minus
+/// [`cancellation_fee_percent`] of it (the fee rounded down, so the refund is
+/// positive for any positive charge). Returns `(refund, fee)`, both in the
+/// charge's currency.
+pub fn cancellation_refund(
+    charged: &Money,
+    cabin: crate::types::Cabin,
+    booked_at: chrono::DateTime<chrono::Utc>,
+    requested_at: chrono::DateTime<chrono::Utc>,
+) -> (Money, Money) {
+    let free = requested_at - booked_at < chrono::Duration::hours(FREE_CANCELLATION_HOURS);
+    let fee = if free || charged.minor <= 0 {
+        0
+    } else {
+        // i128: a percent of any i64 cannot overflow.
+        (i128::from(charged.minor) * i128::from(cancellation_fee_percent(cabin)) / 100) as i64
+    };
+    (
+        Money::new(charged.minor - fee, charged.currency.clone()),
+        Money::new(fee, charged.currency.clone()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

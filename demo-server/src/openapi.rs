@@ -6,6 +6,8 @@
 use serde_json::{json, Map, Value};
 use std::sync::OnceLock;
 
+mod traveller;
+
 fn schema(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
@@ -301,6 +303,11 @@ fn build() -> Value {
             "tier": string(), "tier_name": string(), "next_tier": { "type": "object", "nullable": true } } },
     });
 
+    let (mut paths, mut schemas) = (paths, schemas);
+    if let (Some(p), Some(s)) = (paths.as_object_mut(), schemas.as_object_mut()) {
+        p.extend(traveller::paths());
+        s.extend(traveller::schemas());
+    }
     json!({
         "openapi": "3.0.3",
         "info": {
