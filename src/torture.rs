@@ -139,6 +139,7 @@ fn request(c: &Child, n: usize) -> BookingRequest {
             cvc: "123".into(),
             holder_name: "Ada Lovelace".into(),
         },
+        redeem_miles: 0,
         faults,
     }
 }

@@ -35,7 +35,7 @@ pub const CANCELLATION_SAGA: &str = "cancellation";
 pub const CANCELLATION_SAGA_VERSION: u32 = 1;
 /// The redemption step's name in the booking saga (miles paid with are
 /// credited back on cancellation).
-pub const REDEEM_STEP: &str = "redeem_miles";
+pub const REDEEM_STEP: &str = crate::booking_saga::REDEEM_MILES_STEP;
 
 /// The steps, in order.
 pub const CANCELLATION_STEPS: [&str; 5] = [

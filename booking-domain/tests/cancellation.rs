@@ -145,6 +145,7 @@ impl World {
                 cvc: "123".into(),
                 holder_name: "Ada Lovelace".into(),
             },
+            redeem_miles: 0,
             faults: BTreeMap::new(),
         }
     }
@@ -473,4 +474,166 @@ async fn the_payments_refund_gives_back_at_most_what_was_captured_once() {
     // A refund is not voidable, and is not listed as a payment.
     assert!(p.void_or_refund("r1").await.is_err());
     assert_eq!(p.all_payments().await.unwrap().len(), 1);
+}
+
+// ---------- pay with miles (the booking saga's redeem_miles step) ----------
+
+impl World {
+    /// A member with miles earned by a first booking: (account id, balance).
+    async fn member_with_miles(&self) -> (String, u64) {
+        let b = self.booked(true, "earn").await;
+        let id = b.loyalty_id.unwrap();
+        (
+            id.0.clone(),
+            self.services.loyalty.account(&id).await.unwrap().balance,
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn miles_pay_part_of_the_fare_the_card_pays_the_rest_and_the_tier_stays() {
+    let w = world().await;
+    let (acct, balance) = w.member_with_miles().await;
+    let id = booking_domain::loyalty::AccountId(acct.clone());
+    let before = w.services.loyalty.account(&id).await.unwrap();
+    assert!(balance >= 500, "{balance}");
+    let mut req = w.request(Some(acct.clone()));
+    req.redeem_miles = 500;
+    req.email = "ada@example.com".into();
+    let booking = start_booking(&w.engine, &w.services, &req, "miles")
+        .await
+        .unwrap();
+    let rec = w.engine.wait(&booking).await.unwrap();
+    assert_eq!(rec.status(), SagaStatus::Completed, "{:?}", rec.state);
+    let d: booking_domain::booking_saga::BookingData = rec.data_as().unwrap();
+    // The shown price (the one pricing function) and the charge agree.
+    let quoted = booking_domain::pricing::pay_with_miles(&d.price, 500).unwrap();
+    assert_eq!(d.miles_payment.as_ref(), Some(&quoted));
+    assert!(quoted.discount.minor > 0 && quoted.discount.minor <= d.price.base.minor);
+    assert_eq!(
+        quoted.charge.minor,
+        d.price.total.minor - quoted.discount.minor
+    );
+    match w
+        .services
+        .payments
+        .get(&format!("{booking}:authorize_payment"))
+        .await
+        .unwrap()
+    {
+        PaymentLookup::Payment(p) => assert_eq!(p.amount, quoted.charge, "card charged the rest"),
+        other => panic!("{other:?}"),
+    }
+    let record = record_of_saga(&w.services, &booking).unwrap();
+    assert_eq!(record.total, quoted.charge);
+    let after = w.services.loyalty.account(&id).await.unwrap();
+    let earned = d.miles_awarded.unwrap();
+    assert_eq!(after.balance, before.balance - 500 + earned);
+    assert_eq!(
+        after.qualifying_miles,
+        before.qualifying_miles + earned,
+        "redemption never lowers qualifying miles"
+    );
+    assert!(after.tier >= before.tier);
+    assert_eq!(
+        check_consistency(&w.engine, &w.services).await.unwrap(),
+        Vec::<String>::new()
+    );
+
+    // Cancelled: the card part is refunded, the miles come back.
+    let (_, c, status) = w.cancel(&record, Utc::now()).await;
+    assert_eq!(status, SagaStatus::Completed);
+    assert_eq!(c.refund, quoted.charge);
+    assert_eq!(c.miles_recredited, Some(500));
+    assert_eq!(
+        check_consistency(&w.engine, &w.services).await.unwrap(),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_card_credits_the_redeemed_miles_back() {
+    let w = world().await;
+    let (acct, balance) = w.member_with_miles().await;
+    let mut req = w.request(Some(acct.clone()));
+    req.redeem_miles = 300;
+    req.card.number = "4000000000000002".into();
+    let id = start_booking(&w.engine, &w.services, &req, "declined")
+        .await
+        .unwrap();
+    assert_eq!(
+        w.engine.wait(&id).await.unwrap().status(),
+        SagaStatus::Compensated
+    );
+    assert_eq!(w.steps(&id, true).await, ["redeem_miles", "reserve_seat"]);
+    let acct = w
+        .services
+        .loyalty
+        .account(&booking_domain::loyalty::AccountId(acct))
+        .await
+        .unwrap();
+    assert_eq!(acct.balance, balance, "miles credited back");
+    assert_eq!(
+        check_consistency(&w.engine, &w.services).await.unwrap(),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redemptions_beyond_the_base_fare_the_balance_or_without_an_account_are_refused() {
+    let w = world().await;
+    let (acct, balance) = w.member_with_miles().await;
+    let field_errors = |e: booking_domain::booking_saga::BookingError| match e {
+        booking_domain::booking_saga::BookingError::Invalid(v) => v.0,
+        other => panic!("{other:?}"),
+    };
+    let mut req = w.request(None);
+    req.redeem_miles = 100;
+    let errs = field_errors(
+        start_booking(&w.engine, &w.services, &req, "n1")
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        errs.iter()
+            .any(|f| f.field == "redeem_miles" && f.message.contains("loyalty_id")),
+        "{errs:?}"
+    );
+    let mut req = w.request(Some(acct.clone()));
+    req.redeem_miles = balance + 1;
+    let errs = field_errors(
+        start_booking(&w.engine, &w.services, &req, "n2")
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        errs.iter()
+            .any(|f| f.field == "redeem_miles" && f.message.contains("has")),
+        "{errs:?}"
+    );
+    // Over the base fare, checked by the pricing function itself.
+    let price = booking_domain::pricing::price(w.flight.economy.as_ref().unwrap(), 2).unwrap();
+    let over = booking_domain::pricing::pay_with_miles(&price, 100_000_000).unwrap_err();
+    assert!(
+        matches!(
+            over,
+            booking_domain::pricing::PricingError::RedemptionOverBase { .. }
+        ),
+        "{over:?}"
+    );
+    let booking_domain::pricing::PricingError::RedemptionOverBase { most_miles, .. } = over else {
+        unreachable!()
+    };
+    assert!(
+        booking_domain::pricing::pay_with_miles(&price, most_miles)
+            .unwrap()
+            .discount
+            .minor
+            <= price.base.minor
+    );
+    assert_eq!(
+        w.engine.list(None, 100).await.unwrap().len(),
+        1,
+        "nothing started but the first booking"
+    );
 }

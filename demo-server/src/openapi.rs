@@ -276,7 +276,8 @@ fn build() -> Value {
             "flight_id": string(), "date": date(), "cabin": { "type": "string", "enum": ["economy", "business", "first"] },
             "passengers": { "type": "array", "minItems": 1, "maxItems": 9, "items": schema("Passenger") },
             "email": { "type": "string", "format": "email" }, "loyalty_id": { "type": "string", "nullable": true },
-            "card": schema("CardDetails"), "faults": schema("Faults") } },
+            "card": schema("CardDetails"), "faults": schema("Faults"),
+            "redeem_miles": { "type": "integer", "minimum": 0, "description": "Miles paying for part of the base fare (100 miles = 1 USD, at most the base fare; needs loyalty_id); the card pays the rest" } } },
         "BookingAccepted": { "type": "object", "properties": { "booking_id": string(), "status_url": string(), "events_url": string() } },
         "StepView": step_view,
         "BookingView": { "type": "object", "properties": {

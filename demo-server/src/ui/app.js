@@ -5,6 +5,7 @@
 
 const STEPS = [
   ["reserve_seat", "Reserve seats"],
+  ["redeem_miles", "Pay with miles"],
   ["authorize_payment", "Authorize payment"],
   ["award_miles", "Award miles"],
   ["confirm_booking", "Confirm booking"],
