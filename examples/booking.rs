@@ -94,6 +94,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 cvc: "123".into(),
                 holder_name: "Ada Lovelace".into(),
             },
+            redeem_miles: 0,
             faults: Default::default(),
         };
         let id = start_booking(&engine, &services, &request, label).await?;

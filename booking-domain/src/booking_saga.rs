@@ -24,8 +24,12 @@ use std::time::Duration;
 
 /// The saga's definition name.
 pub const BOOKING_SAGA: &str = "booking";
-/// The saga's definition version.
-pub const BOOKING_SAGA_VERSION: u32 = 1;
+/// The saga's definition version. Version 2 added `redeem_miles` before
+/// `authorize_payment`; version 1 stays registered (see
+/// [`booking_definition_v1`]) so that its sagas resume.
+pub const BOOKING_SAGA_VERSION: u32 = 2;
+/// The pay-with-miles step's name.
+pub const REDEEM_MILES_STEP: &str = "redeem_miles";
 /// Most passengers on one booking.
 pub const MAX_PASSENGERS: usize = 9;
 /// How far ahead a flight can be booked.
@@ -58,9 +62,17 @@ pub struct BookingRequest {
     pub loyalty_id: Option<String>,
     /// The card to charge.
     pub card: CardDetails,
+    /// Miles to pay part of the base fare with (needs `loyalty_id`); 0 for
+    /// none. Left out of the JSON (and of the fingerprint) when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redeem_miles: u64,
     /// Failure injection for this booking only (wins over the global switches).
     #[serde(default)]
     pub faults: BTreeMap<BookingStep, Fault>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One field's problem.
@@ -137,6 +149,20 @@ pub struct BookingData {
     pub miles_awarded: Option<u64>,
     /// Output of confirm_booking.
     pub booking_ref: Option<BookingRef>,
+    /// Miles paying for part of the fare, priced when the booking was
+    /// prepared; the card is charged `charge`.
+    #[serde(default)]
+    pub miles_payment: Option<crate::pricing::MilesPayment>,
+}
+
+impl BookingData {
+    /// What the card pays: the total, less the miles' value.
+    pub fn charge(&self) -> Money {
+        match &self.miles_payment {
+            Some(m) => m.charge.clone(),
+            None => self.price.total.clone(),
+        }
+    }
 }
 
 /// Card details held in memory only, under random tokens, until the
@@ -531,6 +557,7 @@ fn key_of(ctx: &StepContext, step: BookingStep) -> String {
 }
 
 struct ReserveSeat(BookingServices);
+struct RedeemMiles(BookingServices);
 struct AuthorizePayment(BookingServices);
 struct AwardMiles(BookingServices);
 struct ConfirmBooking(BookingServices);
@@ -569,6 +596,35 @@ impl Step<BookingData> for ReserveSeat {
 }
 
 #[async_trait::async_trait]
+impl Step<BookingData> for RedeemMiles {
+    async fn run(&self, ctx: &StepContext, d: &mut BookingData) -> Result<(), StepError> {
+        let (Some(m), Some(account)) = (&d.miles_payment, &d.loyalty_id) else {
+            return Ok(());
+        };
+        let result = self
+            .0
+            .loyalty
+            .redeem(&ctx.idempotency_key, account, m.miles)
+            .await
+            .map_err(|e| classify(e.is_retryable(), e));
+        forget_card_on_rejection(&self.0, d, &result);
+        result.map(|_| ())
+    }
+    /// Credits the miles back (a redemption's reverse adds them to the
+    /// balance; qualifying miles, and so the tier, were never touched).
+    async fn compensate(&self, ctx: &StepContext, d: &BookingData) -> Result<(), StepError> {
+        if d.miles_payment.is_some() {
+            self.0
+                .loyalty
+                .reverse(&ctx.idempotency_key)
+                .await
+                .map_err(StepError::retryable)?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
 impl Step<BookingData> for AuthorizePayment {
     async fn run(&self, ctx: &StepContext, d: &mut BookingData) -> Result<(), StepError> {
         let Some(card) = self.0.cards.get(&d.card_token) else {
@@ -589,7 +645,7 @@ impl Step<BookingData> for AuthorizePayment {
         let mut request = crate::payments::AuthorizeRequest {
             customer_email: d.email.clone(),
             card: card.card().clone(),
-            amount: d.price.total.clone(),
+            amount: d.charge(),
         };
         drop(card);
         let payments = &self.0.payments;
@@ -636,7 +692,8 @@ impl Step<BookingData> for AwardMiles {
     async fn run(&self, ctx: &StepContext, d: &mut BookingData) -> Result<(), StepError> {
         let loyalty = &self.0.loyalty;
         let account = d.loyalty_id.clone();
-        let total = d.price.total.clone();
+        // Miles are earned on what the card paid.
+        let total = d.charge();
         let miles = self
             .0
             .fault(d, BookingStep::AwardMiles)
@@ -679,7 +736,7 @@ impl Step<BookingData> for ConfirmBooking {
             cabin: d.cabin,
             passengers: d.passengers.clone(),
             email: d.email.clone(),
-            total: d.price.total.clone(),
+            total: d.charge(),
             loyalty_id: d.loyalty_id.clone(),
             miles: d.miles_awarded,
             status: BookingStatus::Confirmed,
@@ -719,8 +776,19 @@ impl Step<BookingData> for ConfirmBooking {
     }
 }
 
-/// The booking saga over `services`.
+/// The booking saga over `services`: reserve_seat -> redeem_miles ->
+/// authorize_payment -> award_miles -> confirm_booking.
 pub fn booking_definition(services: &BookingServices) -> SagaDefinition<BookingData> {
+    definition(services, BOOKING_SAGA_VERSION)
+}
+
+/// Version 1 of the booking saga (no `redeem_miles`), registered beside the
+/// current one so that sagas it started resume with their own steps.
+pub fn booking_definition_v1(services: &BookingServices) -> SagaDefinition<BookingData> {
+    definition(services, 1)
+}
+
+fn definition(services: &BookingServices, version: u32) -> SagaDefinition<BookingData> {
     let forward = RetryPolicy::default()
         .max_attempts(6)
         .backoff(Duration::from_millis(100), Duration::from_secs(2))
@@ -729,27 +797,30 @@ pub fn booking_definition(services: &BookingServices) -> SagaDefinition<BookingD
         .max_attempts(20)
         .backoff(Duration::from_millis(200), Duration::from_secs(10))
         .attempt_timeout(Some(Duration::from_secs(10)));
-    SagaDefinition::builder(BOOKING_SAGA, BOOKING_SAGA_VERSION)
+    let mut b = SagaDefinition::builder(BOOKING_SAGA, version)
         .default_retry(forward)
         .default_compensation_retry(compensation)
         .step(
             BookingStep::ReserveSeat.as_str(),
             ReserveSeat(services.clone()),
-        )
-        .step(
-            BookingStep::AuthorizePayment.as_str(),
-            AuthorizePayment(services.clone()),
-        )
-        .step(
-            BookingStep::AwardMiles.as_str(),
-            AwardMiles(services.clone()),
-        )
-        .step(
-            BookingStep::ConfirmBooking.as_str(),
-            ConfirmBooking(services.clone()),
-        )
-        .build()
-        .expect("the booking saga definition is valid")
+        );
+    if version >= 2 {
+        b = b.step(REDEEM_MILES_STEP, RedeemMiles(services.clone()));
+    }
+    b.step(
+        BookingStep::AuthorizePayment.as_str(),
+        AuthorizePayment(services.clone()),
+    )
+    .step(
+        BookingStep::AwardMiles.as_str(),
+        AwardMiles(services.clone()),
+    )
+    .step(
+        BookingStep::ConfirmBooking.as_str(),
+        ConfirmBooking(services.clone()),
+    )
+    .build()
+    .expect("the booking saga definition is valid")
 }
 
 /// The card as it will be kept: number, CVC and holder name trimmed.
@@ -956,6 +1027,30 @@ pub async fn prepare(
             Err(_) => err("loyalty_id", format!("no loyalty account {id}")),
         }
     }
+    let loyalty_balance = match &loyalty_id {
+        Some(id) if req.redeem_miles > 0 => match services.loyalty.account(id).await {
+            Ok(a) => Some(a.balance),
+            Err(e) if e.is_retryable() => return Err(BookingError::Unavailable(e.to_string())),
+            Err(_) => None,
+        },
+        _ => None,
+    };
+    if req.redeem_miles > 0 {
+        match (&loyalty_id, loyalty_balance) {
+            (None, _) => err(
+                "redeem_miles",
+                "paying with miles needs a loyalty_id".into(),
+            ),
+            (Some(_), Some(balance)) if balance < req.redeem_miles => err(
+                "redeem_miles",
+                format!(
+                    "the account has {balance} miles, {} asked",
+                    req.redeem_miles
+                ),
+            ),
+            _ => {}
+        }
+    }
     let price = match fare {
         Some(fare) if !req.passengers.is_empty() && req.passengers.len() <= MAX_PASSENGERS => {
             match price(&fare, req.passengers.len() as u32) {
@@ -966,6 +1061,16 @@ pub async fn prepare(
                 }
             }
         }
+        _ => None,
+    };
+    let miles_payment = match (&price, req.redeem_miles) {
+        (Some(p), miles) if miles > 0 => match crate::pricing::pay_with_miles(p, miles) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                err("redeem_miles", e.to_string());
+                None
+            }
+        },
         _ => None,
     };
     match (errors.is_empty(), price, checked) {
@@ -993,6 +1098,7 @@ pub async fn prepare(
             authorization_id: None,
             miles_awarded: None,
             booking_ref: None,
+            miles_payment,
         }),
         _ => Err(ValidationErrors(errors).into()),
     }
@@ -1078,16 +1184,57 @@ pub async fn check_consistency(
             .payments
             .get(&key(BookingStep::AuthorizePayment))
             .await;
-        let miles = services.loyalty.entry(&key(BookingStep::AwardMiles)).await;
         let booking = services.bookings.by_saga(&rec.id).ok().flatten();
+        let cancelled = matches!(&booking, Some(b) if b.status == BookingStatus::Cancelled);
+        let miles = services.loyalty.entry(&key(BookingStep::AwardMiles)).await;
+        let redeemed = services
+            .loyalty
+            .entry(&format!("{}:{REDEEM_MILES_STEP}", rec.id))
+            .await;
+        let redeemed_applied =
+            matches!(&redeemed, Ok(EntryLookup::Entry(e)) if e.state == EntryState::Applied);
+        let wants_redemption = d.miles_payment.is_some();
+        if rec.status() == SagaStatus::Completed
+            && !cancelled
+            && wants_redemption != redeemed_applied
+        {
+            problems.push(format!(
+                "saga {} completed but redemption is {redeemed:?}",
+                rec.id
+            ));
+        }
+        if (rec.status() == SagaStatus::Compensated
+            || (rec.status() == SagaStatus::Completed && cancelled))
+            && redeemed_applied
+        {
+            problems.push(format!(
+                "saga {} undone but its miles were not credited back",
+                rec.id
+            ));
+        }
         let seats = d.passengers.len() as u32;
         match rec.status() {
+            // Cancelled after confirmation by a cancellation saga: seats
+            // back, the payment refunded (the refund's amount is checked by
+            // `check_cancellations`), miles reversed.
+            SagaStatus::Completed if cancelled => {
+                if !matches!(&hold, Ok(HoldLookup::Hold(h)) if h.state == HoldState::Released) {
+                    problems.push(format!("saga {} cancelled but hold is {hold:?}", rec.id));
+                }
+                if !matches!(&pay, Ok(PaymentLookup::Payment(p)) if p.status == PaymentStatus::Refunded)
+                {
+                    problems.push(format!("saga {} cancelled but payment is {pay:?}", rec.id));
+                }
+                if matches!(&miles, Ok(EntryLookup::Entry(e)) if e.state == EntryState::Applied) {
+                    problems.push(format!("saga {} cancelled but miles are {miles:?}", rec.id));
+                }
+            }
             SagaStatus::Completed => {
                 if !matches!(&hold, Ok(HoldLookup::Hold(h)) if h.state == HoldState::Confirmed && h.seats == seats)
                 {
                     problems.push(format!("saga {} completed but hold is {hold:?}", rec.id));
                 }
-                if !matches!(&pay, Ok(PaymentLookup::Payment(p)) if p.status == PaymentStatus::Captured && p.amount == d.price.total)
+                if !matches!(&pay, Ok(PaymentLookup::Payment(p)) if p.status == PaymentStatus::Captured && p.amount == d.charge())
                 {
                     problems.push(format!("saga {} completed but payment is {pay:?}", rec.id));
                 }
@@ -1130,6 +1277,7 @@ pub async fn check_consistency(
             _ => {}
         }
     }
+    problems.extend(crate::cancellation::check_cancellations(engine, services).await?);
     Ok(problems)
 }
 

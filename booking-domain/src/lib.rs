@@ -7,6 +7,7 @@
 //! trees, so the same saga can also run across HTTP services.
 
 pub mod booking_saga;
+pub mod cancellation;
 pub mod catalog;
 mod envelope;
 pub mod faults;

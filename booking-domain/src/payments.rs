@@ -465,6 +465,33 @@ pub enum PaymentLookup {
     Tombstone,
     /// A payment was made (or declined) under this key.
     Payment(PaymentRecord),
+    /// A refund of a captured payment was made under this key.
+    Refund(RefundRecord),
+}
+
+/// A request to give back part or all of a captured payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRequest {
+    /// The idempotency key of the captured payment.
+    pub payment_key: String,
+    /// How much to give back: positive, at most the captured amount, in its
+    /// currency.
+    pub amount: Money,
+}
+
+/// One refund, keyed by the idempotency key that made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRecord {
+    /// The refund's own idempotency key.
+    pub key: String,
+    /// The payment refunded.
+    pub payment_key: String,
+    /// Amount given back.
+    pub amount: Money,
+    /// What had been captured.
+    pub captured: Money,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
 }
 
 /// Why a payment operation failed.
@@ -581,6 +608,18 @@ pub trait Payments: Send + Sync {
 
     /// Every payment, in key order. For consistency checks.
     async fn all_payments(&self) -> Result<Vec<PaymentRecord>, PaymentError>;
+
+    /// Gives back `request.amount` of the payment captured under
+    /// `request.payment_key`, under the refund's own `key`. The payment
+    /// becomes `Refunded` (a payment is refunded at most once, so never more
+    /// than was captured). Repeating it returns the same record; the same
+    /// key for another refund is [`PaymentError::KeyReused`]; a payment not
+    /// captured (or refunded under another key) is refused.
+    async fn refund(
+        &self,
+        key: &str,
+        request: &RefundRequest,
+    ) -> Result<RefundRecord, PaymentError>;
 }
 
 /// What the `payments_records` tree stores under a key.
@@ -588,13 +627,17 @@ pub trait Payments: Send + Sync {
 #[serde(rename_all = "snake_case")]
 enum PaymentEntry {
     Payment(PaymentRecord),
-    Tombstone { at: DateTime<Utc> },
+    Tombstone {
+        at: DateTime<Utc>,
+    },
+    /// A refund under its own key (the refunded payment names it).
+    Refund(RefundRecord),
 }
 
 fn payment(entry: PaymentEntry) -> Option<PaymentRecord> {
     match entry {
         PaymentEntry::Payment(p) => Some(p),
-        PaymentEntry::Tombstone { .. } => None,
+        PaymentEntry::Tombstone { .. } | PaymentEntry::Refund(_) => None,
     }
 }
 
@@ -638,7 +681,7 @@ impl LedgerEntry for PaymentEntry {
     fn owner(&self) -> Option<Vec<u8>> {
         match self {
             PaymentEntry::Payment(p) => Some(p.customer_email.as_bytes().to_vec()),
-            PaymentEntry::Tombstone { .. } => None,
+            PaymentEntry::Tombstone { .. } | PaymentEntry::Refund(_) => None,
         }
     }
 
@@ -646,6 +689,7 @@ impl LedgerEntry for PaymentEntry {
         match self {
             PaymentEntry::Payment(p) => p.created_at.timestamp_micros(),
             PaymentEntry::Tombstone { at } => at.timestamp_micros(),
+            PaymentEntry::Refund(r) => r.created_at.timestamp_micros(),
         }
     }
 }
@@ -793,6 +837,107 @@ impl LocalPayments {
         Ok(out)
     }
 
+    /// The synchronous part of [`Payments::refund`], under the lock.
+    ///
+    /// Three single-key writes, in this order: a marker naming the refund
+    /// key that claims the payment (`refund-of:{payment_key}` in the meta
+    /// tree), the payment (`Refunded`), the refund record. After a crash
+    /// between them, the retry under the same key finds either the payment
+    /// still captured (and starts again) or refunded with its own marker
+    /// (and writes the missing record); another key finds it refunded and
+    /// is refused.
+    fn refund_now(
+        &self,
+        key: &str,
+        request: &RefundRequest,
+        now: DateTime<Utc>,
+    ) -> Result<RefundRecord, PaymentError> {
+        let ledger = &self.inner.ledger;
+        let locked = ledger.lock();
+        let marker = format!("refund-of:{}", request.payment_key);
+        match ledger.entry(key)? {
+            Some(PaymentEntry::Refund(r)) => {
+                if r.payment_key != request.payment_key || r.amount != request.amount {
+                    return Err(PaymentError::KeyReused { key: key.into() });
+                }
+                return Ok(r);
+            }
+            Some(PaymentEntry::Tombstone { .. }) => {
+                return Err(PaymentError::AlreadyCompensated { key: key.into() })
+            }
+            Some(PaymentEntry::Payment(_)) => {
+                return Err(PaymentError::KeyReused { key: key.into() })
+            }
+            None => {}
+        }
+        let current = ledger.get(&request.payment_key)?;
+        let p = match current.as_ref().map(|v| v.entry.clone()) {
+            Some(PaymentEntry::Payment(p)) => p,
+            _ => {
+                return Err(PaymentError::UnknownPayment {
+                    key: request.payment_key.clone(),
+                })
+            }
+        };
+        let claimed_by = self
+            .inner
+            .meta
+            .get(marker.as_bytes())
+            .map_err(PaymentError::storage)?;
+        match p.status {
+            PaymentStatus::Captured => {}
+            // Refunded by this very key before a crash: finish the record.
+            PaymentStatus::Refunded if claimed_by.as_deref() == Some(key.as_bytes()) => {}
+            PaymentStatus::Refunded | PaymentStatus::Voided => {
+                return Err(PaymentError::AlreadyCompensated {
+                    key: request.payment_key.clone(),
+                })
+            }
+            PaymentStatus::Authorized | PaymentStatus::Declined => {
+                return Err(PaymentError::InvalidRequest {
+                    reason: format!("payment {:?} was not captured", request.payment_key),
+                })
+            }
+        }
+        if request.amount.currency != p.amount.currency
+            || request.amount.minor <= 0
+            || request.amount.minor > p.amount.minor
+        {
+            return Err(PaymentError::InvalidRequest {
+                reason: format!(
+                    "refund must be positive and at most the captured {}, got {}",
+                    p.amount, request.amount
+                ),
+            });
+        }
+        let record = RefundRecord {
+            key: key.to_string(),
+            payment_key: request.payment_key.clone(),
+            amount: request.amount.clone(),
+            captured: p.amount.clone(),
+            created_at: now,
+        };
+        if p.status == PaymentStatus::Captured {
+            self.inner
+                .meta
+                .insert(marker.as_bytes(), key.as_bytes())
+                .map_err(PaymentError::storage)?;
+            let refunded = PaymentRecord {
+                status: PaymentStatus::Refunded,
+                updated_at: now,
+                ..p
+            };
+            ledger.put(
+                &locked,
+                &request.payment_key,
+                current.as_ref(),
+                &PaymentEntry::Payment(refunded),
+            )?;
+        }
+        ledger.put(&locked, key, None, &PaymentEntry::Refund(record.clone()))?;
+        Ok(record)
+    }
+
     /// The synchronous part of [`Payments::authorize`], under the lock.
     fn authorize_now(
         &self,
@@ -807,6 +952,9 @@ impl LocalPayments {
         match ledger.entry(key)? {
             Some(PaymentEntry::Tombstone { .. }) => {
                 return Err(PaymentError::AlreadyCompensated { key: key.into() })
+            }
+            Some(PaymentEntry::Refund(_)) => {
+                return Err(PaymentError::KeyReused { key: key.into() })
             }
             Some(PaymentEntry::Payment(p)) => {
                 let same_card = match checked {
@@ -891,6 +1039,7 @@ impl Payments for LocalPayments {
                 Some(PaymentEntry::Tombstone { .. }) => {
                     Err(PaymentError::AlreadyCompensated { key: key.into() })
                 }
+                Some(PaymentEntry::Refund(_)) => Err(PaymentError::KeyReused { key: key.into() }),
                 Some(PaymentEntry::Payment(p)) => match p.status {
                     PaymentStatus::Captured => Ok((None, p)),
                     PaymentStatus::Authorized => {
@@ -925,6 +1074,10 @@ impl Payments for LocalPayments {
                     VoidOutcome::NothingToUndo,
                 )),
                 Some(PaymentEntry::Tombstone { .. }) => Ok((None, VoidOutcome::NothingToUndo)),
+                // Money given back is not taken again: a refund has no undo.
+                Some(PaymentEntry::Refund(_)) => Err(PaymentError::InvalidRequest {
+                    reason: format!("{key:?} is a refund, which cannot be voided"),
+                }),
                 Some(PaymentEntry::Payment(p)) => {
                     let to = match p.status {
                         PaymentStatus::Declined => return Ok((None, VoidOutcome::NothingToUndo)),
@@ -964,6 +1117,7 @@ impl Payments for LocalPayments {
             None => PaymentLookup::Unknown,
             Some(PaymentEntry::Payment(p)) => PaymentLookup::Payment(p),
             Some(PaymentEntry::Tombstone { .. }) => PaymentLookup::Tombstone,
+            Some(PaymentEntry::Refund(r)) => PaymentLookup::Refund(r),
         })
     }
 
@@ -971,6 +1125,29 @@ impl Payments for LocalPayments {
         let email = normalize_email(customer_email)?;
         let entries = self.inner.ledger.owned(email.as_bytes())?;
         Ok(entries.into_iter().filter_map(payment).collect())
+    }
+
+    async fn refund(
+        &self,
+        key: &str,
+        request: &RefundRequest,
+    ) -> Result<RefundRecord, PaymentError> {
+        check_key(key)?;
+        check_key(&request.payment_key)?;
+        if key == request.payment_key {
+            return Err(PaymentError::InvalidRequest {
+                reason: "a refund needs its own key".into(),
+            });
+        }
+        let now = self.inner.clock.now();
+        let record = self.refund_now(key, request, now);
+        if let Ok(r) = &record {
+            self.flush().await?;
+            tracing::debug!(key, payment_key = %r.payment_key, amount = %r.amount, "refunded");
+        } else if let Err(e) = &record {
+            tracing::debug!(key, error = %e, "refund refused");
+        }
+        record
     }
 
     async fn all_payments(&self) -> Result<Vec<PaymentRecord>, PaymentError> {
@@ -1083,7 +1260,9 @@ mod tests {
                 assert_eq!(p.status, PaymentStatus::Captured);
                 assert_eq!(p.brand, CardBrand::Visa);
             }
-            PaymentEntry::Tombstone { .. } => panic!("expected a payment"),
+            PaymentEntry::Tombstone { .. } | PaymentEntry::Refund(_) => {
+                panic!("expected a payment")
+            }
         }
         let raw = br#"{"v":1,"record":{"tombstone":{"at":"2026-01-01T00:00:00Z"}}}"#;
         assert!(matches!(

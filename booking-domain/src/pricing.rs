@@ -51,6 +51,14 @@ pub enum PricingError {
     /// The amounts do not fit in an `i64` of minor units.
     #[error("amount too large to price")]
     Overflow,
+    /// Miles worth more than the base fare.
+    #[error("at most {most_miles} miles can be redeemed (the base fare), asked for {miles}")]
+    RedemptionOverBase {
+        /// The miles asked for.
+        miles: u64,
+        /// The most that fit in the base fare.
+        most_miles: u64,
+    },
     /// A currency with no fixed rate in [`USD_RATES`].
     #[error("no exchange rate for currency {currency}")]
     UnknownCurrency {
@@ -172,6 +180,86 @@ pub fn to_usd_minor(amount: &Money) -> Result<i64, PricingError> {
         (num - half) / den
     };
     i64::try_from(rounded).map_err(|_| PricingError::Overflow)
+}
+
+/// Miles per US dollar when paying with miles: 100 miles = 1 USD, so one
+/// mile is worth one US cent.
+pub const MILES_PER_USD: u64 = 100;
+
+/// What is charged to the card when `miles` pay for part of `price`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MilesPayment {
+    /// Miles redeemed.
+    pub miles: u64,
+    /// Their value in the fare's currency (rounded down to the minor unit).
+    pub discount: Money,
+    /// `price.total - discount`: what the card pays.
+    pub charge: Money,
+}
+
+/// Prices a redemption of `miles` against `price`: their value at
+/// [`MILES_PER_USD`], converted at the fixed [`USD_RATES`] and rounded
+/// down, never more than the base fare (taxes and fees are paid by card).
+pub fn pay_with_miles(price: &PriceBreakdown, miles: u64) -> Result<MilesPayment, PricingError> {
+    let rate = usd_rate(&price.base.currency).ok_or_else(|| PricingError::UnknownCurrency {
+        currency: price.base.currency.0.clone(),
+    })?;
+    let (num, den) = (i128::from(rate.numerator), i128::from(rate.denominator));
+    // One mile is one US cent; a US cent is den/num minor units here.
+    let usd_cents = i128::from(miles) * 100 / i128::from(MILES_PER_USD);
+    let value = usd_cents * den / num;
+    let base = i128::from(price.base.minor);
+    if value > base {
+        let most = base * num / den * i128::from(MILES_PER_USD) / 100;
+        return Err(PricingError::RedemptionOverBase {
+            miles,
+            most_miles: u64::try_from(most).unwrap_or(0),
+        });
+    }
+    let discount = i64::try_from(value).map_err(|_| PricingError::Overflow)?;
+    let currency = price.total.currency.clone();
+    Ok(MilesPayment {
+        miles,
+        discount: Money::new(discount, currency.clone()),
+        charge: Money::new(price.total.minor - discount, currency),
+    })
+}
+
+/// Hours after booking during which a cancellation is refunded in full.
+pub const FREE_CANCELLATION_HOURS: i64 = 24;
+
+/// The fare rule's cancellation fee, in percent of the amount charged, once
+/// the free window has passed: Economy 20 %, Business 10 %, First 5 %.
+pub fn cancellation_fee_percent(cabin: crate::types::Cabin) -> i64 {
+    match cabin {
+        crate::types::Cabin::Economy => 20,
+        crate::types::Cabin::Business => 10,
+        crate::types::Cabin::First => 5,
+    }
+}
+
+/// What cancelling gives back: `charged` in full within
+/// [`FREE_CANCELLATION_HOURS`] of `booked_at`, then `charged` minus
+/// [`cancellation_fee_percent`] of it (the fee rounded down, so the refund is
+/// positive for any positive charge). Returns `(refund, fee)`, both in the
+/// charge's currency.
+pub fn cancellation_refund(
+    charged: &Money,
+    cabin: crate::types::Cabin,
+    booked_at: chrono::DateTime<chrono::Utc>,
+    requested_at: chrono::DateTime<chrono::Utc>,
+) -> (Money, Money) {
+    let free = requested_at - booked_at < chrono::Duration::hours(FREE_CANCELLATION_HOURS);
+    let fee = if free || charged.minor <= 0 {
+        0
+    } else {
+        // i128: a percent of any i64 cannot overflow.
+        (i128::from(charged.minor) * i128::from(cancellation_fee_percent(cabin)) / 100) as i64
+    };
+    (
+        Money::new(charged.minor - fee, charged.currency.clone()),
+        Money::new(fee, charged.currency.clone()),
+    )
 }
 
 #[cfg(test)]

@@ -79,6 +79,7 @@ impl World {
             email: "ada@example.com".into(),
             loyalty_id: None,
             card: card("4242 4242 4242 4242"),
+            redeem_miles: 0,
             faults: BTreeMap::new(),
         }
     }
@@ -214,14 +215,22 @@ async fn each_failing_step_compensates_exactly_the_steps_before_it() {
     let capacity = w.seats_left().await;
     let expected: [(BookingStep, &[&str]); 4] = [
         (BookingStep::ReserveSeat, &[]),
-        (BookingStep::AuthorizePayment, &["reserve_seat"]),
+        (
+            BookingStep::AuthorizePayment,
+            &["redeem_miles", "reserve_seat"],
+        ),
         (
             BookingStep::AwardMiles,
-            &["authorize_payment", "reserve_seat"],
+            &["authorize_payment", "redeem_miles", "reserve_seat"],
         ),
         (
             BookingStep::ConfirmBooking,
-            &["award_miles", "authorize_payment", "reserve_seat"],
+            &[
+                "award_miles",
+                "authorize_payment",
+                "redeem_miles",
+                "reserve_seat",
+            ],
         ),
     ];
     for (i, (step, undone)) in expected.into_iter().enumerate() {
@@ -297,7 +306,10 @@ async fn a_declined_card_releases_the_seats_with_the_decline_reason() {
         "{:?}",
         rec.state.failure
     );
-    assert_eq!(w.compensated_steps(&id).await, vec!["reserve_seat"]);
+    assert_eq!(
+        w.compensated_steps(&id).await,
+        vec!["redeem_miles", "reserve_seat"]
+    );
     assert_eq!(w.seats_left().await, capacity);
 }
 
@@ -316,8 +328,10 @@ async fn lost_replies_and_transient_failures_still_apply_each_effect_once() {
     let (_, rec) = w.book(&req, "doubt").await;
     assert_eq!(rec.status(), SagaStatus::Completed, "{:?}", rec.state);
     assert_eq!(rec.state.steps[0].attempts, 2);
-    assert_eq!(rec.state.steps[1].attempts, 2);
-    assert_eq!(rec.state.steps[3].attempts, 3);
+    // Steps by position: reserve_seat, redeem_miles, authorize_payment,
+    // award_miles, confirm_booking.
+    assert_eq!(rec.state.steps[2].attempts, 2);
+    assert_eq!(rec.state.steps[4].attempts, 3);
     assert_eq!(w.seats_left().await, before - 1, "one seat, not two");
     let history = w
         .services

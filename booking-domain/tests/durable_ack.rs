@@ -86,6 +86,7 @@ impl World {
                 cvc: "123".into(),
                 holder_name: "Ada Lovelace".into(),
             },
+            redeem_miles: 0,
             faults: BTreeMap::new(),
         }
     }

@@ -6,6 +6,8 @@
 use serde_json::{json, Map, Value};
 use std::sync::OnceLock;
 
+mod traveller;
+
 fn schema(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
@@ -382,7 +384,8 @@ fn build() -> Value {
             "flight_id": string(), "date": date(), "cabin": { "type": "string", "enum": ["economy", "business", "first"] },
             "passengers": { "type": "array", "minItems": 1, "maxItems": 9, "items": schema("Passenger") },
             "email": { "type": "string", "format": "email" }, "loyalty_id": { "type": "string", "nullable": true },
-            "card": schema("CardDetails"), "faults": schema("Faults") } },
+            "card": schema("CardDetails"), "faults": schema("Faults"),
+            "redeem_miles": { "type": "integer", "minimum": 0, "description": "Miles paying for part of the base fare (100 miles = 1 USD, at most the base fare; needs loyalty_id); the card pays the rest" } } },
         "BookingAccepted": { "type": "object", "properties": { "booking_id": string(), "status_url": string(), "events_url": string() } },
         "StepView": step_view,
         "BookingView": { "type": "object", "properties": {
@@ -409,9 +412,12 @@ fn build() -> Value {
             "tier": string(), "tier_name": string(), "next_tier": { "type": "object", "nullable": true } } },
     });
 
-    let mut paths = paths;
+    let (mut paths, mut schemas) = (paths, schemas);
+    if let (Some(p), Some(s)) = (paths.as_object_mut(), schemas.as_object_mut()) {
+        p.extend(traveller::paths());
+        s.extend(traveller::schemas());
+    }
     finish_operations(&mut paths);
-    let mut schemas = schemas;
     type_every_nullable(&mut schemas);
     json!({
         "openapi": "3.0.3",

@@ -427,6 +427,17 @@ impl Payments for HttpPayments {
     async fn all_payments(&self) -> Result<Vec<PaymentRecord>, PaymentError> {
         Ok(self.transport.get("/payments").await?)
     }
+
+    async fn refund(
+        &self,
+        key: &str,
+        request: &booking_domain::payments::RefundRequest,
+    ) -> Result<booking_domain::payments::RefundRecord, PaymentError> {
+        Ok(self
+            .transport
+            .post("/payments/refund", key, Some(request))
+            .await?)
+    }
 }
 
 #[async_trait]

@@ -33,6 +33,7 @@
 //! | payments | `POST /payments` + key, body `AuthorizeRequest` | `authorize` |
 //! | payments | `POST /payments/capture` + key | `capture` |
 //! | payments | `POST /payments/void` + key | `void_or_refund` |
+//! | payments | `POST /payments/refund` + key, body `RefundRequest` | `refund` |
 //! | payments | `GET /payments` | `all_payments` |
 //! | payments | `GET /payments/{key}` | `get` |
 //! | payments | `GET /customers/{email}/payments` | `history` |
@@ -609,6 +610,11 @@ async fn payments(p: &dyn Payments, call: &Call) -> Routed<PaymentError> {
         }
         (&Method::POST, ["payments", "capture"]) => answer!(p.capture(bad!(call.key()))),
         (&Method::POST, ["payments", "void"]) => answer!(p.void_or_refund(bad!(call.key()))),
+        (&Method::POST, ["payments", "refund"]) => {
+            let key = bad!(call.key());
+            let request = bad!(call.json());
+            answer!(p.refund(key, &request))
+        }
         (&Method::GET, ["payments"]) => answer!(p.all_payments()),
         (&Method::GET, ["payments", key]) => answer!(p.get(key)),
         (&Method::GET, ["customers", email, "payments"]) => answer!(p.history(email)),

@@ -75,6 +75,12 @@ pub enum Endpoint {
     AdminCancel,
     /// Payment history (admin).
     AdminPayments,
+    /// Cancel a confirmed booking (reference + last name).
+    CreateCancellation,
+    /// A cancellation's status by id.
+    GetCancellation,
+    /// Every cancellation (admin).
+    AdminCancellations,
 }
 
 /// One route.
@@ -138,6 +144,13 @@ pub const ROUTES: &[Route] = &[
         Endpoint::AdminCancel,
     ),
     admin("GET", "/api/admin/payments", Endpoint::AdminPayments),
+    route("POST", "/api/cancellations", Endpoint::CreateCancellation),
+    route("GET", "/api/cancellations/{id}", Endpoint::GetCancellation),
+    admin(
+        "GET",
+        "/api/admin/cancellations",
+        Endpoint::AdminCancellations,
+    ),
 ];
 
 /// Matches `path` against `pattern`; the captured segments on success.
@@ -343,7 +356,7 @@ pub async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Response<
     }
     let rate = match route.endpoint {
         Endpoint::CreateBooking => Some(RateKind::CreateBooking),
-        Endpoint::BookingLookup => Some(RateKind::BookingLookup),
+        Endpoint::BookingLookup | Endpoint::CreateCancellation => Some(RateKind::BookingLookup),
         Endpoint::LoyaltyAccount => Some(RateKind::LoyaltyLookup),
         Endpoint::Enroll => Some(RateKind::Enroll),
         _ => None,

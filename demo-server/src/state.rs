@@ -238,6 +238,12 @@ impl AppStateBuilder {
         };
         let engine = Engine::builder_arc(store)
             .register(booking_definition(&services))
+            .register(booking_domain::booking_saga::booking_definition_v1(
+                &services,
+            ))
+            .register(booking_domain::cancellation::cancellation_definition(
+                &services,
+            ))
             .open()
             .await?;
         let state = AppState::from_parts(engine, services, db, token, self.config);

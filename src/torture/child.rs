@@ -197,6 +197,7 @@ fn request(c: &Child, n: usize) -> BookingRequest {
             .collect(),
         email: format!("c{}@example.com", n % 4),
         loyalty_id: n.is_multiple_of(2).then(|| c.member.0.clone()),
+        redeem_miles: 0,
         card: CardDetails {
             number: if n % 7 == 3 {
                 "4000000000009995".into()

@@ -151,6 +151,7 @@ pub fn parse_booking_request(value: Value) -> Result<BookingRequest, ApiError> {
     let loyalty_id: Option<Option<String>> = field(&mut obj, "loyalty_id", false, &mut errors);
     let card = field(&mut obj, "card", true, &mut errors);
     let faults = field(&mut obj, "faults", false, &mut errors);
+    let redeem_miles: Option<u64> = field(&mut obj, "redeem_miles", false, &mut errors);
     match (flight_id, date, cabin, passengers, email, card) {
         (Some(flight_id), Some(date), Some(cabin), Some(passengers), Some(email), Some(card))
             if errors.is_empty() =>
@@ -163,6 +164,7 @@ pub fn parse_booking_request(value: Value) -> Result<BookingRequest, ApiError> {
                 email,
                 loyalty_id: loyalty_id.flatten(),
                 card,
+                redeem_miles: redeem_miles.unwrap_or(0),
                 faults: faults.unwrap_or_default(),
             })
         }

@@ -5,6 +5,7 @@
 
 mod admin;
 mod bookings;
+mod cancellations;
 mod catalog;
 mod loyalty;
 mod ops;
@@ -47,6 +48,9 @@ pub async fn handle(
         Endpoint::AdminRetry => admin::retry(state, &req).await,
         Endpoint::AdminCancel => admin::cancel(state, req).await,
         Endpoint::AdminPayments => admin::payments(state, &req).await,
+        Endpoint::CreateCancellation => cancellations::create(state, req).await,
+        Endpoint::GetCancellation => cancellations::get(state, &req).await,
+        Endpoint::AdminCancellations => cancellations::admin_list(state, &req).await,
     }
 }
 

@@ -5,6 +5,7 @@
 
 const STEPS = [
   ["reserve_seat", "Reserve seats"],
+  ["redeem_miles", "Pay with miles"],
   ["authorize_payment", "Authorize payment"],
   ["award_miles", "Award miles"],
   ["confirm_booking", "Confirm booking"],
@@ -636,11 +637,41 @@ $("lookup-form").addEventListener("submit", async (e) => {
         el("dt", {}, "Paid"), el("dd", {}, money(b.total)),
         el("dt", {}, "Contact"), el("dd", {}, b.email),
         b.miles ? [el("dt", {}, "Miles"), el("dd", {}, String(b.miles) + " to account " + b.loyalty_id)] : null),
-      el("p", {}, el("a", { href: "#/booking/" + encodeURIComponent(r.booking_id) }, "See how it was booked"))));
+      el("p", {}, el("a", { href: "#/booking/" + encodeURIComponent(r.booking_id) }, "See how it was booked")),
+      b.status === "confirmed" ? el("p", {}, el("button", { type: "button", class: "secondary", "data-testid": "cancel-booking",
+        onclick: (ev) => startCancellation(ev.target, b.reference, $("lookup-last-name").value.trim()) }, "Cancel this booking")) : null,
+      el("div", { "data-testid": "cancellation-progress" })));
   } catch (err) {
     showError(box, err, (f) => ({ reference: $("lookup-reference"), last_name: $("lookup-last-name") })[f]);
   }
 });
+
+/** Starts the cancellation saga and follows it live (server-sent events). */
+async function startCancellation(button, reference, lastName) {
+  button.disabled = true;
+  const out = clear(button.closest(".card").querySelector("[data-testid=cancellation-progress]"));
+  try {
+    const r = await api("POST", "/api/cancellations", { body: { reference, last_name: lastName } });
+    const log = el("ul", { class: "sub" });
+    out.append(el("p", {}, "Cancelling\u2026"), log);
+    const es = new EventSource(r.events_url);
+    const follow = (m) => {
+      const ev = JSON.parse(m.data);
+      if (ev.step) log.append(el("li", {}, ev.step + ": " + ev.event.replace(/_/g, " ")));
+      if (ev.event === "saga_finished") {
+        es.close();
+        api("GET", r.status_url).then((c) => {
+          clear(out).append(el("p", { "data-testid": "cancellation-result", "data-status": c.status },
+            c.status === "cancelled" ? "Cancelled. Refunded " + money(c.refund) + (c.fee.minor ? " (fee " + money(c.fee) + ")" : "") + "." : "Not cancelled: " + (c.failure_reason || c.status)));
+        });
+      }
+    };
+    for (const kind of ["step_started", "step_succeeded", "step_failed", "step_compensated", "saga_finished"]) es.addEventListener(kind, follow);
+  } catch (err) {
+    out.append(el("p", { class: "error" }, err.message || String(err)));
+    button.disabled = false;
+  }
+}
 
 // ---------- loyalty ----------
 
@@ -743,7 +774,19 @@ async function openAdmin() {
   leaveView = stopAdminStream;
 }
 
+async function loadCancellations() {
+  const data = await api("GET", "/api/admin/cancellations", { admin: true });
+  const box = clear($("admin-cancellations"));
+  if (!data.cancellations.length) return box.append(el("p", { class: "hint" }, "None."));
+  box.append(el("table", { "data-testid": "admin-cancellations-table" },
+    el("thead", {}, el("tr", {}, el("th", {}, "Booking"), el("th", {}, "Status"), el("th", {}, "Refund"), el("th", {}, "Fee"), el("th", {}, "Asked"))),
+    el("tbody", {}, data.cancellations.map((c) => el("tr", { "data-testid": "admin-cancellation-row", "data-status": c.status },
+      el("td", {}, c.reference), el("td", {}, el("span", { class: "badge", "data-status": c.saga_status }, c.status)),
+      el("td", {}, money(c.refund)), el("td", {}, money(c.fee)), el("td", {}, new Date(c.requested_at).toLocaleString()))))));
+}
+
 async function loadSagas() {
+  loadCancellations().catch(() => {});
   const status = $("admin-status").value;
   const data = await api("GET", "/api/admin/sagas?limit=200" + (status ? "&status=" + status : ""), { admin: true });
   $("admin-total").textContent = data.total + " saga(s)" + (data.total > data.sagas.length ? ", newest " + data.sagas.length + " shown" : "") +
