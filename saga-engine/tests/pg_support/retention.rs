@@ -180,7 +180,7 @@ async fn purges_racing_with_claims_take_each_finished_saga_once() {
                 }
                 for mut r in got {
                     let n: usize = r.id.as_str()[1..].parse().unwrap();
-                    let path: &[SagaStatus] = if n % 3 == 0 {
+                    let path: &[SagaStatus] = if n.is_multiple_of(3) {
                         &[
                             SagaStatus::Compensating,
                             SagaStatus::Stuck,
