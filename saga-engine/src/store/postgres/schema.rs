@@ -100,16 +100,23 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
                 ),
             });
         }
-        Some(SCHEMA_VERSION) => {
-            // Up to date; the statements below change nothing.
-            tx.batch_execute(&format!("{V1}{V2}")).await.map_err(pg)?;
-        }
+        // Up to date: no DDL at all. Even `ADD COLUMN IF NOT EXISTS` on an
+        // existing column takes an ACCESS EXCLUSIVE lock, which would stall
+        // (and could deadlock with) other processes' traffic at every connect.
+        Some(SCHEMA_VERSION) => {}
         Some(v) => {
-            tx.batch_execute(&format!("{V1}{V2}{BACKFILL_V2}"))
-                .await
-                .map_err(pg)?;
+            // Other processes (older builds) may be writing: take the
+            // strongest lock first, so the upgrade waits for them instead
+            // of deadlocking when a later statement would strengthen it.
+            tx.batch_execute(&format!(
+                "LOCK TABLE sagas IN ACCESS EXCLUSIVE MODE; {V1}{V2}{BACKFILL_V2}"
+            ))
+            .await
+            .map_err(pg)?;
             tracing::info!(from = v, to = SCHEMA_VERSION, "PostgreSQL schema upgraded");
         }
+        // A new database: nobody uses its tables before the version row
+        // exists, and connectors are serialised by the advisory lock.
         None => {
             tx.batch_execute(&format!("{V1}{V2}")).await.map_err(pg)?;
         }
