@@ -6,6 +6,7 @@
 //! cargo run -p saga-engine --features postgres --example pg_worker -- \
 //!     --url postgres://postgres@127.0.0.1:5432/db --owner w1 \
 //!     [--sagas 300] [--concurrency 16] [--step-ms 20] [--lease-ttl-ms 1500] [--deadline-s 120]
+//!     [--retention-ms W]
 //! ```
 //!
 //! It starts `--sagas` four-step sagas with idempotency keys `{owner}-{n}`
@@ -16,11 +17,18 @@
 //! store, a table with a unique key per effect, as a participant would:
 //! every attempt is counted in `effect_attempts`, and only the first apply
 //! of a key lands in `effects`.
+//!
+//! With `--retention-ms W` it also runs retention passes (the engine's own
+//! pass, [`Engine::purge_finished`], every 20 ms with a window of `W` ms)
+//! while it works, and reports how many sagas its passes purged, so a test
+//! can check that processes purging one database count each saga once.
 
 #[cfg(feature = "postgres")]
 mod worker {
     use saga_engine::store::PostgresStore;
-    use saga_engine::{Engine, RetryPolicy, SagaDefinition, Step, StepContext, StepError, Store};
+    use saga_engine::{
+        Engine, Retention, RetryPolicy, SagaDefinition, Step, StepContext, StepError, Store,
+    };
     use serde::{Deserialize, Serialize};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -157,6 +165,7 @@ mod worker {
         step_ms: u64,
         lease_ttl_ms: u64,
         deadline_s: u64,
+        retention_ms: Option<u64>,
     }
 
     fn parse_args() -> Result<Args, String> {
@@ -168,6 +177,7 @@ mod worker {
             step_ms: 20,
             lease_ttl_ms: 1_500,
             deadline_s: 120,
+            retention_ms: None,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -181,6 +191,7 @@ mod worker {
                 "--step-ms" => a.step_ms = num(&value)?,
                 "--lease-ttl-ms" => a.lease_ttl_ms = num(&value)?,
                 "--deadline-s" => a.deadline_s = num(&value)?,
+                "--retention-ms" => a.retention_ms = Some(num(&value)?),
                 other => return Err(format!("unknown argument {other}")),
             }
         }
@@ -244,6 +255,24 @@ mod worker {
             .await
             .map_err(|e| format!("engine: {e}"))?;
         let deadline = Instant::now() + Duration::from_secs(args.deadline_s);
+        let stop_purging = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let purger = args.retention_ms.map(|ms| {
+            let engine = engine.clone();
+            let stop = stop_purging.clone();
+            tokio::spawn(async move {
+                let policy = Retention::new(Duration::from_millis(ms));
+                let mut purged = 0usize;
+                while !stop.load(Ordering::SeqCst) {
+                    let report = engine
+                        .purge_finished(Some(&policy))
+                        .await
+                        .map_err(|e| format!("retention pass: {e}"))?;
+                    purged += report.purged;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Ok::<usize, String>(purged)
+            })
+        });
 
         let next = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
@@ -253,6 +282,7 @@ mod worker {
             let next = next.clone();
             let owner = args.owner.clone();
             let total = args.sagas as usize;
+            let args_retention = args.retention_ms.is_some();
             tasks.push(tokio::spawn(async move {
                 let mut finished = 0u64;
                 loop {
@@ -272,10 +302,14 @@ mod worker {
                     // If this process loses the saga's lease (a stall past
                     // the TTL), another process finishes it: watch the store.
                     let rec = match engine.wait(&id).await {
-                        Ok(rec) => rec,
+                        Ok(rec) => Some(rec),
                         Err(_) => loop {
                             match store.get(&id).await {
-                                Ok(Some(r)) if r.status().is_terminal() => break r,
+                                Ok(Some(r)) if r.status().is_terminal() => break Some(r),
+                                // Purged by retention, which only takes
+                                // finished sagas (the test checks each
+                                // one's effects in the ledger).
+                                Ok(None) if args_retention => break None,
                                 Ok(_) if Instant::now() > deadline => {
                                     return Err(format!("{key} unfinished at the deadline"))
                                 }
@@ -285,7 +319,7 @@ mod worker {
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         },
                     };
-                    if !rec.status().is_terminal() {
+                    if let Some(rec) = rec.filter(|r| !r.status().is_terminal()) {
                         return Err(format!("{key} ended {:?}", rec.status()));
                     }
                     finished += 1;
@@ -319,10 +353,15 @@ mod worker {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        stop_purging.store(true, Ordering::SeqCst);
+        let purged = match purger {
+            Some(task) => Some(task.await.map_err(|e| e.to_string())??),
+            None => None,
+        };
         engine.shutdown(Duration::from_secs(5)).await;
         println!(
             "{}",
-            serde_json::json!({"owner": args.owner, "own_sagas_finished": own})
+            serde_json::json!({"owner": args.owner, "own_sagas_finished": own, "purged": purged})
         );
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! The PostgreSQL backend against a real server (started by `pg_support`
 //! in a temporary directory): the store conformance suite with its lease
 //! checks, durability across a server crash, and three engine processes on
-//! one database, one of them killed with SIGKILL under load.
+//! one database, one of them killed with SIGKILL under load; retention
+//! (purges, retired keys, the schema upgrade) in `pg_support/retention.rs`.
 //!
 //! Run with `cargo test -p saga-engine --features postgres --test postgres`;
 //! the PostgreSQL server binaries must be installed (Debian: `postgresql`).
@@ -9,6 +10,8 @@
 #![cfg(feature = "postgres")]
 
 mod pg_support;
+#[path = "pg_support/retention.rs"]
+mod retention;
 
 use pg_support::{eventually, PgServer};
 use saga_engine::store::{conformance, PostgresStore};

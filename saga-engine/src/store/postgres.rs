@@ -18,10 +18,17 @@
 //! sagas(id TEXT PRIMARY KEY, definition TEXT, version INT,
 //!       idempotency_key TEXT UNIQUE, status TEXT, revision BIGINT,
 //!       lease_owner TEXT, lease_generation BIGINT, lease_expires_ms BIGINT,
-//!       created_ms BIGINT, record TEXT)
+//!       created_ms BIGINT, record TEXT,
+//!       finished_ms BIGINT, purged_ms BIGINT)           -- version 2
 //! saga_events(saga_id TEXT, seq BIGINT, event TEXT, PRIMARY KEY (saga_id, seq))
 //! saga_engine_schema(version INT)
 //! ```
+//!
+//! Tables are created, and older versions upgraded, at connect (see
+//! `schema.rs`). A saga purged by retention leaves a *tombstone* row while
+//! its idempotency key is retired: `status = 'purged'`, `purged_ms` set,
+//! record and history gone; every read skips tombstones (see
+//! `retention.rs`).
 //!
 //! `record` and `event` hold the serde JSON of [`SagaRecord`] and
 //! [`SagaEvent`] as written (TEXT rather than JSONB: the exact bytes come
@@ -57,43 +64,12 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 
-/// Version of the tables this code reads and writes.
-const SCHEMA_VERSION: i32 = 1;
+mod retention;
+mod schema;
 
 /// Default number of connections: enough for PostgreSQL to group commits
 /// of many concurrent sagas, few enough for a small server.
 const DEFAULT_POOL_SIZE: usize = 16;
-
-/// Key of the advisory lock that serialises schema creation between
-/// processes connecting at the same moment (`CREATE TABLE IF NOT EXISTS`
-/// alone races in the system catalogs).
-const SCHEMA_LOCK: i64 = 0x5a6a_0001;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS saga_engine_schema (version INT NOT NULL);
-CREATE TABLE IF NOT EXISTS sagas (
-    id               TEXT PRIMARY KEY,
-    definition       TEXT NOT NULL,
-    version          INT NOT NULL,
-    idempotency_key  TEXT UNIQUE,
-    status           TEXT NOT NULL,
-    revision         BIGINT NOT NULL,
-    lease_owner      TEXT,
-    lease_generation BIGINT NOT NULL DEFAULT 0,
-    lease_expires_ms BIGINT NOT NULL DEFAULT 0,
-    created_ms       BIGINT NOT NULL,
-    record           TEXT NOT NULL
-) WITH (fillfactor = 70); -- room for in-page (HOT) updates: most touch no index
-CREATE INDEX IF NOT EXISTS sagas_active ON sagas (id)
-    WHERE status IN ('running', 'compensating');
-CREATE INDEX IF NOT EXISTS sagas_status ON sagas (status, id);
-CREATE TABLE IF NOT EXISTS saga_events (
-    saga_id TEXT NOT NULL,
-    seq     BIGINT NOT NULL,
-    event   TEXT NOT NULL,
-    PRIMARY KEY (saga_id, seq)
-);
-";
 
 /// What a read returns: the record and its authoritative columns.
 const COLUMNS: &str = "record, revision, lease_owner, lease_generation, lease_expires_ms";
@@ -111,6 +87,10 @@ struct Statements {
     claim: Statement,
     renew: Statement,
     release: Statement,
+    /// The key's saga or tombstone, for a create that inserted nothing.
+    key_owner: Statement,
+    /// Retention's statements.
+    ret: retention::Statements,
 }
 
 impl Statements {
@@ -124,8 +104,8 @@ impl Statements {
                     "WITH ins AS (
                          INSERT INTO sagas (id, definition, version, idempotency_key, status,
                              revision, lease_owner, lease_generation, lease_expires_ms,
-                             created_ms, record)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                             created_ms, record, finished_ms)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $14)
                          ON CONFLICT DO NOTHING
                          RETURNING id),
                      ev AS (
@@ -143,8 +123,9 @@ impl Statements {
                 .prepare(
                     "WITH u AS (
                          UPDATE sagas SET revision = $2::bigint, status = $3, record = $4,
-                             lease_expires_ms = GREATEST(lease_expires_ms, $7::bigint)
-                         WHERE id = $1 AND revision = $2::bigint - 1
+                             lease_expires_ms = GREATEST(lease_expires_ms, $7::bigint),
+                             finished_ms = $10::bigint
+                         WHERE id = $1 AND revision = $2::bigint - 1 AND purged_ms IS NULL
                            AND (($5::text IS NULL AND lease_owner IS NULL)
                                 OR (lease_owner = $5 AND lease_generation = $6::bigint))
                          RETURNING 1),
@@ -153,14 +134,16 @@ impl Statements {
                          SELECT $1, s, e FROM unnest($8::bigint[], $9::text[]) AS t(s, e)
                          WHERE EXISTS (SELECT 1 FROM u))
                      SELECT EXISTS (SELECT 1 FROM u),
-                            (SELECT revision FROM sagas WHERE id = $1)",
+                            (SELECT revision FROM sagas WHERE id = $1 AND purged_ms IS NULL)",
                 )
                 .await?,
             get: c
-                .prepare(&format!("SELECT {COLUMNS} FROM sagas WHERE id = $1"))
+                .prepare(&format!(
+                    "SELECT {COLUMNS} FROM sagas WHERE id = $1 AND purged_ms IS NULL"
+                ))
                 .await?,
             find_by_key: c
-                .prepare("SELECT id FROM sagas WHERE idempotency_key = $1")
+                .prepare("SELECT id FROM sagas WHERE idempotency_key = $1 AND purged_ms IS NULL")
                 .await?,
             history: c
                 .prepare("SELECT event FROM saga_events WHERE saga_id = $1 ORDER BY seq")
@@ -173,7 +156,8 @@ impl Statements {
                 .await?,
             list_all: c
                 .prepare(&format!(
-                    "SELECT {COLUMNS} FROM sagas ORDER BY id LIMIT $1::bigint"
+                    "SELECT {COLUMNS} FROM sagas WHERE purged_ms IS NULL
+                     ORDER BY id LIMIT $1::bigint"
                 ))
                 .await?,
             list_status: c
@@ -216,6 +200,12 @@ impl Statements {
                      WHERE lease_owner = $1 AND id = ANY($2::text[])",
                 )
                 .await?,
+            key_owner: c
+                .prepare(&format!(
+                    "SELECT {COLUMNS}, purged_ms FROM sagas WHERE idempotency_key = $1"
+                ))
+                .await?,
+            ret: retention::Statements::prepare(c).await?,
         })
     }
 }
@@ -353,9 +343,9 @@ impl PostgresStore {
         }
         let size = size.max(1);
         let bootstrap = {
-            let (client, connection) = config.connect(NoTls).await.map_err(pg)?;
+            let (mut client, connection) = config.connect(NoTls).await.map_err(pg)?;
             let task = tokio::spawn(connection);
-            create_schema(&client).await?;
+            schema::migrate(&mut client).await?;
             drop(client);
             task
         };
@@ -409,52 +399,6 @@ fn take_pool_size(url: &str) -> Result<(String, Option<usize>), StoreError> {
         }
     }
     Ok((kept.join(" "), size))
-}
-
-async fn create_schema(client: &Client) -> Result<(), StoreError> {
-    client
-        .batch_execute(&format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA} COMMIT;"
-        ))
-        .await
-        .map_err(pg)?;
-    let rows = client
-        .query("SELECT version FROM saga_engine_schema", &[])
-        .await
-        .map_err(pg)?;
-    match rows.first().map(|r| r.get::<_, i32>(0)) {
-        None => {
-            // Two first connects may both see no row; the advisory lock
-            // makes the second see the first's.
-            client
-                .batch_execute(&format!(
-                    "BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK});
-                     INSERT INTO saga_engine_schema (version)
-                     SELECT {SCHEMA_VERSION} WHERE NOT EXISTS (SELECT 1 FROM saga_engine_schema);
-                     COMMIT;"
-                ))
-                .await
-                .map_err(pg)?;
-        }
-        Some(SCHEMA_VERSION) => {}
-        Some(v) => {
-            return Err(StoreError::Corrupt {
-                key: "saga_engine_schema".into(),
-                reason: format!(
-                "the database holds schema version {v}; this build reads version {SCHEMA_VERSION}"
-            ),
-            })
-        }
-    }
-    // synchronous_commit is ours to set, fsync is the server's: say so if
-    // a commit does not reach the disk.
-    let fsync = client.query_one("SHOW fsync", &[]).await.map_err(pg)?;
-    if fsync.get::<_, &str>(0) != "on" {
-        tracing::warn!(
-            "PostgreSQL runs with fsync = off: a crash of its machine can lose committed sagas"
-        );
-    }
-    Ok(())
 }
 
 /// A PostgreSQL error as a store error, with the server's message if any.
@@ -546,53 +490,59 @@ impl Store for PostgresStore {
             key: format!("saga {}", record.id),
             reason: format!("definition version {} exceeds INT", record.version),
         })?;
+        let finished_ms = retention::finished_ms(record);
         let c = self.pool.get().await?;
-        let row = c
-            .client
-            .query_one(
-                &c.st.create,
-                &[
-                    &record.id.as_str(),
-                    &record.definition,
-                    &version,
-                    &record.idempotency_key,
-                    &record.status().as_str(),
-                    &big(record.revision),
-                    &lease.map(|l| l.owner.as_str()),
-                    &lease.map_or(0, |l| big(l.generation)),
-                    &lease.map_or(0, |l| big(l.expires_at_ms)),
-                    &big(record.created_at_ms),
-                    &body,
-                    &seqs,
-                    &bodies,
-                ],
-            )
-            .await
-            .map_err(pg)?;
-        if row.get::<_, bool>(0) {
-            return Ok(CreateOutcome::Created);
-        }
-        // Nothing was inserted: the key names a committed saga, or the id
-        // is taken. (A racing create of the same key had committed before
-        // ON CONFLICT gave up, so this statement sees it.)
-        if let Some(key) = &record.idempotency_key {
-            let existing = c
+        // A key forgotten between our insert and our look-up leaves
+        // nothing to return: insert again (twice at most, in practice).
+        for _ in 0..3 {
+            let row = c
                 .client
-                .query_opt(&c.st.find_by_key, &[key])
+                .query_one(
+                    &c.st.create,
+                    &[
+                        &record.id.as_str(),
+                        &record.definition,
+                        &version,
+                        &record.idempotency_key,
+                        &record.status().as_str(),
+                        &big(record.revision),
+                        &lease.map(|l| l.owner.as_str()),
+                        &lease.map_or(0, |l| big(l.generation)),
+                        &lease.map_or(0, |l| big(l.expires_at_ms)),
+                        &big(record.created_at_ms),
+                        &body,
+                        &seqs,
+                        &bodies,
+                        &finished_ms,
+                    ],
+                )
                 .await
                 .map_err(pg)?;
-            if let Some(row) = existing {
-                let id = SagaId::from_raw(row.get(0));
-                let rec = c
-                    .client
-                    .query_opt(&c.st.get, &[&id.as_str()])
-                    .await
-                    .map_err(pg)?
-                    .ok_or_else(|| StoreError::Corrupt {
-                        key: format!("idempotency key {key}"),
-                        reason: format!("names missing saga {id}"),
-                    })?;
-                return Ok(CreateOutcome::Existing(Box::new(record_of(&rec)?)));
+            if row.get::<_, bool>(0) {
+                return Ok(CreateOutcome::Created);
+            }
+            // Nothing was inserted: the key names a committed saga or a
+            // purged saga's tombstone, or the id is taken. (A racing
+            // create or purge of the same key had committed before ON
+            // CONFLICT gave up, so this statement sees it.)
+            let Some(key) = &record.idempotency_key else {
+                break;
+            };
+            let owner = c
+                .client
+                .query_opt(&c.st.key_owner, &[key])
+                .await
+                .map_err(pg)?;
+            match owner {
+                Some(row) => {
+                    if let Some(purged) = row.get::<_, Option<i64>>(5) {
+                        return Ok(CreateOutcome::Retired {
+                            purged_at_ms: unbig(purged),
+                        });
+                    }
+                    return Ok(CreateOutcome::Existing(Box::new(record_of(&row)?)));
+                }
+                None => continue,
             }
         }
         Err(StoreError::AlreadyExists(record.id.clone()))
@@ -617,6 +567,7 @@ impl Store for PostgresStore {
                     &lease.map_or(0, |l| big(l.expires_at_ms)),
                     &seqs,
                     &bodies,
+                    &retention::finished_ms(record),
                 ],
             )
             .await
@@ -767,6 +718,42 @@ impl Store for PostgresStore {
             .await
             .map_err(pg)?;
         Ok(())
+    }
+
+    async fn finished_before(
+        &self,
+        before_ms: u64,
+        limit_n: usize,
+    ) -> Result<Vec<SagaRecord>, StoreError> {
+        if limit_n == 0 {
+            return Ok(Vec::new());
+        }
+        let c = self.pool.get().await?;
+        retention::finished_before(&c, before_ms, limit_n).await
+    }
+
+    async fn purge(&self, ids: &[SagaId], now_ms: u64) -> Result<usize, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let c = self.pool.get().await?;
+        retention::purge(&c, ids, now_ms).await
+    }
+
+    async fn forget_keys(&self, before_ms: u64, limit_n: usize) -> Result<usize, StoreError> {
+        if limit_n == 0 {
+            return Ok(0);
+        }
+        let c = self.pool.get().await?;
+        retention::forget_keys(&c, before_ms, limit_n).await
+    }
+
+    /// Not kept: a count shared by several processes would need a query
+    /// (or a counter row every create and purge contends on), and this is
+    /// a synchronous call. `SELECT count(*) FROM sagas WHERE purged_ms IS
+    /// NULL` gives it exactly; `pg_class.reltuples` roughly.
+    fn saga_count(&self) -> Option<u64> {
+        None
     }
 }
 
