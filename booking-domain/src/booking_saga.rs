@@ -153,14 +153,20 @@ pub struct BookingData {
     /// prepared; the card is charged `charge`.
     #[serde(default)]
     pub miles_payment: Option<crate::pricing::MilesPayment>,
+    /// The promo code applied, priced when the booking was prepared; its
+    /// use is taken by the `redeem_miles` step (the discounts step).
+    #[serde(default)]
+    pub promo: Option<crate::promo::PromoApplied>,
 }
 
 impl BookingData {
-    /// What the card pays: the total, less the miles' value.
+    /// What the card pays: the total, less the promo code's discount and
+    /// the miles' value (miles are priced on what the code left).
     pub fn charge(&self) -> Money {
-        match &self.miles_payment {
-            Some(m) => m.charge.clone(),
-            None => self.price.total.clone(),
+        match (&self.miles_payment, &self.promo) {
+            (Some(m), _) => m.charge.clone(),
+            (None, Some(p)) => crate::pricing::after_discount(&self.price, &p.discount).total,
+            (None, None) => self.price.total.clone(),
         }
     }
 }
@@ -452,6 +458,21 @@ impl BookingStore {
             .then_some(rec))
     }
 
+    /// The booking with `reference`, whoever asks: for callers that have
+    /// authorised the request another way (the owning account).
+    pub fn by_reference(
+        &self,
+        reference: &str,
+    ) -> Result<Option<BookingRecord>, BookingStoreError> {
+        match self
+            .by_ref
+            .get(reference.trim().to_ascii_uppercase().as_bytes())?
+        {
+            Some(bytes) => Ok(Some(Self::decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
     /// The booking a saga made, if any.
     pub fn by_saga(&self, saga: &SagaId) -> Result<Option<BookingRecord>, BookingStoreError> {
         let Some(r) = self.by_saga.get(saga.as_str())? else {
@@ -486,6 +507,8 @@ pub struct BookingServices {
     pub faults: Arc<Faults>,
     /// Cards awaiting authorization.
     pub cards: Arc<CardVault>,
+    /// Promo codes and their uses.
+    pub promos: Arc<crate::promo::PromoStore>,
 }
 
 impl fmt::Debug for BookingServices {
@@ -509,6 +532,9 @@ pub enum OpenError {
     /// Booking trees.
     #[error(transparent)]
     Bookings(#[from] BookingStoreError),
+    /// Promo code trees.
+    #[error(transparent)]
+    Promos(#[from] crate::promo::PromoError),
 }
 
 impl BookingServices {
@@ -522,6 +548,7 @@ impl BookingServices {
             bookings: Arc::new(BookingStore::open(db)?),
             faults: Arc::new(Faults::new()),
             cards: Arc::new(CardVault::new()),
+            promos: Arc::new(crate::promo::PromoStore::open(db)?),
         })
     }
 
@@ -597,7 +624,20 @@ impl Step<BookingData> for ReserveSeat {
 
 #[async_trait::async_trait]
 impl Step<BookingData> for RedeemMiles {
+    /// The discounts before authorization: the promo code's use (under
+    /// `{key}:promo`), then the miles.
     async fn run(&self, ctx: &StepContext, d: &mut BookingData) -> Result<(), StepError> {
+        let promo_key = format!("{}:promo", ctx.idempotency_key);
+        if let Some(p) = &d.promo {
+            let taken = self
+                .0
+                .promos
+                .take(&promo_key, &p.code, Utc::now())
+                .await
+                .map_err(|e| classify(e.is_retryable(), e));
+            forget_card_on_rejection(&self.0, d, &taken);
+            taken?;
+        }
         let (Some(m), Some(account)) = (&d.miles_payment, &d.loyalty_id) else {
             return Ok(());
         };
@@ -607,6 +647,14 @@ impl Step<BookingData> for RedeemMiles {
             .redeem(&ctx.idempotency_key, account, m.miles)
             .await
             .map_err(|e| classify(e.is_retryable(), e));
+        if let (Err(StepError::Rejected(_)), Some(p)) = (&result, &d.promo) {
+            // A rejected step is not compensated: give the code's use back here.
+            self.0
+                .promos
+                .release(&promo_key, &p.code)
+                .await
+                .map_err(StepError::retryable)?;
+        }
         forget_card_on_rejection(&self.0, d, &result);
         result.map(|_| ())
     }
@@ -617,6 +665,13 @@ impl Step<BookingData> for RedeemMiles {
             self.0
                 .loyalty
                 .reverse(&ctx.idempotency_key)
+                .await
+                .map_err(StepError::retryable)?;
+        }
+        if let Some(p) = &d.promo {
+            self.0
+                .promos
+                .release(&format!("{}:promo", ctx.idempotency_key), &p.code)
                 .await
                 .map_err(StepError::retryable)?;
         }
@@ -917,6 +972,18 @@ pub async fn prepare(
     req: &BookingRequest,
     today: NaiveDate,
 ) -> Result<BookingData, BookingError> {
+    prepare_with(services, req, today, None).await
+}
+
+/// [`prepare`] with a promo code: its discount comes off the base fare
+/// first, then miles are priced on what is left (field `promo_code` when
+/// it cannot be used).
+pub async fn prepare_with(
+    services: &BookingServices,
+    req: &BookingRequest,
+    today: NaiveDate,
+    promo_code: Option<&str>,
+) -> Result<BookingData, BookingError> {
     let mut errors = Vec::new();
     let mut err = |field: &str, message: String| {
         errors.push(FieldError {
@@ -1063,7 +1130,22 @@ pub async fn prepare(
         }
         _ => None,
     };
-    let miles_payment = match (&price, req.redeem_miles) {
+    let promo = match (&price, promo_code.map(str::trim).filter(|c| !c.is_empty())) {
+        (Some(p), Some(code)) => match services.promos.quote(code, p, Utc::now()) {
+            Ok(applied) => Some(applied),
+            Err(e) if e.is_retryable() => return Err(BookingError::Unavailable(e.to_string())),
+            Err(e) => {
+                err("promo_code", e.to_string());
+                None
+            }
+        },
+        _ => None,
+    };
+    let after_promo = match (&price, &promo) {
+        (Some(p), Some(applied)) => Some(crate::pricing::after_discount(p, &applied.discount)),
+        (p, _) => p.clone(),
+    };
+    let miles_payment = match (&after_promo, req.redeem_miles) {
         (Some(p), miles) if miles > 0 => match crate::pricing::pay_with_miles(p, miles) {
             Ok(m) => Some(m),
             Err(e) => {
@@ -1099,6 +1181,7 @@ pub async fn prepare(
             miles_awarded: None,
             booking_ref: None,
             miles_payment,
+            promo,
         }),
         _ => Err(ValidationErrors(errors).into()),
     }
@@ -1113,7 +1196,30 @@ pub async fn start_booking(
     req: &BookingRequest,
     idempotency_key: &str,
 ) -> Result<SagaId, BookingError> {
-    let fp = request_fingerprint(req);
+    start_booking_with(engine, services, req, idempotency_key, None).await
+}
+
+/// [`start_booking`] with a promo code (part of the request: the same key
+/// with another code is a reuse).
+pub async fn start_booking_with(
+    engine: &Engine,
+    services: &BookingServices,
+    req: &BookingRequest,
+    idempotency_key: &str,
+    promo_code: Option<&str>,
+) -> Result<SagaId, BookingError> {
+    let promo_code = promo_code.map(str::trim).filter(|c| !c.is_empty());
+    let fp = match promo_code {
+        None => request_fingerprint(req),
+        Some(code) => {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            h.update(request_fingerprint(req).as_bytes());
+            h.update(b"\0promo:");
+            h.update(crate::promo::normal_code(code).as_bytes());
+            h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        }
+    };
     let same = |rec: &saga_engine::SagaRecord| {
         rec.data_as::<BookingData>()
             .map(|d| d.request_fingerprint == fp)
@@ -1132,7 +1238,8 @@ pub async fn start_booking(
             Err(BookingError::KeyReused { existing: id })
         };
     }
-    let data = prepare(services, req, Utc::now().date_naive()).await?;
+    let mut data = prepare_with(services, req, Utc::now().date_naive(), promo_code).await?;
+    data.request_fingerprint = fp.clone();
     let token = data.card_token.clone();
     match engine
         .start(BOOKING_SAGA, &data, Some(idempotency_key))
@@ -1194,6 +1301,22 @@ pub async fn check_consistency(
         let redeemed_applied =
             matches!(&redeemed, Ok(EntryLookup::Entry(e)) if e.state == EntryState::Applied);
         let wants_redemption = d.miles_payment.is_some();
+        let promo_applied = services
+            .promos
+            .applied(&format!("{}:{REDEEM_MILES_STEP}:promo", rec.id))
+            .unwrap_or(false);
+        if rec.status() == SagaStatus::Completed && d.promo.is_some() != promo_applied {
+            problems.push(format!(
+                "saga {} completed but its promo use is {promo_applied}",
+                rec.id
+            ));
+        }
+        if rec.status() == SagaStatus::Compensated && promo_applied {
+            problems.push(format!(
+                "saga {} compensated but its promo code use was not released",
+                rec.id
+            ));
+        }
         if rec.status() == SagaStatus::Completed
             && !cancelled
             && wants_redemption != redeemed_applied

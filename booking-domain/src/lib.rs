@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod loyalty;
 pub mod payments;
 pub mod pricing;
+pub mod promo;
 pub mod types;
 
 pub use types::{BookingRef, Cabin, Currency, FlightId, Money};

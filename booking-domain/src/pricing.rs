@@ -225,6 +225,57 @@ pub fn pay_with_miles(price: &PriceBreakdown, miles: u64) -> Result<MilesPayment
     })
 }
 
+/// A promo code's rule: a percentage of the base fare, or a fixed amount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PromoRule {
+    /// `percent` % off the base fare (1 to 100), rounded down.
+    Percent {
+        /// Percent off.
+        percent: u32,
+    },
+    /// A fixed amount off the base fare, in the fare's currency.
+    Fixed {
+        /// The amount off.
+        amount: Money,
+    },
+}
+
+/// What a promo code takes off `price`: never more than the base fare
+/// (taxes and fees are always paid). A fixed amount in another currency
+/// than the fare's is an error, never converted.
+pub fn promo_discount(price: &PriceBreakdown, rule: &PromoRule) -> Result<Money, PricingError> {
+    let base = price.base.minor.max(0);
+    let off = match rule {
+        PromoRule::Percent { percent } => {
+            (i128::from(base) * i128::from((*percent).min(100)) / 100) as i64
+        }
+        PromoRule::Fixed { amount } => {
+            if !amount
+                .currency
+                .0
+                .eq_ignore_ascii_case(&price.base.currency.0)
+            {
+                return Err(PricingError::UnknownCurrency {
+                    currency: amount.currency.0.clone(),
+                });
+            }
+            amount.minor.clamp(0, base)
+        }
+    };
+    Ok(Money::new(off, price.base.currency.clone()))
+}
+
+/// `price` with `discount` taken off the base fare and the total (taxes
+/// and fees unchanged, as they are computed on the published fare), so
+/// that miles are then redeemed against what is left.
+pub fn after_discount(price: &PriceBreakdown, discount: &Money) -> PriceBreakdown {
+    let mut p = price.clone();
+    p.base.minor -= discount.minor;
+    p.total.minor -= discount.minor;
+    p
+}
+
 /// Hours after booking during which a cancellation is refunded in full.
 pub const FREE_CANCELLATION_HOURS: i64 = 24;
 
@@ -344,6 +395,39 @@ mod tests {
         assert_eq!(
             to_usd_minor(&Money::new(i64::MAX, Currency("GBP".into()))),
             Err(PricingError::Overflow)
+        );
+    }
+
+    #[test]
+    fn promo_discounts_are_bounded_by_the_base_fare() {
+        let p = price(&usd(10_000), 2).unwrap();
+        let pct = promo_discount(&p, &PromoRule::Percent { percent: 15 }).unwrap();
+        assert_eq!(pct, usd(3_000));
+        let all = promo_discount(&p, &PromoRule::Percent { percent: 250 }).unwrap();
+        assert_eq!(all, usd(20_000));
+        let fixed = promo_discount(
+            &p,
+            &PromoRule::Fixed {
+                amount: usd(50_000),
+            },
+        )
+        .unwrap();
+        assert_eq!(fixed, usd(20_000), "never more than the base");
+        assert!(promo_discount(
+            &p,
+            &PromoRule::Fixed {
+                amount: Money::new(1, Currency::inr())
+            }
+        )
+        .is_err());
+        let after = after_discount(&p, &pct);
+        assert_eq!(after.total.minor, p.total.minor - 3_000);
+        assert_eq!(after.taxes, p.taxes);
+        // Miles after a promo: at most what is left of the base.
+        assert!(pay_with_miles(&after, 1_700_000).is_err());
+        assert_eq!(
+            pay_with_miles(&after, 1_000).unwrap().charge.minor,
+            after.total.minor - 1_000
         );
     }
 

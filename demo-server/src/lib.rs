@@ -24,6 +24,7 @@
 //! | [`openapi`] | the OpenAPI 3 document of every route |
 //! | [`public_text`] | failure texts as the public sees them (no internal URLs or paths) |
 //! | [`state`] | [`AppState`]: engine, services, token, metrics, limits |
+//! | [`accounts`] | traveller accounts: passwords, sessions and CSRF, login throttling, my trips |
 //! | [`auth`] | the admin token |
 //! | [`metrics`] | Prometheus counters and histograms |
 //! | [`roles`], [`remote`] | one participant served alone, and its HTTP client |
@@ -40,6 +41,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod body;

@@ -76,9 +76,11 @@ fn ui(summary: &str, content_type: &str) -> Value {
 }
 
 /// Every `code` an error body may carry ([`crate::ApiError::code`]).
-const ERROR_CODES: [&str; 13] = [
+const ERROR_CODES: [&str; 15] = [
     "bad_request",
     "unauthorized",
+    "unauthenticated",
+    "forbidden",
     "not_found",
     "method_not_allowed",
     "request_timeout",
@@ -385,6 +387,7 @@ fn build() -> Value {
             "passengers": { "type": "array", "minItems": 1, "maxItems": 9, "items": schema("Passenger") },
             "email": { "type": "string", "format": "email" }, "loyalty_id": { "type": "string", "nullable": true },
             "card": schema("CardDetails"), "faults": schema("Faults"),
+            "promo_code": { "type": "string", "nullable": true, "maxLength": 32, "description": "A promo code: its discount comes off the base fare (POST /api/quote shows it)" },
             "redeem_miles": { "type": "integer", "minimum": 0, "description": "Miles paying for part of the base fare (100 miles = 1 USD, at most the base fare; needs loyalty_id); the card pays the rest" } } },
         "BookingAccepted": { "type": "object", "properties": { "booking_id": string(), "status_url": string(), "events_url": string() } },
         "StepView": step_view,
@@ -430,7 +433,7 @@ fn build() -> Value {
         "tags": [
             { "name": "catalog" }, { "name": "bookings" }, { "name": "loyalty" }, { "name": "payments" },
             { "name": "faults" }, { "name": "admin", "description": "Requires Authorization: Bearer <admin token>" },
-            { "name": "ops" }, { "name": "ui" },
+            { "name": "ops" }, { "name": "ui" }, { "name": "accounts", "description": "A session cookie; state-changing requests with it need X-CSRF-Token" },
         ],
         "paths": paths,
         "components": {

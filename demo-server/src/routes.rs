@@ -81,6 +81,28 @@ pub enum Endpoint {
     GetCancellation,
     /// Every cancellation (admin).
     AdminCancellations,
+    /// Register a traveller account (and log in).
+    Register,
+    /// Log in.
+    Login,
+    /// Log out.
+    Logout,
+    /// The logged-in account.
+    MyAccount,
+    /// The logged-in account's bookings.
+    MyTrips,
+    /// Link a loyalty account to the logged-in account.
+    LinkLoyalty,
+    /// Cancel one of the logged-in account's bookings.
+    CancelMyTrip,
+    /// A confirmed booking's printable e-ticket.
+    Ticket,
+    /// The price of a booking before it is made (promo code, miles).
+    Quote,
+    /// Create or replace a promo code (admin).
+    AdminPutPromo,
+    /// Every promo code (admin).
+    AdminPromos,
 }
 
 /// One route.
@@ -151,6 +173,21 @@ pub const ROUTES: &[Route] = &[
         "/api/admin/cancellations",
         Endpoint::AdminCancellations,
     ),
+    route("POST", "/api/accounts", Endpoint::Register),
+    route("POST", "/api/session", Endpoint::Login),
+    route("DELETE", "/api/session", Endpoint::Logout),
+    route("GET", "/api/account", Endpoint::MyAccount),
+    route("GET", "/api/account/trips", Endpoint::MyTrips),
+    route("POST", "/api/account/loyalty", Endpoint::LinkLoyalty),
+    route("POST", "/api/account/cancellations", Endpoint::CancelMyTrip),
+    route("GET", "/api/tickets/{id}", Endpoint::Ticket),
+    route("POST", "/api/quote", Endpoint::Quote),
+    admin(
+        "PUT",
+        "/api/admin/promo-codes/{id}",
+        Endpoint::AdminPutPromo,
+    ),
+    admin("GET", "/api/admin/promo-codes", Endpoint::AdminPromos),
 ];
 
 /// Matches `path` against `pattern`; the captured segments on success.
@@ -225,6 +262,9 @@ pub struct Req {
     /// The client's address (from the accept loop; `None` when the
     /// request did not come through it).
     pub client: Option<IpAddr>,
+    /// The valid session of the request's cookie, if any (its CSRF token
+    /// already checked on a state-changing request).
+    pub session: Option<crate::accounts::Session>,
     body: Option<Incoming>,
 }
 
@@ -358,7 +398,8 @@ pub async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Response<
         Endpoint::CreateBooking => Some(RateKind::CreateBooking),
         Endpoint::BookingLookup | Endpoint::CreateCancellation => Some(RateKind::BookingLookup),
         Endpoint::LoyaltyAccount => Some(RateKind::LoyaltyLookup),
-        Endpoint::Enroll => Some(RateKind::Enroll),
+        Endpoint::Enroll | Endpoint::Register => Some(RateKind::Enroll),
+        Endpoint::Ticket | Endpoint::LinkLoyalty => Some(RateKind::BookingLookup),
         _ => None,
     };
     if let (Some(kind), Some(ip)) = (rate, client) {
@@ -368,6 +409,10 @@ pub async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Response<
             return e.into_response();
         }
     }
+    let session = match session_of(&state, route, &parts.method, &parts.headers) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
     let req = Req {
         method: parts.method,
         path,
@@ -375,12 +420,45 @@ pub async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Response<
         query: Query::parse(parts.uri.query()),
         params,
         client,
+        session,
         body: Some(body),
     };
     match handlers::handle(route.endpoint, &state, req).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     }
+}
+
+/// The request's valid session, if its cookie names one. A state-changing
+/// request (anything but `GET`/`HEAD`) that carries a session must carry
+/// its CSRF token too, or it is refused (`403`) before its handler runs;
+/// registering and logging in do not use the session and are exempt.
+fn session_of(
+    state: &AppState,
+    route: &Route,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Option<crate::accounts::Session>, ApiError> {
+    let session = state
+        .accounts
+        .sessions
+        .from_headers(headers)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let Some(session) = session else {
+        return Ok(None);
+    };
+    let safe = *method == Method::GET || *method == Method::HEAD;
+    let exempt = matches!(route.endpoint, Endpoint::Register | Endpoint::Login);
+    if !safe && !exempt && !session.csrf_ok(headers) {
+        tracing::warn!(
+            path = route.path,
+            "session cookie without its CSRF token: refused"
+        );
+        return Err(ApiError::Forbidden(
+            "missing or wrong X-CSRF-Token for this session (GET /api/account gives it)".into(),
+        ));
+    }
+    Ok(Some(session))
 }
 
 #[cfg(test)]

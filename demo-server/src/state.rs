@@ -61,6 +61,18 @@ pub struct ServerConfig {
     pub rate_per_minute: u32,
     /// The burst allowed above the steady rate (default 20).
     pub rate_burst: u32,
+    /// Mark session cookies `Secure` (default off: the demo serves plain
+    /// HTTP; turn it on when a TLS terminator is in front).
+    pub secure_cookies: bool,
+    /// How long a login lasts (default 12 h): the cookie's `Max-Age` and
+    /// the session's expiry on the server.
+    pub session_ttl: Duration,
+    /// Login attempts per client address and minute, also the burst
+    /// (default 10).
+    pub login_per_minute: u32,
+    /// Failed logins per account (from any address) in a burst, refilled
+    /// at this many a minute (default 5).
+    pub login_failures_per_account: u32,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +92,10 @@ impl Default for ServerConfig {
             max_stream_lifetime: Duration::from_secs(30 * 60),
             rate_per_minute: 60,
             rate_burst: 20,
+            secure_cookies: false,
+            session_ttl: Duration::from_secs(12 * 60 * 60),
+            login_per_minute: 10,
+            login_failures_per_account: 5,
         }
     }
 }
@@ -301,6 +317,8 @@ pub struct AppState {
     pub streams: Arc<StreamTracker>,
     /// Request rates per client address.
     pub rates: RateLimiter,
+    /// Traveller accounts, sessions and trips.
+    pub accounts: Arc<crate::accounts::Accounts>,
     stopping: watch::Sender<bool>,
 }
 
@@ -335,6 +353,10 @@ impl AppState {
     /// State from parts opened elsewhere. `engine` must have the booking
     /// saga of `services` registered. Must be called inside a tokio runtime
     /// (it starts the metrics collector).
+    ///
+    /// # Panics
+    ///
+    /// If the account trees cannot be opened in `db` (a storage failure).
     pub fn from_parts(
         engine: Engine,
         services: BookingServices,
@@ -342,6 +364,15 @@ impl AppState {
         admin_token: AdminToken,
         config: ServerConfig,
     ) -> Arc<AppState> {
+        let accounts = crate::accounts::Accounts::open(
+            &db,
+            config.session_ttl,
+            crate::accounts::LoginThrottle::new(
+                config.login_per_minute,
+                config.login_failures_per_account,
+            ),
+        )
+        .expect("the account trees open in the server's database");
         let metrics = Arc::new(Metrics::new());
         let (stopping, stop_rx) = watch::channel(false);
         crate::metrics::spawn_collector(&engine, metrics.clone(), stop_rx);
@@ -354,6 +385,7 @@ impl AppState {
             connections: Arc::new(ConnTracker::default()),
             streams: Arc::new(StreamTracker::new(&config)),
             rates: RateLimiter::new(config.rate_per_minute, config.rate_burst),
+            accounts: Arc::new(accounts),
             config,
             stopping,
         })

@@ -12,7 +12,7 @@ use crate::query::Params;
 use crate::routes::Req;
 use crate::state::AppState;
 use booking_domain::booking_saga::{
-    start_booking, wipe_card, BookingData, BookingRequest, FieldError, BOOKING_SAGA,
+    wipe_card, BookingData, BookingRequest, FieldError, BOOKING_SAGA,
 };
 use booking_domain::FlightId;
 use chrono::NaiveDate;
@@ -30,8 +30,16 @@ use serde_json::{json, Map, Value};
 pub async fn create(state: &AppState, mut req: Req) -> Result<Response<Body>, ApiError> {
     let key = req.idempotency_key()?;
     let value = req.json_value(state).await?;
+    let promo = promo_code_of(&value)?;
     let mut request = parse_booking_request(value)?;
-    let result = create_parsed(state, &request, &key).await;
+    let result = create_parsed(
+        state,
+        &request,
+        &key,
+        req.session.as_ref(),
+        promo.as_deref(),
+    )
+    .await;
     // The vault keeps its own copy (until authorization): zero this one.
     wipe_card(&mut request.card);
     result
@@ -41,6 +49,8 @@ async fn create_parsed(
     state: &AppState,
     request: &BookingRequest,
     key: &str,
+    session: Option<&crate::accounts::Session>,
+    promo: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
     let key = scoped_key(&request.email, key);
     // A key seen before: a replay (same request) or a reuse (another one).
@@ -62,7 +72,29 @@ async fn create_parsed(
     if !replay {
         check_loyalty_member(state, request).await?;
     }
-    let id = start_booking(&state.engine, &state.services, request, &key).await?;
+    // A logged-in booking joins its account's trips before it starts, so a
+    // crash cannot leave it out (see `accounts::trips`).
+    let linked = match session {
+        Some(s) if !replay => {
+            let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+            let linked = state.accounts.trips.record(&s.account_id, &key, now_ms)?;
+            state.accounts.flush().await?;
+            linked
+        }
+        _ => false,
+    };
+    let started = booking_domain::booking_saga::start_booking_with(
+        &state.engine,
+        &state.services,
+        request,
+        &key,
+        promo,
+    )
+    .await;
+    if started.is_err() && linked {
+        state.accounts.trips.forget(&key)?;
+    }
+    let id = started?;
     tracing::info!(saga_id = %id, replay, "booking accepted");
     let accepted = BookingAccepted::new(id.as_str());
     let mut resp = json_response(StatusCode::ACCEPTED, &accepted);
@@ -74,6 +106,19 @@ async fn create_parsed(
         resp.headers_mut().insert(LOCATION, v);
     }
     Ok(resp)
+}
+
+/// The optional `promo_code` of a booking body: a string of at most 32
+/// characters, else `422`.
+fn promo_code_of(value: &Value) -> Result<Option<String>, ApiError> {
+    match value.get("promo_code") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().chars().count() <= 32 => Ok(Some(s.trim().to_string())),
+        Some(_) => Err(ApiError::field(
+            "promo_code",
+            "must be a string of at most 32 characters",
+        )),
+    }
 }
 
 /// How long an `Idempotency-Key` replays its booking: 24 hours from the

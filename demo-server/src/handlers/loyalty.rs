@@ -16,7 +16,7 @@ use serde_json::json;
 /// Most characters of an account number looked up.
 const MAX_ID_LEN: usize = 32;
 
-fn account_json(account: &LoyaltyAccount) -> serde_json::Value {
+pub(crate) fn account_json(account: &LoyaltyAccount) -> serde_json::Value {
     let next = Tier::ALL
         .iter()
         .find(|t| t.threshold() > account.qualifying_miles)

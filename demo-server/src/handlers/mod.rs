@@ -3,12 +3,15 @@
 //! router ([`crate::routes`]) picks the handler and turns errors into
 //! responses.
 
+mod accounts;
 mod admin;
 mod bookings;
 mod cancellations;
 mod catalog;
 mod loyalty;
 mod ops;
+mod promo;
+mod tickets;
 
 use crate::api::ApiError;
 use crate::body::Body;
@@ -51,6 +54,17 @@ pub async fn handle(
         Endpoint::CreateCancellation => cancellations::create(state, req).await,
         Endpoint::GetCancellation => cancellations::get(state, &req).await,
         Endpoint::AdminCancellations => cancellations::admin_list(state, &req).await,
+        Endpoint::Register => accounts::register(state, req).await,
+        Endpoint::Login => accounts::login(state, req).await,
+        Endpoint::Logout => accounts::logout(state, req).await,
+        Endpoint::MyAccount => accounts::me(state, &req).await,
+        Endpoint::MyTrips => accounts::trips(state, &req).await,
+        Endpoint::LinkLoyalty => accounts::link_loyalty(state, req).await,
+        Endpoint::CancelMyTrip => accounts::cancel_trip(state, req).await,
+        Endpoint::Ticket => tickets::ticket(state, &req).await,
+        Endpoint::Quote => promo::quote(state, req).await,
+        Endpoint::AdminPutPromo => promo::admin_put(state, req).await,
+        Endpoint::AdminPromos => promo::admin_list(state, &req).await,
     }
 }
 

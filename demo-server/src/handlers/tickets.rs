@@ -1,0 +1,194 @@
+//! The e-ticket: `GET /api/tickets/{reference}` answers a printable HTML
+//! page (with a print style sheet) for a confirmed booking: reference,
+//! every passenger, the flight, the cabin and the seats, and a barcode-like
+//! code drawn from the reference. Authorised like the manage-booking
+//! lookup (`?last_name=` of a passenger) or by the session of the account
+//! that made the booking; anything else is the same `404`. A cancelled
+//! booking's ticket is refused (`409`): it is no longer valid.
+
+use crate::api::{bytes_response, ApiError};
+use crate::body::Body;
+use crate::routes::Req;
+use crate::state::AppState;
+use booking_domain::booking_saga::{BookingRecord, BookingStatus};
+use bytes::Bytes;
+use hyper::{Response, StatusCode};
+
+/// `&`, `<`, `>`, `"` and `'` as entities.
+pub(crate) fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// An SVG of bars from the SHA-256 of `code`: a code a gate reader could be
+/// given, not a real symbology.
+fn bars(code: &str) -> String {
+    let digest = crate::service_token::digest(code.as_bytes());
+    let mut x = 0u32;
+    let mut rects = String::new();
+    for byte in digest {
+        for bit in 0..8 {
+            let wide = (byte >> bit) & 1 == 1;
+            let w = if wide { 3 } else { 1 };
+            if bit % 2 == 0 {
+                rects.push_str(&format!(
+                    "<rect x=\"{x}\" y=\"0\" width=\"{w}\" height=\"60\"/>"
+                ));
+            }
+            x += w + 1;
+        }
+    }
+    format!("<svg class=\"bars\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {x} 60\" width=\"{x}\" height=\"60\" role=\"img\" aria-label=\"boarding code {}\">{rects}</svg>", escape(code))
+}
+
+async fn authorised(
+    state: &AppState,
+    req: &Req,
+    reference: &str,
+) -> Result<Option<BookingRecord>, ApiError> {
+    let internal =
+        |e: booking_domain::booking_saga::BookingStoreError| ApiError::Internal(e.to_string());
+    if let Some(last_name) = req.query.get("last_name") {
+        if last_name.chars().count() > 100 {
+            return Ok(None);
+        }
+        return state
+            .services
+            .bookings
+            .get(reference, last_name)
+            .map_err(internal);
+    }
+    let Some(session) = &req.session else {
+        return Ok(None);
+    };
+    let Some(record) = state
+        .services
+        .bookings
+        .by_reference(reference)
+        .map_err(internal)?
+    else {
+        return Ok(None);
+    };
+    let rec = match state.engine.status(&record.saga_id).await {
+        Ok(r) => r,
+        Err(saga_engine::Error::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let owner = match &rec.idempotency_key {
+        Some(k) => state.accounts.trips.owner(k)?,
+        None => None,
+    };
+    Ok((owner.as_deref() == Some(session.account_id.as_str())).then_some(record))
+}
+
+/// `GET /api/tickets/{reference}[?last_name=]`.
+pub async fn ticket(state: &AppState, req: &Req) -> Result<Response<Body>, ApiError> {
+    let reference = req.param(0).trim().to_ascii_uppercase();
+    let not_found =
+        || ApiError::NotFound("no booking matches this reference (and last name)".into());
+    if reference.is_empty() || reference.len() > 16 {
+        return Err(not_found());
+    }
+    let record = authorised(state, req, &reference)
+        .await?
+        .ok_or_else(not_found)?;
+    if record.status != BookingStatus::Confirmed {
+        return Err(ApiError::Conflict(
+            format!(
+                "booking {reference} is {:?}, not confirmed: it has no valid ticket",
+                record.status
+            )
+            .to_lowercase(),
+        ));
+    }
+    let flight = super::bookings::flight_summary(state, &record.flight_id, record.date);
+    Ok(bytes_response(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        Bytes::from(page(&record, flight.as_ref())),
+    ))
+}
+
+fn page(r: &BookingRecord, f: Option<&crate::api::FlightSummary>) -> String {
+    let reference = escape(&r.reference.0);
+    let passengers: String = r
+        .passengers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            format!(
+                "<tr><td>{}</td><td class=\"passenger\">{} {}</td><td>{}</td></tr>",
+                i + 1,
+                escape(&p.first_name),
+                escape(&p.last_name.to_uppercase()),
+                escape(r.cabin.as_str())
+            )
+        })
+        .collect();
+    let flight = match f {
+        Some(f) => format!(
+            "<p class=\"route\"><span>{}</span> &rarr; <span>{}</span></p>\
+             <dl><dt>Flight</dt><dd id=\"flight-no\">{} {}</dd><dt>Date</dt><dd>{}</dd>\
+             <dt>Departs</dt><dd>{}</dd><dt>Arrives</dt><dd>{} ({})</dd>",
+            escape(&f.origin),
+            escape(&f.destination),
+            escape(&f.airline),
+            escape(&f.flight_no),
+            r.date,
+            escape(&f.departure),
+            escape(&f.arrival),
+            f.arrival_date
+        ),
+        None => format!(
+            "<dl><dt>Flight</dt><dd id=\"flight-no\">{}</dd><dt>Date</dt><dd>{}</dd>",
+            escape(&r.flight_id.0),
+            r.date
+        ),
+    };
+    let code = format!(
+        "{}-{}-{}",
+        r.reference.0,
+        r.flight_id.0,
+        r.date.format("%Y%m%d")
+    );
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>E-ticket {reference}</title>\
+<style>body{{font-family:system-ui,sans-serif;max-width:42rem;margin:2rem auto;color:#111}}\
+.ticket{{border:2px solid #111;border-radius:8px;padding:1.5rem}}h1{{margin:0 0 .5rem}}\
+.ref{{font:700 2rem monospace;letter-spacing:.2em}}.route{{font-size:1.5rem}}dl{{display:grid;grid-template-columns:8rem 1fr}}\
+dt{{font-weight:600}}table{{width:100%;border-collapse:collapse}}td,th{{border-bottom:1px solid #999;padding:.3rem;text-align:left}}\
+.code{{font-family:monospace}}.bars rect{{fill:#111}}\
+@media print{{.noprint{{display:none}}body{{margin:0;max-width:none}}.ticket{{border:1px solid #000;break-inside:avoid}}}}</style></head>\
+<body><main class=\"ticket\" id=\"ticket\"><h1>E-ticket</h1>\
+<p>Booking reference <span class=\"ref\" id=\"reference\">{reference}</span> &middot; status: confirmed</p>\
+{flight}<dt>Cabin</dt><dd>{cabin}</dd><dt>Seats</dt><dd>{seats} in {cabin} (seat numbers at check-in)</dd></dl>\
+<h2>Passengers</h2><table id=\"passengers\"><thead><tr><th>#</th><th>Name</th><th>Cabin</th></tr></thead><tbody>{passengers}</tbody></table>\
+<h2>Boarding code</h2>{bars}<p class=\"code\">{code_text}</p></main>\
+<p class=\"noprint\"><button type=\"button\" onclick=\"window.print()\">Print</button></p></body></html>",
+        cabin = escape(r.cabin.as_str()),
+        seats = r.passengers.len(),
+        bars = bars(&code),
+        code_text = escape(&code),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            super::escape("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+        );
+    }
+}
