@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub rate_per_minute: u32,
     /// The burst allowed above the steady rate (default 20).
     pub rate_burst: u32,
+    /// Serve HTTPS only, with this certificate (`--tls-cert`, `--tls-key`).
+    pub tls: Option<crate::tls::TlsServer>,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +82,7 @@ impl Default for ServerConfig {
             max_stream_lifetime: Duration::from_secs(30 * 60),
             rate_per_minute: 60,
             rate_burst: 20,
+            tls: None,
         }
     }
 }
@@ -92,6 +95,7 @@ impl ServerConfig {
             max_per_client: self.max_connections_per_client,
             header_read_timeout: self.header_read_timeout,
             write_timeout: self.write_timeout,
+            tls: self.tls.clone(),
         }
     }
 }
@@ -111,6 +115,8 @@ pub struct RemoteParticipants {
     pub payments_token: Option<ServiceToken>,
     /// The bearer token of the loyalty service.
     pub loyalty_token: Option<ServiceToken>,
+    /// What `https://` participant URLs are trusted with (`--participant-ca`).
+    pub tls: Option<crate::tls::TlsClient>,
 }
 
 /// Why the server state could not be opened.
@@ -206,23 +212,32 @@ impl AppStateBuilder {
             |e: crate::remote::InvalidBaseUrl| StartupError::ParticipantUrl(e.to_string());
         if let Some(url) = &self.remote.inventory {
             services.inventory = Arc::new(
-                HttpInventory::new(url)
-                    .map_err(url_err)?
-                    .with_token(self.remote.inventory_token.clone()),
+                match &self.remote.tls {
+                    Some(tls) => HttpInventory::with_tls(url, tls),
+                    None => HttpInventory::new(url),
+                }
+                .map_err(url_err)?
+                .with_token(self.remote.inventory_token.clone()),
             );
         }
         if let Some(url) = &self.remote.payments {
             services.payments = Arc::new(
-                HttpPayments::new(url)
-                    .map_err(url_err)?
-                    .with_token(self.remote.payments_token.clone()),
+                match &self.remote.tls {
+                    Some(tls) => HttpPayments::with_tls(url, tls),
+                    None => HttpPayments::new(url),
+                }
+                .map_err(url_err)?
+                .with_token(self.remote.payments_token.clone()),
             );
         }
         if let Some(url) = &self.remote.loyalty {
             services.loyalty = Arc::new(
-                HttpLoyalty::new(url)
-                    .map_err(url_err)?
-                    .with_token(self.remote.loyalty_token.clone()),
+                match &self.remote.tls {
+                    Some(tls) => HttpLoyalty::with_tls(url, tls),
+                    None => HttpLoyalty::new(url),
+                }
+                .map_err(url_err)?
+                .with_token(self.remote.loyalty_token.clone()),
             );
         }
         let store: Arc<dyn saga_engine::Store> = match &self.store_url {
