@@ -1004,7 +1004,7 @@ impl Inner {
                     };
                     (input, Some((name, attempt, took)))
                 }
-                Decision::Sleep { step, until_ms } => {
+                Decision::Sleep { step, until_ms } | Decision::Wait { step, until_ms } => {
                     let wait = Duration::from_millis(until_ms.saturating_sub(self.clock.now_ms()));
                     tokio::select! {
                         // Fixed branch order: a run under a virtual clock repeats exactly.
@@ -1130,6 +1130,11 @@ fn events_for(
         Decision::Finished(status) => Some(EventKind::SagaFinished {
             status,
             reason: rec.state.failure.clone(),
+        }),
+        Decision::Wait { step, until_ms } => Some(EventKind::WaitStarted {
+            step: name(step),
+            signal: None,
+            until_ms,
         }),
         Decision::Sleep { .. } | Decision::AwaitRunning => None,
     };

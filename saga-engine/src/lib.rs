@@ -70,15 +70,18 @@ mod retention;
 pub mod retry;
 #[doc(hidden)]
 pub mod sabotage;
+mod step_fn;
 pub mod store;
 
 pub use async_trait::async_trait;
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
-pub use definition::{SagaDefinition, SagaDefinitionBuilder, Step, StepContext, StepError};
+pub use definition::{
+    SagaDefinition, SagaDefinitionBuilder, Step, StepContext, StepError, StepOrderProblem,
+};
 pub use engine::{Engine, EngineBuilder, UnregisteredSaga};
 pub use error::Error;
 pub use events::{EventKind, SagaEvent};
-pub use machine::{SagaStatus, StepState};
+pub use machine::{SagaStatus, StepClass, StepState};
 pub use retention::{PurgeReport, Retention};
 pub use retry::RetryPolicy;
 #[cfg(feature = "postgres")]
