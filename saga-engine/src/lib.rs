@@ -78,7 +78,7 @@ pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
 pub use definition::{
     SagaDefinition, SagaDefinitionBuilder, Step, StepContext, StepError, StepOrderProblem,
 };
-pub use engine::{Engine, EngineBuilder, UnregisteredSaga};
+pub use engine::{Engine, EngineBuilder, SignalOutcome, UnregisteredSaga};
 pub use error::Error;
 pub use events::{EventKind, SagaEvent};
 pub use machine::{SagaStatus, StepClass, StepState};
@@ -86,7 +86,7 @@ pub use retention::{PurgeReport, Retention};
 pub use retry::RetryPolicy;
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;
-pub use store::{MemoryStore, SagaRecord, SledStore, Store, StoreError};
+pub use store::{MemoryStore, Resumable, SagaRecord, SledStore, Store, StoreError};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

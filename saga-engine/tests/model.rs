@@ -159,3 +159,257 @@ async fn a_failure_after_the_pivot_is_retried_and_parked_never_compensated() {
         vec!["reserve", "capture"]
     );
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Confirmation {
+    code: String,
+}
+
+fn confirm_def(undone: Arc<AtomicU32>, timeout: Duration) -> SagaDefinition<Order> {
+    SagaDefinition::<Order>::builder("confirm", 1)
+        .action("reserve", push("reserve"), undo(undone))
+        .wait_for(
+            "await_confirmation",
+            "confirmed",
+            timeout,
+            |o: &mut Order, c: Confirmation| o.confirmation = Some(c.code),
+        )
+        .pivot("capture", push("capture"))
+        .build()
+        .unwrap()
+}
+
+async fn until_parked(engine: &Engine, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while engine.parked_count() < n {
+        assert!(std::time::Instant::now() < deadline, "saga never parked");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_signal_reaches_the_data_once_and_a_waiting_saga_holds_no_worker() {
+    let undone = Arc::new(AtomicU32::new(0));
+    let engine = Engine::builder(MemoryStore::new())
+        .register(confirm_def(undone.clone(), Duration::from_secs(60)))
+        .open()
+        .await
+        .unwrap();
+    let id = engine
+        .start("confirm", &Order::default(), None)
+        .await
+        .unwrap();
+    until_parked(&engine, 1).await;
+    assert_eq!(engine.running_count(), 0, "a waiting saga has no worker");
+    // A bad payload is refused with a typed error.
+    let bad = engine.signal(&id, "confirmed", "s0", &42).await;
+    assert!(matches!(bad, Err(Error::SignalRefused { .. })), "{bad:?}");
+    let unknown = engine.signal(&id, "nope", "s0", &()).await;
+    assert!(matches!(unknown, Err(Error::SignalRefused { .. })));
+    let c = Confirmation {
+        code: "ok-1".into(),
+    };
+    let first = engine.signal(&id, "confirmed", "s1", &c).await.unwrap();
+    assert_eq!(first, saga_engine::SignalOutcome::Delivered);
+    let rec = engine.wait(&id).await.unwrap();
+    assert_eq!(rec.status(), SagaStatus::Completed);
+    let o: Order = rec.data_as().unwrap();
+    assert_eq!(o.confirmation.as_deref(), Some("ok-1"));
+    assert_eq!(o.log, vec!["reserve", "capture"]);
+    // A repeat of the same signal id is refused as the saga has finished.
+    let again = engine.signal(&id, "confirmed", "s1", &c).await;
+    assert!(matches!(again, Err(Error::SignalRefused { .. })));
+    assert_eq!(undone.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn an_early_signal_is_kept_and_a_duplicate_changes_nothing() {
+    let undone = Arc::new(AtomicU32::new(0));
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let g = gate.clone();
+    let def = SagaDefinition::<Order>::builder("early", 1)
+        .action(
+            "slow",
+            move |_ctx, o: Order| {
+                let g = g.clone();
+                async move {
+                    g.notified().await;
+                    Ok(o)
+                }
+            },
+            undo(undone),
+        )
+        .wait_for(
+            "wait",
+            "go",
+            Duration::from_secs(60),
+            |o: &mut Order, c: Confirmation| o.confirmation = Some(c.code),
+        )
+        .build()
+        .unwrap();
+    let engine = Engine::builder(MemoryStore::new())
+        .register(def)
+        .open()
+        .await
+        .unwrap();
+    let id = engine
+        .start("early", &Order::default(), None)
+        .await
+        .unwrap();
+    let c = Confirmation {
+        code: "early".into(),
+    };
+    assert_eq!(
+        engine.signal(&id, "go", "e1", &c).await.unwrap(),
+        saga_engine::SignalOutcome::Kept
+    );
+    assert_eq!(
+        engine.signal(&id, "go", "e1", &c).await.unwrap(),
+        saga_engine::SignalOutcome::Duplicate
+    );
+    gate.notify_one();
+    let rec = engine.wait(&id).await.unwrap();
+    assert_eq!(rec.status(), SagaStatus::Completed);
+    assert_eq!(
+        rec.data_as::<Order>().unwrap().confirmation.as_deref(),
+        Some("early")
+    );
+}
+
+#[tokio::test]
+async fn a_wait_that_times_out_compensates_and_a_late_signal_is_refused_clearly() {
+    let undone = Arc::new(AtomicU32::new(0));
+    let engine = Engine::builder(MemoryStore::new())
+        .register(confirm_def(undone.clone(), Duration::from_millis(50)))
+        .open()
+        .await
+        .unwrap();
+    let id = engine
+        .start("confirm", &Order::default(), None)
+        .await
+        .unwrap();
+    let rec = engine.wait(&id).await.unwrap();
+    assert_eq!(rec.status(), SagaStatus::Compensated);
+    assert!(rec.state.failure.as_deref().unwrap().contains("timed out"));
+    assert_eq!(undone.load(Ordering::SeqCst), 1);
+    let late = engine
+        .signal(&id, "confirmed", "late", &Confirmation { code: "x".into() })
+        .await;
+    match late {
+        Err(Error::SignalRefused { reason, .. }) => {
+            assert!(reason.contains("finished"), "{reason}")
+        }
+        other => panic!("late signal accepted: {other:?}"),
+    }
+    let history = engine.history(&id).await.unwrap();
+    assert!(history
+        .iter()
+        .any(|e| matches!(e.kind, saga_engine::EventKind::WaitTimedOut { .. })));
+}
+
+#[tokio::test]
+async fn a_waiting_saga_survives_a_restart_and_a_sleep_ends_on_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let undone = Arc::new(AtomicU32::new(0));
+    let id = {
+        let engine = Engine::builder(saga_engine::SledStore::open(dir.path()).unwrap())
+            .register(confirm_def(undone.clone(), Duration::from_secs(60)))
+            .open()
+            .await
+            .unwrap();
+        let id = engine
+            .start("confirm", &Order::default(), None)
+            .await
+            .unwrap();
+        until_parked(&engine, 1).await;
+        engine.shutdown(Duration::from_secs(1)).await;
+        id
+    };
+    let engine = Engine::builder(saga_engine::SledStore::open(dir.path()).unwrap())
+        .register(confirm_def(undone.clone(), Duration::from_secs(60)))
+        .open()
+        .await
+        .unwrap();
+    assert_eq!(engine.parked_count(), 1, "found in the timer index at open");
+    assert_eq!(engine.running_count(), 0);
+    engine
+        .signal(
+            &id,
+            "confirmed",
+            "s1",
+            &Confirmation {
+                code: "after".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let rec = engine.wait(&id).await.unwrap();
+    assert_eq!(rec.status(), SagaStatus::Completed);
+    assert_eq!(
+        rec.data_as::<Order>().unwrap().confirmation.as_deref(),
+        Some("after")
+    );
+
+    let sleepy = SagaDefinition::<Order>::builder("sleepy", 1)
+        .sleep("nap", Duration::from_millis(30))
+        .read_only("after", push("after"))
+        .build()
+        .unwrap();
+    let engine = Engine::builder(MemoryStore::new())
+        .register(sleepy)
+        .open()
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let id = engine
+        .start("sleepy", &Order::default(), None)
+        .await
+        .unwrap();
+    let rec = engine.wait(&id).await.unwrap();
+    assert_eq!(rec.status(), SagaStatus::Completed);
+    assert!(started.elapsed() >= Duration::from_millis(30));
+    assert_eq!(rec.data_as::<Order>().unwrap().log, vec!["after"]);
+}
+
+#[tokio::test]
+async fn a_deadline_before_the_pivot_compensates_and_after_it_flags_overdue() {
+    let undone = Arc::new(AtomicU32::new(0));
+    let before = SagaDefinition::<Order>::builder("late", 1)
+        .deadline(Duration::from_millis(40))
+        .action("reserve", push("reserve"), undo(undone.clone()))
+        .sleep("nap", Duration::from_secs(60))
+        .pivot("capture", push("capture"))
+        .build()
+        .unwrap();
+    let after = SagaDefinition::<Order>::builder("overdue", 1)
+        .deadline(Duration::from_millis(40))
+        .action("reserve", push("reserve"), undo(undone.clone()))
+        .pivot("capture", push("capture"))
+        .sleep("nap", Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let engine = Engine::builder(MemoryStore::new())
+        .register(before)
+        .register(after)
+        .open()
+        .await
+        .unwrap();
+    let a = engine.start("late", &Order::default(), None).await.unwrap();
+    let rec = engine.wait(&a).await.unwrap();
+    assert_eq!(rec.status(), SagaStatus::Compensated);
+    assert!(rec.state.failure.as_deref().unwrap().contains("deadline"));
+    assert_eq!(undone.load(Ordering::SeqCst), 1);
+    let b = engine
+        .start("overdue", &Order::default(), None)
+        .await
+        .unwrap();
+    let rec = engine.wait(&b).await.unwrap();
+    assert_eq!(rec.status(), SagaStatus::Completed);
+    assert!(rec.state.overdue);
+    assert_eq!(undone.load(Ordering::SeqCst), 1);
+    let history = engine.history(&b).await.unwrap();
+    assert!(history.iter().any(|e| matches!(
+        e.kind,
+        saga_engine::EventKind::DeadlinePassed { overdue: true }
+    )));
+}
