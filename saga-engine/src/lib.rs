@@ -72,6 +72,7 @@ pub mod retry;
 pub mod sabotage;
 mod step_fn;
 pub mod store;
+mod typed;
 
 pub use async_trait::async_trait;
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
@@ -87,6 +88,7 @@ pub use retry::RetryPolicy;
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;
 pub use store::{MemoryStore, Resumable, SagaRecord, SledStore, Store, StoreError};
+pub use typed::{Outcome, SagaType};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -413,3 +413,64 @@ async fn a_deadline_before_the_pivot_compensates_and_after_it_flags_overdue() {
         saga_engine::EventKind::DeadlinePassed { overdue: true }
     )));
 }
+
+#[tokio::test]
+async fn a_typed_handle_starts_sagas_and_returns_typed_outcomes() {
+    let undone = Arc::new(AtomicU32::new(0));
+    let def = SagaDefinition::<Order>::builder("typed", 1)
+        .action("a", push("a"), undo(undone.clone()))
+        .action(
+            "b",
+            |_ctx, o: Order| async move {
+                if o.log.iter().any(|l| l == "fail") {
+                    Err(StepError::rejected("no"))
+                } else {
+                    Ok(o)
+                }
+            },
+            undo(undone.clone()),
+        )
+        .build()
+        .unwrap();
+    let (builder, orders) = Engine::builder(MemoryStore::new()).register_typed(def);
+    let engine = builder.open().await.unwrap();
+    let ok = orders.run(&engine, &Order::default(), None).await.unwrap();
+    assert_eq!(ok.status, SagaStatus::Completed);
+    assert_eq!(ok.data.log, vec!["a"]);
+    let input = Order {
+        log: vec!["fail".into()],
+        confirmation: None,
+    };
+    let bad = orders.run(&engine, &input, None).await.unwrap();
+    assert_eq!(bad.status, SagaStatus::Compensated);
+    assert!(bad.failure.unwrap().contains("rejected"));
+    assert_eq!(undone.load(Ordering::SeqCst), 1);
+}
+
+/// A record as the code before saga model v2 wrote it (no signals, no
+/// deadline fields): a saga it started resumes and finishes.
+#[tokio::test]
+async fn a_saga_written_in_the_previous_record_shape_resumes() {
+    let old = r#"{"revision":1,"v":1,"id":"0000000000010000000000000001","definition":"old","version":1,
+      "idempotency_key":null,"input_fingerprint":0,"next_seq":2,"created_at_ms":1,"updated_at_ms":1,
+      "state":{"status":"running","steps":[
+        {"name":"a","state":"succeeded","attempts":1,"compensation_attempts":0,"in_doubt":false,"last_error":null,"wake_at_ms":null},
+        {"name":"b","state":"running","attempts":1,"compensation_attempts":0,"in_doubt":false,"last_error":null,"wake_at_ms":null}],
+        "cancel_requested":false,"failure":null},
+      "data":{"log":["a"],"confirmation":null}}"#;
+    let rec: saga_engine::SagaRecord = serde_json::from_str(old).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = saga_engine::SledStore::open(dir.path()).unwrap();
+    use saga_engine::Store;
+    store.create(&rec, &[]).await.unwrap();
+    let undone = Arc::new(AtomicU32::new(0));
+    let def = SagaDefinition::<Order>::builder("old", 1)
+        .action("a", push("a"), undo(undone.clone()))
+        .action("b", push("b"), undo(undone))
+        .build()
+        .unwrap();
+    let engine = Engine::builder(store).register(def).open().await.unwrap();
+    let done = engine.wait(&rec.id).await.unwrap();
+    assert_eq!(done.status(), SagaStatus::Completed);
+    assert_eq!(done.data_as::<Order>().unwrap().log, vec!["a", "b"]);
+}
