@@ -92,20 +92,25 @@ mod retention;
 pub mod retry;
 #[doc(hidden)]
 pub mod sabotage;
+mod step_fn;
 pub mod store;
+mod typed;
 
 pub use async_trait::async_trait;
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
-pub use definition::{SagaDefinition, SagaDefinitionBuilder, Step, StepContext, StepError};
-pub use engine::{Engine, EngineBuilder, UnregisteredSaga};
+pub use definition::{
+    SagaDefinition, SagaDefinitionBuilder, Step, StepContext, StepError, StepOrderProblem,
+};
+pub use engine::{Engine, EngineBuilder, SignalOutcome, UnregisteredSaga};
 pub use error::Error;
 pub use events::{EventKind, SagaEvent};
-pub use machine::{SagaStatus, StepState};
+pub use machine::{SagaStatus, StepClass, StepState};
 pub use retention::{PurgeReport, Retention};
 pub use retry::RetryPolicy;
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;
-pub use store::{MemoryStore, SagaRecord, SledStore, Store, StoreError};
+pub use store::{MemoryStore, Resumable, SagaRecord, SledStore, Store, StoreError};
+pub use typed::{Outcome, SagaType};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
