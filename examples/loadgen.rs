@@ -269,24 +269,63 @@ async fn main() {
         std::process::exit(1);
     }
     latencies.sort();
-    let line = serde_json::json!({
-        "system": "saga-engine",
-        "scenario": if args.fail_at.is_some() { "throughput_compensate" } else { "throughput" },
-        "concurrency": args.concurrency,
-        "sagas": args.sagas,
-        "sagas_per_s": (args.sagas as f64 / elapsed.as_secs_f64()).round(),
-        "p50_ms": (percentile(&latencies, 0.50) * 1000.0).round() / 1000.0,
-        "p99_ms": (percentile(&latencies, 0.99) * 1000.0).round() / 1000.0,
-        "flushes": flushes,
-        "store": args.store,
-        "open_ms": (open_ms * 100.0).round() / 100.0,
-        "fsync5_ms": fsync5_ms.map(|f| (f * 1000.0).round() / 1000.0),
-        "p50_over_fsync5": fsync5_ms.map(|f| ((percentile(&latencies, 0.50) / f) * 100.0).round() / 100.0),
-        "flushes_per_saga": (flushes as f64 / args.sagas as f64 * 1000.0).round() / 1000.0,
-        "store_sagas": store_sagas,
-        "peak_rss_mb": peak_rss_mb(),
-        "disk_mb": dir_used.as_deref().map(|d| (dir_size(d) as f64 / 1e6 * 10.0).round() / 10.0),
-    });
+    let p50 = percentile(&latencies, 0.50);
+    let round = |x: f64, places: i32| {
+        let f = 10f64.powi(places);
+        (x * f).round() / f
+    };
+    // The first fields keep the order the peer comparison reads them in
+    // (the order serde_json's sorted maps gave them before); new fields go
+    // after them.
+    let fields: Vec<(&str, serde_json::Value)> = vec![
+        ("concurrency", args.concurrency.into()),
+        ("flushes", flushes.into()),
+        ("p50_ms", round(p50, 3).into()),
+        ("p99_ms", round(percentile(&latencies, 0.99), 3).into()),
+        ("sagas", args.sagas.into()),
+        (
+            "sagas_per_s",
+            (args.sagas as f64 / elapsed.as_secs_f64()).round().into(),
+        ),
+        (
+            "scenario",
+            if args.fail_at.is_some() {
+                "throughput_compensate"
+            } else {
+                "throughput"
+            }
+            .into(),
+        ),
+        ("store", args.store.clone().into()),
+        ("system", "saga-engine".into()),
+        (
+            "flushes_per_saga",
+            round(flushes as f64 / args.sagas as f64, 3).into(),
+        ),
+        ("open_ms", round(open_ms, 2).into()),
+        ("store_sagas", store_sagas.into()),
+        ("peak_rss_mb", peak_rss_mb().into()),
+        (
+            "disk_mb",
+            dir_used
+                .as_deref()
+                .map(|d| round(dir_size(d) as f64 / 1e6, 1))
+                .into(),
+        ),
+        ("fsync5_ms", fsync5_ms.map(|f| round(f, 3)).into()),
+        (
+            "p50_over_fsync5",
+            fsync5_ms.map(|f| round(p50 / f, 2)).into(),
+        ),
+    ];
+    let line = format!(
+        "{{{}}}",
+        fields
+            .iter()
+            .map(|(k, v)| format!("{}:{v}", serde_json::Value::from(*k)))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     println!("{line}");
 }
 

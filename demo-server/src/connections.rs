@@ -47,6 +47,9 @@ pub struct ConnLimits {
     pub header_read_timeout: Duration,
     /// How long a write may make no progress before the connection closes.
     pub write_timeout: Duration,
+    /// With a certificate: HTTPS only (the handshake is bounded by the
+    /// header deadline).
+    pub tls: Option<crate::tls::TlsServer>,
 }
 
 /// The address of the client that sent a request (a request extension).
@@ -230,7 +233,7 @@ async fn connection<H, Fut>(
     slot: ConnSlot,
     limits: ConnLimits,
     handler: H,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) where
     H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
@@ -242,10 +245,40 @@ async fn connection<H, Fut>(
         async move { Ok::<_, Infallible>(fut.await) }
     });
     let io = TimedIo::new(stream, limits.write_timeout);
+    match &limits.tls {
+        None => serve_io(TokioIo::new(io), peer, &limits, service, stop).await,
+        Some(tls) => {
+            // The handshake gets the header deadline: a client that opens
+            // a connection and says nothing is cut off as on plain HTTP.
+            match tokio::time::timeout(limits.header_read_timeout, tls.0.accept(io)).await {
+                Ok(Ok(stream)) => {
+                    serve_io(TokioIo::new(stream), peer, &limits, service, stop).await
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+    }
+    drop(slot);
+}
+
+/// Serves HTTP/1 on one connection until it ends or the server stops.
+async fn serve_io<I, S>(
+    io: I,
+    peer: SocketAddr,
+    limits: &ConnLimits,
+    service: S,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = Body> + Send,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .serve_connection(TokioIo::new(io), service);
+        .serve_connection(io, service);
     tokio::pin!(conn);
     let mut stopping = false;
     loop {
@@ -262,7 +295,6 @@ async fn connection<H, Fut>(
             }
         }
     }
-    drop(slot);
 }
 
 /// A stream whose writes fail with `TimedOut` once they have made no
@@ -369,6 +401,7 @@ mod tests {
             max_per_client: per_client,
             header_read_timeout: Duration::from_secs(1),
             write_timeout: Duration::from_secs(1),
+            tls: None,
         }
     }
 

@@ -59,6 +59,7 @@ pub mod server;
 pub mod service_token;
 pub mod sse;
 pub mod state;
+pub mod tls;
 mod ui;
 
 pub use api::ApiError;

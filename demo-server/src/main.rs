@@ -60,6 +60,17 @@ struct Cli {
     /// always kept in the data directory's token file).
     #[arg(long)]
     print_admin_token: bool,
+    /// Serve HTTPS only, with this certificate chain (PEM, leaf first);
+    /// needs `--tls-key`. Plain HTTP is for loopback only.
+    #[arg(long, global = true, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, global = true, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Trust this CA (or self-signed certificate, PEM) for `https://`
+    /// participant URLs.
+    #[arg(long)]
+    participant_ca: Option<PathBuf>,
     /// Seconds a shutdown waits for requests and saga steps under way.
     #[arg(long, default_value_t = 10)]
     shutdown_grace_secs: u64,
@@ -139,19 +150,26 @@ fn run_server(cli: &Cli) -> Fallible {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", cli.addr))?;
         let addr = listener.local_addr()?;
+        let tls = match (&cli.tls_cert, &cli.tls_key) {
+            (Some(cert), Some(key)) => Some(demo_server::tls::TlsServer::from_pem_files(cert, key)?),
+            _ => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         if let Some(role) = cli.role {
             std::fs::create_dir_all(&cli.data_dir)?;
             let token = ServiceToken::for_role(role, cli.service_token_file.as_deref())?;
             let db = open_db(&cli.data_dir)?;
-            let config = RoleConfig::new(role).with_token(token);
+            let mut config = RoleConfig::new(role).with_token(token);
+            config.limits.tls = tls.clone();
             let auth = if config.token.is_some() { "bearer token required" } else { "no token: loopback only" };
-            println!("demo-server: {role} participant listening on http://{addr} ({auth})");
+            println!("demo-server: {role} participant listening on {scheme}://{addr} ({auth})");
             serve_role_with(config, listener, db.clone(), shutdown_signal()).await?;
             tokio::task::spawn_blocking(move || db.flush()).await??;
             return Ok(());
         }
         let config = ServerConfig {
             shutdown_grace: Duration::from_secs(cli.shutdown_grace_secs),
+            tls,
             ..ServerConfig::default()
         };
         let file = cli.service_token_file.as_deref();
@@ -166,6 +184,10 @@ fn run_server(cli: &Cli) -> Fallible {
             inventory_token: token_for(Role::Inventory, &cli.inventory_url)?,
             payments_token: token_for(Role::Payments, &cli.payments_url)?,
             loyalty_token: token_for(Role::Loyalty, &cli.loyalty_url)?,
+            tls: match &cli.participant_ca {
+                Some(ca) => Some(demo_server::tls::TlsClient::trusting_pem_file(ca)?),
+                None => None,
+            },
         };
         let (state, token_source) = AppState::builder(&cli.data_dir)
             .store_url(cli.store.clone())
@@ -216,7 +238,7 @@ fn run_server(cli: &Cli) -> Fallible {
                     .display()
             ),
         }
-        println!("demo-server: listening on http://{addr}");
+        println!("demo-server: listening on {scheme}://{addr}");
         demo_server::serve(listener, state, shutdown_signal()).await;
         Ok(())
     })

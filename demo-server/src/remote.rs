@@ -17,6 +17,7 @@
 
 use crate::roles::{encode_component, AwardBody, CapacityBody, RedeemBody, IDEMPOTENCY_KEY_HEADER};
 use crate::service_token::ServiceToken;
+use crate::tls::TlsClient;
 use async_trait::async_trait;
 use booking_domain::inventory::{
     Hold, HoldLookup, HoldRequest, Inventory, InventoryError, ReleaseOutcome, SeatTotals,
@@ -76,7 +77,7 @@ enum CallError<E> {
 /// The shared HTTP plumbing of the three clients.
 #[derive(Clone)]
 struct Transport {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     /// `scheme://authority[/prefix]`, without a trailing slash.
     base: String,
     timeout: Duration,
@@ -94,7 +95,7 @@ impl fmt::Debug for Transport {
 }
 
 impl Transport {
-    fn new(base_url: &str) -> Result<Self, InvalidBaseUrl> {
+    fn new(base_url: &str, tls: Option<&TlsClient>) -> Result<Self, InvalidBaseUrl> {
         let invalid = |reason: &str| InvalidBaseUrl {
             url: base_url.to_string(),
             reason: reason.to_string(),
@@ -103,21 +104,34 @@ impl Transport {
             .trim()
             .parse()
             .map_err(|e: hyper::http::uri::InvalidUri| invalid(&e.to_string()))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some(_) => return Err(invalid("only http:// is supported")),
+        let scheme = match uri.scheme_str() {
+            Some("http") => "http",
+            Some("https") if tls.is_some() => "https",
+            Some("https") => {
+                return Err(invalid(
+                    "https:// needs the certificate to trust (--participant-ca FILE)",
+                ))
+            }
+            Some(_) => return Err(invalid("only http:// and https:// are supported")),
             None => return Err(invalid("missing scheme, e.g. http://127.0.0.1:7001")),
-        }
+        };
         let authority = uri
             .authority()
             .ok_or_else(|| invalid("missing host and port"))?;
         if uri.query().is_some() {
             return Err(invalid("a base URL takes no query"));
         }
-        let base = format!("http://{authority}{}", uri.path().trim_end_matches('/'));
+        let base = format!("{scheme}://{authority}{}", uri.path().trim_end_matches('/'));
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(DEFAULT_TIMEOUT));
+        connector.enforce_http(false);
+        let tls = tls.cloned().unwrap_or_else(TlsClient::trusting_nothing);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls.0).clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
@@ -273,7 +287,15 @@ macro_rules! client_type {
             /// call.
             pub fn new(base_url: &str) -> Result<Self, InvalidBaseUrl> {
                 Ok($name {
-                    transport: Transport::new(base_url)?,
+                    transport: Transport::new(base_url, None)?,
+                })
+            }
+
+            /// Like `new`, also accepting an `https://` URL whose server
+            /// certificate `tls` trusts.
+            pub fn with_tls(base_url: &str, tls: &TlsClient) -> Result<Self, InvalidBaseUrl> {
+                Ok($name {
+                    transport: Transport::new(base_url, Some(tls))?,
                 })
             }
 

@@ -61,8 +61,9 @@ pub struct ServerConfig {
     pub rate_per_minute: u32,
     /// The burst allowed above the steady rate (default 20).
     pub rate_burst: u32,
-    /// Mark session cookies `Secure` (default off: the demo serves plain
-    /// HTTP; turn it on when a TLS terminator is in front).
+    /// Mark session cookies `Secure` even without [`ServerConfig::tls`]
+    /// (default off; turn it on when a TLS terminator is in front). With
+    /// `tls`, they are always `Secure`.
     pub secure_cookies: bool,
     /// How long a login lasts (default 12 h): the cookie's `Max-Age` and
     /// the session's expiry on the server.
@@ -73,6 +74,8 @@ pub struct ServerConfig {
     /// Failed logins per account (from any address) in a burst, refilled
     /// at this many a minute (default 5).
     pub login_failures_per_account: u32,
+    /// Serve HTTPS only, with this certificate (`--tls-cert`, `--tls-key`).
+    pub tls: Option<crate::tls::TlsServer>,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +99,7 @@ impl Default for ServerConfig {
             session_ttl: Duration::from_secs(12 * 60 * 60),
             login_per_minute: 10,
             login_failures_per_account: 5,
+            tls: None,
         }
     }
 }
@@ -108,6 +112,7 @@ impl ServerConfig {
             max_per_client: self.max_connections_per_client,
             header_read_timeout: self.header_read_timeout,
             write_timeout: self.write_timeout,
+            tls: self.tls.clone(),
         }
     }
 }
@@ -127,6 +132,8 @@ pub struct RemoteParticipants {
     pub payments_token: Option<ServiceToken>,
     /// The bearer token of the loyalty service.
     pub loyalty_token: Option<ServiceToken>,
+    /// What `https://` participant URLs are trusted with (`--participant-ca`).
+    pub tls: Option<crate::tls::TlsClient>,
 }
 
 /// Why the server state could not be opened.
@@ -222,23 +229,32 @@ impl AppStateBuilder {
             |e: crate::remote::InvalidBaseUrl| StartupError::ParticipantUrl(e.to_string());
         if let Some(url) = &self.remote.inventory {
             services.inventory = Arc::new(
-                HttpInventory::new(url)
-                    .map_err(url_err)?
-                    .with_token(self.remote.inventory_token.clone()),
+                match &self.remote.tls {
+                    Some(tls) => HttpInventory::with_tls(url, tls),
+                    None => HttpInventory::new(url),
+                }
+                .map_err(url_err)?
+                .with_token(self.remote.inventory_token.clone()),
             );
         }
         if let Some(url) = &self.remote.payments {
             services.payments = Arc::new(
-                HttpPayments::new(url)
-                    .map_err(url_err)?
-                    .with_token(self.remote.payments_token.clone()),
+                match &self.remote.tls {
+                    Some(tls) => HttpPayments::with_tls(url, tls),
+                    None => HttpPayments::new(url),
+                }
+                .map_err(url_err)?
+                .with_token(self.remote.payments_token.clone()),
             );
         }
         if let Some(url) = &self.remote.loyalty {
             services.loyalty = Arc::new(
-                HttpLoyalty::new(url)
-                    .map_err(url_err)?
-                    .with_token(self.remote.loyalty_token.clone()),
+                match &self.remote.tls {
+                    Some(tls) => HttpLoyalty::with_tls(url, tls),
+                    None => HttpLoyalty::new(url),
+                }
+                .map_err(url_err)?
+                .with_token(self.remote.loyalty_token.clone()),
             );
         }
         let store: Arc<dyn saga_engine::Store> = match &self.store_url {

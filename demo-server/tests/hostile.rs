@@ -1771,11 +1771,18 @@ fn fuzz_seed() -> u64 {
     }
 }
 
+/// A count from the environment, `default` when unset. A count below a
+/// tenth of the default is refused: a knob may make a run longer, never
+/// shrink it to a test that proves nothing.
 fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
+    let floor = default / 10;
+    match std::env::var(name) {
+        Err(_) => default,
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n >= floor => n,
+            _ => panic!("{name}={v:?}: must be a count of at least {floor}"),
+        },
+    }
 }
 
 #[test]

@@ -193,6 +193,7 @@ async fn cluster(tokens: [&str; 3], given: [&str; 3]) -> (Vec<Participant>, Serv
         inventory_token: Some(token(given[0])),
         payments_token: Some(token(given[1])),
         loyalty_token: Some(token(given[2])),
+        tls: None,
     };
     let server = Server::start(ServerConfig::default(), remote).await;
     (ps, server)

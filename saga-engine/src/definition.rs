@@ -1,13 +1,19 @@
-//! How a user declares a saga: a name, a version and ordered steps, each with
-//! a compensation and a retry policy.
+//! How a user declares a saga: a name, a version and ordered steps, each
+//! with its class (compensatable, read-only, pivot, retriable), its kind
+//! (an action, a wait for a signal, a sleep) and its retry policies.
+//!
+//! The builder enforces the model: at most one pivot; before it only
+//! compensatable or read-only steps (and waits), after it only retriable
+//! steps and sleeps. A wrong order is refused with [`crate::Error::StepOrder`].
 //!
 //! Saga data is a user type `D` (serde): every step reads it and may update
 //! it, and the engine persists it after each step, so what one step writes
 //! (a hold id, an authorization code) is what the next step and the
 //! compensations read.
 
-use crate::machine::StepPolicy;
+use crate::machine::{StepClass, StepKind, StepPolicy};
 use crate::retry::RetryPolicy;
+use crate::step_fn::{FnStep, SignalSink, Waiting};
 use crate::SagaId;
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
@@ -79,6 +85,35 @@ pub(crate) struct StepEntry<D> {
     pub(crate) name: String,
     pub(crate) step: Arc<dyn Step<D>>,
     pub(crate) policy: StepPolicy,
+    /// For a signal wait: how its payload reaches the data.
+    pub(crate) sink: Option<SignalSink<D>>,
+}
+
+/// What is wrong with the order or the classes of a definition's steps.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepOrderProblem {
+    /// A second pivot (a saga has at most one point of no return).
+    #[error("a second pivot (the first is {first:?})")]
+    SecondPivot {
+        /// The first pivot's name.
+        first: String,
+    },
+    /// A compensatable or read-only step after the pivot: nothing after the
+    /// pivot is ever compensated, so it must be declared retriable.
+    #[error("a compensatable or read-only step after the pivot (declare it retriable)")]
+    CompensatableAfterPivot,
+    /// A retriable step without a pivot before it.
+    #[error("a retriable step before any pivot (retriable steps follow the pivot)")]
+    RetriableBeforePivot,
+    /// A signal wait after the pivot: its timeout could not be undone.
+    #[error("a signal wait after the pivot (a timeout there could not be compensated)")]
+    WaitAfterPivot,
+    /// A policy setter called before any step (it would apply to nothing).
+    #[error("{setter}() called before any step")]
+    PolicyBeforeAnyStep {
+        /// The setter.
+        setter: &'static str,
+    },
 }
 
 /// A saga: name, version and ordered steps. Build it with [`SagaDefinition::builder`].
@@ -113,6 +148,7 @@ pub struct SagaDefinition<D> {
     pub(crate) name: String,
     pub(crate) version: u32,
     pub(crate) steps: Vec<StepEntry<D>>,
+    pub(crate) deadline: Option<std::time::Duration>,
 }
 
 impl<D> fmt::Debug for SagaDefinition<D> {
@@ -141,6 +177,8 @@ impl<D: Send + Sync + 'static> SagaDefinition<D> {
             steps: Vec::new(),
             default_policy: RetryPolicy::default(),
             default_compensation: RetryPolicy::default().max_attempts(10),
+            deadline: None,
+            misuse: None,
         }
     }
 
@@ -158,6 +196,17 @@ impl<D: Send + Sync + 'static> SagaDefinition<D> {
     pub fn step_names(&self) -> Vec<&str> {
         self.steps.iter().map(|s| s.name.as_str()).collect()
     }
+
+    /// Each step's class, in order.
+    pub fn step_classes(&self) -> Vec<StepClass> {
+        self.steps.iter().map(|s| s.policy.class).collect()
+    }
+
+    /// The overall deadline each saga of this definition gets, counted
+    /// from its start.
+    pub fn deadline(&self) -> Option<std::time::Duration> {
+        self.deadline
+    }
 }
 
 /// Builds a [`SagaDefinition`]. Policy setters apply to the step added last.
@@ -167,6 +216,8 @@ pub struct SagaDefinitionBuilder<D> {
     steps: Vec<StepEntry<D>>,
     default_policy: RetryPolicy,
     default_compensation: RetryPolicy,
+    deadline: Option<std::time::Duration>,
+    misuse: Option<&'static str>,
 }
 
 impl<D: Send + Sync + 'static> SagaDefinitionBuilder<D> {
@@ -183,50 +234,210 @@ impl<D: Send + Sync + 'static> SagaDefinitionBuilder<D> {
         self
     }
 
-    /// Appends a step.
-    pub fn step(mut self, name: impl Into<String>, step: impl Step<D>) -> Self {
-        self.steps.push(StepEntry {
-            name: name.into(),
-            step: Arc::new(step),
-            policy: StepPolicy {
-                forward: self.default_policy.clone(),
-                compensation: self.default_compensation.clone(),
-            },
-        });
+    /// Gives every saga of this definition an overall deadline, counted
+    /// from its start. Passed before the pivot, the saga compensates with a
+    /// reason that says so; passed after it, the saga goes on and is
+    /// flagged overdue.
+    pub fn deadline(mut self, within: std::time::Duration) -> Self {
+        self.deadline = Some(within);
         self
     }
 
-    /// Appends a step given as an `Arc` (to share one participant between steps).
-    pub fn step_arc(mut self, name: impl Into<String>, step: Arc<dyn Step<D>>) -> Self {
+    fn push(
+        mut self,
+        name: String,
+        step: Arc<dyn Step<D>>,
+        class: StepClass,
+        kind: StepKind,
+    ) -> Self {
         self.steps.push(StepEntry {
-            name: name.into(),
+            name,
             step,
             policy: StepPolicy {
                 forward: self.default_policy.clone(),
                 compensation: self.default_compensation.clone(),
+                class,
+                kind,
             },
+            sink: None,
         });
         self
     }
 
-    /// Sets the forward retry policy of the step added last.
+    /// Appends a compensatable step.
+    pub fn step(self, name: impl Into<String>, step: impl Step<D>) -> Self {
+        self.push(
+            name.into(),
+            Arc::new(step),
+            StepClass::Compensatable,
+            StepKind::Action,
+        )
+    }
+
+    /// Appends a compensatable step given as an `Arc` (to share one participant between steps).
+    pub fn step_arc(self, name: impl Into<String>, step: Arc<dyn Step<D>>) -> Self {
+        self.push(
+            name.into(),
+            step,
+            StepClass::Compensatable,
+            StepKind::Action,
+        )
+    }
+
+    /// Appends a step of the given class (a trait step whose compensation
+    /// is never called unless it is [`StepClass::Compensatable`]).
+    pub fn step_as(self, name: impl Into<String>, class: StepClass, step: impl Step<D>) -> Self {
+        self.push(name.into(), Arc::new(step), class, StepKind::Action)
+    }
+
+    /// Appends a compensatable step from two closures over the owned data:
+    /// `run` returns the (updated) data, `compensate` undoes the effect.
+    ///
+    /// ```
+    /// # use saga_engine::{SagaDefinition, StepError};
+    /// let def = SagaDefinition::<u32>::builder("count", 1)
+    ///     .action("add", |_ctx, n| async move { Ok(n + 1) }, |_ctx, _n| async move { Ok(()) })
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = def;
+    /// ```
+    pub fn action<R, RF, C, CF>(self, name: impl Into<String>, run: R, compensate: C) -> Self
+    where
+        R: Fn(StepContext, D) -> RF + Send + Sync + 'static,
+        RF: std::future::Future<Output = Result<D, StepError>> + Send + 'static,
+        C: Fn(StepContext, D) -> CF + Send + Sync + 'static,
+        CF: std::future::Future<Output = Result<(), StepError>> + Send + 'static,
+        D: Clone,
+    {
+        let step = FnStep::new(run, Some(compensate));
+        self.push(
+            name.into(),
+            Arc::new(step),
+            StepClass::Compensatable,
+            StepKind::Action,
+        )
+    }
+
+    /// Appends a step with nothing to undo before the pivot (a read, a
+    /// check), from a closure.
+    pub fn read_only<R, RF>(self, name: impl Into<String>, run: R) -> Self
+    where
+        R: Fn(StepContext, D) -> RF + Send + Sync + 'static,
+        RF: std::future::Future<Output = Result<D, StepError>> + Send + 'static,
+        D: Clone,
+    {
+        self.push(
+            name.into(),
+            Arc::new(FnStep::run_only(run)),
+            StepClass::ReadOnly,
+            StepKind::Action,
+        )
+    }
+
+    /// Appends the pivot, from a closure: once it has succeeded the saga
+    /// only moves forward; if it is rejected, the steps before it are
+    /// compensated; in doubt past its policy, the saga is parked stuck
+    /// forward (an operator retry runs it again with the same key).
+    pub fn pivot<R, RF>(self, name: impl Into<String>, run: R) -> Self
+    where
+        R: Fn(StepContext, D) -> RF + Send + Sync + 'static,
+        RF: std::future::Future<Output = Result<D, StepError>> + Send + 'static,
+        D: Clone,
+    {
+        self.push(
+            name.into(),
+            Arc::new(FnStep::run_only(run)),
+            StepClass::Pivot,
+            StepKind::Action,
+        )
+    }
+
+    /// Appends a retriable step after the pivot, from a closure: retried
+    /// until it succeeds, parked stuck forward past its policy, never
+    /// compensated.
+    pub fn retriable<R, RF>(self, name: impl Into<String>, run: R) -> Self
+    where
+        R: Fn(StepContext, D) -> RF + Send + Sync + 'static,
+        RF: std::future::Future<Output = Result<D, StepError>> + Send + 'static,
+        D: Clone,
+    {
+        self.push(
+            name.into(),
+            Arc::new(FnStep::run_only(run)),
+            StepClass::Retriable,
+            StepKind::Action,
+        )
+    }
+
+    /// Appends a durable wait for the signal `signal` (see
+    /// [`crate::Engine::signal`]): the saga holds no worker while it waits;
+    /// `deliver` moves the signal's payload `P` into the data. Not
+    /// signalled within `timeout`, the step is rejected (timed out) and the
+    /// saga compensates. A signal that arrives before the wait begins is
+    /// kept for it.
+    pub fn wait_for<P, F>(
+        mut self,
+        name: impl Into<String>,
+        signal: impl Into<String>,
+        timeout: std::time::Duration,
+        deliver: F,
+    ) -> Self
+    where
+        P: serde::de::DeserializeOwned + 'static,
+        F: Fn(&mut D, P) + Send + Sync + 'static,
+    {
+        let kind = StepKind::Signal {
+            name: signal.into(),
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        self = self.push(name.into(), Arc::new(Waiting), StepClass::ReadOnly, kind);
+        if let Some(last) = self.steps.last_mut() {
+            last.sink = Some(SignalSink::new(deliver));
+        }
+        self
+    }
+
+    /// Appends a durable sleep of `duration` (the saga holds no worker
+    /// meanwhile). Allowed anywhere, the pivot's far side included.
+    pub fn sleep(self, name: impl Into<String>, duration: std::time::Duration) -> Self {
+        let after_pivot = self
+            .steps
+            .iter()
+            .any(|s| s.policy.class == StepClass::Pivot);
+        let class = if after_pivot {
+            StepClass::Retriable
+        } else {
+            StepClass::ReadOnly
+        };
+        let kind = StepKind::Sleep {
+            for_ms: duration.as_millis() as u64,
+        };
+        self.push(name.into(), Arc::new(Waiting), class, kind)
+    }
+
+    /// Sets the forward retry policy of the step added last (refused by
+    /// `build` if there is none yet).
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        if let Some(s) = self.steps.last_mut() {
-            s.policy.forward = policy;
+        match self.steps.last_mut() {
+            Some(s) => s.policy.forward = policy,
+            None => self.misuse = self.misuse.or(Some("retry")),
         }
         self
     }
 
-    /// Sets the compensation retry policy of the step added last.
+    /// Sets the compensation retry policy of the step added last (refused
+    /// by `build` if there is none yet).
     pub fn compensation_retry(mut self, policy: RetryPolicy) -> Self {
-        if let Some(s) = self.steps.last_mut() {
-            s.policy.compensation = policy;
+        match self.steps.last_mut() {
+            Some(s) => s.policy.compensation = policy,
+            None => self.misuse = self.misuse.or(Some("compensation_retry")),
         }
         self
     }
 
-    /// Checks and builds the definition: at least one step, unique non-empty
-    /// step names, a non-empty name.
+    /// Checks and builds the definition: a non-empty name, at least one
+    /// step, unique non-empty step names, and the step order of the model
+    /// (see the module docs).
     pub fn build(self) -> Result<SagaDefinition<D>, crate::Error> {
         let invalid = |reason: String| crate::Error::InvalidDefinition {
             name: self.name.clone(),
@@ -247,11 +458,63 @@ impl<D: Send + Sync + 'static> SagaDefinitionBuilder<D> {
                 return Err(invalid(format!("step name {:?} is used twice", s.name)));
             }
         }
+        let order = |step: &str, problem: StepOrderProblem| crate::Error::StepOrder {
+            name: self.name.clone(),
+            step: step.to_string(),
+            problem,
+        };
+        if let Some(setter) = self.misuse {
+            let first = self.steps[0].name.clone();
+            return Err(order(
+                &first,
+                StepOrderProblem::PolicyBeforeAnyStep { setter },
+            ));
+        }
+        let mut pivot: Option<&str> = None;
+        for s in &self.steps {
+            let class = s.policy.class;
+            match (pivot, class) {
+                (Some(first), StepClass::Pivot) => {
+                    return Err(order(
+                        &s.name,
+                        StepOrderProblem::SecondPivot {
+                            first: first.into(),
+                        },
+                    ))
+                }
+                (None, StepClass::Pivot) => pivot = Some(&s.name),
+                (None, StepClass::Retriable)
+                    if !matches!(s.policy.kind, StepKind::Sleep { .. }) =>
+                {
+                    return Err(order(&s.name, StepOrderProblem::RetriableBeforePivot))
+                }
+                (Some(_), _) if matches!(s.policy.kind, StepKind::Signal { .. }) => {
+                    return Err(order(&s.name, StepOrderProblem::WaitAfterPivot))
+                }
+                (Some(_), StepClass::Compensatable | StepClass::ReadOnly) => {
+                    return Err(order(&s.name, StepOrderProblem::CompensatableAfterPivot))
+                }
+                _ => {}
+            }
+        }
         Ok(SagaDefinition {
             name: self.name,
             version: self.version,
             steps: self.steps,
+            deadline: self.deadline,
         })
+    }
+
+    /// Builds without checking the step order (for tests that must plant a
+    /// malformed saga, e.g. the simulation's own defect checks).
+    #[doc(hidden)]
+    pub fn build_unchecked(self) -> SagaDefinition<D> {
+        SagaDefinition {
+            name: self.name,
+            version: self.version,
+            steps: self.steps,
+            deadline: self.deadline,
+        }
     }
 }
 
@@ -262,6 +525,17 @@ pub(crate) trait ErasedDefinition: Send + Sync {
     fn version(&self) -> u32;
     fn step_names(&self) -> Vec<String>;
     fn policies(&self) -> &[StepPolicy];
+    fn deadline(&self) -> Option<std::time::Duration>;
+    /// Checks that `payload` fits the signal wait `step` (so a bad payload
+    /// is refused at delivery, not found later).
+    fn check_signal(&self, step: usize, payload: &serde_json::Value) -> Result<(), String>;
+    /// Moves a signal's payload into the data.
+    fn deliver(
+        &self,
+        step: usize,
+        data: &mut serde_json::Value,
+        payload: serde_json::Value,
+    ) -> Result<(), String>;
     async fn run(
         &self,
         step: usize,
@@ -312,6 +586,31 @@ where
     }
     fn policies(&self) -> &[StepPolicy] {
         &self.policies
+    }
+    fn deadline(&self) -> Option<std::time::Duration> {
+        self.def.deadline
+    }
+    fn check_signal(&self, step: usize, payload: &serde_json::Value) -> Result<(), String> {
+        match self.def.steps.get(step).and_then(|s| s.sink.as_ref()) {
+            Some(sink) => sink.check(payload),
+            None => Ok(()),
+        }
+    }
+    fn deliver(
+        &self,
+        step: usize,
+        data: &mut serde_json::Value,
+        payload: serde_json::Value,
+    ) -> Result<(), String> {
+        let Some(sink) = self.def.steps.get(step).and_then(|s| s.sink.as_ref()) else {
+            return Ok(());
+        };
+        let mut typed: D =
+            D::deserialize(&*data).map_err(|e| format!("saga data does not decode: {e}"))?;
+        sink.deliver(&mut typed, payload)?;
+        *data =
+            serde_json::to_value(&typed).map_err(|e| format!("saga data does not encode: {e}"))?;
+        Ok(())
     }
     async fn run(
         &self,

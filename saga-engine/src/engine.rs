@@ -27,6 +27,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+mod waits;
+pub use waits::SignalOutcome;
+
 /// A saga found in the store whose definition (name, version and steps) is
 /// not registered in this engine. It is left untouched.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +45,10 @@ pub struct UnregisteredSaga {
 }
 
 const START_STRIPES: usize = 1024;
+const SAGA_STRIPES: usize = 1024;
+/// How often a request looks again for a saga moving between a worker and
+/// the parked state before it reports the saga as not runnable.
+const HANDOVER_TRIES: usize = 50;
 
 /// Configures and opens an [`Engine`].
 pub struct EngineBuilder {
@@ -152,6 +159,11 @@ impl EngineBuilder {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             retention: self.retention,
+            timers: Mutex::new(std::collections::BTreeSet::new()),
+            timer_wake: Arc::new(tokio::sync::Notify::new()),
+            saga_locks: (0..SAGA_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         });
         if inner.store.is_shared() {
             // Several processes share the store: take what nobody holds,
@@ -162,16 +174,21 @@ impl EngineBuilder {
             }
             tokio::spawn(inner.clone().lease_loop());
         } else {
-            let active = inner.store.list_active().await?;
+            // Sagas in a durable wait are not loaded: their id and wake
+            // time go to the timer index, and a timer task wakes them.
+            let resumable = inner.store.list_resumable().await?;
             let mut resumed = 0usize;
-            for rec in active {
+            for rec in resumable.now {
                 if inner.resume_or_report(rec) {
                     resumed += 1;
                 }
             }
-            if resumed > 0 {
-                tracing::info!(resumed, "resumed sagas that were in flight");
+            let parked = resumable.parked.len();
+            inner.park_many(resumable.parked);
+            if resumed > 0 || parked > 0 {
+                tracing::info!(resumed, parked, "resumed sagas that were in flight");
             }
+            tokio::spawn(inner.clone().timer_loop());
         }
         if inner.retention.is_some() {
             tokio::spawn(inner.clone().retention_loop());
@@ -217,6 +234,14 @@ struct Inner {
     start_locks: Vec<tokio::sync::Mutex<()>>,
     /// What finished sagas are purged after, if anything.
     retention: Option<Retention>,
+    /// Sagas parked in a durable wait, by wake time: all a waiting saga
+    /// costs in memory (it has no worker).
+    timers: Mutex<std::collections::BTreeSet<(u64, SagaId)>>,
+    /// Wakes the timer task when an earlier timer is added.
+    timer_wake: Arc<tokio::sync::Notify>,
+    /// Serialises hand-overs of one saga between a worker and the parked
+    /// state (park, wake, a signal or cancel for a parked saga), by stripe.
+    saga_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 struct Worker {
@@ -232,6 +257,21 @@ enum Control {
         reason: String,
         ack: oneshot::Sender<Result<(), Error>>,
     },
+    Signal {
+        signal_id: String,
+        name: String,
+        payload: serde_json::Value,
+        ack: oneshot::Sender<Result<SignalOutcome, Error>>,
+    },
+}
+
+/// How a worker ended.
+enum Exit {
+    /// Finished, stopped by shutdown, or handed over elsewhere.
+    Done,
+    /// The saga entered a durable wait until this time: the worker goes
+    /// away and the timer index holds the saga.
+    Parked(u64),
 }
 
 impl Engine {
@@ -304,15 +344,18 @@ impl Engine {
                 expires_at_ms: now + inner.lease_ttl_ms,
             }),
         };
-        let decision = rec
-            .state
-            .apply(def.policies(), Input::Start, inner.ctx(now))?;
+        rec.state.deadline_ms = def
+            .deadline()
+            .map(|d| now.saturating_add(d.as_millis() as u64));
+        let (decision, model) = inner.step(&*def, &mut rec, Input::Start, now)?;
         let events = events_for(
             &mut rec,
             Some(EventKind::SagaStarted {
                 definition: def.name().to_string(),
                 version,
-            }),
+            })
+            .into_iter()
+            .chain(model),
             decision,
             now,
         );
@@ -371,48 +414,75 @@ impl Engine {
         Ok(self.inner.store.durable().await?)
     }
 
-    /// Waits until the saga reaches a terminal status and returns its record.
+    /// Waits until the saga reaches a terminal status and returns its
+    /// record (through any number of durable waits).
     pub async fn wait(&self, id: &SagaId) -> Result<SagaRecord, Error> {
-        let mut rx = self.inner.lock_workers().get(id).map(|w| w.outcome.clone());
-        if rx.is_none() {
-            // Found by its key (a replayed start), the saga may be written
-            // while its start has not yet registered the worker: that start
-            // holds the key's stripe lock until it has.
-            if let Some(k) = self
-                .inner
-                .store
-                .get(id)
-                .await?
-                .filter(|r| !r.status().is_terminal())
-                .and_then(|r| r.idempotency_key)
+        let mut shutdown = self.inner.shutdown.subscribe();
+        loop {
+            // Subscribed before looking, so nothing that happens after the
+            // look is missed.
+            let mut events = self.inner.events.subscribe();
+            let mut rx = self.inner.lock_workers().get(id).map(|w| w.outcome.clone());
+            if rx.is_none() {
+                // Found by its key (a replayed start), the saga may be written
+                // while its start has not yet registered the worker: that start
+                // holds the key's stripe lock until it has.
+                if let Some(k) = self
+                    .inner
+                    .store
+                    .get(id)
+                    .await?
+                    .filter(|r| !r.status().is_terminal())
+                    .and_then(|r| r.idempotency_key)
+                {
+                    let _registered = self.inner.start_lock(&k).await;
+                    rx = self.inner.lock_workers().get(id).map(|w| w.outcome.clone());
+                }
+            }
+            if let Some(mut rx) = rx {
+                // The sender is dropped when the worker exits (finished, shut
+                // down, parked or failed); the record tells which.
+                let _ = rx.wait_for(|s| s.is_some()).await;
+            }
+            let mut rec = self.status(id).await?;
+            if self.inner.store.is_shared() {
+                // Another process may own it (or take it over): watch the store.
+                while !rec.status().is_terminal()
+                    && !self.inner.shutting_down.load(Ordering::SeqCst)
+                    && self.inner.definition_for(&rec).is_ok()
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    rec = self.status(id).await?;
+                }
+            }
+            if rec.status().is_terminal() {
+                return Ok(rec);
+            }
+            let parked =
+                rec.state.parked_until().is_some() || self.inner.lock_workers().contains_key(id);
+            if !parked
+                || self.inner.shutting_down.load(Ordering::SeqCst)
+                || self.inner.store.is_shared()
+                || self.inner.definition_for(&rec).is_err()
             {
-                let _registered = self.inner.start_lock(&k).await;
-                rx = self.inner.lock_workers().get(id).map(|w| w.outcome.clone());
+                return Err(self.inner.not_runnable(
+                    &rec,
+                    "wait: no worker runs it (engine shutting down or storage failed)",
+                ));
+            }
+            // Parked in a durable wait: the next event of this saga (its
+            // wake, a signal, a cancel) is the moment to look again.
+            loop {
+                tokio::select! {
+                    e = events.recv() => match e {
+                        Ok(e) if &e.saga_id == id => break,
+                        Ok(_) => continue,
+                        Err(_) => break,
+                    },
+                    _ = shutdown.changed() => break,
+                }
             }
         }
-        if let Some(mut rx) = rx {
-            // The sender is dropped when the worker exits (finished, shut
-            // down or failed); the record tells which.
-            let _ = rx.wait_for(|s| s.is_some()).await;
-        }
-        let mut rec = self.status(id).await?;
-        if self.inner.store.is_shared() {
-            // Another process may own it (or take it over): watch the store.
-            while !rec.status().is_terminal()
-                && !self.inner.shutting_down.load(Ordering::SeqCst)
-                && self.inner.definition_for(&rec).is_ok()
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                rec = self.status(id).await?;
-            }
-        }
-        if rec.status().is_terminal() {
-            return Ok(rec);
-        }
-        Err(self.inner.not_runnable(
-            &rec,
-            "wait: no worker runs it (engine shutting down or storage failed)",
-        ))
     }
 
     /// The saga's current record.
@@ -451,19 +521,28 @@ impl Engine {
     /// way finishes first (and is compensated). Returns once the request is
     /// durable.
     pub async fn cancel(&self, id: &SagaId, reason: &str) -> Result<(), Error> {
-        let tx = self.inner.lock_workers().get(id).map(|w| w.control.clone());
-        if let Some(tx) = tx {
-            let (ack, rx) = oneshot::channel();
-            if tx
-                .send(Control::Cancel {
-                    reason: reason.to_string(),
-                    ack,
-                })
-                .is_ok()
-            {
-                if let Ok(r) = rx.await {
-                    return r;
+        for _ in 0..HANDOVER_TRIES {
+            let tx = self.inner.lock_workers().get(id).map(|w| w.control.clone());
+            if let Some(tx) = tx {
+                let (ack, rx) = oneshot::channel();
+                if tx
+                    .send(Control::Cancel {
+                        reason: reason.to_string(),
+                        ack,
+                    })
+                    .is_ok()
+                {
+                    if let Ok(r) = rx.await {
+                        return r;
+                    }
                 }
+                // The worker went away (parked, finished): look again.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            match self.inner.cancel_parked(id, reason).await? {
+                Some(r) => return r,
+                None => continue,
             }
         }
         // No worker (any more): say why.
@@ -500,10 +579,15 @@ impl Engine {
             .definition_for(&rec)
             .map_err(|_| self.inner.not_runnable(&rec, "retry"))?;
         let now = self.inner.clock.now_ms();
-        let decision =
-            rec.state
-                .apply(def.policies(), Input::OperatorRetry, self.inner.ctx(now))?;
-        let events = events_for(&mut rec, Some(EventKind::OperatorRetry), decision, now);
+        let (decision, model) = self
+            .inner
+            .step(&*def, &mut rec, Input::OperatorRetry, now)?;
+        let events = events_for(
+            &mut rec,
+            std::iter::once(EventKind::OperatorRetry).chain(model),
+            decision,
+            now,
+        );
         rec.revision += 1;
         self.inner.store.update(&rec, &events).await?;
         self.inner.publish(events);
@@ -536,6 +620,12 @@ impl Engine {
     /// Sagas in the store that this engine cannot run (unregistered definition).
     pub fn unregistered(&self) -> Vec<UnregisteredSaga> {
         self.inner.lock_unregistered().clone()
+    }
+
+    /// Sagas parked in a durable wait in this process right now: they have
+    /// no worker, only an entry in the timer index.
+    pub fn parked_count(&self) -> usize {
+        self.inner.lock_timers().len()
     }
 
     /// Sagas with a worker in this process right now.
@@ -837,14 +927,31 @@ impl Inner {
         let generation = rec.lease.as_ref().map_or(0, |l| l.generation);
         let task = tokio::spawn(
             async move {
-                let result = inner.clone().drive(def, rec, first, ctl_rx, &out_tx).await;
-                match result {
+                let mut ctl_rx = ctl_rx;
+                let result = inner.clone().drive(def, rec, first, &mut ctl_rx, &out_tx).await;
+                let _parking = match result {
                     Err(Error::Store(StoreError::Conflict { .. })) if inner.store.is_shared() => {
                         tracing::info!("saga taken over by another process; worker stops");
+                        None
                     }
-                    Err(e) => tracing::error!(error = %e, "saga worker stopped; the saga resumes at the next open"),
-                    Ok(()) => {}
-                }
+                    Err(e) => {
+                        tracing::error!(error = %e, "saga worker stopped; the saga resumes at the next open");
+                        None
+                    }
+                    Ok(Exit::Done) => None,
+                    Ok(Exit::Parked(until)) => {
+                        // Hand the saga to the timer index under its lock,
+                        // so a signal or a timer cannot find it with
+                        // neither a worker nor a timer. Control messages
+                        // still queued are dropped: their senders see the
+                        // worker gone and retry on the parked saga.
+                        let guard = inner.saga_lock(&id).await;
+                        ctl_rx.close();
+                        while ctl_rx.try_recv().is_ok() {}
+                        inner.park(id.clone(), until);
+                        Some(guard)
+                    }
+                };
                 // Only our own entry: a newer worker may have replaced it
                 // after a takeover.
                 let mut workers = inner.lock_workers();
@@ -881,16 +988,21 @@ impl Inner {
         def: Arc<dyn ErasedDefinition>,
         mut rec: SagaRecord,
         first: Option<Input>,
-        mut control: mpsc::UnboundedReceiver<Control>,
+        control: &mut mpsc::UnboundedReceiver<Control>,
         outcome: &watch::Sender<Option<SagaStatus>>,
-    ) -> Result<(), Error> {
+    ) -> Result<Exit, Error> {
         let policies = def.policies();
         let mut shutdown = self.shutdown.subscribe();
         let mut decision = match first {
             Some(input) => {
                 let now = self.clock.now_ms();
-                let d = rec.state.apply(policies, input, self.ctx(now))?;
-                let events = events_for(&mut rec, Some(EventKind::Resumed), d, now);
+                let (d, model) = self.step(&*def, &mut rec, input, now)?;
+                let events = events_for(
+                    &mut rec,
+                    std::iter::once(EventKind::Resumed).chain(model),
+                    d,
+                    now,
+                );
                 self.commit(&mut rec, events).await?;
                 d
             }
@@ -899,12 +1011,16 @@ impl Inner {
         loop {
             if *shutdown.borrow() && !matches!(decision, Decision::Finished(_)) {
                 tracing::debug!("shutting down; the saga resumes at the next open");
-                return Ok(());
+                return Ok(Exit::Done);
             }
             let (input, prior) = match decision {
                 Decision::Finished(status) => {
                     let _ = outcome.send(Some(status));
-                    return Ok(());
+                    return Ok(Exit::Done);
+                }
+                Decision::Wait { until_ms, .. } if !self.store.is_shared() => {
+                    // A durable wait: no worker holds the saga meanwhile.
+                    return Ok(Exit::Parked(until_ms));
                 }
                 Decision::AwaitRunning => {
                     // Only produced for a cancel while a step runs, which the
@@ -964,9 +1080,9 @@ impl Inner {
                                 biased;
                                 r = &mut call => break r,
                                 Some(c) = control.recv() => {
-                                    let Control::Cancel { reason, ack } = c;
-                                    let r = self.record_cancel(&mut rec, policies, reason).await.map(|_| ());
-                                    let _ = ack.send(r);
+                                    // The running step goes on; what the
+                                    // control changed takes effect when it returns.
+                                    self.control(&*def, &mut rec, c).await?;
                                 }
                             }
                         }
@@ -1004,24 +1120,22 @@ impl Inner {
                     };
                     (input, Some((name, attempt, took)))
                 }
-                Decision::Sleep { step, until_ms } => {
+                Decision::Sleep { step, until_ms } | Decision::Wait { step, until_ms } => {
                     let wait = Duration::from_millis(until_ms.saturating_sub(self.clock.now_ms()));
                     tokio::select! {
                         // Fixed branch order: a run under a virtual clock repeats exactly.
                         biased;
                         _ = tokio::time::sleep(wait) => (Input::TimerFired { step }, None),
                         Some(c) = control.recv() => {
-                            let Control::Cancel { reason, ack } = c;
-                            match self.record_cancel(&mut rec, policies, reason).await {
-                                Ok(d) => {
-                                    let _ = ack.send(Ok(()));
+                            match self.control(&*def, &mut rec, c).await {
+                                Ok(Some(d)) => {
                                     decision = d;
                                     continue;
                                 }
+                                Ok(None) => continue,
                                 Err(e) => {
-                                    tracing::error!(error = %e, "could not record a cancel; worker stops");
-                                    let _ = ack.send(Err(e));
-                                    return Ok(());
+                                    tracing::error!(error = %e, "could not record a control request; worker stops");
+                                    return Ok(Exit::Done);
                                 }
                             }
                         }
@@ -1030,40 +1144,106 @@ impl Inner {
                 }
             };
             let now = self.clock.now_ms();
-            let next = rec.state.apply(policies, input.clone(), self.ctx(now))?;
+            let (next, model) = self.step(&*def, &mut rec, input.clone(), now)?;
             let outcome_event = prior
                 .and_then(|(name, attempt, took)| outcome_event(&input, name, attempt, took, next));
-            let events = events_for(&mut rec, outcome_event, next, now);
+            let events = events_for(&mut rec, outcome_event.into_iter().chain(model), next, now);
             self.commit(&mut rec, events).await?;
             decision = next;
         }
     }
 
-    /// Applies and persists a cancel request; returns the new decision.
-    async fn record_cancel(
+    /// Applies and persists a control request that reached the worker,
+    /// answering its sender. `Ok(Some(d))`: applied, `d` is what to do
+    /// next; `Ok(None)`: refused (nothing changed); `Err`: the store failed.
+    async fn control(
         &self,
+        def: &dyn ErasedDefinition,
         rec: &mut SagaRecord,
-        policies: &[crate::machine::StepPolicy],
-        reason: String,
-    ) -> Result<Decision, Error> {
+        c: Control,
+    ) -> Result<Option<Decision>, Error> {
         let now = self.clock.now_ms();
-        let mut next = rec.clone();
-        let d = next.state.apply(
-            policies,
-            Input::Cancel {
-                reason: reason.clone(),
+        match c {
+            Control::Cancel { reason, ack } => {
+                let mut next = rec.clone();
+                let r = self.step(
+                    def,
+                    &mut next,
+                    Input::Cancel {
+                        reason: reason.clone(),
+                    },
+                    now,
+                );
+                let (d, model) = match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        let _ = ack.send(Err(self.refusal(rec, e, "cancel")));
+                        return Ok(None);
+                    }
+                };
+                let events = events_for(
+                    &mut next,
+                    std::iter::once(EventKind::CancelRequested { reason }).chain(model),
+                    d,
+                    now,
+                );
+                match self.commit(&mut next, events).await {
+                    Ok(()) => {
+                        *rec = next;
+                        let _ = ack.send(Ok(()));
+                        Ok(Some(d))
+                    }
+                    Err(e) => {
+                        let _ = ack.send(Err(Error::Store(StoreError::Io(e.to_string()))));
+                        Err(e)
+                    }
+                }
+            }
+            Control::Signal {
+                signal_id,
+                name,
+                payload,
+                ack,
+            } => {
+                let mut next = rec.clone();
+                match self.signal_in(def, &mut next, &signal_id, &name, payload, now) {
+                    Ok((SignalOutcome::Duplicate, _, _)) => {
+                        let _ = ack.send(Ok(SignalOutcome::Duplicate));
+                        Ok(None)
+                    }
+                    Ok((outcome, d, events)) => match self.commit(&mut next, events).await {
+                        Ok(()) => {
+                            *rec = next;
+                            let _ = ack.send(Ok(outcome));
+                            Ok(Some(d))
+                        }
+                        Err(e) => {
+                            let _ = ack.send(Err(Error::Store(StoreError::Io(e.to_string()))));
+                            Err(e)
+                        }
+                    },
+                    Err(e) => {
+                        let _ = ack.send(Err(e));
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+
+    /// A machine refusal as the caller's error.
+    fn refusal(&self, rec: &SagaRecord, e: Error, operation: &'static str) -> Error {
+        match e {
+            Error::Machine(crate::machine::MachineError::PastPivot { .. }) => Error::InvalidState {
+                id: rec.id.clone(),
+                status: rec.status(),
+                operation: match operation {
+                    "cancel" => "cancel: the saga is past its pivot and only moves forward",
+                    _ => operation,
+                },
             },
-            self.ctx(now),
-        )?;
-        let events = events_for(
-            &mut next,
-            Some(EventKind::CancelRequested { reason }),
-            d,
-            now,
-        );
-        self.commit(&mut next, events).await?;
-        *rec = next;
-        Ok(d)
+            e => e,
+        }
     }
 }
 
@@ -1112,7 +1292,7 @@ fn outcome_event(
 /// decision starts. Assigns sequence numbers and bumps the record's clock.
 fn events_for(
     rec: &mut SagaRecord,
-    happened: Option<EventKind>,
+    happened: impl IntoIterator<Item = EventKind>,
     decision: Decision,
     now: u64,
 ) -> Vec<SagaEvent> {
@@ -1131,7 +1311,8 @@ fn events_for(
             status,
             reason: rec.state.failure.clone(),
         }),
-        Decision::Sleep { .. } | Decision::AwaitRunning => None,
+        // A wait's start is among the machine's events (see `waits`).
+        Decision::Wait { .. } | Decision::Sleep { .. } | Decision::AwaitRunning => None,
     };
     let mut out = Vec::with_capacity(2);
     for kind in happened.into_iter().chain(started) {

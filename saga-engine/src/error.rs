@@ -23,6 +23,31 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The definition's steps break the model's order (see
+    /// [`crate::SagaDefinitionBuilder`]): a second pivot, a compensatable
+    /// step after the pivot, a retriable one before it, a policy set before
+    /// any step.
+    #[error("saga definition {name:?}, step {step:?}: {problem}")]
+    StepOrder {
+        /// The definition's name.
+        name: String,
+        /// The step at fault.
+        step: String,
+        /// What is wrong.
+        problem: crate::definition::StepOrderProblem,
+    },
+    /// A signal could not be delivered: the saga does not wait for it, its
+    /// wait is over (timed out, already received), the saga has finished,
+    /// or the payload does not fit.
+    #[error("saga {id}: signal {name:?} refused: {reason}")]
+    SignalRefused {
+        /// The saga.
+        id: SagaId,
+        /// The signal's name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// The saga input could not be serialized or deserialized.
     #[error("saga data of {definition:?} does not (de)serialize: {reason}")]
     InvalidInput {

@@ -84,6 +84,37 @@ pub enum EventKind {
         /// When the next attempt runs, if one will.
         retry_at_ms: Option<u64>,
     },
+    /// A durable wait began (for a signal, or a sleep); the saga needs no
+    /// worker until `until_ms` or the signal.
+    WaitStarted {
+        /// Step name.
+        step: String,
+        /// The signal waited for, if it is a signal wait.
+        signal: Option<String>,
+        /// When the wait times out (or the sleep ends), ms since the Unix epoch.
+        until_ms: u64,
+    },
+    /// A signal was accepted: consumed by a waiting step, or kept for a
+    /// wait still to come.
+    SignalReceived {
+        /// The signal's name.
+        name: String,
+        /// The sender's id for it.
+        signal_id: String,
+        /// The wait step that took it, if one did at once.
+        step: Option<String>,
+    },
+    /// A wait ended without its signal.
+    WaitTimedOut {
+        /// Step name.
+        step: String,
+    },
+    /// The saga's deadline passed: before the pivot it compensates, after
+    /// it (`overdue`) it goes on, late.
+    DeadlinePassed {
+        /// True when the saga was past its pivot and goes on.
+        overdue: bool,
+    },
     /// Cancellation was requested.
     CancelRequested {
         /// Why.

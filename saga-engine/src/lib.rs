@@ -29,6 +29,28 @@
 //! crash (`kill -9`, panic, OOM kill). Its flush uses `sync_file_range`,
 //! which does not promise survival of a power loss.
 //!
+//! ## Lifecycle: retention and idempotency keys
+//!
+//! By default every saga is kept. With [`EngineBuilder::retention`] and a
+//! [`Retention`] policy, a background task purges sagas that ended
+//! `Completed` or `Compensated` more than [`Retention::sagas`] ago, record
+//! and history, in small batches between which running sagas' writes go
+//! first; `Stuck` and running sagas are never purged. A purged saga's
+//! idempotency key is *retired*, not forgotten: until [`Retention::keys`]
+//! after the saga finished, a start with it fails with
+//! [`Error::KeyRetired`], rather than replaying a result that is gone or
+//! starting the order a second time. After the key window the key is
+//! forgotten and a start with it starts a new saga, so choose the key
+//! window longer than any client retries a request. A purge interrupted by
+//! a crash leaves each saga whole or gone, and its key naming it or
+//! retired, never naming nothing (`tests/purge_crash.rs` kills it to
+//! check). [`Engine::wait`] on a saga that ended and was purged answers
+//! [`Error::NotFound`]. [`Retention::export_to`] appends each purged saga
+//! to a JSON Lines file, synced before it is deleted (at least once).
+//!
+//! Opening the engine reads the running sagas and one high-water mark, not
+//! every record: its cost follows what is in flight, not what has ever run.
+//!
 //! ## Example
 //!
 //! ```
@@ -70,20 +92,25 @@ mod retention;
 pub mod retry;
 #[doc(hidden)]
 pub mod sabotage;
+mod step_fn;
 pub mod store;
+mod typed;
 
 pub use async_trait::async_trait;
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
-pub use definition::{SagaDefinition, SagaDefinitionBuilder, Step, StepContext, StepError};
-pub use engine::{Engine, EngineBuilder, UnregisteredSaga};
+pub use definition::{
+    SagaDefinition, SagaDefinitionBuilder, Step, StepContext, StepError, StepOrderProblem,
+};
+pub use engine::{Engine, EngineBuilder, SignalOutcome, UnregisteredSaga};
 pub use error::Error;
 pub use events::{EventKind, SagaEvent};
-pub use machine::{SagaStatus, StepState};
+pub use machine::{SagaStatus, StepClass, StepState};
 pub use retention::{PurgeReport, Retention};
 pub use retry::RetryPolicy;
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;
-pub use store::{MemoryStore, SagaRecord, SledStore, Store, StoreError};
+pub use store::{MemoryStore, Resumable, SagaRecord, SledStore, Store, StoreError};
+pub use typed::{Outcome, SagaType};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

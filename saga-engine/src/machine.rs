@@ -9,267 +9,9 @@
 //! the act is recovered by feeding [`Input::Resume`].
 
 use crate::retry::RetryPolicy;
-use serde::{Deserialize, Serialize};
-use std::fmt;
 
-/// Where a saga stands as a whole.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SagaStatus {
-    /// Running steps forward.
-    Running,
-    /// A step failed (or cancel was asked): undoing completed steps, newest first.
-    Compensating,
-    /// Terminal: every step succeeded.
-    Completed,
-    /// Terminal: a step failed and every completed or in-doubt step was compensated.
-    Compensated,
-    /// A compensation kept failing past its policy: parked until an operator retries it.
-    Stuck,
-}
-
-impl SagaStatus {
-    /// True for `Completed`, `Compensated` and `Stuck`: no worker runs the saga.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            SagaStatus::Completed | SagaStatus::Compensated | SagaStatus::Stuck
-        )
-    }
-
-    /// The snake_case name used in JSON and URLs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SagaStatus::Running => "running",
-            SagaStatus::Compensating => "compensating",
-            SagaStatus::Completed => "completed",
-            SagaStatus::Compensated => "compensated",
-            SagaStatus::Stuck => "stuck",
-        }
-    }
-
-    /// Parses a name produced by [`SagaStatus::as_str`].
-    pub fn parse(s: &str) -> Option<SagaStatus> {
-        Some(match s {
-            "running" => SagaStatus::Running,
-            "compensating" => SagaStatus::Compensating,
-            "completed" => SagaStatus::Completed,
-            "compensated" => SagaStatus::Compensated,
-            "stuck" => SagaStatus::Stuck,
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for SagaStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Where one step stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepState {
-    /// Not started.
-    Pending,
-    /// An attempt is (or may be) under way.
-    Running,
-    /// An attempt failed retryably; the next one waits for `wake_at_ms`.
-    RetryWait,
-    /// The step took effect.
-    Succeeded,
-    /// The participant said no; the step took no effect.
-    Rejected,
-    /// Retries ran out without an answer: it may or may not have taken effect.
-    InDoubt,
-    /// A compensation attempt is (or may be) under way.
-    Compensating,
-    /// A compensation attempt failed; the next one waits for `wake_at_ms`.
-    CompensationWait,
-    /// The step's effect was undone.
-    Compensated,
-    /// Compensation failed past its policy: the saga is stuck on this step.
-    CompensationFailed,
-}
-
-/// The persisted progress of one step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StepProgress {
-    /// The step's name.
-    pub name: String,
-    /// Its state.
-    pub state: StepState,
-    /// Forward attempts started so far.
-    pub attempts: u32,
-    /// Compensation attempts started so far (reset by an operator retry).
-    pub compensation_attempts: u32,
-    /// True once any attempt ended without a clear answer (timeout, retryable
-    /// error, crash): such a step is compensated even if a later attempt is
-    /// rejected.
-    pub in_doubt: bool,
-    /// The last error seen, forward or compensating.
-    pub last_error: Option<String>,
-    /// When a waiting step wakes, in milliseconds since the Unix epoch.
-    pub wake_at_ms: Option<u64>,
-}
-
-/// The persisted state of a saga, as the machine sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SagaState {
-    /// Overall status.
-    pub status: SagaStatus,
-    /// One entry per step, in definition order.
-    pub steps: Vec<StepProgress>,
-    /// A cancel arrived while a step was running; compensation begins when it returns.
-    pub cancel_requested: bool,
-    /// Why compensation began (the failing step's error or the cancel reason).
-    pub failure: Option<String>,
-}
-
-/// The retry policies the machine needs for one step.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StepPolicy {
-    /// Policy of the forward action.
-    pub forward: RetryPolicy,
-    /// Policy of the compensation.
-    pub compensation: RetryPolicy,
-}
-
-/// How a forward attempt failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureKind {
-    /// Transient (network, busy): retry with backoff.
-    Retryable,
-    /// The attempt ran past its timeout: in doubt, retried like `Retryable`.
-    Timeout,
-    /// A business "no": compensate at once.
-    Rejected,
-}
-
-/// Something that happened to a saga.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Input {
-    /// The saga was created: begin with the first step.
-    Start,
-    /// The engine reopened the store and finds the saga as persisted.
-    Resume,
-    /// The running attempt of `step` succeeded.
-    StepSucceeded {
-        /// Step index.
-        step: usize,
-    },
-    /// The running attempt of `step` failed.
-    StepFailed {
-        /// Step index.
-        step: usize,
-        /// How.
-        kind: FailureKind,
-        /// What went wrong.
-        error: String,
-    },
-    /// The running compensation of `step` succeeded.
-    CompensationSucceeded {
-        /// Step index.
-        step: usize,
-    },
-    /// The running compensation of `step` failed.
-    CompensationFailed {
-        /// Step index.
-        step: usize,
-        /// What went wrong.
-        error: String,
-    },
-    /// The wait of `step` is over.
-    TimerFired {
-        /// Step index.
-        step: usize,
-    },
-    /// A caller asked to abandon the saga and undo what was done.
-    Cancel {
-        /// Why.
-        reason: String,
-    },
-    /// An operator asks a stuck saga to try its compensation again.
-    OperatorRetry,
-}
-
-/// Inputs from the outside world that the machine may not fetch itself.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Ctx {
-    /// Current time, milliseconds since the Unix epoch.
-    pub now_ms: u64,
-    /// A random sample in `[0, 1)` for backoff jitter.
-    pub jitter: f64,
-}
-
-/// What the runtime must do next. Carry it out only after the state that
-/// produced it is durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Run attempt `attempt` of step `step`.
-    Run {
-        /// Step index.
-        step: usize,
-        /// 1-based attempt number.
-        attempt: u32,
-    },
-    /// Run attempt `attempt` of step `step`'s compensation.
-    Compensate {
-        /// Step index.
-        step: usize,
-        /// 1-based attempt number.
-        attempt: u32,
-    },
-    /// Sleep until `until_ms`, then feed [`Input::TimerFired`] for `step`.
-    Sleep {
-        /// Step index.
-        step: usize,
-        /// Wake time, milliseconds since the Unix epoch.
-        until_ms: u64,
-    },
-    /// Nothing to do until the running attempt reports (used after a cancel
-    /// recorded while a step runs).
-    AwaitRunning,
-    /// The saga reached a terminal status.
-    Finished(SagaStatus),
-}
-
-/// An input that does not fit the state it was applied to.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MachineError {
-    /// The input names a step that does not exist.
-    #[error("step index {step} out of range (saga has {len} steps)")]
-    NoSuchStep {
-        /// The index given.
-        step: usize,
-        /// Number of steps.
-        len: usize,
-    },
-    /// The input does not apply in the current state (e.g. a step result for
-    /// a step that is not running).
-    #[error("input {input} does not apply to a saga that is {status} (step state {step_state:?})")]
-    Unexpected {
-        /// The input, debug-printed.
-        input: String,
-        /// The saga's status.
-        status: SagaStatus,
-        /// The relevant step's state, if any.
-        step_state: Option<StepState>,
-    },
-    /// The saga already finished; nothing more can happen to it.
-    #[error("saga already finished as {0}")]
-    Finished(SagaStatus),
-    /// The policies do not match the steps.
-    #[error("{policies} policies given for {steps} steps")]
-    PolicyMismatch {
-        /// Policies given.
-        policies: usize,
-        /// Steps in the state.
-        steps: usize,
-    },
-}
+mod model;
+pub use model::*;
 
 impl SagaState {
     /// A fresh saga over the named steps, nothing started.
@@ -290,6 +32,10 @@ impl SagaState {
                 .collect(),
             cancel_requested: false,
             failure: None,
+            signals: Vec::new(),
+            deadline_ms: None,
+            deadline_passed: false,
+            overdue: false,
         }
     }
 
@@ -298,6 +44,16 @@ impl SagaState {
         if self.status.is_terminal() {
             return Decision::Finished(self.status);
         }
+        // A deadline still to be watched wakes a waiting saga early.
+        let deadline = if self.deadline_passed || self.status != SagaStatus::Running {
+            None
+        } else {
+            self.deadline_ms
+        };
+        let until = |wake: Option<u64>| {
+            let w = wake.unwrap_or(0);
+            deadline.map_or(w, |d| d.min(w))
+        };
         for (i, s) in self.steps.iter().enumerate() {
             match s.state {
                 StepState::Running => {
@@ -312,16 +68,63 @@ impl SagaState {
                         attempt: s.compensation_attempts,
                     }
                 }
-                StepState::RetryWait | StepState::CompensationWait => {
+                StepState::RetryWait => {
+                    return Decision::Sleep {
+                        step: i,
+                        until_ms: until(s.wake_at_ms),
+                    }
+                }
+                StepState::CompensationWait => {
                     return Decision::Sleep {
                         step: i,
                         until_ms: s.wake_at_ms.unwrap_or(0),
+                    }
+                }
+                StepState::Waiting => {
+                    return Decision::Wait {
+                        step: i,
+                        until_ms: until(s.wake_at_ms),
                     }
                 }
                 _ => {}
             }
         }
         Decision::AwaitRunning
+    }
+
+    /// When a saga in a durable wait must be woken (its wait's timeout, or
+    /// its deadline if sooner); `None` when it is not waiting. Stores use
+    /// it to keep a timer index.
+    pub fn parked_until(&self) -> Option<u64> {
+        match self.decision() {
+            Decision::Wait { until_ms, .. } => Some(until_ms),
+            _ => None,
+        }
+    }
+
+    /// The pivot's index, if the saga has one.
+    fn pivot(p: &[StepPolicy]) -> Option<usize> {
+        p.iter().position(|x| x.class == StepClass::Pivot)
+    }
+
+    /// True once the saga may only move forward: its pivot succeeded, or
+    /// is in doubt (it may have taken effect, so undoing the steps before
+    /// it could leave half a saga), or is stuck forward.
+    pub fn forward_only(&self, p: &[StepPolicy]) -> bool {
+        let Some(i) = Self::pivot(p) else {
+            return false;
+        };
+        let s = &self.steps[i];
+        match s.state {
+            StepState::Succeeded | StepState::StuckForward => true,
+            StepState::Running | StepState::RetryWait | StepState::InDoubt => s.in_doubt,
+            _ => false,
+        }
+    }
+
+    /// True when the pivot has succeeded.
+    pub fn past_pivot(&self, p: &[StepPolicy]) -> bool {
+        Self::pivot(p).is_some_and(|i| self.steps[i].state == StepState::Succeeded)
     }
 
     fn step_mut(&mut self, step: usize) -> Result<&mut StepProgress, MachineError> {
@@ -339,25 +142,63 @@ impl SagaState {
         }
     }
 
-    /// Starts the forward attempt of `step` (intent recorded in the state).
-    fn run(&mut self, step: usize) -> Decision {
-        let s = &mut self.steps[step];
-        s.state = StepState::Running;
-        s.attempts += 1;
-        s.wake_at_ms = None;
-        Decision::Run {
-            step,
-            attempt: s.attempts,
+    /// Starts `step`: the forward attempt of an action (intent recorded in
+    /// the state), or the wait of a wait step, which an early signal may
+    /// end at once.
+    fn run(&mut self, step: usize, p: &[StepPolicy], ctx: Ctx) -> Decision {
+        match &p[step].kind {
+            StepKind::Action => {
+                let s = &mut self.steps[step];
+                s.state = StepState::Running;
+                s.attempts += 1;
+                s.wake_at_ms = None;
+                Decision::Run {
+                    step,
+                    attempt: s.attempts,
+                }
+            }
+            StepKind::Signal { name, timeout_ms } => {
+                let early = self
+                    .signals
+                    .iter_mut()
+                    .find(|g| g.consumed_by.is_none() && &g.name == name);
+                let s = &mut self.steps[step];
+                s.attempts += 1;
+                if let Some(g) = early {
+                    g.consumed_by = Some(step);
+                    s.state = StepState::Succeeded;
+                    s.wake_at_ms = None;
+                    return self.advance(step, p, ctx);
+                }
+                s.state = StepState::Waiting;
+                s.wake_at_ms = Some(ctx.now_ms.saturating_add(*timeout_ms));
+                self.decision()
+            }
+            StepKind::Sleep { for_ms } => {
+                let s = &mut self.steps[step];
+                s.attempts += 1;
+                s.state = StepState::Waiting;
+                s.wake_at_ms = Some(ctx.now_ms.saturating_add(*for_ms));
+                self.decision()
+            }
         }
     }
 
     /// Moves forward past a succeeded `step`.
-    fn advance(&mut self, step: usize) -> Decision {
+    fn advance(&mut self, step: usize, p: &[StepPolicy], ctx: Ctx) -> Decision {
         if self.cancel_requested {
-            return self.begin_compensation();
+            if self.forward_only(p) {
+                // The pivot succeeded under a pending cancel (or deadline):
+                // too late to undo; go on, flagged overdue if it was the deadline.
+                self.cancel_requested = false;
+                self.overdue |= self.deadline_passed;
+                self.failure = None;
+            } else {
+                return self.begin_compensation(p);
+            }
         }
         if step + 1 < self.steps.len() {
-            self.run(step + 1)
+            self.run(step + 1, p, ctx)
         } else {
             self.status = SagaStatus::Completed;
             Decision::Finished(SagaStatus::Completed)
@@ -365,15 +206,24 @@ impl SagaState {
     }
 
     /// Enters compensation and picks the newest step that needs undoing.
-    fn begin_compensation(&mut self) -> Decision {
+    fn begin_compensation(&mut self, p: &[StepPolicy]) -> Decision {
         self.status = SagaStatus::Compensating;
         self.cancel_requested = false;
-        self.compensate_next(self.steps.len())
+        for s in &mut self.steps {
+            if s.state == StepState::Waiting {
+                // An abandoned wait: nothing to undo, and no signal is taken
+                // for it any more.
+                s.state = StepState::Rejected;
+                s.wake_at_ms = None;
+                s.last_error = Some("wait abandoned: the saga is compensating".into());
+            }
+        }
+        self.compensate_next(self.steps.len(), p)
     }
 
-    /// Compensates the newest step below `below` that took (or may have
-    /// taken) effect; finishes as `Compensated` when none is left.
-    fn compensate_next(&mut self, below: usize) -> Decision {
+    /// Compensates the newest compensatable step below `below` that took
+    /// (or may have taken) effect; finishes as `Compensated` when none is left.
+    fn compensate_next(&mut self, below: usize, p: &[StepPolicy]) -> Decision {
         for i in (0..below).rev() {
             let s = &mut self.steps[i];
             let needs = match s.state {
@@ -384,10 +234,12 @@ impl SagaState {
                 StepState::Rejected => s.in_doubt,
                 _ => false,
             };
-            if needs {
-                if s.state == StepState::RetryWait {
-                    s.in_doubt = true;
-                }
+            if s.state == StepState::RetryWait {
+                s.in_doubt = true;
+                s.state = StepState::InDoubt;
+                s.wake_at_ms = None;
+            }
+            if needs && p[i].class == StepClass::Compensatable && p[i].kind == StepKind::Action {
                 s.state = StepState::Compensating;
                 s.compensation_attempts += 1;
                 s.wake_at_ms = None;
@@ -401,8 +253,20 @@ impl SagaState {
         Decision::Finished(SagaStatus::Compensated)
     }
 
-    /// A forward attempt ended without a clear answer: retry or give up (in doubt).
-    fn forward_unclear(&mut self, step: usize, policy: &RetryPolicy, ctx: Ctx) -> Decision {
+    /// Parks the saga on a step that may only move forward.
+    fn stuck_forward(&mut self, step: usize) -> Decision {
+        let s = &mut self.steps[step];
+        s.state = StepState::StuckForward;
+        s.wake_at_ms = None;
+        self.status = SagaStatus::Stuck;
+        Decision::Finished(SagaStatus::Stuck)
+    }
+
+    /// A forward attempt ended without a clear answer: retry, or give up:
+    /// in doubt and compensated before the pivot, stuck forward at or after it.
+    fn forward_unclear(&mut self, step: usize, p: &[StepPolicy], ctx: Ctx) -> Decision {
+        let policy = &p[step].forward;
+        let class = p[step].class;
         let s = &mut self.steps[step];
         s.in_doubt = true;
         if s.attempts < policy.max_attempts {
@@ -411,13 +275,12 @@ impl SagaState {
                 .saturating_add(policy.delay(s.attempts, ctx.jitter).as_millis() as u64);
             s.state = StepState::RetryWait;
             s.wake_at_ms = Some(wake);
-            if self.cancel_requested {
-                return self.begin_compensation();
+            if self.cancel_requested && !self.forward_only(p) {
+                return self.begin_compensation(p);
             }
-            Decision::Sleep {
-                step,
-                until_ms: wake,
-            }
+            self.decision()
+        } else if matches!(class, StepClass::Pivot | StepClass::Retriable) {
+            self.stuck_forward(step)
         } else {
             s.state = StepState::InDoubt;
             if self.failure.is_none() {
@@ -428,7 +291,7 @@ impl SagaState {
                     s.last_error.as_deref().unwrap_or("unknown error")
                 ));
             }
-            self.begin_compensation()
+            self.begin_compensation(p)
         }
     }
 
@@ -455,6 +318,43 @@ impl SagaState {
         }
     }
 
+    /// Notes a deadline that has passed: before the pivot the saga is to
+    /// compensate (as if cancelled, once any running step returns); past it
+    /// the saga is flagged overdue and goes on.
+    fn note_deadline(&mut self, p: &[StepPolicy], now_ms: u64) {
+        let due = self.deadline_ms.is_some_and(|d| d <= now_ms);
+        if !due || self.deadline_passed || self.status != SagaStatus::Running {
+            return;
+        }
+        self.deadline_passed = true;
+        if self.past_pivot(p) {
+            self.overdue = true;
+            return;
+        }
+        self.cancel_requested = true;
+        if self.failure.is_none() {
+            let d = self.deadline_ms.unwrap_or(0);
+            self.failure = Some(format!(
+                "deadline passed (due at {d} ms, seen at {now_ms} ms)"
+            ));
+        }
+    }
+
+    /// A pending cancel (or passed deadline) takes effect at once when
+    /// nothing is running: a wait or a retry wait before the pivot is
+    /// abandoned and compensation begins.
+    fn settle_cancel(&mut self, p: &[StepPolicy], d: Decision) -> Decision {
+        if !self.cancel_requested || self.status != SagaStatus::Running {
+            return d;
+        }
+        match d {
+            Decision::Wait { .. } | Decision::Sleep { .. } if !self.forward_only(p) => {
+                self.begin_compensation(p)
+            }
+            _ => d,
+        }
+    }
+
     /// Applies `input`, mutating the state, and returns what to do next.
     /// On error the state is unchanged.
     pub fn apply(
@@ -471,10 +371,33 @@ impl SagaState {
         }
         match (&input, self.status) {
             (Input::OperatorRetry, SagaStatus::Stuck) => {}
+            (Input::Signal { name, .. }, status) if status.is_terminal() => {
+                return Err(MachineError::SignalRefused {
+                    name: name.clone(),
+                    reason: format!("the saga has finished as {status}"),
+                })
+            }
             (_, status) if status.is_terminal() => return Err(MachineError::Finished(status)),
             _ => {}
         }
-        match input {
+        let before = self.clone();
+        let result = self.apply_inner(policies, input, ctx);
+        if result.is_err() {
+            *self = before;
+        }
+        result
+    }
+
+    fn apply_inner(
+        &mut self,
+        p: &[StepPolicy],
+        input: Input,
+        ctx: Ctx,
+    ) -> Result<Decision, MachineError> {
+        if !matches!(input, Input::Start) {
+            self.note_deadline(p, ctx.now_ms);
+        }
+        let d = match input {
             Input::Start => {
                 if self.steps.iter().any(|s| s.state != StepState::Pending) {
                     return Err(self.unexpected(&input, None));
@@ -483,7 +406,7 @@ impl SagaState {
                     self.status = SagaStatus::Completed;
                     return Ok(Decision::Finished(SagaStatus::Completed));
                 }
-                Ok(self.run(0))
+                self.run(0, p, ctx)
             }
             Input::Resume => {
                 // An attempt that was under way when the process died may or
@@ -491,42 +414,50 @@ impl SagaState {
                 // the policy allows.
                 match self.decision() {
                     Decision::Run { step, .. } => {
-                        let policy = &policies[step].forward;
+                        let policy = &p[step].forward;
                         let s = &mut self.steps[step];
                         s.in_doubt = true;
                         if s.last_error.is_none() {
                             s.last_error = Some("interrupted by a restart".into());
                         }
                         if s.attempts < policy.max_attempts {
-                            if self.cancel_requested {
-                                s.state = StepState::InDoubt;
-                                return Ok(self.begin_compensation());
+                            if self.cancel_requested && !self.forward_only(p) {
+                                self.steps[step].state = StepState::InDoubt;
+                                return Ok(self.begin_compensation(p));
                             }
-                            Ok(self.run(step))
+                            let s = &mut self.steps[step];
+                            s.state = StepState::Pending;
+                            self.run(step, p, ctx)
                         } else {
-                            Ok(self.forward_unclear(step, policy, ctx))
+                            self.forward_unclear(step, p, ctx)
                         }
                     }
                     Decision::Compensate { step, .. } => {
-                        let policy = &policies[step].compensation;
+                        let policy = &p[step].compensation;
                         let s = &mut self.steps[step];
                         if s.compensation_attempts < policy.max_attempts {
                             s.compensation_attempts += 1;
-                            Ok(Decision::Compensate {
+                            Decision::Compensate {
                                 step,
                                 attempt: s.compensation_attempts,
-                            })
+                            }
                         } else {
-                            Ok(self.compensation_unclear(step, policy, ctx))
+                            self.compensation_unclear(step, policy, ctx)
                         }
                     }
                     Decision::AwaitRunning => {
                         // Nothing running or waiting: a state written before
                         // its decision was chosen cannot happen, but if it
-                        // does, the safe move is to undo what was done.
-                        Ok(self.begin_compensation())
+                        // does, the safe move is to undo what was done
+                        // (or, past the pivot, to stop for an operator).
+                        if self.forward_only(p) {
+                            let i = Self::pivot(p).unwrap_or(0);
+                            self.stuck_forward(i)
+                        } else {
+                            self.begin_compensation(p)
+                        }
                     }
-                    d => Ok(d),
+                    d => d,
                 }
             }
             Input::StepSucceeded { step } => {
@@ -537,7 +468,7 @@ impl SagaState {
                 let s = &mut self.steps[step];
                 s.state = StepState::Succeeded;
                 s.last_error = None;
-                Ok(self.advance(step))
+                self.advance(step, p, ctx)
             }
             Input::StepFailed {
                 step,
@@ -551,16 +482,21 @@ impl SagaState {
                 let s = &mut self.steps[step];
                 s.last_error = Some(error.clone());
                 match kind {
+                    FailureKind::Rejected if p[step].class == StepClass::Retriable => {
+                        // After the pivot a "no" cannot be undone by
+                        // compensating: an operator must look.
+                        self.stuck_forward(step)
+                    }
                     FailureKind::Rejected => {
                         s.state = StepState::Rejected;
                         let name = s.name.clone();
                         if self.failure.is_none() {
                             self.failure = Some(format!("step {name} rejected: {error}"));
                         }
-                        Ok(self.begin_compensation())
+                        self.begin_compensation(p)
                     }
                     FailureKind::Retryable | FailureKind::Timeout => {
-                        Ok(self.forward_unclear(step, &policies[step].forward, ctx))
+                        self.forward_unclear(step, p, ctx)
                     }
                 }
             }
@@ -571,7 +507,7 @@ impl SagaState {
                 }
                 s.state = StepState::Compensated;
                 s.wake_at_ms = None;
-                Ok(self.compensate_next(step))
+                self.compensate_next(step, p)
             }
             Input::CompensationFailed { step, ref error } => {
                 let s = self.step_mut(step)?;
@@ -579,43 +515,159 @@ impl SagaState {
                     return Err(self.unexpected(&input, Some(step)));
                 }
                 s.last_error = Some(error.clone());
-                Ok(self.compensation_unclear(step, &policies[step].compensation, ctx))
+                self.compensation_unclear(step, &p[step].compensation, ctx)
             }
             Input::TimerFired { step } => {
                 let s = self.step_mut(step)?;
+                let early = s.wake_at_ms.is_some_and(|w| ctx.now_ms < w);
                 match s.state {
-                    StepState::RetryWait => Ok(self.run(step)),
+                    // Woken before its time (by the deadline): nothing
+                    // changes but what the deadline did.
+                    StepState::RetryWait | StepState::Waiting if early => self.decision(),
+                    StepState::RetryWait => {
+                        self.steps[step].state = StepState::Pending;
+                        self.run(step, p, ctx)
+                    }
                     StepState::CompensationWait => {
                         s.state = StepState::Compensating;
                         s.compensation_attempts += 1;
                         s.wake_at_ms = None;
-                        Ok(Decision::Compensate {
+                        Decision::Compensate {
                             step,
                             attempt: s.compensation_attempts,
-                        })
+                        }
                     }
-                    _ => Err(self.unexpected(&input, Some(step))),
+                    StepState::Waiting => match &p[step].kind {
+                        StepKind::Signal { name, timeout_ms } => {
+                            let error = format!(
+                                "timed out after {timeout_ms} ms waiting for signal {name:?}"
+                            );
+                            let s = &mut self.steps[step];
+                            s.wake_at_ms = None;
+                            s.last_error = Some(error.clone());
+                            if self.forward_only(p) {
+                                self.stuck_forward(step)
+                            } else {
+                                self.steps[step].state = StepState::Rejected;
+                                if self.failure.is_none() {
+                                    self.failure =
+                                        Some(format!("step {} {error}", self.steps[step].name));
+                                }
+                                self.begin_compensation(p)
+                            }
+                        }
+                        _ => {
+                            let s = &mut self.steps[step];
+                            s.state = StepState::Succeeded;
+                            s.wake_at_ms = None;
+                            self.advance(step, p, ctx)
+                        }
+                    },
+                    _ => return Err(self.unexpected(&input, Some(step))),
                 }
             }
-            Input::Cancel { reason } => {
+            Input::Signal {
+                ref id,
+                ref name,
+                ref payload,
+            } => {
+                if self.signals.iter().any(|g| &g.id == id) {
+                    // A repeated delivery: already taken.
+                    return Ok(self.decision());
+                }
+                let waits: Vec<usize> = (0..p.len())
+                    .filter(
+                        |&i| matches!(&p[i].kind, StepKind::Signal { name: n, .. } if n == name),
+                    )
+                    .collect();
+                let refuse = |reason: String| MachineError::SignalRefused {
+                    name: name.clone(),
+                    reason,
+                };
+                if waits.is_empty() {
+                    return Err(refuse("no step of this saga waits for it".into()));
+                }
+                if let Some(&i) = waits
+                    .iter()
+                    .find(|&&i| self.steps[i].state == StepState::Waiting)
+                {
+                    self.signals.push(ReceivedSignal {
+                        id: id.clone(),
+                        name: name.clone(),
+                        payload: payload.clone(),
+                        consumed_by: Some(i),
+                    });
+                    let s = &mut self.steps[i];
+                    s.state = StepState::Succeeded;
+                    s.wake_at_ms = None;
+                    self.advance(i, p, ctx)
+                } else {
+                    let pending = waits
+                        .iter()
+                        .filter(|&&i| self.steps[i].state == StepState::Pending)
+                        .count();
+                    let kept = self
+                        .signals
+                        .iter()
+                        .filter(|g| g.consumed_by.is_none() && &g.name == name)
+                        .count();
+                    if kept >= pending {
+                        let last = &self.steps[*waits.last().unwrap_or(&0)];
+                        let why = match (&last.state, &last.last_error) {
+                            (StepState::Rejected, Some(e)) => e.clone(),
+                            (state, _) => {
+                                format!("its wait is over (step {} is {state:?})", last.name)
+                            }
+                        };
+                        return Err(refuse(why));
+                    }
+                    if self.status != SagaStatus::Running {
+                        return Err(refuse(format!("the saga is {}", self.status)));
+                    }
+                    // Early: kept until its wait begins.
+                    self.signals.push(ReceivedSignal {
+                        id: id.clone(),
+                        name: name.clone(),
+                        payload: payload.clone(),
+                        consumed_by: None,
+                    });
+                    self.decision()
+                }
+            }
+            Input::DeadlineCheck => self.decision(),
+            Input::Cancel { ref reason } => {
                 if self.status == SagaStatus::Compensating {
                     // Already undoing: nothing more to do.
                     return Ok(self.decision());
                 }
+                if let Some(i) = Self::pivot(p).filter(|_| self.past_pivot(p)) {
+                    return Err(MachineError::PastPivot {
+                        pivot: self.steps[i].name.clone(),
+                    });
+                }
                 if self.failure.is_none() {
                     self.failure = Some(format!("cancelled: {reason}"));
                 }
+                self.cancel_requested = true;
                 match self.decision() {
-                    Decision::Run { .. } => {
-                        self.cancel_requested = true;
-                        Ok(Decision::AwaitRunning)
-                    }
-                    _ => Ok(self.begin_compensation()),
+                    Decision::Run { .. } => Decision::AwaitRunning,
+                    d => d,
                 }
             }
             Input::OperatorRetry => {
                 if self.status != SagaStatus::Stuck {
                     return Err(self.unexpected(&input, None));
+                }
+                if let Some(i) = self
+                    .steps
+                    .iter()
+                    .position(|s| s.state == StepState::StuckForward)
+                {
+                    self.status = SagaStatus::Running;
+                    let s = &mut self.steps[i];
+                    s.state = StepState::Pending;
+                    s.attempts = 0;
+                    return Ok(self.run(i, p, ctx));
                 }
                 let Some(i) = self
                     .steps
@@ -628,14 +680,17 @@ impl SagaState {
                 let s = &mut self.steps[i];
                 s.state = StepState::Compensating;
                 s.compensation_attempts = 1;
-                Ok(Decision::Compensate {
+                Decision::Compensate {
                     step: i,
                     attempt: 1,
-                })
+                }
             }
-        }
+        };
+        Ok(self.settle_cancel(p, d))
     }
 }
 
+#[cfg(test)]
+mod model_tests;
 #[cfg(test)]
 mod tests;

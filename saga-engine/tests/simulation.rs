@@ -179,7 +179,13 @@ fn seeds() {
         Some(seed) => seed..seed + 1,
         None => {
             let start = env_u64("SIM_START").unwrap_or(0);
-            start..start + env_u64("SIM_SEEDS").unwrap_or(10_000)
+            let seeds = env_u64("SIM_SEEDS").unwrap_or(10_000);
+            // A knob may lengthen the sweep, never shrink it to nothing.
+            assert!(
+                seeds >= 1_000,
+                "SIM_SEEDS={seeds}: at least 1,000 seeds (SIM_SEED=N runs one seed on purpose)"
+            );
+            start..start + seeds
         }
     };
     let began = Instant::now();

@@ -6,13 +6,15 @@ use std::time::Duration;
 
 fn policies(n: usize, forward: u32, comp: u32) -> Vec<StepPolicy> {
     (0..n)
-        .map(|_| StepPolicy {
-            forward: RetryPolicy::default()
-                .max_attempts(forward)
-                .backoff(Duration::from_millis(10), Duration::from_millis(100)),
-            compensation: RetryPolicy::default()
-                .max_attempts(comp)
-                .backoff(Duration::from_millis(10), Duration::from_millis(100)),
+        .map(|_| {
+            StepPolicy::action(
+                RetryPolicy::default()
+                    .max_attempts(forward)
+                    .backoff(Duration::from_millis(10), Duration::from_millis(100)),
+                RetryPolicy::default()
+                    .max_attempts(comp)
+                    .backoff(Duration::from_millis(10), Duration::from_millis(100)),
+            )
         })
         .collect()
 }
@@ -435,6 +437,7 @@ fn drive(n: usize, p: &[StepPolicy], script: &[Outcome]) -> (SagaState, Trace, V
                 now = now.max(until_ms);
                 s.apply(p, Input::TimerFired { step }, ctx(now)).unwrap()
             }
+            Decision::Wait { .. } => panic!("these sagas have no waits"),
             Decision::AwaitRunning => panic!("driver never leaves a running step"),
             Decision::Finished(SagaStatus::Stuck) if operator_retries < 3 => {
                 operator_retries += 1;

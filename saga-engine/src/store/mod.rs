@@ -94,6 +94,15 @@ impl SagaRecord {
     }
 }
 
+/// Result of [`Store::list_resumable`].
+#[derive(Debug, Clone, Default)]
+pub struct Resumable {
+    /// Sagas to resume at once.
+    pub now: Vec<SagaRecord>,
+    /// Sagas in a durable wait: their id and when to wake them.
+    pub parked: Vec<(SagaId, u64)>,
+}
+
 /// Result of [`Store::create`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum CreateOutcome {
@@ -183,6 +192,21 @@ pub trait Store: Send + Sync + 'static {
     /// Every saga that is not terminal (`Running`, `Compensating`): what a
     /// reopened engine must resume.
     async fn list_active(&self) -> Result<Vec<SagaRecord>, StoreError>;
+
+    /// What a reopened engine must do: the non-terminal sagas to resume
+    /// now, and those parked in a durable wait, as (id, wake time) only, so
+    /// that a store full of waiting sagas opens without loading them. The
+    /// default derives both from [`Store::list_active`].
+    async fn list_resumable(&self) -> Result<Resumable, StoreError> {
+        let mut out = Resumable::default();
+        for r in self.list_active().await? {
+            match r.state.parked_until() {
+                Some(t) => out.parked.push((r.id.clone(), t)),
+                None => out.now.push(r),
+            }
+        }
+        Ok(out)
+    }
 
     /// Sagas, oldest first, optionally only those with `status`, at most `limit`.
     async fn list(

@@ -374,6 +374,18 @@ pub fn fmt_event(e: &SagaEvent) -> String {
         EventKind::Resumed => "resumed".to_string(),
         EventKind::OperatorRetry => "operator-retry".to_string(),
         EventKind::SagaFinished { status, reason } => format!("finished {status} ({reason:?})"),
+        EventKind::WaitStarted {
+            step,
+            signal,
+            until_ms,
+        } => format!("wait {step} {signal:?} until={until_ms}"),
+        EventKind::SignalReceived {
+            name,
+            signal_id,
+            step,
+        } => format!("signal {name} ({signal_id}) -> {step:?}"),
+        EventKind::WaitTimedOut { step } => format!("wait-timeout {step}"),
+        EventKind::DeadlinePassed { overdue } => format!("deadline overdue={overdue}"),
     };
     format!("{}@{}:{k}", e.seq, e.at_ms)
 }

@@ -29,7 +29,7 @@ mod tests;
 pub use commit::{FlushHook, HWM_FILE};
 pub use open::{open_sled_db, open_sled_db_with_cache, DEFAULT_CACHE_BYTES};
 
-use super::{CreateOutcome, SagaRecord, Store, StoreError};
+use super::{CreateOutcome, Resumable, SagaRecord, Store, StoreError};
 use crate::events::SagaEvent;
 use crate::machine::SagaStatus;
 use crate::SagaId;
@@ -191,6 +191,44 @@ impl SledStore {
         self.tree.get(key(b"s/", id.as_str())).map_err(io)
     }
 
+    /// The record an active-index entry names, if it is to run; repairs
+    /// (and counts in `repaired`) entries of interrupted writes: a create
+    /// that died before its record or its key, a saga that is terminal.
+    async fn check_active(
+        &self,
+        ak: &[u8],
+        repaired: &mut usize,
+    ) -> Result<Option<SagaRecord>, StoreError> {
+        let id = SagaId::from_raw(String::from_utf8_lossy(&ak[2..]).into_owned());
+        let record = match self.get(&id).await? {
+            Some(r) => r,
+            None => {
+                // Index written, record not: a create that died.
+                self.tree.remove(ak).map_err(io)?;
+                *repaired += 1;
+                return Ok(None);
+            }
+        };
+        if record.status().is_terminal() {
+            self.tree.remove(ak).map_err(io)?;
+            *repaired += 1;
+            return Ok(None);
+        }
+        if let Some(k) = &record.idempotency_key {
+            let owner = self.tree.get(key(b"k/", k)).map_err(io)?;
+            if owner.as_deref() != Some(id.as_str().as_bytes()) {
+                // Record written, key not (or taken over): never
+                // acknowledged, so it must not run.
+                // Never counted: `created` counts acknowledged creates.
+                self.tree.remove(key(b"s/", id.as_str())).map_err(io)?;
+                self.tree.remove(ak).map_err(io)?;
+                *repaired += 1;
+                return Ok(None);
+            }
+        }
+        Ok(Some(record))
+    }
+
     /// Deletes the history chunks of a saga whose record is gone.
     fn remove_chunks(&self, id: &SagaId) -> Result<(), StoreError> {
         for k in self.tree.scan_prefix(chunk_prefix(id)).keys() {
@@ -259,6 +297,12 @@ impl Store for SledStore {
                 }
             }
         }
+        if let Some(t) = record.state.parked_until() {
+            // Created straight into a wait: only now, with the create
+            // whole, may the index say "parked" (a parked entry is never
+            // checked at open; a crash before this leaves "resume now").
+            self.tree.insert(&ak, &t.to_be_bytes()[..]).map_err(io)?;
+        }
         self.commit.created.fetch_add(1, Ordering::SeqCst);
         self.commit.durable().await?;
         Ok(CreateOutcome::Created)
@@ -288,7 +332,14 @@ impl Store for SledStore {
             // one) must be resumed at the next open: back into the active
             // index, before the record, so that a crash in between leaves
             // an entry for a stuck saga, which `list_active` skips.
-            if !self.tree.contains_key(&ak).map_err(io)? {
+            // The same holds for a saga leaving a durable wait: "resume
+            // now" (an empty entry) goes before the record.
+            if self
+                .tree
+                .get(&ak)
+                .map_err(io)?
+                .is_none_or(|v| !v.is_empty())
+            {
                 self.tree.insert(&ak, &[][..]).map_err(io)?;
             }
         }
@@ -319,6 +370,12 @@ impl Store for SledStore {
             // After the record: a crash in between leaves an index entry
             // for a terminal saga, which `list_active` skips and removes.
             self.tree.remove(&ak).map_err(io)?;
+        } else if let Some(t) = record.state.parked_until() {
+            // Entering a durable wait: "parked until t" goes after the
+            // record, so a crash in between leaves "resume now" (the saga
+            // is loaded at open and parks again), never a parked entry for
+            // a saga that is running.
+            self.tree.insert(&ak, &t.to_be_bytes()[..]).map_err(io)?;
         }
         self.commit.durable().await
     }
@@ -367,34 +424,36 @@ impl Store for SledStore {
         let mut repaired = 0usize;
         for kv in self.tree.scan_prefix(b"a/") {
             let (ak, _) = kv.map_err(io)?;
-            let id = SagaId::from_raw(String::from_utf8_lossy(&ak[2..]).into_owned());
-            let record = match self.get(&id).await? {
-                Some(r) => r,
-                None => {
-                    // Index written, record not: a create that died.
-                    self.tree.remove(&ak).map_err(io)?;
-                    repaired += 1;
-                    continue;
-                }
-            };
-            if record.status().is_terminal() {
-                self.tree.remove(&ak).map_err(io)?;
-                repaired += 1;
-                continue;
+            if let Some(r) = self.check_active(&ak, &mut repaired).await? {
+                out.push(r);
             }
-            if let Some(k) = &record.idempotency_key {
-                let owner = self.tree.get(key(b"k/", k)).map_err(io)?;
-                if owner.as_deref() != Some(id.as_str().as_bytes()) {
-                    // Record written, key not (or taken over): never
-                    // acknowledged, so it must not run.
-                    // Never counted: `created` counts acknowledged creates.
-                    self.tree.remove(key(b"s/", id.as_str())).map_err(io)?;
-                    self.tree.remove(&ak).map_err(io)?;
-                    repaired += 1;
-                    continue;
+        }
+        if repaired > 0 {
+            tracing::info!(repaired, "repaired index entries of interrupted writes");
+            self.commit.durable().await?;
+        }
+        Ok(out)
+    }
+
+    async fn list_resumable(&self) -> Result<Resumable, StoreError> {
+        // Parked entries (8 bytes: the wake time) are not loaded: a store
+        // full of waiting sagas opens by reading its index only. Everything
+        // else goes through `list_active`'s checks and repairs.
+        let mut out = Resumable::default();
+        let mut repaired = 0usize;
+        for kv in self.tree.scan_prefix(b"a/") {
+            let (ak, v) = kv.map_err(io)?;
+            match <[u8; 8]>::try_from(&v[..]) {
+                Ok(t) => {
+                    let id = SagaId::from_raw(String::from_utf8_lossy(&ak[2..]).into_owned());
+                    out.parked.push((id, u64::from_be_bytes(t)));
+                }
+                Err(_) => {
+                    if let Some(r) = self.check_active(&ak, &mut repaired).await? {
+                        out.now.push(r);
+                    }
                 }
             }
-            out.push(record);
         }
         if repaired > 0 {
             tracing::info!(repaired, "repaired index entries of interrupted writes");

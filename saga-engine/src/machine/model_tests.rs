@@ -1,0 +1,628 @@
+//! Property and unit tests of the saga model's transitions: step classes
+//! and the pivot, durable waits (signals, sleeps), deadlines.
+
+use super::*;
+use proptest::prelude::*;
+use std::time::Duration;
+
+fn retry(n: u32) -> RetryPolicy {
+    RetryPolicy::default()
+        .max_attempts(n)
+        .backoff(Duration::from_millis(10), Duration::from_millis(100))
+}
+
+fn pol(class: StepClass, kind: StepKind, forward: u32, comp: u32) -> StepPolicy {
+    StepPolicy {
+        forward: retry(forward),
+        compensation: retry(comp),
+        class,
+        kind,
+    }
+}
+
+fn ctx(now_ms: u64) -> Ctx {
+    Ctx {
+        now_ms,
+        jitter: 0.5,
+    }
+}
+
+fn signal(name: &str, timeout_ms: u64) -> StepKind {
+    StepKind::Signal {
+        name: name.into(),
+        timeout_ms,
+    }
+}
+
+fn state(p: &[StepPolicy]) -> SagaState {
+    SagaState::new((0..p.len()).map(|i| format!("s{i}")))
+}
+
+fn sig(id: &str, name: &str) -> Input {
+    Input::Signal {
+        id: id.into(),
+        name: name.into(),
+        payload: serde_json::json!({"ok": true}),
+    }
+}
+
+#[test]
+fn rejection_after_the_pivot_parks_stuck_forward_and_never_compensates() {
+    use StepClass::*;
+    let p = vec![
+        pol(Compensatable, StepKind::Action, 3, 3),
+        pol(Pivot, StepKind::Action, 3, 3),
+        pol(Retriable, StepKind::Action, 2, 3),
+    ];
+    let mut s = state(&p);
+    s.apply(&p, Input::Start, ctx(0)).unwrap();
+    s.apply(&p, Input::StepSucceeded { step: 0 }, ctx(0))
+        .unwrap();
+    s.apply(&p, Input::StepSucceeded { step: 1 }, ctx(0))
+        .unwrap();
+    assert!(s.past_pivot(&p));
+    // Cancel is refused past the pivot.
+    assert!(matches!(
+        s.apply(&p, Input::Cancel { reason: "x".into() }, ctx(0)),
+        Err(MachineError::PastPivot { .. })
+    ));
+    let fail = Input::StepFailed {
+        step: 2,
+        kind: FailureKind::Retryable,
+        error: "down".into(),
+    };
+    let d = s.apply(&p, fail.clone(), ctx(0)).unwrap();
+    assert!(matches!(d, Decision::Sleep { step: 2, .. }));
+    s.apply(&p, Input::TimerFired { step: 2 }, ctx(1_000))
+        .unwrap();
+    let d = s.apply(&p, fail, ctx(1_000)).unwrap();
+    assert_eq!(d, Decision::Finished(SagaStatus::Stuck));
+    assert_eq!(s.steps[2].state, StepState::StuckForward);
+    assert_eq!(s.steps[0].state, StepState::Succeeded, "never compensated");
+    // The operator retry runs it forward again.
+    let d = s.apply(&p, Input::OperatorRetry, ctx(2_000)).unwrap();
+    assert_eq!(
+        d,
+        Decision::Run {
+            step: 2,
+            attempt: 1
+        }
+    );
+    let d = s
+        .apply(&p, Input::StepSucceeded { step: 2 }, ctx(2_000))
+        .unwrap();
+    assert_eq!(d, Decision::Finished(SagaStatus::Completed));
+}
+
+#[test]
+fn a_rejected_pivot_compensates_the_steps_before_it_and_skips_read_only_ones() {
+    use StepClass::*;
+    let p = vec![
+        pol(Compensatable, StepKind::Action, 3, 3),
+        pol(ReadOnly, StepKind::Action, 3, 3),
+        pol(Pivot, StepKind::Action, 3, 3),
+    ];
+    let mut s = state(&p);
+    s.apply(&p, Input::Start, ctx(0)).unwrap();
+    s.apply(&p, Input::StepSucceeded { step: 0 }, ctx(0))
+        .unwrap();
+    s.apply(&p, Input::StepSucceeded { step: 1 }, ctx(0))
+        .unwrap();
+    let d = s
+        .apply(
+            &p,
+            Input::StepFailed {
+                step: 2,
+                kind: FailureKind::Rejected,
+                error: "no".into(),
+            },
+            ctx(0),
+        )
+        .unwrap();
+    assert_eq!(
+        d,
+        Decision::Compensate {
+            step: 0,
+            attempt: 1
+        }
+    );
+}
+
+#[test]
+fn a_pivot_in_doubt_past_its_policy_is_stuck_forward_not_compensated() {
+    use StepClass::*;
+    let p = vec![
+        pol(Compensatable, StepKind::Action, 3, 3),
+        pol(Pivot, StepKind::Action, 1, 3),
+    ];
+    let mut s = state(&p);
+    s.apply(&p, Input::Start, ctx(0)).unwrap();
+    s.apply(&p, Input::StepSucceeded { step: 0 }, ctx(0))
+        .unwrap();
+    let d = s
+        .apply(
+            &p,
+            Input::StepFailed {
+                step: 1,
+                kind: FailureKind::Timeout,
+                error: "timeout".into(),
+            },
+            ctx(0),
+        )
+        .unwrap();
+    assert_eq!(d, Decision::Finished(SagaStatus::Stuck));
+    assert_eq!(s.steps[1].state, StepState::StuckForward);
+}
+
+#[test]
+fn signal_wait_takes_the_payload_once_keeps_early_ones_and_refuses_late_ones() {
+    use StepClass::*;
+    let p = vec![
+        pol(Compensatable, StepKind::Action, 3, 3),
+        pol(ReadOnly, signal("confirm", 1_000), 1, 1),
+        pol(ReadOnly, signal("again", 1_000), 1, 1),
+    ];
+    let mut s = state(&p);
+    s.apply(&p, Input::Start, ctx(0)).unwrap();
+    // Early: kept while step 0 runs.
+    let d = s.apply(&p, sig("a1", "again"), ctx(0)).unwrap();
+    assert_eq!(
+        d,
+        Decision::Run {
+            step: 0,
+            attempt: 1
+        }
+    );
+    assert_eq!(s.signals.len(), 1);
+    // Unknown name: refused.
+    assert!(matches!(
+        s.apply(&p, sig("x", "nope"), ctx(0)),
+        Err(MachineError::SignalRefused { .. })
+    ));
+    let d = s
+        .apply(&p, Input::StepSucceeded { step: 0 }, ctx(10))
+        .unwrap();
+    assert_eq!(
+        d,
+        Decision::Wait {
+            step: 1,
+            until_ms: 1_010
+        }
+    );
+    assert_eq!(s.parked_until(), Some(1_010));
+    // A crash while waiting resumes the same wait.
+    let mut r = s.clone();
+    assert_eq!(r.apply(&p, Input::Resume, ctx(500)).unwrap(), d);
+    // The signal ends the wait; the early one ends the next at once.
+    let d = s.apply(&p, sig("c1", "confirm"), ctx(20)).unwrap();
+    assert_eq!(d, Decision::Finished(SagaStatus::Completed));
+    assert_eq!(s.signals[1].consumed_by, Some(1));
+    assert_eq!(s.signals[0].consumed_by, Some(2));
+    // A duplicate is refused as finished (the saga is done), a duplicate
+    // while running would change nothing: see the property test.
+    assert!(matches!(
+        s.apply(&p, sig("c1", "confirm"), ctx(30)),
+        Err(MachineError::SignalRefused { .. })
+    ));
+}
+
+#[test]
+fn a_signal_wait_that_times_out_compensates_and_refuses_the_late_signal() {
+    use StepClass::*;
+    let p = vec![
+        pol(Compensatable, StepKind::Action, 3, 3),
+        pol(ReadOnly, signal("confirm", 1_000), 1, 1),
+        pol(Compensatable, StepKind::Action, 3, 3),
+    ];
+    let mut s = state(&p);
+    s.apply(&p, Input::Start, ctx(0)).unwrap();
+    s.apply(&p, Input::StepSucceeded { step: 0 }, ctx(0))
+        .unwrap();
+    // Fired early (spurious): nothing changes.
+    assert_eq!(
+        s.apply(&p, Input::TimerFired { step: 1 }, ctx(999))
+            .unwrap(),
+        Decision::Wait {
+            step: 1,
+            until_ms: 1_000
+        }
+    );
+    let d = s
+        .apply(&p, Input::TimerFired { step: 1 }, ctx(1_000))
+        .unwrap();
+    assert_eq!(
+        d,
+        Decision::Compensate {
+            step: 0,
+            attempt: 1
+        }
+    );
+    assert!(s.failure.as_deref().unwrap().contains("timed out"));
+    match s.apply(&p, sig("late", "confirm"), ctx(1_001)) {
+        Err(MachineError::SignalRefused { reason, .. }) => {
+            assert!(reason.contains("timed out"), "{reason}")
+        }
+        other => panic!("late signal accepted: {other:?}"),
+    }
+}
+
+#[test]
+fn a_deadline_before_the_pivot_compensates_with_its_reason_and_after_it_flags_overdue() {
+    use StepClass::*;
+    let p = vec![
+        pol(Compensatable, StepKind::Action, 3, 3),
+        pol(ReadOnly, StepKind::Sleep { for_ms: 10_000 }, 1, 1),
+        pol(Pivot, StepKind::Action, 3, 3),
+        pol(Retriable, StepKind::Sleep { for_ms: 10_000 }, 1, 1),
+    ];
+    // Before the pivot: the sleep is woken at the deadline and the saga compensates.
+    let mut s = state(&p);
+    s.deadline_ms = Some(5_000);
+    s.apply(&p, Input::Start, ctx(0)).unwrap();
+    let d = s
+        .apply(&p, Input::StepSucceeded { step: 0 }, ctx(0))
+        .unwrap();
+    assert_eq!(
+        d,
+        Decision::Wait {
+            step: 1,
+            until_ms: 5_000
+        },
+        "woken at the deadline"
+    );
+    let d = s
+        .apply(&p, Input::TimerFired { step: 1 }, ctx(5_000))
+        .unwrap();
+    assert_eq!(
+        d,
+        Decision::Compensate {
+            step: 0,
+            attempt: 1
+        }
+    );
+    assert!(s.failure.as_deref().unwrap().contains("deadline"));
+    // After the pivot: goes on, overdue.
+    let mut s = state(&p);
+    s.deadline_ms = Some(15_000);
+    s.apply(&p, Input::Start, ctx(0)).unwrap();
+    s.apply(&p, Input::StepSucceeded { step: 0 }, ctx(0))
+        .unwrap();
+    s.apply(&p, Input::TimerFired { step: 1 }, ctx(10_000))
+        .unwrap();
+    let d = s
+        .apply(&p, Input::StepSucceeded { step: 2 }, ctx(10_000))
+        .unwrap();
+    assert_eq!(
+        d,
+        Decision::Wait {
+            step: 3,
+            until_ms: 15_000
+        }
+    );
+    let d = s
+        .apply(&p, Input::TimerFired { step: 3 }, ctx(15_000))
+        .unwrap();
+    assert_eq!(
+        d,
+        Decision::Wait {
+            step: 3,
+            until_ms: 20_000
+        }
+    );
+    assert!(s.overdue && s.deadline_passed);
+    let d = s
+        .apply(&p, Input::TimerFired { step: 3 }, ctx(20_000))
+        .unwrap();
+    assert_eq!(d, Decision::Finished(SagaStatus::Completed));
+    assert_eq!(s.failure, None);
+}
+
+#[test]
+fn old_records_without_the_new_fields_still_decode() {
+    let old = r#"{"status":"running","steps":[{"name":"a","state":"running","attempts":1,
+        "compensation_attempts":0,"in_doubt":false,"last_error":null,"wake_at_ms":null}],
+        "cancel_requested":false,"failure":null}"#;
+    let s: SagaState = serde_json::from_str(old).unwrap();
+    assert!(s.signals.is_empty() && s.deadline_ms.is_none() && !s.overdue);
+    // And a state without the new fields is written in the old shape.
+    let fresh = serde_json::to_value(SagaState::new(["a"])).unwrap();
+    assert!(fresh.get("signals").is_none() && fresh.get("deadline_ms").is_none());
+}
+
+// ---- the property test over random layouts ----
+
+#[derive(Debug, Clone)]
+enum Shape {
+    Comp,
+    ReadOnly,
+    Wait,
+    Sleep,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outcome {
+    Ok,
+    Retryable,
+    Timeout,
+    Reject,
+    CompFail,
+    Crash,
+    Cancel,
+    /// A signal for a random wait, early or on time, perhaps a duplicate.
+    Signal(u8, bool),
+    /// Time jumps (past the deadline, past wait timeouts).
+    Jump,
+}
+
+fn outcome() -> impl Strategy<Value = Outcome> {
+    prop_oneof![
+        6 => Just(Outcome::Ok),
+        2 => Just(Outcome::Retryable),
+        1 => Just(Outcome::Timeout),
+        1 => Just(Outcome::Reject),
+        2 => Just(Outcome::CompFail),
+        1 => Just(Outcome::Crash),
+        1 => Just(Outcome::Cancel),
+        3 => (0u8..4, any::<bool>()).prop_map(|(w, dup)| Outcome::Signal(w, dup)),
+        1 => Just(Outcome::Jump),
+    ]
+}
+
+fn shape() -> impl Strategy<Value = Shape> {
+    prop_oneof![
+        4 => Just(Shape::Comp),
+        1 => Just(Shape::ReadOnly),
+        2 => Just(Shape::Wait),
+        1 => Just(Shape::Sleep),
+    ]
+}
+
+/// Builds a layout: `before` steps, then maybe a pivot and `after` retriable
+/// steps (or sleeps), as the builder allows.
+fn layout(
+    before: &[Shape],
+    pivot: bool,
+    after: &[bool],
+    forward: u32,
+    comp: u32,
+) -> Vec<StepPolicy> {
+    let mut p = Vec::new();
+    for (i, sh) in before.iter().enumerate() {
+        p.push(match sh {
+            Shape::Comp => pol(StepClass::Compensatable, StepKind::Action, forward, comp),
+            Shape::ReadOnly => pol(StepClass::ReadOnly, StepKind::Action, forward, comp),
+            Shape::Wait => pol(
+                StepClass::ReadOnly,
+                signal(&format!("w{}", i % 4), 500),
+                1,
+                1,
+            ),
+            Shape::Sleep => pol(StepClass::ReadOnly, StepKind::Sleep { for_ms: 300 }, 1, 1),
+        });
+    }
+    if pivot {
+        p.push(pol(StepClass::Pivot, StepKind::Action, forward, comp));
+        for &sleep in after {
+            p.push(if sleep {
+                pol(StepClass::Retriable, StepKind::Sleep { for_ms: 300 }, 1, 1)
+            } else {
+                pol(StepClass::Retriable, StepKind::Action, forward, comp)
+            });
+        }
+    }
+    p
+}
+
+#[derive(Debug, Default)]
+struct Trace {
+    ran: Vec<usize>,
+    compensated: Vec<usize>,
+    saw_compensation: bool,
+    forward_after_compensation: bool,
+    pivot_succeeded: bool,
+    compensated_after_pivot: bool,
+    signals_sent: u32,
+}
+
+fn drive(
+    p: &[StepPolicy],
+    deadline: Option<u64>,
+    script: &[Outcome],
+) -> (SagaState, Trace, Vec<Decision>) {
+    let mut s = state(p);
+    s.deadline_ms = deadline;
+    let pivot = p.iter().position(|x| x.class == StepClass::Pivot);
+    let mut t = Trace::default();
+    let mut decisions = vec![];
+    let mut it = script.iter().cloned();
+    let mut now = 0u64;
+    let mut d = s.apply(p, Input::Start, ctx(now)).unwrap();
+    let mut operator_retries = 0;
+    let mut last_signal: Option<(String, String)> = None;
+    for _ in 0..10_000 {
+        decisions.push(d);
+        let o = it.next().unwrap_or(Outcome::Ok);
+        if s.status.is_terminal() && !matches!(d, Decision::Finished(_)) {
+            panic!("terminal state with a non-final decision {d:?}");
+        }
+        match o {
+            Outcome::Crash if !s.status.is_terminal() => {
+                let persisted = s.decision();
+                d = s.apply(p, Input::Resume, ctx(now)).unwrap();
+                if let Decision::Wait { .. } = persisted {
+                    assert_eq!(d, persisted, "a wait resumes as it was");
+                }
+                continue;
+            }
+            Outcome::Cancel if !s.status.is_terminal() => {
+                match s.apply(
+                    p,
+                    Input::Cancel {
+                        reason: "test".into(),
+                    },
+                    ctx(now),
+                ) {
+                    Ok(Decision::AwaitRunning) => {}
+                    Ok(nd) => d = nd,
+                    Err(MachineError::PastPivot { .. }) => assert!(s.past_pivot(p)),
+                    Err(e) => panic!("cancel refused: {e}"),
+                }
+                continue;
+            }
+            Outcome::Signal(w, dup) if !s.status.is_terminal() => {
+                let (id, name) = match (&last_signal, dup) {
+                    (Some(l), true) => l.clone(),
+                    _ => {
+                        t.signals_sent += 1;
+                        (format!("g{}", t.signals_sent), format!("w{w}"))
+                    }
+                };
+                last_signal = Some((id.clone(), name.clone()));
+                let before = s.clone();
+                match s.apply(p, sig(&id, &name), ctx(now)) {
+                    Ok(nd) => {
+                        if before.signals.iter().any(|g| g.id == id) {
+                            assert_eq!(s, before, "a duplicate signal changes nothing");
+                        }
+                        if !matches!(d, Decision::Run { .. } | Decision::Compensate { .. }) {
+                            d = nd;
+                        }
+                    }
+                    Err(MachineError::SignalRefused { .. }) => assert_eq!(s, before),
+                    Err(e) => panic!("signal: {e}"),
+                }
+                continue;
+            }
+            Outcome::Jump => now += 400,
+            _ => {}
+        }
+        d = match d {
+            Decision::Run { step, .. } => {
+                if t.saw_compensation {
+                    t.forward_after_compensation = true;
+                }
+                let input = match o {
+                    Outcome::Retryable => Input::StepFailed {
+                        step,
+                        kind: FailureKind::Retryable,
+                        error: "busy".into(),
+                    },
+                    Outcome::Timeout => Input::StepFailed {
+                        step,
+                        kind: FailureKind::Timeout,
+                        error: "timeout".into(),
+                    },
+                    Outcome::Reject => Input::StepFailed {
+                        step,
+                        kind: FailureKind::Rejected,
+                        error: "no".into(),
+                    },
+                    _ => {
+                        t.ran.push(step);
+                        if Some(step) == pivot {
+                            t.pivot_succeeded = true;
+                        }
+                        Input::StepSucceeded { step }
+                    }
+                };
+                s.apply(p, input, ctx(now)).unwrap()
+            }
+            Decision::Compensate { step, .. } => {
+                t.saw_compensation = true;
+                if t.pivot_succeeded {
+                    t.compensated_after_pivot = true;
+                }
+                let input = match o {
+                    Outcome::CompFail => Input::CompensationFailed {
+                        step,
+                        error: "down".into(),
+                    },
+                    _ => {
+                        t.compensated.push(step);
+                        Input::CompensationSucceeded { step }
+                    }
+                };
+                s.apply(p, input, ctx(now)).unwrap()
+            }
+            Decision::Sleep { step, until_ms } | Decision::Wait { step, until_ms } => {
+                now = now.max(until_ms);
+                s.apply(p, Input::TimerFired { step }, ctx(now)).unwrap()
+            }
+            Decision::AwaitRunning => panic!("driver never leaves a running step"),
+            Decision::Finished(SagaStatus::Stuck) if operator_retries < 3 => {
+                operator_retries += 1;
+                s.apply(p, Input::OperatorRetry, ctx(now)).unwrap()
+            }
+            Decision::Finished(_) => return (s, t, decisions),
+        };
+    }
+    panic!("saga did not finish in 10,000 decisions");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    #[test]
+    fn the_model_holds_for_pivots_waits_and_deadlines(
+        before in proptest::collection::vec(shape(), 0..5),
+        pivot in any::<bool>(),
+        after in proptest::collection::vec(any::<bool>(), 0..3),
+        forward in 1u32..4,
+        comp in 1u32..4,
+        deadline in proptest::option::of(0u64..3_000),
+        script in proptest::collection::vec(outcome(), 0..50),
+    ) {
+        let p = layout(&before, pivot, &after, forward, comp);
+        prop_assume!(!p.is_empty());
+        let (s, t, decisions) = drive(&p, deadline, &script);
+
+        // Exactly one terminal state, and it is the last decision.
+        prop_assert!(s.status.is_terminal());
+        prop_assert_eq!(decisions.last().copied(), Some(Decision::Finished(s.status)));
+        prop_assert!(!t.forward_after_compensation, "forward after compensation: {:?}", decisions);
+        prop_assert!(!t.compensated_after_pivot, "compensated after the pivot: {:?}", decisions);
+        for w in t.compensated.windows(2) {
+            prop_assert!(w[0] > w[1], "compensation order {:?}", t.compensated);
+        }
+        // Only compensatable steps are ever compensated.
+        for &i in &t.compensated {
+            prop_assert_eq!(p[i].class, StepClass::Compensatable);
+        }
+        // Each signal is consumed at most once, by a wait for its name.
+        for g in &s.signals {
+            if let Some(i) = g.consumed_by {
+                let ok = matches!(&p[i].kind, StepKind::Signal { name, .. } if name == &g.name);
+                prop_assert!(ok);
+            }
+        }
+        if s.overdue {
+            prop_assert!(t.pivot_succeeded, "overdue without the pivot");
+        }
+        match s.status {
+            SagaStatus::Completed => {
+                prop_assert!(s.steps.iter().all(|x| x.state == StepState::Succeeded));
+                prop_assert!(t.compensated.is_empty());
+            }
+            SagaStatus::Compensated => {
+                prop_assert!(!t.pivot_succeeded);
+                for (i, x) in s.steps.iter().enumerate() {
+                    let ran = t.ran.contains(&i) || x.in_doubt;
+                    if ran && p[i].class == StepClass::Compensatable {
+                        prop_assert_eq!(x.state, StepState::Compensated, "step {} ran but is {:?}", i, x.state);
+                    }
+                }
+                if s.deadline_passed {
+                    prop_assert!(s.failure.is_some());
+                }
+            }
+            SagaStatus::Stuck => {
+                let parked = s.steps.iter().filter(|x| matches!(x.state, StepState::CompensationFailed | StepState::StuckForward)).count();
+                prop_assert_eq!(parked, 1);
+                if s.steps.iter().any(|x| x.state == StepState::StuckForward) {
+                    prop_assert!(t.compensated.is_empty());
+                }
+            }
+            other => prop_assert!(false, "not terminal: {}", other),
+        }
+    }
+}
