@@ -134,7 +134,7 @@ fn logged_in_response(
     let cookie = set_cookie(
         token,
         state.accounts.sessions.ttl(),
-        (state.config.secure_cookies || state.config.tls.is_some()),
+        state.config.secure_cookies || state.config.tls.is_some(),
     );
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(SET_COOKIE, v);
@@ -229,7 +229,7 @@ pub async fn logout(state: &AppState, req: Req) -> Result<Response<Body>, ApiErr
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     if let Ok(v) = HeaderValue::from_str(&clear_cookie(
-        (state.config.secure_cookies || state.config.tls.is_some()),
+        state.config.secure_cookies || state.config.tls.is_some(),
     )) {
         resp.headers_mut().insert(SET_COOKIE, v);
     }
