@@ -146,6 +146,7 @@ fn run_server(cli: &Cli) -> Fallible {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let shutdown = shutdown_signal();
         let listener = tokio::net::TcpListener::bind(cli.addr)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", cli.addr))?;
@@ -163,7 +164,7 @@ fn run_server(cli: &Cli) -> Fallible {
             config.limits.tls = tls.clone();
             let auth = if config.token.is_some() { "bearer token required" } else { "no token: loopback only" };
             println!("demo-server: {role} participant listening on {scheme}://{addr} ({auth})");
-            serve_role_with(config, listener, db.clone(), shutdown_signal()).await?;
+            serve_role_with(config, listener, db.clone(), shutdown).await?;
             tokio::task::spawn_blocking(move || db.flush()).await??;
             return Ok(());
         }
@@ -239,36 +240,43 @@ fn run_server(cli: &Cli) -> Fallible {
             ),
         }
         println!("demo-server: listening on {scheme}://{addr}");
-        demo_server::serve(listener, state, shutdown_signal()).await;
+        demo_server::serve(listener, state, shutdown).await;
         Ok(())
     })
 }
 
 /// Completes at SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
+/// SIGINT or SIGTERM. The handlers are installed when this is called, not
+/// when the future is first polled: call it before telling anyone where the
+/// server listens, or a signal sent at once would kill the process instead
+/// of stopping it gracefully.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let int = signal(SignalKind::interrupt());
+        let term = signal(SignalKind::terminate());
+        async move {
+            let (mut int, mut term) = match (int, term) {
+                (Ok(i), Ok(t)) => (i, t),
+                (i, t) => {
+                    tracing::error!(
+                        sigint = i.is_ok(),
+                        sigterm = t.is_ok(),
+                        "cannot listen for signals"
+                    );
+                    return std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                _ = int.recv() => tracing::info!("SIGINT received"),
+                _ = term.recv() => tracing::info!("SIGTERM received"),
             }
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received"),
-        () = term => tracing::info!("SIGTERM received"),
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
