@@ -87,6 +87,8 @@ pub(crate) struct StepEntry<D> {
     pub(crate) policy: StepPolicy,
     /// For a signal wait: how its payload reaches the data.
     pub(crate) sink: Option<SignalSink<D>>,
+    /// The parallel group the step belongs to.
+    pub(crate) group: Option<String>,
 }
 
 /// What is wrong with the order or the classes of a definition's steps.
@@ -108,6 +110,34 @@ pub enum StepOrderProblem {
     /// A signal wait after the pivot: its timeout could not be undone.
     #[error("a signal wait after the pivot (a timeout there could not be compensated)")]
     WaitAfterPivot,
+    /// The pivot inside a parallel group: the point of no return must be
+    /// one step, not one of several running at once.
+    #[error("the pivot is inside the parallel group {group:?}")]
+    PivotInGroup {
+        /// The group.
+        group: String,
+    },
+    /// A wait, a sleep or a retriable step inside a parallel group: members
+    /// are actions before the pivot (compensatable or read-only).
+    #[error("a {what} inside the parallel group {group:?} (members are compensatable or read-only actions)")]
+    NotAGroupMember {
+        /// The group.
+        group: String,
+        /// What the step is.
+        what: &'static str,
+    },
+    /// A parallel group after the pivot.
+    #[error("the parallel group {group:?} comes after the pivot")]
+    GroupAfterPivot {
+        /// The group.
+        group: String,
+    },
+    /// A parallel group without members, or one whose name is used twice.
+    #[error("the parallel group {group:?} is empty or its name is used twice")]
+    BadGroup {
+        /// The group.
+        group: String,
+    },
     /// A policy setter called before any step (it would apply to nothing).
     #[error("{setter}() called before any step")]
     PolicyBeforeAnyStep {
@@ -179,6 +209,7 @@ impl<D: Send + Sync + 'static> SagaDefinition<D> {
             default_compensation: RetryPolicy::default().max_attempts(10),
             deadline: None,
             misuse: None,
+            bad_group: None,
         }
     }
 
@@ -218,6 +249,8 @@ pub struct SagaDefinitionBuilder<D> {
     default_compensation: RetryPolicy,
     deadline: Option<std::time::Duration>,
     misuse: Option<&'static str>,
+    /// An empty group, refused by `build`.
+    bad_group: Option<String>,
 }
 
 impl<D: Send + Sync + 'static> SagaDefinitionBuilder<D> {
@@ -260,6 +293,7 @@ impl<D: Send + Sync + 'static> SagaDefinitionBuilder<D> {
                 kind,
             },
             sink: None,
+            group: None,
         });
         self
     }
@@ -415,6 +449,55 @@ impl<D: Send + Sync + 'static> SagaDefinitionBuilder<D> {
         self.push(name.into(), Arc::new(Waiting), class, kind)
     }
 
+    /// Appends a parallel group: the steps `members` adds run concurrently
+    /// as one position of the saga, and the group succeeds when all of
+    /// them do. When one is rejected (or in doubt past its policy), the
+    /// members still running are told so ([`StepContext::is_cancelled`]),
+    /// and once none runs, every member that succeeded or is in doubt is
+    /// compensated, then the steps before the group, newest first. Each
+    /// member has its own idempotency key (`{saga}:{member}`); after a
+    /// crash only the members that had not finished run again. Members
+    /// are compensatable or read-only actions before the pivot (`build`
+    /// refuses anything else with [`crate::Error::StepOrder`]).
+    ///
+    /// ```
+    /// # use saga_engine::SagaDefinition;
+    /// let def = SagaDefinition::<u32>::builder("trip", 1)
+    ///     .group("legs", |g| {
+    ///         g.action("outbound", |_c, n| async move { Ok(n) }, |_c, _n| async move { Ok(()) })
+    ///             .action("return", |_c, n| async move { Ok(n) }, |_c, _n| async move { Ok(()) })
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = def;
+    /// ```
+    pub fn group(
+        mut self,
+        name: impl Into<String>,
+        members: impl FnOnce(SagaDefinitionBuilder<D>) -> SagaDefinitionBuilder<D>,
+    ) -> Self {
+        let name = name.into();
+        let inner = members(SagaDefinitionBuilder {
+            name: self.name.clone(),
+            version: self.version,
+            steps: Vec::new(),
+            default_policy: self.default_policy.clone(),
+            default_compensation: self.default_compensation.clone(),
+            deadline: None,
+            misuse: None,
+            bad_group: None,
+        });
+        self.misuse = self.misuse.or(inner.misuse);
+        if inner.steps.is_empty() {
+            self.bad_group = self.bad_group.take().or(Some(name.clone()));
+        }
+        for mut s in inner.steps {
+            s.group = Some(name.clone());
+            self.steps.push(s);
+        }
+        self
+    }
+
     /// Sets the forward retry policy of the step added last (refused by
     /// `build` if there is none yet).
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
@@ -470,7 +553,52 @@ impl<D: Send + Sync + 'static> SagaDefinitionBuilder<D> {
                 StepOrderProblem::PolicyBeforeAnyStep { setter },
             ));
         }
+        if let Some(group) = self.bad_group.clone() {
+            let first = self.steps[0].name.clone();
+            return Err(order(&first, StepOrderProblem::BadGroup { group }));
+        }
         let mut pivot: Option<&str> = None;
+        let mut groups_done: Vec<&str> = Vec::new();
+        for (i, s) in self.steps.iter().enumerate() {
+            let Some(group) = s.group.as_deref() else {
+                continue;
+            };
+            let g = || group.to_string();
+            let starts = i == 0 || self.steps[i - 1].group.as_deref() != Some(group);
+            if starts {
+                if groups_done.contains(&group) {
+                    return Err(order(&s.name, StepOrderProblem::BadGroup { group: g() }));
+                }
+                groups_done.push(group);
+            }
+            if self.steps[..i]
+                .iter()
+                .any(|x| x.policy.class == StepClass::Pivot)
+            {
+                return Err(order(
+                    &s.name,
+                    StepOrderProblem::GroupAfterPivot { group: g() },
+                ));
+            }
+            let what = match (s.policy.class, &s.policy.kind) {
+                (StepClass::Pivot, _) => {
+                    return Err(order(
+                        &s.name,
+                        StepOrderProblem::PivotInGroup { group: g() },
+                    ))
+                }
+                (_, StepKind::Signal { .. }) => Some("signal wait"),
+                (_, StepKind::Sleep { .. }) => Some("sleep"),
+                (StepClass::Retriable, _) => Some("retriable step"),
+                _ => None,
+            };
+            if let Some(what) = what {
+                return Err(order(
+                    &s.name,
+                    StepOrderProblem::NotAGroupMember { group: g(), what },
+                ));
+            }
+        }
         for s in &self.steps {
             let class = s.policy.class;
             match (pivot, class) {
@@ -524,6 +652,8 @@ pub(crate) trait ErasedDefinition: Send + Sync {
     fn name(&self) -> &str;
     fn version(&self) -> u32;
     fn step_names(&self) -> Vec<String>;
+    /// Each step's parallel group, in step order.
+    fn groups(&self) -> Vec<Option<String>>;
     fn policies(&self) -> &[StepPolicy];
     fn deadline(&self) -> Option<std::time::Duration>;
     /// Checks that `payload` fits the signal wait `step` (so a bad payload
@@ -583,6 +713,9 @@ where
     }
     fn step_names(&self) -> Vec<String> {
         self.def.steps.iter().map(|s| s.name.clone()).collect()
+    }
+    fn groups(&self) -> Vec<Option<String>> {
+        self.def.steps.iter().map(|s| s.group.clone()).collect()
     }
     fn policies(&self) -> &[StepPolicy] {
         &self.policies

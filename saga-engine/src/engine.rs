@@ -27,6 +27,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+mod group;
 mod waits;
 pub use waits::SignalOutcome;
 
@@ -336,7 +337,7 @@ impl Engine {
             next_seq: 0,
             created_at_ms: now,
             updated_at_ms: now,
-            state: SagaState::new(def.step_names()),
+            state: SagaState::grouped(def.step_names().into_iter().zip(def.groups())),
             data,
             lease: inner.store.is_shared().then(|| Lease {
                 owner: inner.owner.clone(),
@@ -883,6 +884,16 @@ impl Inner {
                 rec.definition, rec.version, names, stored
             ));
         }
+        let groups: Vec<Option<String>> = rec.state.steps.iter().map(|s| s.group.clone()).collect();
+        if def.groups() != groups {
+            return Err(format!(
+                "definition {:?} version {} groups its steps as {:?} but the saga was started with {:?}",
+                rec.definition,
+                rec.version,
+                def.groups(),
+                groups
+            ));
+        }
         Ok(def.clone())
     }
 
@@ -1032,6 +1043,18 @@ impl Inner {
                         },
                         None,
                     )
+                }
+                Decision::RunGroup { .. } => {
+                    match self
+                        .drive_group(&def, &mut rec, control, &mut shutdown)
+                        .await?
+                    {
+                        group::GroupExit::Next(d) => {
+                            decision = d;
+                            continue;
+                        }
+                        group::GroupExit::Shutdown => return Ok(Exit::Done),
+                    }
                 }
                 Decision::Run { step, attempt } | Decision::Compensate { step, attempt } => {
                     let compensating = matches!(decision, Decision::Compensate { .. });
@@ -1311,8 +1334,12 @@ fn events_for(
             status,
             reason: rec.state.failure.clone(),
         }),
-        // A wait's start is among the machine's events (see `waits`).
-        Decision::Wait { .. } | Decision::Sleep { .. } | Decision::AwaitRunning => None,
+        // A wait's start and a group's member starts are among the
+        // machine's events (see `waits`).
+        Decision::Wait { .. }
+        | Decision::Sleep { .. }
+        | Decision::AwaitRunning
+        | Decision::RunGroup { .. } => None,
     };
     let mut out = Vec::with_capacity(2);
     for kind in happened.into_iter().chain(started) {

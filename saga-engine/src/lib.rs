@@ -94,6 +94,8 @@ pub mod retry;
 pub mod sabotage;
 mod step_fn;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod typed;
 
 pub use async_trait::async_trait;

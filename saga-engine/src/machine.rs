@@ -10,6 +10,7 @@
 
 use crate::retry::RetryPolicy;
 
+mod group;
 mod model;
 pub use model::*;
 
@@ -28,6 +29,7 @@ impl SagaState {
                     in_doubt: false,
                     last_error: None,
                     wake_at_ms: None,
+                    group: None,
                 })
                 .collect(),
             cancel_requested: false,
@@ -37,6 +39,20 @@ impl SagaState {
             deadline_passed: false,
             overdue: false,
         }
+    }
+
+    /// A fresh saga over `(name, group)` pairs: consecutive steps with the
+    /// same group run as one parallel group.
+    pub fn grouped<S: Into<String>>(
+        steps: impl IntoIterator<Item = (S, Option<String>)>,
+    ) -> SagaState {
+        let (names, groups): (Vec<String>, Vec<Option<String>>) =
+            steps.into_iter().map(|(n, g)| (n.into(), g)).unzip();
+        let mut s = SagaState::new(names);
+        for (p, g) in s.steps.iter_mut().zip(groups) {
+            p.group = g;
+        }
+        s
     }
 
     /// What the runtime should be doing in this state (read-only).
@@ -55,6 +71,13 @@ impl SagaState {
             deadline.map_or(w, |d| d.min(w))
         };
         for (i, s) in self.steps.iter().enumerate() {
+            if s.group.is_some() && matches!(s.state, StepState::Running | StepState::RetryWait) {
+                let r = self.group_range(i);
+                return Decision::RunGroup {
+                    first: r.start,
+                    end: r.end,
+                };
+            }
             match s.state {
                 StepState::Running => {
                     return Decision::Run {
@@ -146,6 +169,9 @@ impl SagaState {
     /// the state), or the wait of a wait step, which an early signal may
     /// end at once.
     fn run(&mut self, step: usize, p: &[StepPolicy], ctx: Ctx) -> Decision {
+        if self.steps[step].group.is_some() {
+            return self.run_group(step);
+        }
         match &p[step].kind {
             StepKind::Action => {
                 let s = &mut self.steps[step];
@@ -343,7 +369,7 @@ impl SagaState {
     /// A pending cancel (or passed deadline) takes effect at once when
     /// nothing is running: a wait or a retry wait before the pivot is
     /// abandoned and compensation begins.
-    fn settle_cancel(&mut self, p: &[StepPolicy], d: Decision) -> Decision {
+    fn settle_cancel(&mut self, p: &[StepPolicy], d: Decision, ctx: Ctx) -> Decision {
         if !self.cancel_requested || self.status != SagaStatus::Running {
             return d;
         }
@@ -351,6 +377,7 @@ impl SagaState {
             Decision::Wait { .. } | Decision::Sleep { .. } if !self.forward_only(p) => {
                 self.begin_compensation(p)
             }
+            Decision::RunGroup { first, end } => self.group_progress(first..end, p, ctx),
             _ => d,
         }
     }
@@ -413,6 +440,7 @@ impl SagaState {
                 // may not have taken effect: count it, and run it again if
                 // the policy allows.
                 match self.decision() {
+                    Decision::RunGroup { first, end } => self.resume_group(first..end, p, ctx),
                     Decision::Run { step, .. } => {
                         let policy = &p[step].forward;
                         let s = &mut self.steps[step];
@@ -465,6 +493,9 @@ impl SagaState {
                 if s.state != StepState::Running || self.status != SagaStatus::Running {
                     return Err(self.unexpected(&input, Some(step)));
                 }
+                if self.steps[step].group.is_some() {
+                    return Ok(self.member_succeeded(step, p, ctx));
+                }
                 let s = &mut self.steps[step];
                 s.state = StepState::Succeeded;
                 s.last_error = None;
@@ -478,6 +509,9 @@ impl SagaState {
                 let s = self.step_mut(step)?;
                 if s.state != StepState::Running || self.status != SagaStatus::Running {
                     return Err(self.unexpected(&input, Some(step)));
+                }
+                if self.steps[step].group.is_some() {
+                    return Ok(self.member_failed(step, kind, error, p, ctx));
                 }
                 let s = &mut self.steps[step];
                 s.last_error = Some(error.clone());
@@ -524,6 +558,7 @@ impl SagaState {
                     // Woken before its time (by the deadline): nothing
                     // changes but what the deadline did.
                     StepState::RetryWait | StepState::Waiting if early => self.decision(),
+                    StepState::RetryWait if s.group.is_some() => self.retry_member(step),
                     StepState::RetryWait => {
                         self.steps[step].state = StepState::Pending;
                         self.run(step, p, ctx)
@@ -651,6 +686,7 @@ impl SagaState {
                 self.cancel_requested = true;
                 match self.decision() {
                     Decision::Run { .. } => Decision::AwaitRunning,
+                    Decision::RunGroup { first, end } => self.group_progress(first..end, p, ctx),
                     d => d,
                 }
             }
@@ -686,10 +722,12 @@ impl SagaState {
                 }
             }
         };
-        Ok(self.settle_cancel(p, d))
+        Ok(self.settle_cancel(p, d, ctx))
     }
 }
 
+#[cfg(test)]
+mod group_tests;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]

@@ -435,6 +435,17 @@ fn model_events(
             });
         }
     }
+    for (b, a) in before.steps.iter().zip(&after.steps) {
+        // Group members start without a `Decision::Run` of their own.
+        let started = a.state == StepState::Running
+            && (b.state != StepState::Running || b.attempts != a.attempts);
+        if a.group.is_some() && started {
+            out.push(EventKind::StepStarted {
+                step: a.name.clone(),
+                attempt: a.attempts,
+            });
+        }
+    }
     if after.deadline_passed && !before.deadline_passed {
         out.push(EventKind::DeadlinePassed {
             overdue: after.overdue,

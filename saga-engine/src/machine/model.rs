@@ -113,6 +113,11 @@ pub struct StepProgress {
     pub last_error: Option<String>,
     /// When a waiting step wakes, in milliseconds since the Unix epoch.
     pub wake_at_ms: Option<u64>,
+    /// The parallel group the step belongs to, if any: consecutive steps
+    /// with the same group run concurrently as one position of the saga.
+    /// Absent in records written before groups (and for ungrouped steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// The persisted state of a saga, as the machine sees it.
@@ -335,6 +340,18 @@ pub enum Decision {
         step: usize,
         /// Wake time, milliseconds since the Unix epoch.
         until_ms: u64,
+    },
+    /// Run the members `first..end` of a parallel group concurrently: every
+    /// member whose state is `Running` (its attempt is counted in the
+    /// state), and a member in `RetryWait` once its `wake_at_ms` has come
+    /// (feed [`Input::TimerFired`] for it, then run it). Each member's
+    /// result is fed back as it arrives; members still running when
+    /// [`SagaState::cancel_requested`] is set should be told to stop.
+    RunGroup {
+        /// The group's first step index.
+        first: usize,
+        /// One past its last step index.
+        end: usize,
     },
     /// Nothing to do until the running attempt reports (used after a cancel
     /// recorded while a step runs).

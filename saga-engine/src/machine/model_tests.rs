@@ -1,5 +1,6 @@
 //! Property and unit tests of the saga model's transitions: step classes
-//! and the pivot, durable waits (signals, sleeps), deadlines.
+//! and the pivot, durable waits (signals, sleeps), deadlines, and (in the
+//! property test) parallel groups.
 
 use super::*;
 use proptest::prelude::*;
@@ -337,6 +338,8 @@ enum Shape {
     ReadOnly,
     Wait,
     Sleep,
+    /// A parallel group; each member compensatable (true) or read-only.
+    Group(Vec<bool>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -374,20 +377,36 @@ fn shape() -> impl Strategy<Value = Shape> {
         1 => Just(Shape::ReadOnly),
         2 => Just(Shape::Wait),
         1 => Just(Shape::Sleep),
+        2 => proptest::collection::vec(any::<bool>(), 1..4).prop_map(Shape::Group),
     ]
 }
 
-/// Builds a layout: `before` steps, then maybe a pivot and `after` retriable
-/// steps (or sleeps), as the builder allows.
+/// Builds a layout: `before` steps (groups among them), then maybe a pivot
+/// and `after` retriable steps (or sleeps), as the builder allows; and
+/// each step's group.
 fn layout(
     before: &[Shape],
     pivot: bool,
     after: &[bool],
     forward: u32,
     comp: u32,
-) -> Vec<StepPolicy> {
+) -> (Vec<StepPolicy>, Vec<Option<String>>) {
     let mut p = Vec::new();
+    let mut groups = Vec::new();
     for (i, sh) in before.iter().enumerate() {
+        if let Shape::Group(members) = sh {
+            for &c in members {
+                let class = if c {
+                    StepClass::Compensatable
+                } else {
+                    StepClass::ReadOnly
+                };
+                p.push(pol(class, StepKind::Action, forward, comp));
+                groups.push(Some(format!("g{i}")));
+            }
+            continue;
+        }
+        groups.push(None);
         p.push(match sh {
             Shape::Comp => pol(StepClass::Compensatable, StepKind::Action, forward, comp),
             Shape::ReadOnly => pol(StepClass::ReadOnly, StepKind::Action, forward, comp),
@@ -398,6 +417,7 @@ fn layout(
                 1,
             ),
             Shape::Sleep => pol(StepClass::ReadOnly, StepKind::Sleep { for_ms: 300 }, 1, 1),
+            Shape::Group(_) => unreachable!(),
         });
     }
     if pivot {
@@ -410,7 +430,8 @@ fn layout(
             });
         }
     }
-    p
+    groups.resize(p.len(), None);
+    (p, groups)
 }
 
 #[derive(Debug, Default)]
@@ -424,12 +445,46 @@ struct Trace {
     signals_sent: u32,
 }
 
+/// The input for a forward attempt of `step` ending as `o`.
+fn forward_input(o: Outcome, step: usize, pivot: Option<usize>, t: &mut Trace) -> Input {
+    if t.saw_compensation {
+        t.forward_after_compensation = true;
+    }
+    match o {
+        Outcome::Retryable => Input::StepFailed {
+            step,
+            kind: FailureKind::Retryable,
+            error: "busy".into(),
+        },
+        Outcome::Timeout => Input::StepFailed {
+            step,
+            kind: FailureKind::Timeout,
+            error: "timeout".into(),
+        },
+        Outcome::Reject => Input::StepFailed {
+            step,
+            kind: FailureKind::Rejected,
+            error: "no".into(),
+        },
+        _ => {
+            // Crashes included: a step that succeeded never runs again.
+            assert!(!t.ran.contains(&step), "step {step} succeeded twice");
+            t.ran.push(step);
+            if Some(step) == pivot {
+                t.pivot_succeeded = true;
+            }
+            Input::StepSucceeded { step }
+        }
+    }
+}
+
 fn drive(
     p: &[StepPolicy],
+    groups: &[Option<String>],
     deadline: Option<u64>,
     script: &[Outcome],
 ) -> (SagaState, Trace, Vec<Decision>) {
-    let mut s = state(p);
+    let mut s = SagaState::grouped((0..p.len()).map(|i| (format!("s{i}"), groups[i].clone())));
     s.deadline_ms = deadline;
     let pivot = p.iter().position(|x| x.class == StepClass::Pivot);
     let mut t = Trace::default();
@@ -498,34 +553,28 @@ fn drive(
         }
         d = match d {
             Decision::Run { step, .. } => {
-                if t.saw_compensation {
-                    t.forward_after_compensation = true;
-                }
-                let input = match o {
-                    Outcome::Retryable => Input::StepFailed {
-                        step,
-                        kind: FailureKind::Retryable,
-                        error: "busy".into(),
-                    },
-                    Outcome::Timeout => Input::StepFailed {
-                        step,
-                        kind: FailureKind::Timeout,
-                        error: "timeout".into(),
-                    },
-                    Outcome::Reject => Input::StepFailed {
-                        step,
-                        kind: FailureKind::Rejected,
-                        error: "no".into(),
-                    },
-                    _ => {
-                        t.ran.push(step);
-                        if Some(step) == pivot {
-                            t.pivot_succeeded = true;
-                        }
-                        Input::StepSucceeded { step }
-                    }
-                };
+                let input = forward_input(o, step, pivot, &mut t);
                 s.apply(p, input, ctx(now)).unwrap()
+            }
+            Decision::RunGroup { first, end } => {
+                let running: Vec<usize> = (first..end)
+                    .filter(|&i| s.steps[i].state == StepState::Running)
+                    .collect();
+                if running.is_empty() {
+                    // Only retry waits left: the earliest one's timer fires.
+                    let (w, step) = (first..end)
+                        .filter(|&i| s.steps[i].state == StepState::RetryWait)
+                        .map(|i| (s.steps[i].wake_at_ms.unwrap_or(0), i))
+                        .min()
+                        .expect("a group decision with nothing running or waiting");
+                    now = now.max(w);
+                    s.apply(p, Input::TimerFired { step }, ctx(now)).unwrap()
+                } else {
+                    // Members report in an order the script varies.
+                    let step = running[(decisions.len() * 7 + now as usize) % running.len()];
+                    let input = forward_input(o, step, pivot, &mut t);
+                    s.apply(p, input, ctx(now)).unwrap()
+                }
             }
             Decision::Compensate { step, .. } => {
                 t.saw_compensation = true;
@@ -563,7 +612,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(3000))]
 
     #[test]
-    fn the_model_holds_for_pivots_waits_and_deadlines(
+    fn the_model_holds_for_pivots_waits_deadlines_and_groups(
         before in proptest::collection::vec(shape(), 0..5),
         pivot in any::<bool>(),
         after in proptest::collection::vec(any::<bool>(), 0..3),
@@ -572,9 +621,9 @@ proptest! {
         deadline in proptest::option::of(0u64..3_000),
         script in proptest::collection::vec(outcome(), 0..50),
     ) {
-        let p = layout(&before, pivot, &after, forward, comp);
+        let (p, groups) = layout(&before, pivot, &after, forward, comp);
         prop_assume!(!p.is_empty());
-        let (s, t, decisions) = drive(&p, deadline, &script);
+        let (s, t, decisions) = drive(&p, &groups, deadline, &script);
 
         // Exactly one terminal state, and it is the last decision.
         prop_assert!(s.status.is_terminal());

@@ -443,6 +443,7 @@ fn drive(n: usize, p: &[StepPolicy], script: &[Outcome]) -> (SagaState, Trace, V
                 operator_retries += 1;
                 s.apply(p, Input::OperatorRetry, ctx(now)).unwrap()
             }
+            Decision::RunGroup { .. } => unreachable!("no groups in these layouts"),
             Decision::Finished(_) => return (s, t, decisions),
         };
     }

@@ -1,0 +1,248 @@
+//! The runtime of a parallel group ([`Decision::RunGroup`]): every member
+//! whose attempt the state counts runs in its own tokio task, at once; each
+//! result is applied to the machine and persisted as it arrives (one
+//! durable write per transition, as for a single step), and a member due
+//! for a retry is woken by its timer. When the machine marks the group as
+//! failing (`cancel_requested`: a rejected sibling, a cancel, a deadline),
+//! the members still running are told so through
+//! [`StepContext::is_cancelled`] / [`StepContext::cancelled`]; they stop
+//! or finish as they choose, and their results still count.
+//!
+//! Members start from the data as it stands when they are launched; the
+//! top-level fields a member changes are merged into the saga's data when
+//! it succeeds (two members writing the same field: the later one wins).
+
+use super::{events_for, outcome_event, Control, Inner};
+use crate::definition::{ErasedDefinition, StepContext, StepError};
+use crate::machine::{Decision, FailureKind, Input, StepState};
+use crate::store::SagaRecord;
+use crate::Error;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+tokio::task_local! {
+    /// The group's stop flag, visible to the member running in this task.
+    static GROUP_CANCEL: watch::Receiver<bool>;
+}
+
+impl StepContext {
+    /// True when the step runs as a member of a parallel group that is
+    /// failing (a sibling was rejected, the saga was cancelled or its
+    /// deadline passed): the member may stop early (its result is still
+    /// recorded; stopping with an error leaves it in doubt, so it is
+    /// compensated). Always false outside a group.
+    pub fn is_cancelled(&self) -> bool {
+        GROUP_CANCEL.try_with(|r| *r.borrow()).unwrap_or(false)
+    }
+
+    /// Completes when [`StepContext::is_cancelled`] becomes true; never,
+    /// outside a group. Race it against the member's own work with
+    /// `tokio::select!`.
+    pub async fn cancelled(&self) {
+        match GROUP_CANCEL.try_with(|r| r.clone()) {
+            Ok(mut r) => {
+                if r.wait_for(|c| *c).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+/// How one member's attempt ended.
+struct Finished {
+    step: usize,
+    attempt: u32,
+    /// The data the member started from, and what it left.
+    base: serde_json::Value,
+    result: Result<Result<serde_json::Value, StepError>, ()>,
+    took: Duration,
+}
+
+/// Merges what a member changed (relative to `base`) into `data`.
+fn merge(data: &mut serde_json::Value, base: &serde_json::Value, out: serde_json::Value) {
+    match (data.as_object_mut(), base.as_object(), out) {
+        (Some(d), Some(b), serde_json::Value::Object(o)) => {
+            for k in b.keys() {
+                if !o.contains_key(k) {
+                    d.remove(k);
+                }
+            }
+            for (k, v) in o {
+                if b.get(&k) != Some(&v) {
+                    d.insert(k, v);
+                }
+            }
+        }
+        (_, _, out) => {
+            if &out != base {
+                *data = out;
+            }
+        }
+    }
+}
+
+/// What the group loop tells the worker.
+pub(super) enum GroupExit {
+    /// The saga left the group: act on this decision.
+    Next(Decision),
+    /// Shutdown: the saga resumes at the next open.
+    Shutdown,
+}
+
+impl Inner {
+    /// Runs the group until the saga's decision is no longer
+    /// [`Decision::RunGroup`].
+    pub(super) async fn drive_group(
+        self: &Arc<Self>,
+        def: &Arc<dyn ErasedDefinition>,
+        rec: &mut SagaRecord,
+        control: &mut mpsc::UnboundedReceiver<Control>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<GroupExit, Error> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut set: JoinSet<Finished> = JoinSet::new();
+        let mut inflight: HashSet<usize> = HashSet::new();
+        loop {
+            let d = rec.state.decision();
+            let Decision::RunGroup { first, end } = d else {
+                return Ok(GroupExit::Next(d));
+            };
+            if rec.state.cancel_requested {
+                stop_tx.send_replace(true);
+            }
+            let stopping = *shutdown.borrow();
+            let mut due: Option<(u64, usize)> = None;
+            for i in first..end {
+                let s = &rec.state.steps[i];
+                if inflight.contains(&i) {
+                    continue;
+                }
+                match s.state {
+                    StepState::Running if !stopping => {
+                        inflight.insert(i);
+                        self.launch(def, rec, i, s.attempts, &stop_rx, &mut set);
+                    }
+                    StepState::RetryWait => {
+                        let w = s.wake_at_ms.unwrap_or(0);
+                        if due.is_none_or(|(dw, _)| w < dw) {
+                            due = Some((w, i));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if stopping && set.is_empty() {
+                tracing::debug!("shutting down mid-group; the saga resumes at the next open");
+                return Ok(GroupExit::Shutdown);
+            }
+            let wait =
+                due.map(|(w, _)| Duration::from_millis(w.saturating_sub(self.clock.now_ms())));
+            let (input, prior) = tokio::select! {
+                // Fixed branch order: a run under a virtual clock repeats exactly.
+                biased;
+                Some(joined) = set.join_next() => {
+                    let f = match joined {
+                        Ok(f) => f,
+                        Err(e) => {
+                            // A member that panicked: its step is unknown,
+                            // so let the restart path find it.
+                            return Err(Error::Store(crate::store::StoreError::Io(format!(
+                                "a group member's task failed: {e}"
+                            ))));
+                        }
+                    };
+                    inflight.remove(&f.step);
+                    let name = rec.state.steps[f.step].name.clone();
+                    let timeout = def.policies()[f.step].forward.attempt_timeout;
+                    let step = f.step;
+                    let input = match f.result {
+                        Ok(Ok(out)) => {
+                            merge(&mut rec.data, &f.base, out);
+                            Input::StepSucceeded { step }
+                        }
+                        Ok(Err(StepError::Rejected(error))) => Input::StepFailed {
+                            step,
+                            kind: FailureKind::Rejected,
+                            error,
+                        },
+                        Ok(Err(StepError::Retryable(error))) => Input::StepFailed {
+                            step,
+                            kind: FailureKind::Retryable,
+                            error,
+                        },
+                        Err(()) => Input::StepFailed {
+                            step,
+                            kind: FailureKind::Timeout,
+                            error: format!("attempt timed out after {timeout:?}"),
+                        },
+                    };
+                    (input, Some((name, f.attempt, f.took)))
+                }
+                _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() && !stopping => {
+                    let step = due.map_or(first, |(_, i)| i);
+                    (Input::TimerFired { step }, None)
+                }
+                Some(c) = control.recv() => {
+                    // A cancel is recorded here; the members hear of it at
+                    // the top of the loop.
+                    self.control(&**def, rec, c).await?;
+                    continue;
+                }
+                _ = shutdown.changed() => continue,
+            };
+            let now = self.clock.now_ms();
+            let (next, model) = self.step(&**def, rec, input.clone(), now)?;
+            let outcome = prior
+                .and_then(|(name, attempt, took)| outcome_event(&input, name, attempt, took, next));
+            let events = events_for(rec, outcome.into_iter().chain(model), next, now);
+            self.commit(rec, events).await?;
+        }
+    }
+
+    /// Starts one member's attempt in its own task.
+    fn launch(
+        &self,
+        def: &Arc<dyn ErasedDefinition>,
+        rec: &SagaRecord,
+        step: usize,
+        attempt: u32,
+        stop: &watch::Receiver<bool>,
+        set: &mut JoinSet<Finished>,
+    ) {
+        let name = rec.state.steps[step].name.clone();
+        let ctx = StepContext {
+            saga_id: rec.id.clone(),
+            idempotency_key: format!("{}:{}", rec.id, name),
+            fencing_token: rec.lease.as_ref().map_or(0, |l| l.generation),
+            step: name.clone(),
+            attempt,
+        };
+        let timeout = def.policies()[step].forward.attempt_timeout;
+        let base = rec.data.clone();
+        let def = def.clone();
+        let span = tracing::info_span!("step", step = %name, attempt, group = true);
+        let work = async move {
+            let started = tokio::time::Instant::now();
+            let mut data = base.clone();
+            let call = def.run(step, &ctx, &mut data);
+            let r = match timeout {
+                Some(t) => tokio::time::timeout(t, call).await.map_err(|_| ()),
+                None => Ok(call.await),
+            };
+            Finished {
+                step,
+                attempt,
+                base,
+                result: r.map(|r| r.map(|()| data)),
+                took: started.elapsed(),
+            }
+        };
+        set.spawn(GROUP_CANCEL.scope(stop.clone(), work).instrument(span));
+    }
+}
