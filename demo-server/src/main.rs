@@ -7,9 +7,12 @@
 //! demo-server --role inventory|payments|loyalty [--addr ..] [--data-dir ..]
 //! demo-server import --dir DIR [--currency INR] [--mode skip|reject] [--data-dir ..]
 //! demo-server export --dir DIR [--data-dir ..]
+//! demo-server sagas list|show|history|retry|cancel|purge|export [--server URL] [--json]
 //! ```
 //!
-//! Logs go to stderr, filtered by `RUST_LOG` (default `info`). SIGINT or
+//! Logs go to stderr, filtered by `RUST_LOG` (default `info`): plain text,
+//! coloured only when stderr is a terminal (and `NO_COLOR` is unset), or one
+//! JSON object per line with `--log-format json`. SIGINT or
 //! SIGTERM shuts down gracefully; sagas still running resume at the next
 //! start.
 
@@ -67,6 +70,15 @@ struct Cli {
     /// with `--features postgres`) so several servers share the work.
     #[arg(long)]
     store: Option<String>,
+    /// Days finished sagas are kept before a background pass purges them
+    /// (with their history; stuck and running sagas are never purged);
+    /// 0 keeps everything.
+    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    retention: u32,
+    /// Log format on standard error: text, or json (one object per line,
+    /// with the fields of the spans around each event, e.g. `saga_id`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -93,6 +105,38 @@ enum Command {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// List, inspect, retry, cancel, purge and export sagas through a
+    /// running server's admin API (or, to read, the data directory of a
+    /// stopped one).
+    Sagas(demo_server::cli::SagasArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Installs the log subscriber on standard error.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            // Colour codes only for a person at a terminal, never into a file.
+            let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(ansi).init();
+        }
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -102,14 +146,8 @@ enum Mode {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let result = match &cli.command {
         Some(Command::Import {
             dir,
@@ -117,6 +155,13 @@ fn main() -> ExitCode {
             mode,
         }) => import(&cli.data_dir, dir, currency, *mode),
         Some(Command::Export { dir }) => export(&cli.data_dir, dir),
+        Some(Command::Sagas(args)) => demo_server::cli::run(
+            args,
+            &cli.data_dir,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr(),
+        )
+        .map_err(Into::into),
         None => run_server(&cli),
     };
     match result {
@@ -171,6 +216,7 @@ fn run_server(cli: &Cli) -> Fallible {
             .store_url(cli.store.clone())
             .remote(remote.clone())
             .config(config)
+            .retention(retention(cli.retention))
             .open()
             .await?;
         for (name, url) in [
@@ -220,6 +266,11 @@ fn run_server(cli: &Cli) -> Fallible {
         demo_server::serve(listener, state, shutdown_signal()).await;
         Ok(())
     })
+}
+
+/// The engine's retention policy for `--retention DAYS` (0: none).
+fn retention(days: u32) -> Option<saga_engine::Retention> {
+    (days > 0).then(|| saga_engine::Retention::new(Duration::from_secs(u64::from(days) * 86_400)))
 }
 
 /// Completes at SIGINT (Ctrl-C) or SIGTERM.

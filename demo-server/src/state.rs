@@ -160,9 +160,17 @@ pub struct AppStateBuilder {
     remote: RemoteParticipants,
     admin_token: Option<AdminToken>,
     config: ServerConfig,
+    retention: Option<saga_engine::Retention>,
 }
 
 impl AppStateBuilder {
+    /// Purges finished sagas past this policy's window in the background
+    /// (`None`, the default: keep everything).
+    pub fn retention(mut self, policy: Option<saga_engine::Retention>) -> Self {
+        self.retention = policy;
+        self
+    }
+
     /// Reaches the participants with a URL over HTTP.
     pub fn remote(mut self, remote: RemoteParticipants) -> Self {
         self.remote = remote;
@@ -236,7 +244,11 @@ impl AppStateBuilder {
             }
             Some(url) => open_shared_store(url).await?,
         };
-        let engine = Engine::builder_arc(store)
+        let mut engine = Engine::builder_arc(store);
+        if let Some(policy) = &self.retention {
+            engine = engine.retention(policy.clone());
+        }
+        let engine = engine
             .register(booking_definition(&services))
             .register(booking_domain::booking_saga::booking_definition_v1(
                 &services,
@@ -246,7 +258,7 @@ impl AppStateBuilder {
             ))
             .open()
             .await?;
-        let state = AppState::from_parts(engine, services, db, token, self.config);
+        let state = AppState::assemble(engine, services, db, token, self.config, self.retention);
         Ok((state, source))
     }
 }
@@ -301,6 +313,10 @@ pub struct AppState {
     pub streams: Arc<StreamTracker>,
     /// Request rates per client address.
     pub rates: RateLimiter,
+    /// Sagas started, completed and compensated per bucket (the admin overview).
+    pub saga_rates: Arc<crate::overview::Rates>,
+    /// The engine's retention policy, if finished sagas are purged.
+    pub retention: Option<saga_engine::Retention>,
     stopping: watch::Sender<bool>,
 }
 
@@ -323,6 +339,7 @@ impl AppState {
             remote: RemoteParticipants::default(),
             admin_token: None,
             config: ServerConfig::default(),
+            retention: None,
         }
     }
 
@@ -342,8 +359,21 @@ impl AppState {
         admin_token: AdminToken,
         config: ServerConfig,
     ) -> Arc<AppState> {
+        Self::assemble(engine, services, db, admin_token, config, None)
+    }
+
+    fn assemble(
+        engine: Engine,
+        services: BookingServices,
+        db: sled::Db,
+        admin_token: AdminToken,
+        config: ServerConfig,
+        retention: Option<saga_engine::Retention>,
+    ) -> Arc<AppState> {
         let metrics = Arc::new(Metrics::new());
         let (stopping, stop_rx) = watch::channel(false);
+        let saga_rates = Arc::new(crate::overview::Rates::new());
+        crate::overview::spawn_sampler(&engine, saga_rates.clone(), stop_rx.clone());
         crate::metrics::spawn_collector(&engine, metrics.clone(), stop_rx);
         Arc::new(AppState {
             engine,
@@ -354,6 +384,8 @@ impl AppState {
             connections: Arc::new(ConnTracker::default()),
             streams: Arc::new(StreamTracker::new(&config)),
             rates: RateLimiter::new(config.rate_per_minute, config.rate_burst),
+            saga_rates,
+            retention,
             config,
             stopping,
         })

@@ -9,6 +9,7 @@ mod cancellations;
 mod catalog;
 mod loyalty;
 mod ops;
+mod saga_ops;
 
 use crate::api::ApiError;
 use crate::body::Body;
@@ -51,6 +52,10 @@ pub async fn handle(
         Endpoint::CreateCancellation => cancellations::create(state, req).await,
         Endpoint::GetCancellation => cancellations::get(state, &req).await,
         Endpoint::AdminCancellations => cancellations::admin_list(state, &req).await,
+        Endpoint::AdminSaga => saga_ops::show(state, &req).await,
+        Endpoint::AdminSagaHistory => saga_ops::history(state, &req).await,
+        Endpoint::AdminOverview => saga_ops::overview(state).await,
+        Endpoint::AdminPurge => saga_ops::purge(state, req).await,
     }
 }
 
