@@ -142,15 +142,16 @@ pub enum SagasCommand {
     /// Purge finished sagas past the retention window now (needs a running
     /// server); stuck and running sagas are never purged.
     #[command(
-        after_help = "Example:\n  demo-server sagas purge --dry-run\n  demo-server sagas purge --older-than-days 7"
+        after_help = "Example:\n  demo-server sagas purge --dry-run\n  demo-server sagas purge --older-than 7d"
     )]
     Purge {
         /// Only say how many would go.
         #[arg(long)]
         dry_run: bool,
-        /// Use this window instead of the server's --retention.
-        #[arg(long)]
-        older_than_days: Option<u32>,
+        /// Purge what finished longer ago than this (90s, 30m, 2h, 7d)
+        /// instead of the server's --retention window.
+        #[arg(long, value_parser = parse_age)]
+        older_than: Option<u64>,
     },
     /// Write sagas (summary, data, history) as JSON Lines, one saga a line.
     #[command(
@@ -409,14 +410,14 @@ async fn run_async(
         }
         SagasCommand::Purge {
             dry_run,
-            older_than_days,
+            older_than,
         } => {
             let Source::Api(c) = &source else {
                 unreachable!("writes need the server")
             };
             let mut body = json!({ "dry_run": dry_run });
-            if let Some(d) = older_than_days {
-                body["older_than_days"] = json!(d);
+            if let Some(s) = older_than {
+                body["older_than_secs"] = json!(s);
             }
             let v = c.post("/api/admin/purge", &body).await?;
             if args.json {
@@ -424,16 +425,18 @@ async fn run_async(
             } else if *dry_run {
                 writeln!(
                     out,
-                    "dry run: {}{} finished sagas older than {} days would be purged (nothing was deleted)",
+                    "dry run: {}{} finished sagas that ended over {} ago would be purged (nothing was deleted)",
                     if v["at_least"] == json!(true) { "at least " } else { "" },
                     v["would_purge"],
-                    v["older_than_days"]
+                    render::span(v["older_than_secs"].as_u64().unwrap_or(0))
                 )?;
             } else {
                 writeln!(
                     out,
-                    "purged {} finished sagas older than {} days; {} retired idempotency keys forgotten",
-                    v["purged"], v["older_than_days"], v["keys_forgotten"]
+                    "purged {} finished sagas that ended over {} ago; {} retired idempotency keys forgotten",
+                    v["purged"],
+                    render::span(v["older_than_secs"].as_u64().unwrap_or(0)),
+                    v["keys_forgotten"]
                 )?;
             }
         }

@@ -44,7 +44,11 @@ pub fn time(ms: u64) -> String {
 
 /// `3d`, `5h`, `12m`, `40s`: how long ago `ms` was.
 pub fn age(ms: u64, now_ms: u64) -> String {
-    let s = now_ms.saturating_sub(ms) / 1000;
+    span(now_ms.saturating_sub(ms) / 1000)
+}
+
+/// `3d`, `5h`, `12m`, `40s` for a number of seconds.
+pub fn span(s: u64) -> String {
     match s {
         0..=119 => format!("{s}s"),
         120..=7_199 => format!("{}m", s / 60),

@@ -90,12 +90,12 @@ struct PurgeBody {
     /// Count what would go, purge nothing.
     #[serde(default)]
     dry_run: bool,
-    /// Use this window instead of the server's `--retention`.
+    /// Use this window (seconds) instead of the server's `--retention`.
     #[serde(default)]
-    older_than_days: Option<u32>,
+    older_than_secs: Option<u64>,
 }
 
-/// `POST /api/admin/purge` (body `{"dry_run", "older_than_days"}`, both
+/// `POST /api/admin/purge` (body `{"dry_run", "older_than_secs"}`, both
 /// optional): runs a retention pass now (finished sagas past the window go,
 /// stuck and running ones never), or with `dry_run` counts what would go.
 pub async fn purge(state: &AppState, mut req: Req) -> Result<Response<Body>, ApiError> {
@@ -105,23 +105,23 @@ pub async fn purge(state: &AppState, mut req: Req) -> Result<Response<Body>, Api
     } else {
         decode_value(value)?
     };
-    let policy = match (body.older_than_days, &state.retention) {
+    let policy = match (body.older_than_secs, &state.retention) {
         (Some(0), _) => {
             return Err(ApiError::field(
-                "older_than_days",
+                "older_than_secs",
                 "must be at least 1 (0 would purge every finished saga)",
             ))
         }
-        (Some(d), _) => Retention::new(Duration::from_secs(u64::from(d) * 86_400)),
+        (Some(s), _) => Retention::new(Duration::from_secs(s)),
         (None, Some(p)) => p.clone(),
         (None, None) => {
             return Err(ApiError::field(
-                "older_than_days",
-                "retention is off on this server (--retention 0): give older_than_days",
+                "older_than_secs",
+                "retention is off on this server (--retention 0): give older_than_secs",
             ))
         }
     };
-    let days = policy.sagas.as_secs() / 86_400;
+    let secs = policy.sagas.as_secs();
     let cutoff = crate::overview::now_ms().saturating_sub(policy.sagas.as_millis() as u64);
     if body.dry_run {
         let would = state
@@ -137,7 +137,7 @@ pub async fn purge(state: &AppState, mut req: Req) -> Result<Response<Body>, Api
                 "dry_run": true,
                 "would_purge": would,
                 "at_least": would >= PREVIEW_MAX,
-                "older_than_days": days,
+                "older_than_secs": secs,
                 "finished_before_ms": cutoff,
             }),
         ));
@@ -146,7 +146,7 @@ pub async fn purge(state: &AppState, mut req: Req) -> Result<Response<Body>, Api
     tracing::warn!(
         purged = report.purged,
         keys_forgotten = report.keys_forgotten,
-        older_than_days = days,
+        older_than_secs = secs,
         "operator purge"
     );
     Ok(json_response(
@@ -155,7 +155,7 @@ pub async fn purge(state: &AppState, mut req: Req) -> Result<Response<Body>, Api
             "dry_run": false,
             "purged": report.purged,
             "keys_forgotten": report.keys_forgotten,
-            "older_than_days": days,
+            "older_than_secs": secs,
             "finished_before_ms": cutoff,
         }),
     ))

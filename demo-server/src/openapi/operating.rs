@@ -85,9 +85,9 @@ pub(super) fn schemas() -> Map<String, Value> {
             "retention_days": { "type": "integer", "nullable": true } } },
         "PurgeRequest": { "type": "object", "additionalProperties": false, "properties": {
             "dry_run": { "type": "boolean", "default": false },
-            "older_than_days": { "type": "integer", "minimum": 1, "description": "Instead of the server's --retention" } } },
+            "older_than_secs": { "type": "integer", "minimum": 1, "description": "Window in seconds, instead of the server's --retention" } } },
         "PurgeResult": { "type": "object", "properties": {
             "dry_run": { "type": "boolean" }, "purged": int, "keys_forgotten": int, "would_purge": int,
-            "at_least": { "type": "boolean" }, "older_than_days": int, "finished_before_ms": int } },
+            "at_least": { "type": "boolean" }, "older_than_secs": int, "finished_before_ms": int } },
     }))
 }
