@@ -93,12 +93,23 @@ impl Rates {
         }
     }
 
-    /// The last [`BUCKETS`] buckets up to `now_ms`, oldest first (quiet ones
-    /// as zeros).
+    /// The last [`BUCKETS`] buckets up to `now_ms`, oldest first, always
+    /// [`BUCKETS`] of them (quiet ones, and those before the process
+    /// started, as zeros).
     pub fn snapshot(&self, now_ms: u64) -> Vec<Bucket> {
         let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         Self::roll(&mut b, now_ms);
-        b.iter().copied().collect()
+        let width = BUCKET_SECS * 1000;
+        let first = bucket_start(now_ms).saturating_sub(width * (BUCKETS as u64 - 1));
+        (0..BUCKETS as u64)
+            .map(|i| first + i * width)
+            .map(|at| {
+                b.iter().find(|x| x.at_ms == at).copied().unwrap_or(Bucket {
+                    at_ms: at,
+                    ..Bucket::default()
+                })
+            })
+            .collect()
     }
 }
 
@@ -152,14 +163,17 @@ mod tests {
             definition: "booking".into(),
             version: 1,
         });
-        r.record(&started, 100_000);
-        r.record(&started, 105_000);
-        r.record(&started, 131_000);
-        let s = r.snapshot(131_500);
-        let counts: Vec<u64> = s.iter().map(|b| b.started).collect();
+        const T: u64 = 1_700_000_000_000; // a bucket boundary
+        r.record(&started, T);
+        r.record(&started, T + 5_000);
+        r.record(&started, T + 31_000);
+        let s = r.snapshot(T + 31_500);
+        assert_eq!(s.len(), BUCKETS, "always a full window");
+        let counts: Vec<u64> = s[BUCKETS - 4..].iter().map(|b| b.started).collect();
         assert_eq!(counts, [2, 0, 0, 1]);
-        assert_eq!(s[0].at_ms, 100_000);
-        let later = r.snapshot(10_000_000);
+        assert_eq!(s[BUCKETS - 4].at_ms, T);
+        assert!(s[..BUCKETS - 4].iter().all(|b| b.started == 0));
+        let later = r.snapshot(T + 10_000_000);
         assert_eq!(later.len(), BUCKETS);
         assert!(later.iter().all(|b| b.started == 0), "old buckets age out");
     }

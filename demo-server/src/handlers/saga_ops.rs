@@ -51,7 +51,8 @@ pub async fn history(state: &AppState, req: &Req) -> Result<Response<Body>, ApiE
 /// The counts read every record (the engine keeps no per-status count).
 pub async fn overview(state: &AppState) -> Result<Response<Body>, ApiError> {
     let all = state.engine.list(None, usize::MAX).await?;
-    let mut counts = serde_json::Map::new();
+    // An array, so that the order (stuck first) survives JSON.
+    let mut counts = Vec::new();
     for s in [
         SagaStatus::Stuck,
         SagaStatus::Running,
@@ -60,7 +61,7 @@ pub async fn overview(state: &AppState) -> Result<Response<Body>, ApiError> {
         SagaStatus::Compensated,
     ] {
         let n = all.iter().filter(|r| r.status() == s).count();
-        counts.insert(s.to_string(), json!(n));
+        counts.push(json!({ "status": s, "count": n }));
     }
     let stuck: Vec<SagaSummary> = all
         .iter()

@@ -79,7 +79,7 @@ pub(super) fn schemas() -> Map<String, Value> {
             "saga": schema("SagaSummary"), "idempotency_key": { "type": "string", "nullable": true },
             "revision": int, "data": { "type": "object" } } },
         "SagaOverview": { "type": "object", "properties": {
-            "counts": { "type": "object", "additionalProperties": { "type": "integer" } },
+            "counts": { "type": "array", "description": "Stuck first", "items": { "type": "object", "properties": { "status": string(), "count": int } } },
             "stuck": { "type": "array", "items": schema("SagaSummary") },
             "rates": { "type": "object", "properties": { "bucket_secs": int, "buckets": { "type": "array", "items": bucket } } },
             "retention_days": { "type": "integer", "nullable": true } } },
