@@ -28,6 +28,9 @@
 //! | [`metrics`] | Prometheus counters and histograms |
 //! | [`roles`], [`remote`] | one participant served alone, and its HTTP client |
 //! | [`service_token`] | the bearer token between the orchestrator and a participant |
+//! | [`cli`] | `demo-server sagas ...`: the operator's command line |
+//! | [`saga_pages`] | newest-first pages of sagas with a cursor |
+//! | [`overview`] | sagas per second for the admin page's live overview |
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
