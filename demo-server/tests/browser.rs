@@ -36,8 +36,9 @@ const INSTALL_HINT: &str =
     "install the Debian packages chromium and chromium-driver (apt-get install -y chromium chromium-driver)";
 /// The test card that payments approve.
 const APPROVING_CARD: &str = "4242 4242 4242 4242";
-const STEPS: [&str; 4] = [
+const STEPS: [&str; 5] = [
     "reserve_seat",
+    "redeem_miles",
     "authorize_payment",
     "award_miles",
     "confirm_booking",
@@ -148,7 +149,7 @@ async fn confirm_scenario(h: &mut Harness, route: &Route) -> Result<(), String> 
     }
     ensure!(
         view.count("step_succeeded") == STEPS.len() && view.count("saga_finished") == 1,
-        "the event log should list four step_succeeded and one saga_finished: {:?}",
+        "the event log should list one step_succeeded per step and one saga_finished: {:?}",
         view.log
     );
     println!("scenario 1: booking {booking_id} confirmed with reference {reference}");
@@ -157,7 +158,7 @@ async fn confirm_scenario(h: &mut Harness, route: &Route) -> Result<(), String> 
 
 /// Scenario 2: in the same tab, back to search, book again with the
 /// `award_miles` switch on "reject"; the live view shows the rejection, the
-/// two earlier steps compensated, and the reason.
+/// three earlier steps compensated, and the reason.
 async fn compensate_scenario(h: &mut Harness, route: &Route) -> Result<(), String> {
     h.wd.click("#nav-search").await?;
     h.wd.wait_visible("#search-form", UI_TIMEOUT).await?;
@@ -197,6 +198,7 @@ async fn compensate_scenario(h: &mut Harness, route: &Route) -> Result<(), Strin
     );
     for (step, state) in [
         ("reserve_seat", "compensated"),
+        ("redeem_miles", "compensated"),
         ("authorize_payment", "compensated"),
         ("award_miles", "rejected"),
         ("confirm_booking", "pending"),
@@ -212,6 +214,10 @@ async fn compensate_scenario(h: &mut Harness, route: &Route) -> Result<(), Strin
             &["running", "succeeded", "compensating", "compensated"][..],
         ),
         (
+            "redeem_miles",
+            &["running", "succeeded", "compensating", "compensated"],
+        ),
+        (
             "authorize_payment",
             &["running", "succeeded", "compensating", "compensated"],
         ),
@@ -224,8 +230,8 @@ async fn compensate_scenario(h: &mut Harness, route: &Route) -> Result<(), Strin
         );
     }
     ensure!(
-        view.count("step_compensated") == 2 && view.count("saga_finished") == 1,
-        "the event log should list two step_compensated and one saga_finished: {:?}",
+        view.count("step_compensated") == 3 && view.count("saga_finished") == 1,
+        "the event log should list three step_compensated and one saga_finished: {:?}",
         view.log
     );
     println!("scenario 2: booking {booking_id} compensated: {shown}");
