@@ -176,7 +176,7 @@ async fn every_subcommand_against_a_running_server() {
         &url,
         &["list", "--json", "--status", "compensated"],
     ));
-    assert_eq!(ids(&page), [failed.clone()]);
+    assert_eq!(ids(&page), std::slice::from_ref(&failed));
     let page = json_of(&sagas(
         &data,
         &url,
