@@ -30,6 +30,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod telemetry;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "demo-server",
@@ -79,6 +81,11 @@ struct Cli {
     /// with the fields of the spans around each event, e.g. `saga_id`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
+    /// Export every span (saga, step) over OTLP/HTTP to this URL, e.g.
+    /// `http://127.0.0.1:4318/v1/traces` (builds with `--features otlp`);
+    /// off unless given.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -117,28 +124,6 @@ enum LogFormat {
     Json,
 }
 
-/// Installs the log subscriber on standard error.
-fn init_logging(format: LogFormat) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => {
-            // Colour codes only for a person at a terminal, never into a file.
-            let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-            builder.with_ansi(ansi).init();
-        }
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .init(),
-    }
-}
-
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Mode {
     Skip,
@@ -147,7 +132,16 @@ enum Mode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let telemetry = match telemetry::init(
+        cli.log_format == LogFormat::Json,
+        cli.otlp_endpoint.as_deref(),
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match &cli.command {
         Some(Command::Import {
             dir,
@@ -164,6 +158,7 @@ fn main() -> ExitCode {
         .map_err(Into::into),
         None => run_server(&cli),
     };
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -117,3 +117,20 @@ async fn json_logs_are_one_object_a_line_with_the_saga_id() {
         "some line carries the saga span's saga_id {id}: {text}"
     );
 }
+
+/// Without the `otlp` feature, asking for OTLP export is refused up front
+/// rather than silently ignored.
+#[cfg(not(feature = "otlp"))]
+#[test]
+fn otlp_export_in_a_build_without_it_is_refused_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = Command::new(BIN)
+        .args(["--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path())
+        .args(["--otlp-endpoint", "http://127.0.0.1:4318/v1/traces"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--features otlp"), "{err}");
+}
