@@ -233,6 +233,7 @@ async fn the_server_enforces_what_its_document_says() {
                     "CreateAccount" => {
                         json!({"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com"})
                     }
+                    "CancelRequest" => json!({"reference": "ABC123", "last_name": "Lovelace"}),
                     _ => json!({}),
                 };
                 for field in schema["required"].as_array().cloned().unwrap_or_default() {

@@ -420,7 +420,18 @@ async fn reads_a_stopped_servers_directory_and_says_when_it_cannot() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("need the running server"));
 
-    // Nothing was resumed or changed: the server starts again on it.
-    let srv = spawn_server(&data, &[]);
+    // Nothing was resumed or changed: the server starts again on it. With
+    // --retention 0 nothing is purged unless the operator gives a window.
+    let srv = spawn_server(&data, &["--retention", "0"]);
+    let url = format!("http://{}", srv.addr);
+    let o = sagas(&data, &url, &["purge", "--dry-run"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("422") && err.contains("retention is off"),
+        "{err}"
+    );
+    let page = json_of(&sagas(&data, &url, &["list", "--json"]));
+    assert_eq!(ids(&page), std::slice::from_ref(&id));
     stop(srv);
 }
