@@ -175,6 +175,7 @@ fn run_server(cli: &Cli) -> Fallible {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let signals = install_signals()?;
         let listener = tokio::net::TcpListener::bind(cli.addr)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", cli.addr))?;
@@ -186,7 +187,7 @@ fn run_server(cli: &Cli) -> Fallible {
             let config = RoleConfig::new(role).with_token(token);
             let auth = if config.token.is_some() { "bearer token required" } else { "no token: loopback only" };
             println!("demo-server: {role} participant listening on http://{addr} ({auth})");
-            serve_role_with(config, listener, db.clone(), shutdown_signal()).await?;
+            serve_role_with(config, listener, db.clone(), shutdown_signal(signals)).await?;
             tokio::task::spawn_blocking(move || db.flush()).await??;
             return Ok(());
         }
@@ -258,7 +259,7 @@ fn run_server(cli: &Cli) -> Fallible {
             ),
         }
         println!("demo-server: listening on http://{addr}");
-        demo_server::serve(listener, state, shutdown_signal()).await;
+        demo_server::serve(listener, state, shutdown_signal(signals)).await;
         Ok(())
     })
 }
@@ -268,31 +269,49 @@ fn retention(days: u32) -> Option<saga_engine::Retention> {
     (days > 0).then(|| saga_engine::Retention::new(Duration::from_secs(u64::from(days) * 86_400)))
 }
 
+/// SIGINT and SIGTERM handlers, installed before the server says it
+/// listens: a handler installed only when the shutdown future is first
+/// polled left a gap in which a SIGTERM sent right after the URL appeared
+/// killed the process without a graceful shutdown (`tests/cli.rs` saw
+/// "signal: 15" about one run in six).
+struct Signals {
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+fn install_signals() -> std::io::Result<Signals> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(Signals {})
+}
+
 /// Completes at SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
+async fn shutdown_signal(signals: Signals) {
+    #[cfg(unix)]
+    {
+        let Signals { mut int, mut term } = signals;
+        tokio::select! {
+            _ = int.recv() => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = signals;
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received"),
-        () = term => tracing::info!("SIGTERM received"),
+        tracing::info!("SIGINT received");
     }
 }
 

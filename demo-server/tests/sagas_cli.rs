@@ -219,6 +219,10 @@ async fn every_subcommand_against_a_running_server() {
         }
     }
     assert_eq!(seen, [slow.clone(), failed.clone(), done.clone()]);
+    // A page reads what it shows, not every saga.
+    let page = json_of(&sagas(&data, &url, &["list", "--json", "--limit", "1"]));
+    assert_eq!(page["scanned"], 1, "{page}");
+    assert_eq!(page["total"], 3, "{page}");
     let more = ok(&sagas(&data, &url, &["list", "--limit", "1"]));
     assert!(more.contains(&format!("--cursor {slow}")), "{more}");
 
