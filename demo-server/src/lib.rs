@@ -29,6 +29,9 @@
 //! | [`metrics`] | Prometheus counters and histograms |
 //! | [`roles`], [`remote`] | one participant served alone, and its HTTP client |
 //! | [`service_token`] | the bearer token between the orchestrator and a participant |
+//! | [`cli`] | `demo-server sagas ...`: the operator's command line |
+//! | [`saga_pages`] | newest-first pages of sagas with a cursor |
+//! | [`overview`] | sagas per second for the admin page's live overview |
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -45,16 +48,19 @@ pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod body;
+pub mod cli;
 pub mod connections;
 mod handlers;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod overview;
 pub mod public_text;
 pub mod query;
 pub mod remote;
 pub mod roles;
 pub mod routes;
+pub mod saga_pages;
 pub mod server;
 pub mod service_token;
 pub mod sse;

@@ -7,9 +7,12 @@
 //! demo-server --role inventory|payments|loyalty [--addr ..] [--data-dir ..]
 //! demo-server import --dir DIR [--currency INR] [--mode skip|reject] [--data-dir ..]
 //! demo-server export --dir DIR [--data-dir ..]
+//! demo-server sagas list|show|history|retry|cancel|purge|export [--server URL] [--json]
 //! ```
 //!
-//! Logs go to stderr, filtered by `RUST_LOG` (default `info`). SIGINT or
+//! Logs go to stderr, filtered by `RUST_LOG` (default `info`): plain text,
+//! coloured only when stderr is a terminal (and `NO_COLOR` is unset), or one
+//! JSON object per line with `--log-format json`. SIGINT or
 //! SIGTERM shuts down gracefully; sagas still running resume at the next
 //! start.
 
@@ -26,6 +29,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+
+mod telemetry;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -78,6 +83,20 @@ struct Cli {
     /// with `--features postgres`) so several servers share the work.
     #[arg(long)]
     store: Option<String>,
+    /// Days finished sagas are kept before a background pass purges them
+    /// (with their history; stuck and running sagas are never purged);
+    /// 0 keeps everything.
+    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    retention: u32,
+    /// Log format on standard error: text, or json (one object per line,
+    /// with the fields of the spans around each event, e.g. `saga_id`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// Export every span (saga, step) over OTLP/HTTP to this URL, e.g.
+    /// `http://127.0.0.1:4318/v1/traces` (builds with `--features otlp`);
+    /// off unless given.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -104,6 +123,16 @@ enum Command {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// List, inspect, retry, cancel, purge and export sagas through a
+    /// running server's admin API (or, to read, the data directory of a
+    /// stopped one).
+    Sagas(demo_server::cli::SagasArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -113,14 +142,17 @@ enum Mode {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let telemetry = match telemetry::init(
+        cli.log_format == LogFormat::Json,
+        cli.otlp_endpoint.as_deref(),
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match &cli.command {
         Some(Command::Import {
             dir,
@@ -128,8 +160,16 @@ fn main() -> ExitCode {
             mode,
         }) => import(&cli.data_dir, dir, currency, *mode),
         Some(Command::Export { dir }) => export(&cli.data_dir, dir),
+        Some(Command::Sagas(args)) => demo_server::cli::run(
+            args,
+            &cli.data_dir,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr(),
+        )
+        .map_err(Into::into),
         None => run_server(&cli),
     };
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -194,6 +234,7 @@ fn run_server(cli: &Cli) -> Fallible {
             .store_url(cli.store.clone())
             .remote(remote.clone())
             .config(config)
+            .retention(retention(cli.retention))
             .open()
             .await?;
         for (name, url) in [
@@ -245,7 +286,11 @@ fn run_server(cli: &Cli) -> Fallible {
     })
 }
 
-/// Completes at SIGINT (Ctrl-C) or SIGTERM.
+/// The engine's retention policy for `--retention DAYS` (0: none).
+fn retention(days: u32) -> Option<saga_engine::Retention> {
+    (days > 0).then(|| saga_engine::Retention::new(Duration::from_secs(u64::from(days) * 86_400)))
+}
+
 /// SIGINT or SIGTERM. The handlers are installed when this is called, not
 /// when the future is first polled: call it before telling anyone where the
 /// server listens, or a signal sent at once would kill the process instead

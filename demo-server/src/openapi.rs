@@ -6,6 +6,7 @@
 use serde_json::{json, Map, Value};
 use std::sync::OnceLock;
 
+mod operating;
 mod traveller;
 
 fn schema(name: &str) -> Value {
@@ -311,14 +312,6 @@ fn build() -> Value {
             "responses": { "200": ok("Tier, miles and history", json!({ "type": "object", "properties": { "account": schema("LoyaltyAccount"), "history": { "type": "array", "items": { "type": "object" } } } })),
                 "404": error("No account matches (either field may be wrong)"), "422": ok("Missing parameter", schema("ValidationError")) }
         }), false) },
-        "/api/admin/sagas": { "get": op("admin", "List sagas, newest first", json!({
-            "parameters": [
-                query("status", false, json!({ "type": "string", "enum": ["all", "running", "compensating", "completed", "compensated", "stuck"], "default": "all" }), "Only this status"),
-                query("limit", false, json!({ "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 }), "Most sagas"),
-            ],
-            "responses": { "200": ok("Sagas", json!({ "type": "object", "properties": { "sagas": { "type": "array", "items": schema("SagaSummary") }, "total": { "type": "integer" } } })),
-                "422": ok("Bad parameter", schema("ValidationError")) }
-        }), true) },
         "/api/admin/sagas/{id}/retry": { "post": op("admin", "Retry a stuck saga's compensation", json!({
             "parameters": [path_param("id", "Saga id")],
             "responses": { "202": ok("Retry started", schema("SagaAction")), "404": error("No such saga"), "409": error("The saga is not stuck") }
@@ -419,6 +412,8 @@ fn build() -> Value {
     if let (Some(p), Some(s)) = (paths.as_object_mut(), schemas.as_object_mut()) {
         p.extend(traveller::paths());
         s.extend(traveller::schemas());
+        p.extend(operating::paths());
+        s.extend(operating::schemas());
     }
     finish_operations(&mut paths);
     type_every_nullable(&mut schemas);

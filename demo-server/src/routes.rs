@@ -103,6 +103,14 @@ pub enum Endpoint {
     AdminPutPromo,
     /// Every promo code (admin).
     AdminPromos,
+    /// One saga's record (admin).
+    AdminSaga,
+    /// One saga's history (admin).
+    AdminSagaHistory,
+    /// Counts by status and recent rates (admin).
+    AdminOverview,
+    /// A retention pass now, or its preview (admin).
+    AdminPurge,
 }
 
 /// One route.
@@ -159,6 +167,14 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/api/loyalty", Endpoint::Enroll),
     route("GET", "/api/loyalty/{id}", Endpoint::LoyaltyAccount),
     admin("GET", "/api/admin/sagas", Endpoint::AdminSagas),
+    admin("GET", "/api/admin/sagas/{id}", Endpoint::AdminSaga),
+    admin(
+        "GET",
+        "/api/admin/sagas/{id}/history",
+        Endpoint::AdminSagaHistory,
+    ),
+    admin("GET", "/api/admin/overview", Endpoint::AdminOverview),
+    admin("POST", "/api/admin/purge", Endpoint::AdminPurge),
     admin("POST", "/api/admin/sagas/{id}/retry", Endpoint::AdminRetry),
     admin(
         "POST",

@@ -183,9 +183,17 @@ pub struct AppStateBuilder {
     remote: RemoteParticipants,
     admin_token: Option<AdminToken>,
     config: ServerConfig,
+    retention: Option<saga_engine::Retention>,
 }
 
 impl AppStateBuilder {
+    /// Purges finished sagas past this policy's window in the background
+    /// (`None`, the default: keep everything).
+    pub fn retention(mut self, policy: Option<saga_engine::Retention>) -> Self {
+        self.retention = policy;
+        self
+    }
+
     /// Reaches the participants with a URL over HTTP.
     pub fn remote(mut self, remote: RemoteParticipants) -> Self {
         self.remote = remote;
@@ -268,7 +276,11 @@ impl AppStateBuilder {
             }
             Some(url) => open_shared_store(url).await?,
         };
-        let engine = Engine::builder_arc(store)
+        let mut engine = Engine::builder_arc(store);
+        if let Some(policy) = &self.retention {
+            engine = engine.retention(policy.clone());
+        }
+        let engine = engine
             .register(booking_definition(&services))
             .register(booking_domain::booking_saga::booking_definition_v1(
                 &services,
@@ -278,7 +290,7 @@ impl AppStateBuilder {
             ))
             .open()
             .await?;
-        let state = AppState::from_parts(engine, services, db, token, self.config);
+        let state = AppState::assemble(engine, services, db, token, self.config, self.retention);
         Ok((state, source))
     }
 }
@@ -335,6 +347,10 @@ pub struct AppState {
     pub rates: RateLimiter,
     /// Traveller accounts, sessions and trips.
     pub accounts: Arc<crate::accounts::Accounts>,
+    /// Sagas started, completed and compensated per bucket (the admin overview).
+    pub saga_rates: Arc<crate::overview::Rates>,
+    /// The engine's retention policy, if finished sagas are purged.
+    pub retention: Option<saga_engine::Retention>,
     stopping: watch::Sender<bool>,
 }
 
@@ -357,6 +373,7 @@ impl AppState {
             remote: RemoteParticipants::default(),
             admin_token: None,
             config: ServerConfig::default(),
+            retention: None,
         }
     }
 
@@ -380,6 +397,17 @@ impl AppState {
         admin_token: AdminToken,
         config: ServerConfig,
     ) -> Arc<AppState> {
+        Self::assemble(engine, services, db, admin_token, config, None)
+    }
+
+    fn assemble(
+        engine: Engine,
+        services: BookingServices,
+        db: sled::Db,
+        admin_token: AdminToken,
+        config: ServerConfig,
+        retention: Option<saga_engine::Retention>,
+    ) -> Arc<AppState> {
         let accounts = crate::accounts::Accounts::open(
             &db,
             config.session_ttl,
@@ -391,6 +419,8 @@ impl AppState {
         .expect("the account trees open in the server's database");
         let metrics = Arc::new(Metrics::new());
         let (stopping, stop_rx) = watch::channel(false);
+        let saga_rates = Arc::new(crate::overview::Rates::new());
+        crate::overview::spawn_sampler(&engine, saga_rates.clone(), stop_rx.clone());
         crate::metrics::spawn_collector(&engine, metrics.clone(), stop_rx);
         Arc::new(AppState {
             engine,
@@ -402,6 +432,8 @@ impl AppState {
             streams: Arc::new(StreamTracker::new(&config)),
             rates: RateLimiter::new(config.rate_per_minute, config.rate_burst),
             accounts: Arc::new(accounts),
+            saga_rates,
+            retention,
             config,
             stopping,
         })

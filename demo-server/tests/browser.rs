@@ -64,6 +64,10 @@ macro_rules! ensure {
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
+/// The admin page and the search results at desktop and phone widths.
+#[path = "browser_ops/mod.rs"]
+mod ops;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_booking_confirms_then_one_with_a_rejection_compensates_in_the_browser() {
     let started = Instant::now();
@@ -154,7 +158,7 @@ async fn confirm_scenario(h: &mut Harness, route: &Route) -> Result<(), String> 
 
 /// Scenario 2: in the same tab, back to search, book again with the
 /// `award_miles` switch on "reject"; the live view shows the rejection, the
-/// two earlier steps compensated, and the reason.
+/// three earlier steps compensated, and the reason.
 async fn compensate_scenario(h: &mut Harness, route: &Route) -> Result<(), String> {
     h.wd.click("#nav-search").await?;
     h.wd.wait_visible("#search-form", UI_TIMEOUT).await?;
@@ -813,6 +817,8 @@ impl Drop for ProcessGuard {
 /// database in a fresh directory.
 struct Server {
     base: String,
+    /// The admin token the server was started with.
+    token: String,
     log: PathBuf,
     // Dropped in this order: the process before its directory.
     _process: ProcessGuard,
@@ -830,7 +836,7 @@ impl Server {
         let child = Command::new(SERVER_BIN)
             .args(["--addr", "127.0.0.1:0", "--data-dir"])
             .arg(data.path())
-            .env("DEMO_ADMIN_TOKEN", token)
+            .env("DEMO_ADMIN_TOKEN", &token)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -877,6 +883,7 @@ impl Server {
         }
         Server {
             base,
+            token,
             log: log.to_path_buf(),
             _process: process,
             _data: data,

@@ -154,6 +154,7 @@ async fn a_participant_down_shows_the_public_a_generic_reason() {
         reason.contains("the payment service could not be reached; nothing was charged"),
         "{reason}"
     );
+    // steps[2]: authorize_payment, after redeem_miles (booking saga v2).
     assert_eq!(
         step(&done, "authorize_payment")["last_error"],
         "the payment service could not be reached; nothing was charged"

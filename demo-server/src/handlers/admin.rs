@@ -7,6 +7,7 @@ use crate::api::{json_response, ApiError, SagaSummary};
 use crate::body::Body;
 use crate::query::Params;
 use crate::routes::{decode_value, Req};
+use crate::saga_pages::PageQuery;
 use crate::state::AppState;
 use booking_domain::booking_saga::FieldError;
 use booking_domain::faults::{BookingStep, Fault};
@@ -20,7 +21,7 @@ use std::collections::BTreeMap;
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
-fn limit(p: &mut Params) -> usize {
+pub(crate) fn limit(p: &mut Params) -> usize {
     let n: usize = p.optional("limit", "a number").unwrap_or(DEFAULT_LIMIT);
     if n == 0 || n > MAX_LIMIT {
         p.error("limit", format!("must be 1 to {MAX_LIMIT}"));
@@ -28,7 +29,9 @@ fn limit(p: &mut Params) -> usize {
     n.clamp(1, MAX_LIMIT)
 }
 
-/// `GET /api/admin/sagas?status=&limit=`: sagas, newest first.
+/// `GET /api/admin/sagas?status=&definition=&older_than=&newer_than=&cursor=&limit=`:
+/// a page of sagas, newest first (see [`crate::saga_pages`]); `next_cursor`
+/// fetches the next page.
 pub async fn sagas(state: &AppState, req: &Req) -> Result<Response<Body>, ApiError> {
     let mut p = Params::new(&req.query);
     if req.query.is_blank("status") {
@@ -48,26 +51,64 @@ pub async fn sagas(state: &AppState, req: &Req) -> Result<Response<Body>, ApiErr
         },
     };
     let limit = limit(&mut p);
+    let definition = req
+        .query
+        .get("definition")
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && *d != "all")
+        .map(str::to_string);
+    let older_than: Option<u64> = p.optional("older_than", "a number of seconds");
+    let newer_than: Option<u64> = p.optional("newer_than", "a number of seconds");
+    let cursor = match req.query.get("cursor").filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => match SagaId::parse(c) {
+            Some(id) => Some(id),
+            None => {
+                p.error("cursor", "not a cursor from a previous page");
+                None
+            }
+        },
+    };
     ApiError::check("invalid saga query", p.errors)?;
-    let all = state.engine.list(status, usize::MAX).await?;
-    let total = all.len();
-    let sagas: Vec<SagaSummary> = all
-        .iter()
-        .rev()
-        .take(limit)
-        .map(SagaSummary::from)
-        .collect();
+    let now = crate::overview::now_ms();
+    let secs = |s: u64| s.saturating_mul(1000);
+    let filtered =
+        status.is_some() || definition.is_some() || older_than.is_some() || newer_than.is_some();
+    let q = PageQuery {
+        status,
+        definition,
+        created_before_ms: older_than.map(|s| now.saturating_sub(secs(s))),
+        created_after_ms: newer_than.map(|s| now.saturating_sub(secs(s))),
+        cursor,
+        limit,
+    };
+    let page = crate::saga_pages::page(&*state.engine.store(), &state.db, &q)
+        .await
+        .map_err(saga_engine::Error::from)?;
+    let sagas: Vec<SagaSummary> = page.sagas.iter().map(SagaSummary::from).collect();
+    // The total is known without a scan only when nothing is filtered.
+    let total = if filtered {
+        None
+    } else {
+        match state.engine.store().saga_count() {
+            Some(n) => Some(n),
+            None => Some(state.engine.list(None, usize::MAX).await?.len() as u64),
+        }
+    };
     Ok(json_response(
         StatusCode::OK,
         &json!({
             "sagas": sagas,
             "total": total,
+            "next_cursor": page.next_cursor,
+            "scanned": page.scanned,
+            "partial": page.partial,
             "unregistered": state.engine.unregistered(),
         }),
     ))
 }
 
-fn saga_id(raw: &str) -> Result<SagaId, ApiError> {
+pub(crate) fn saga_id(raw: &str) -> Result<SagaId, ApiError> {
     SagaId::parse(raw).ok_or_else(|| ApiError::NotFound(format!("saga {raw:?} not found")))
 }
 

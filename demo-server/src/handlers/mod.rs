@@ -11,6 +11,7 @@ mod catalog;
 mod loyalty;
 mod ops;
 mod promo;
+mod saga_ops;
 mod tickets;
 
 use crate::api::ApiError;
@@ -65,6 +66,10 @@ pub async fn handle(
         Endpoint::Quote => promo::quote(state, req).await,
         Endpoint::AdminPutPromo => promo::admin_put(state, req).await,
         Endpoint::AdminPromos => promo::admin_list(state, &req).await,
+        Endpoint::AdminSaga => saga_ops::show(state, &req).await,
+        Endpoint::AdminSagaHistory => saga_ops::history(state, &req).await,
+        Endpoint::AdminOverview => saga_ops::overview(state).await,
+        Endpoint::AdminPurge => saga_ops::purge(state, req).await,
     }
 }
 

@@ -271,14 +271,14 @@ function renderResults(data) {
     }
     const rows = offers.map((o) =>
       el("tr", { "data-testid": "result-row", "data-flight-id": o.flight.id, "data-leg": leg },
-        el("td", {}, o.flight.airline, el("span", { class: "sub" }, o.flight.flight_no)),
-        el("td", {}, hhmm(o.flight.departure), el("span", { class: "sub" }, o.flight.origin + " \u00b7 " + o.date)),
-        el("td", {}, hhmm(o.flight.arrival), el("span", { class: "sub" }, o.flight.destination + " \u00b7 " + o.arrival_date)),
-        el("td", {}, duration(o.flight.duration_minutes)),
-        el("td", { class: "num", "data-testid": "seats-left" }, String(o.seats_left)),
-        el("td", { class: "num", "data-testid": "fare" }, money(o.fare)),
-        el("td", { class: "num", "data-testid": "total" }, o.price ? money(o.price.total) : ""),
-        el("td", {},
+        el("td", { "data-label": "Flight" }, o.flight.airline, el("span", { class: "sub" }, o.flight.flight_no)),
+        el("td", { "data-label": "Departs" }, hhmm(o.flight.departure), el("span", { class: "sub" }, o.flight.origin + " \u00b7 " + o.date)),
+        el("td", { "data-label": "Arrives" }, hhmm(o.flight.arrival), el("span", { class: "sub" }, o.flight.destination + " \u00b7 " + o.arrival_date)),
+        el("td", { "data-label": "Duration" }, duration(o.flight.duration_minutes)),
+        el("td", { class: "num", "data-label": "Seats left", "data-testid": "seats-left" }, String(o.seats_left)),
+        el("td", { class: "num", "data-label": "Fare / passenger", "data-testid": "fare" }, money(o.fare)),
+        el("td", { class: "num", "data-label": "Total", "data-testid": "total" }, o.price ? money(o.price.total) : ""),
+        el("td", { class: "book" },
           el("button", {
             type: "button", class: "small", "data-testid": "book-button", "data-flight-id": o.flight.id,
             onclick: () => {
@@ -689,6 +689,14 @@ $("loyalty-form").addEventListener("submit", async (e) => {
   }
 });
 
+// The page's CSP (style-src 'self') blocks style attributes; a width set
+// through the CSSOM is not an inline style and is allowed.
+function progressFill(pct) {
+  const fill = el("div", { class: "fill" });
+  fill.style.width = pct + "%";
+  return fill;
+}
+
 function renderLoyalty(out, a, history) {
   const next = a.next_tier;
   const pct = next ? Math.min(100, Math.round((100 * a.qualifying_miles) / (a.qualifying_miles + next.miles_needed))) : 100;
@@ -700,8 +708,8 @@ function renderLoyalty(out, a, history) {
       el("dt", {}, "Qualifying miles"), el("dd", {}, a.qualifying_miles.toLocaleString()),
       el("dt", {}, "Earning"), el("dd", {}, "\u00d7" + a.earn_multiplier),
       el("dt", {}, "Email"), el("dd", {}, a.email)),
-    el("div", { class: "progress", role: "progressbar", "aria-valuenow": String(pct), "aria-valuemin": "0", "aria-valuemax": "100" },
-      el("div", { style: "width:" + pct + "%" })),
+    el("div", { class: "progress", role: "progressbar", "aria-valuenow": String(pct), "aria-valuemin": "0", "aria-valuemax": "100", "data-testid": "loyalty-progress" },
+      progressFill(pct)),
     el("p", { class: "hint" }, next ? next.miles_needed.toLocaleString() + " qualifying miles to " + next.name : "Top tier reached"),
     history && history.length
       ? el("table", { "data-testid": "loyalty-history" },
@@ -785,28 +793,102 @@ async function loadCancellations() {
       el("td", {}, money(c.refund)), el("td", {}, money(c.fee)), el("td", {}, new Date(c.requested_at).toLocaleString()))))));
 }
 
-async function loadSagas() {
+const PAGE_SIZE = 50;
+// Cursors of the pages shown so far: [null] is the newest page.
+let adminCursors = [null];
+
+function sagaQuery(cursor) {
+  const p = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  if ($("admin-status").value) p.set("status", $("admin-status").value);
+  if ($("admin-definition").value) p.set("definition", $("admin-definition").value);
+  const age = $("admin-age").value;
+  if (age) {
+    const [k, v] = age.split("=");
+    p.set(k, v);
+  }
+  if (cursor) p.set("cursor", cursor);
+  return "/api/admin/sagas?" + p.toString();
+}
+
+async function loadSagas(page) {
   loadCancellations().catch(() => {});
-  const status = $("admin-status").value;
-  const data = await api("GET", "/api/admin/sagas?limit=200" + (status ? "&status=" + status : ""), { admin: true });
-  $("admin-total").textContent = data.total + " saga(s)" + (data.total > data.sagas.length ? ", newest " + data.sagas.length + " shown" : "") +
+  loadOverview().catch(() => {});
+  if (page === undefined || page === 0) adminCursors = [null];
+  const index = page || 0;
+  const data = await api("GET", sagaQuery(adminCursors[index]), { admin: true });
+  adminCursors.length = index + 1;
+  if (data.next_cursor) adminCursors.push(data.next_cursor);
+  $("admin-older").disabled = !data.next_cursor;
+  $("admin-older").onclick = () => loadSagas(index + 1).catch(adminFail);
+  $("admin-first").disabled = index === 0;
+  $("admin-page").textContent = "Page " + (index + 1) + (data.partial ? " (stopped early: many sagas read; Older goes on)" : "");
+  $("admin-total").textContent = (data.total !== null && data.total !== undefined ? data.total + " saga(s)" : "Filtered") +
+    ", newest first, " + PAGE_SIZE + " a page" +
     (data.unregistered.length ? "; " + data.unregistered.length + " with an unregistered definition" : "");
   const box = clear($("admin-sagas"));
   if (!data.sagas.length) {
     box.append(el("p", { class: "hint" }, "None."));
     return;
   }
-  box.append(el("table", { "data-testid": "admin-sagas-table" },
+  box.append(sagaTable(data.sagas, "admin-sagas-table", "admin-saga-row"));
+}
+
+function sagaTable(sagas, testid, rowid) {
+  return el("table", { "data-testid": testid, class: "saga-table" },
     el("thead", {}, el("tr", {}, el("th", {}, "Saga"), el("th", {}, "Status"), el("th", {}, "Steps"), el("th", {}, "Updated"), el("th", {}, "Why"), el("th", {}, ""))),
-    el("tbody", {}, data.sagas.map((s) => el("tr", { "data-testid": "admin-saga-row", "data-saga-id": s.id, "data-status": s.status },
-      el("td", {}, el("a", { href: "#/booking/" + encodeURIComponent(s.id) }, s.id), s.booking_ref ? el("span", { class: "sub" }, "ref " + s.booking_ref) : null),
+    el("tbody", {}, sagas.map((s) => el("tr", { "data-testid": rowid, "data-saga-id": s.id, "data-status": s.status },
+      el("td", {}, el("a", { href: "#/booking/" + encodeURIComponent(s.id) }, s.id), el("span", { class: "sub" }, s.definition + (s.booking_ref ? " \u00b7 ref " + s.booking_ref : ""))),
       el("td", {}, el("span", { class: "badge", "data-status": s.status }, s.status)),
       el("td", {}, s.steps.map((st) => el("span", { class: "sub" }, st.name + ": " + st.state + (st.attempts > 1 ? " \u00d7" + st.attempts : "")))),
       el("td", {}, new Date(s.updated_at_ms).toLocaleString()),
       el("td", {}, s.failure || ""),
       el("td", {},
         s.status === "stuck" ? el("button", { type: "button", class: "small", "data-testid": "admin-retry", onclick: () => adminAction(s.id, "retry") }, "Retry") : null,
-        s.status === "running" ? el("button", { type: "button", class: "small secondary", "data-testid": "admin-cancel", onclick: () => adminAction(s.id, "cancel") }, "Cancel") : null))))));
+        s.status === "running" ? el("button", { type: "button", class: "small secondary", "data-testid": "admin-cancel", onclick: () => adminAction(s.id, "cancel") }, "Cancel") : null)))));
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+  for (const c of children) node.append(c);
+  return node;
+}
+
+// A line per series over the buckets, drawn as SVG (no library; the
+// colours come from the style sheet, the page's CSP allows no inline style).
+function rateChart(rates) {
+  const buckets = rates.buckets || [];
+  const w = 600, h = 120, pad = 4;
+  const per = (b, k) => b[k] / rates.bucket_secs;
+  const max = Math.max(0.1, ...buckets.flatMap((b) => [per(b, "started"), per(b, "completed"), per(b, "compensated")]));
+  const x = (i) => pad + (buckets.length > 1 ? (i * (w - 2 * pad)) / (buckets.length - 1) : 0);
+  const y = (v) => h - pad - (v * (h - 2 * pad)) / max;
+  const chart = svg("svg", { viewBox: "0 0 " + w + " " + h, preserveAspectRatio: "none", class: "chart", role: "img", "data-testid": "admin-rate-chart",
+    "aria-label": "Sagas per second started, completed and compensated over the last minutes; peak " + max.toFixed(2) + "/s" });
+  chart.append(svg("line", { x1: pad, y1: h - pad, x2: w - pad, y2: h - pad, class: "axis", "vector-effect": "non-scaling-stroke" }));
+  for (const k of ["started", "completed", "compensated"]) {
+    const points = buckets.map((b, i) => x(i).toFixed(1) + "," + y(per(b, k)).toFixed(1)).join(" ");
+    chart.append(svg("polyline", { points, class: "series " + k, "data-series": k, "vector-effect": "non-scaling-stroke" }));
+  }
+  return el("div", {}, chart, el("span", { class: "peak", "data-testid": "admin-chart-peak" }, "top of the chart: " + max.toFixed(2) + " sagas/s"));
+}
+
+async function loadOverview() {
+  const o = await api("GET", "/api/admin/overview", { admin: true });
+  const counts = clear($("admin-counts"));
+  // Stuck first: what needs an operator.
+  for (const { status, count: n } of o.counts) {
+    counts.append(el("div", { class: "count", "data-status": status, "data-testid": "admin-count-" + status },
+      el("span", { class: "n" }, String(n)), el("span", { class: "badge", "data-status": status }, status)));
+  }
+  const stuck = clear($("admin-stuck"));
+  if (o.stuck.length) {
+    stuck.append(el("h3", {}, "Stuck: needs an operator"), sagaTable(o.stuck, "admin-stuck-table", "admin-stuck-row"));
+  }
+  clear($("admin-chart")).append(rateChart(o.rates));
+  $("admin-overview-note").textContent = o.retention_days ? "Finished sagas are kept " + o.retention_days + " days" : "Finished sagas are kept forever";
 }
 
 async function adminAction(id, action) {
@@ -837,6 +919,9 @@ $("admin-token-forget").addEventListener("click", () => {
   show($("admin-panel"), false);
 });
 $("admin-status").addEventListener("change", () => loadSagas().catch(adminFail));
+$("admin-definition").addEventListener("change", () => loadSagas().catch(adminFail));
+$("admin-age").addEventListener("change", () => loadSagas().catch(adminFail));
+$("admin-first").addEventListener("click", () => loadSagas().catch(adminFail));
 $("admin-refresh").addEventListener("click", () => loadSagas().catch(adminFail));
 $("admin-live").addEventListener("change", (e) => (e.target.checked ? startAdminStream() : stopAdminStream()));
 

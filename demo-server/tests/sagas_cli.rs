@@ -1,0 +1,441 @@
+//! `demo-server sagas ...` as an operator runs it, against a real server
+//! process on loopback: every subcommand (list with its filters and
+//! cursor, show, history, retry, cancel, purge with its dry run, export),
+//! `--json`, `--help`, the token taken from the data directory, a wrong
+//! token refused; then reads of a stopped server's directory, and the
+//! message when neither the server nor the directory can be reached.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use support::{booking_body, find_flight, local, request_from, wait_terminal};
+
+const BIN: &str = env!("CARGO_BIN_EXE_demo-server");
+/// Nothing listens on port 1: the "no server" case.
+const NO_SERVER: &str = "http://127.0.0.1:1";
+
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary on `127.0.0.1:0` over `data`; returns once it listens.
+fn spawn_server(data: &Path, extra: &[&str]) -> Proc {
+    let mut child = Command::new(BIN)
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .env_remove("DEMO_ADMIN_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn server");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines.next().expect("server printed its address").unwrap();
+        if let Some(a) = line.strip_prefix("demo-server: listening on http://") {
+            break a.trim().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Proc { child, addr }
+}
+
+fn stop(mut p: Proc) {
+    unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while p.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sagas(data: &Path, server: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "sagas",
+            "--server",
+            server,
+        ])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("DEMO_ADMIN_TOKEN")
+        .output()
+        .expect("run sagas")
+}
+
+fn ok(o: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "failed: {stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout
+}
+
+fn json_of(o: &Output) -> Value {
+    let text = ok(o);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["sagas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn book(addr: SocketAddr, flight: &str, date: &str, faults: Value) -> String {
+    let body = serde_json::to_vec(&booking_body(flight, date, faults)).unwrap();
+    let key = format!("cli-{}", rand::random::<u64>());
+    let r = request_from(
+        local(),
+        addr,
+        "POST",
+        "/api/bookings",
+        &[
+            ("Content-Type", "application/json"),
+            ("Idempotency-Key", &key),
+        ],
+        &body,
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    r.body["booking_id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subcommand_against_a_running_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let srv = spawn_server(&data, &[]);
+    let url = format!("http://{}", srv.addr);
+    let (flight, date) = find_flight(srv.addr).await;
+
+    let done = book(srv.addr, &flight, &date, json!({})).await;
+    assert_eq!(wait_terminal(srv.addr, &done).await["status"], "confirmed");
+    let failed = book(
+        srv.addr,
+        &flight,
+        &date,
+        json!({"reserve_seat": {"mode": "reject"}}),
+    )
+    .await;
+    wait_terminal(srv.addr, &failed).await;
+    let slow = book(
+        srv.addr,
+        &flight,
+        &date,
+        json!({"award_miles": {"mode": "delay", "ms": 3000}}),
+    )
+    .await;
+
+    // list: a table, newest first, the token read from the data directory.
+    let table = ok(&sagas(&data, &url, &["list"]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("STATUS"),
+        "{table}"
+    );
+    assert!(lines[1].starts_with(&slow), "newest first: {table}");
+    assert!(
+        lines[2].starts_with(&failed) && lines[2].contains("compensated"),
+        "{table}"
+    );
+    assert!(
+        lines[3].starts_with(&done) && lines[3].contains("completed"),
+        "{table}"
+    );
+
+    // Filters.
+    let page = json_of(&sagas(
+        &data,
+        &url,
+        &["list", "--json", "--status", "compensated"],
+    ));
+    assert_eq!(ids(&page), std::slice::from_ref(&failed));
+    let page = json_of(&sagas(
+        &data,
+        &url,
+        &["list", "--json", "--definition", "cancellation"],
+    ));
+    assert!(ids(&page).is_empty(), "{page}");
+    let page = json_of(&sagas(
+        &data,
+        &url,
+        &["list", "--json", "--older-than", "1h"],
+    ));
+    assert!(ids(&page).is_empty(), "{page}");
+    let page = json_of(&sagas(
+        &data,
+        &url,
+        &[
+            "list",
+            "--json",
+            "--newer-than",
+            "1h",
+            "--definition",
+            "booking",
+        ],
+    ));
+    assert_eq!(ids(&page), [slow.clone(), failed.clone(), done.clone()]);
+
+    // The cursor walks the pages without repeating or skipping one.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..5 {
+        let mut args = vec!["list", "--json", "--limit", "1"];
+        if let Some(c) = &cursor {
+            args.extend(["--cursor", c.as_str()]);
+        }
+        let page = json_of(&sagas(&data, &url, &args));
+        seen.extend(ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, [slow.clone(), failed.clone(), done.clone()]);
+    // A page reads what it shows, not every saga.
+    let page = json_of(&sagas(&data, &url, &["list", "--json", "--limit", "1"]));
+    assert_eq!(page["scanned"], 1, "{page}");
+    assert_eq!(page["total"], 3, "{page}");
+    let more = ok(&sagas(&data, &url, &["list", "--limit", "1"]));
+    assert!(more.contains(&format!("--cursor {slow}")), "{more}");
+
+    // show and history.
+    let shown = ok(&sagas(&data, &url, &["show", &done]));
+    assert!(
+        shown.contains("status") && shown.contains("completed"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("reserve_seat") && shown.contains("succeeded"),
+        "{shown}"
+    );
+    let h = json_of(&sagas(&data, &url, &["history", &done, "--json"]));
+    let events = h["events"].as_array().unwrap();
+    assert_eq!(events[0]["event"], "saga_started", "{h}");
+    assert_eq!(events.last().unwrap()["event"], "saga_finished", "{h}");
+    let table = ok(&sagas(&data, &url, &["history", &done]));
+    assert!(table.lines().count() == events.len() + 1, "{table}");
+    let missing = sagas(&data, &url, &["show", "0000000000000000000000000000"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+
+    // cancel the slow one: it compensates.
+    let out = ok(&sagas(
+        &data,
+        &url,
+        &["cancel", &slow, "--reason", "cli test"],
+    ));
+    assert!(out.contains("cancel accepted"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = json_of(&sagas(&data, &url, &["show", &slow, "--json"]));
+        if v["saga"]["status"] == "compensated" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never compensated: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let h = json_of(&sagas(&data, &url, &["history", &slow, "--json"]));
+    assert!(
+        h.to_string().contains("cli test"),
+        "the reason is in the history: {h}"
+    );
+
+    // retry: only a stuck saga; the refusal says why.
+    let r = sagas(&data, &url, &["retry", &done]);
+    assert!(!r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("409") && err.contains("stuck"), "{err}");
+
+    // export: one saga a line, with its history.
+    let file = tmp.path().join("sagas.jsonl");
+    ok(&sagas(
+        &data,
+        &url,
+        &["export", "--out", file.to_str().unwrap()],
+    ));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0]["saga"]["id"], slow.as_str());
+    assert!(lines
+        .iter()
+        .all(|l| l["history"].as_array().is_some_and(|h| h.len() >= 2)));
+
+    // purge: the dry run counts, deletes nothing; the real one deletes.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let dry = json_of(&sagas(
+        &data,
+        &url,
+        &["purge", "--dry-run", "--older-than", "1s", "--json"],
+    ));
+    assert_eq!(dry["would_purge"], 3, "{dry}");
+    let text = ok(&sagas(&data, &url, &["purge", "--dry-run"]));
+    assert!(
+        text.contains("dry run: 0 finished sagas"),
+        "the 30-day default: {text}"
+    );
+    assert_eq!(
+        ids(&json_of(&sagas(&data, &url, &["list", "--json"]))).len(),
+        3
+    );
+    let out = ok(&sagas(&data, &url, &["purge", "--older-than", "1s"]));
+    assert!(out.contains("purged 3 finished sagas"), "{out}");
+    assert!(ids(&json_of(&sagas(&data, &url, &["list", "--json"]))).is_empty());
+
+    // A wrong token is refused with what to do.
+    let o = Command::new(BIN)
+        .args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "sagas",
+            "--server",
+            &url,
+            "list",
+        ])
+        .env("DEMO_ADMIN_TOKEN", "wrong-token-0123456789abcdef")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("admin token was refused") && err.contains("DEMO_ADMIN_TOKEN"),
+        "{err}"
+    );
+
+    stop(srv);
+}
+
+#[test]
+fn help_says_what_each_subcommand_does_with_an_example() {
+    for (sub, what) in [
+        ("list", "newest first"),
+        ("show", "one saga"),
+        ("history", "history"),
+        ("retry", "stuck"),
+        ("cancel", "compensates"),
+        ("purge", "retention"),
+        ("export", "JSON Lines"),
+    ] {
+        let o = Command::new(BIN)
+            .args(["sagas", sub, "--help"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{sub}: {text}");
+        assert!(
+            text.contains(what),
+            "{sub} --help says what it does: {text}"
+        );
+        assert!(
+            text.contains(&format!("demo-server sagas {sub}")),
+            "{sub} --help shows an example: {text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_a_stopped_servers_directory_and_says_when_it_cannot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+
+    // Neither a server nor a database.
+    let o = sagas(&data, NO_SERVER, &["list"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("no server answers at") && err.contains("holds no database"),
+        "{err}"
+    );
+
+    let srv = spawn_server(&data, &[]);
+    let (flight, date) = find_flight(srv.addr).await;
+    let id = book(srv.addr, &flight, &date, json!({})).await;
+    wait_terminal(srv.addr, &id).await;
+
+    // The server runs but --server points elsewhere: the directory is held.
+    let o = sagas(&data, NO_SERVER, &["list"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("another process holds it") && err.contains("--server"),
+        "{err}"
+    );
+    stop(srv);
+
+    // Stopped: list, show, history and export read the directory.
+    let o = sagas(&data, NO_SERVER, &["list"]);
+    let table = ok(&o);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("reading"),
+        "says it reads the directory"
+    );
+    assert!(
+        table.lines().nth(1).unwrap().starts_with(&id) && table.contains("completed"),
+        "{table}"
+    );
+    let v = json_of(&sagas(&data, NO_SERVER, &["show", &id, "--json"]));
+    assert_eq!(v["saga"]["status"], "completed");
+    let h = json_of(&sagas(&data, NO_SERVER, &["history", &id, "--json"]));
+    assert_eq!(h["events"][0]["event"], "saga_started");
+    let page = json_of(&sagas(
+        &data,
+        NO_SERVER,
+        &["list", "--json", "--status", "stuck"],
+    ));
+    assert!(ids(&page).is_empty());
+    let out = ok(&sagas(&data, NO_SERVER, &["export"]));
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let line: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(line["saga"]["id"], id.as_str());
+
+    // Writes need the server.
+    let o = sagas(&data, NO_SERVER, &["cancel", &id]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("need the running server"));
+
+    // Nothing was resumed or changed: the server starts again on it. With
+    // --retention 0 nothing is purged unless the operator gives a window.
+    let srv = spawn_server(&data, &["--retention", "0"]);
+    let url = format!("http://{}", srv.addr);
+    let o = sagas(&data, &url, &["purge", "--dry-run"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("422") && err.contains("retention is off"),
+        "{err}"
+    );
+    let page = json_of(&sagas(&data, &url, &["list", "--json"]));
+    assert_eq!(ids(&page), std::slice::from_ref(&id));
+    stop(srv);
+}
