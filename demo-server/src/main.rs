@@ -76,6 +76,13 @@ struct Cli {
     /// participant URLs.
     #[arg(long)]
     participant_ca: Option<PathBuf>,
+    /// Requests a minute one client address may make to each rate-limited
+    /// route (booking creation and lookup, loyalty lookup, enrollment).
+    #[arg(long, default_value_t = 60)]
+    rate_per_minute: u32,
+    /// The burst a client address may make above that rate.
+    #[arg(long, default_value_t = 20)]
+    rate_burst: u32,
     /// Seconds a shutdown waits for requests and saga steps under way.
     #[arg(long, default_value_t = 10)]
     shutdown_grace_secs: u64,
@@ -211,6 +218,8 @@ fn run_server(cli: &Cli) -> Fallible {
         let config = ServerConfig {
             shutdown_grace: Duration::from_secs(cli.shutdown_grace_secs),
             tls,
+            rate_per_minute: cli.rate_per_minute,
+            rate_burst: cli.rate_burst,
             ..ServerConfig::default()
         };
         let file = cli.service_token_file.as_deref();

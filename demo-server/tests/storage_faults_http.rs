@@ -25,7 +25,9 @@
 
 #[path = "storage_faults_http/server.rs"]
 mod server;
-#[path = "storage_faults_http/strace.rs"]
+// One strace helper for both storage-fault tests (the crates are tested
+// apart, so the file is included by path rather than shared as a crate).
+#[path = "../../tests/storage_faults/strace.rs"]
 mod strace;
 
 use saga_engine::store::HWM_FILE;

@@ -105,6 +105,9 @@ impl Server {
         let child = Command::new(BIN)
             .args(["--addr", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(dir)
+            // One client books as fast as it can: the per-address rate
+            // limits have their own test (tests/limits.rs).
+            .args(["--rate-per-minute", "1000000", "--rate-burst", "1000000"])
             .env("DEMO_ADMIN_TOKEN", "test-token-0123456789")
             .env("RUST_LOG", "warn")
             .env("NO_COLOR", "1")
