@@ -17,11 +17,11 @@ use booking_domain::catalog::{Catalog, Flight};
 use booking_domain::payments::CardDetails;
 use booking_domain::Cabin;
 use chrono::{Datelike, Days, NaiveDate, Utc};
-use saga_engine::store::FlushHook;
+use saga_engine::store::FlushGate;
 use saga_engine::{Engine, SagaStatus, SledStore};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const HANG: Duration = Duration::from_secs(30);
@@ -92,39 +92,12 @@ impl World {
     }
 }
 
-/// A flush hook that holds its first call until opened: a slow disk.
-#[derive(Clone, Default)]
-struct Gate(Arc<(Mutex<bool>, Condvar)>, Arc<AtomicU32>);
-
-impl Gate {
-    fn hook(&self) -> FlushHook {
-        let g = self.clone();
-        Arc::new(move || {
-            if g.1.fetch_add(1, Ordering::SeqCst) == 0 {
-                let (m, c) = &*g.0;
-                let mut open = m.lock().unwrap();
-                while !*open {
-                    open = c.wait(open).unwrap();
-                }
-            }
-            Ok(())
-        })
-    }
-    fn open(&self) {
-        *self.0 .0.lock().unwrap() = true;
-        self.0 .1.notify_all();
-    }
-    fn entered(&self) -> bool {
-        self.1.load(Ordering::SeqCst) > 0
-    }
-}
-
 /// A second request with the key, arriving while the first one's flush is
 /// under way, is answered only after that flush.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_same_key_start_during_a_slow_flush_waits_for_it() {
     let w = Arc::new(world().await);
-    let gate = Gate::default();
+    let gate = FlushGate::default();
     w.store.set_flush_hook(Some(gate.hook()));
     let w1 = w.clone();
     let first = tokio::spawn(async move {

@@ -9,7 +9,7 @@
 //! (`SAGA_SABOTAGE=...`, see `src/sabotage.rs`) and requires these tests to
 //! fail.
 
-use saga_engine::store::{conformance::sample_record, open_sled_db, FlushHook, HWM_FILE};
+use saga_engine::store::{conformance::sample_record, open_sled_db, FlushGate, HWM_FILE};
 use saga_engine::{
     Engine, ManualClock, RetryPolicy, SagaDefinition, SagaStatus, SledStore, Step, StepContext,
     StepError, Store, StoreError,
@@ -17,7 +17,7 @@ use saga_engine::{
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Generous bound for "this must not hang": a hang fails the test, a slow
@@ -227,34 +227,6 @@ async fn a_stuck_saga_retried_by_an_operator_resumes_after_a_restart_on_sled() {
     assert_eq!(undo.load(Ordering::SeqCst), 4);
 }
 
-/// A gate the flush hook waits at: a slow disk that the test releases.
-#[derive(Clone, Default)]
-struct Gate(Arc<(Mutex<bool>, Condvar)>, Arc<AtomicU32>);
-
-impl Gate {
-    /// A hook that blocks its first call until [`Gate::open`].
-    fn hook(&self) -> FlushHook {
-        let g = self.clone();
-        Arc::new(move || {
-            if g.1.fetch_add(1, Ordering::SeqCst) == 0 {
-                let (m, c) = &*g.0;
-                let mut open = m.lock().unwrap();
-                while !*open {
-                    open = c.wait(open).unwrap();
-                }
-            }
-            Ok(())
-        })
-    }
-    fn open(&self) {
-        *self.0 .0.lock().unwrap() = true;
-        self.0 .1.notify_all();
-    }
-    fn entered(&self) -> bool {
-        self.1.load(Ordering::SeqCst) > 0
-    }
-}
-
 /// The caller leading a flush goes away mid-flush (a timeout around the
 /// write, on a current-thread runtime where the flush runs on a blocking
 /// thread): later writers must not wait for ever on a leader that is gone.
@@ -262,7 +234,7 @@ impl Gate {
 async fn a_flush_leader_cancelled_mid_flush_does_not_block_later_writers() {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(dir.path()).unwrap();
-    let gate = Gate::default();
+    let gate = FlushGate::default();
     store.set_flush_hook(Some(gate.hook()));
     let first = sample_record("first", None);
     let cancelled =
@@ -311,7 +283,7 @@ async fn a_panicking_flush_fails_later_writers_instead_of_hanging_them() {
 async fn a_start_whose_caller_went_away_still_gets_its_worker() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(dir.path()).unwrap());
-    let gate = Gate::default();
+    let gate = FlushGate::default();
     store.set_flush_hook(Some(gate.hook()));
     let engine = Engine::builder_arc(store.clone())
         .register(
@@ -445,7 +417,7 @@ async fn a_second_opener_does_not_remove_a_live_stores_snapshot_in_progress() {
 async fn the_durability_barrier_waits_for_a_flush_under_way() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(dir.path()).unwrap());
-    let gate = Gate::default();
+    let gate = FlushGate::default();
     store.set_flush_hook(Some(gate.hook()));
     let s = store.clone();
     let writer = tokio::spawn(async move { s.create(&sample_record("w", None), &[]).await });

@@ -22,7 +22,8 @@ pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
 pub use sled_store::{
-    open_sled_db, open_sled_db_with_cache, FlushHook, SledStore, DEFAULT_CACHE_BYTES, HWM_FILE,
+    open_sled_db, open_sled_db_with_cache, FlushGate, FlushHook, SledStore, DEFAULT_CACHE_BYTES,
+    HWM_FILE,
 };
 
 use crate::events::SagaEvent;

@@ -21,12 +21,14 @@
 //! prefix of its log, so a durable write implies every earlier one is too.
 
 mod commit;
+mod gate;
 mod layout;
 mod open;
 #[cfg(test)]
 mod tests;
 
 pub use commit::{FlushHook, HWM_FILE};
+pub use gate::FlushGate;
 pub use open::{open_sled_db, open_sled_db_with_cache, DEFAULT_CACHE_BYTES};
 
 use super::{CreateOutcome, Resumable, SagaRecord, Store, StoreError};
