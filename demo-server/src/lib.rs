@@ -66,7 +66,7 @@ pub mod service_token;
 pub mod sse;
 pub mod state;
 pub mod tls;
-mod ui;
+pub mod ui;
 
 pub use api::ApiError;
 pub use auth::{AdminToken, TokenSource};

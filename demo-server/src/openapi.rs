@@ -97,9 +97,10 @@ const ERROR_CODES: [&str; 15] = [
 
 /// Paths whose operations never reach the engine, the store or a
 /// participant, so never answer `503`.
-const NEVER_UNAVAILABLE: [&str; 9] = [
+const NEVER_UNAVAILABLE: [&str; 10] = [
     "/",
     "/app.js",
+    "/js/{file}",
     "/style.css",
     "/healthz",
     "/metrics",
@@ -240,6 +241,7 @@ fn build() -> Value {
         "/": { "get": ui("The web page", "text/html") },
         "/app.js": { "get": ui("The web page's script", "application/javascript") },
         "/style.css": { "get": ui("The web page's style sheet", "text/css") },
+        "/js/{file}": { "get": ui("One of the web page's view scripts (search.js, booking.js, ...)", "application/javascript") },
         "/healthz": { "get": op("ops", "Liveness", json!({ "responses": { "200": ok("Alive", json!({ "type": "object" })) } }), false) },
         "/readyz": { "get": op("ops", "Readiness: engine open and not shutting down", json!({ "responses": {
             "200": ok("Ready", json!({ "type": "object" })), "503": error("Shutting down") } }), false) },

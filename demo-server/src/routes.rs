@@ -33,6 +33,8 @@ pub enum Endpoint {
     UiScript,
     /// The page's style sheet.
     UiStyle,
+    /// One of the page's view scripts (`/js/{file}`).
+    UiViewScript,
     /// Liveness.
     Healthz,
     /// Readiness.
@@ -149,6 +151,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/", Endpoint::UiIndex),
     route("GET", "/app.js", Endpoint::UiScript),
     route("GET", "/style.css", Endpoint::UiStyle),
+    route("GET", "/js/{file}", Endpoint::UiViewScript),
     route("GET", "/healthz", Endpoint::Healthz),
     route("GET", "/readyz", Endpoint::Readyz),
     route("GET", "/metrics", Endpoint::Metrics),

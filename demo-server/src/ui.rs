@@ -14,17 +14,40 @@ use hyper::{Response, StatusCode};
 
 const INDEX_HTML: &str = include_str!("ui/index.html");
 const APP_JS: &str = include_str!("ui/app.js");
+
+/// The page's scripts after `/app.js`, by file name under `/js/`, in the
+/// order `index.html` loads them. A view is one script here plus one
+/// `<section class="view">` in the page; `start.js` comes last.
+pub const SCRIPTS: &[(&str, &str)] = &[
+    ("search.js", include_str!("ui/js/search.js")),
+    ("booking.js", include_str!("ui/js/booking.js")),
+    ("manage.js", include_str!("ui/js/manage.js")),
+    ("loyalty.js", include_str!("ui/js/loyalty.js")),
+    ("admin.js", include_str!("ui/js/admin.js")),
+    ("start.js", include_str!("ui/js/start.js")),
+];
 const STYLE_CSS: &str = include_str!("ui/style.css");
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
+/// One of the page's [`SCRIPTS`] by file name, or `None`.
+pub fn script(name: &str) -> Option<Response<Body>> {
+    SCRIPTS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, text)| file("application/javascript; charset=utf-8", text))
+}
+
 /// The file behind a UI endpoint.
 pub fn asset(endpoint: Endpoint) -> Response<Body> {
-    let (content_type, text) = match endpoint {
-        Endpoint::UiScript => ("application/javascript; charset=utf-8", APP_JS),
-        Endpoint::UiStyle => ("text/css; charset=utf-8", STYLE_CSS),
-        _ => ("text/html; charset=utf-8", INDEX_HTML),
-    };
+    match endpoint {
+        Endpoint::UiScript => file("application/javascript; charset=utf-8", APP_JS),
+        Endpoint::UiStyle => file("text/css; charset=utf-8", STYLE_CSS),
+        _ => file("text/html; charset=utf-8", INDEX_HTML),
+    }
+}
+
+fn file(content_type: &'static str, text: &'static str) -> Response<Body> {
     let mut resp = bytes_response(
         StatusCode::OK,
         content_type,

@@ -1431,7 +1431,25 @@ async fn the_web_page_is_served_with_its_script_and_style() {
         .to_str()
         .unwrap()
         .starts_with("application/javascript"));
-    assert!(js.text.contains("EventSource"));
+    assert!(js.text.contains("registerView"));
+    // Every view script the page loads is served as JavaScript, and the
+    // live saga view (booking.js) follows a saga with EventSource.
+    let mut all = js.text.clone();
+    for (name, _) in demo_server::ui::SCRIPTS {
+        assert!(
+            r.text.contains(&format!("src=\"/js/{name}\"")),
+            "page lacks {name}"
+        );
+        let part = s.get(&format!("/js/{name}")).await;
+        assert_eq!(part.status, StatusCode::OK, "/js/{name}");
+        assert!(part.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/javascript"));
+        all.push_str(&part.text);
+    }
+    assert!(all.contains("EventSource"));
+    assert_eq!(s.get("/js/nope.js").await.status, StatusCode::NOT_FOUND);
     let css = s.get("/style.css").await;
     assert!(css.headers["content-type"]
         .to_str()

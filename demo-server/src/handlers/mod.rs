@@ -31,6 +31,8 @@ pub async fn handle(
         Endpoint::UiIndex | Endpoint::UiScript | Endpoint::UiStyle => {
             Ok(crate::ui::asset(endpoint))
         }
+        Endpoint::UiViewScript => crate::ui::script(req.param(0))
+            .ok_or_else(|| ApiError::NotFound(format!("no script {}", req.param(0)))),
         Endpoint::Healthz => Ok(ops::healthz()),
         Endpoint::Readyz => Ok(ops::readyz(state)),
         Endpoint::Metrics => Ok(ops::metrics(state)),
