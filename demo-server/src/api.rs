@@ -417,6 +417,8 @@ pub enum BookingStatus {
     Compensated,
     /// Undoing failed; an operator must retry.
     Stuck,
+    /// An operator paused the booking's saga; it goes on when resumed.
+    Paused,
 }
 
 impl From<SagaStatus> for BookingStatus {
@@ -426,6 +428,7 @@ impl From<SagaStatus> for BookingStatus {
             SagaStatus::Completed => BookingStatus::Confirmed,
             SagaStatus::Compensated => BookingStatus::Compensated,
             SagaStatus::Stuck => BookingStatus::Stuck,
+            SagaStatus::Paused => BookingStatus::Paused,
         }
     }
 }

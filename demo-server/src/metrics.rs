@@ -92,7 +92,7 @@ impl Metrics {
                     SagaStatus::Completed => &self.completed,
                     SagaStatus::Compensated => &self.compensated,
                     SagaStatus::Stuck => &self.stuck,
-                    SagaStatus::Running | SagaStatus::Compensating => return,
+                    SagaStatus::Running | SagaStatus::Compensating | SagaStatus::Paused => return,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
             }

@@ -348,7 +348,7 @@ fn build() -> Value {
         "attempts": { "type": "integer" }, "compensation_attempts": { "type": "integer" },
         "in_doubt": { "type": "boolean" }, "last_error": { "type": "string", "nullable": true },
         "wake_at_ms": { "type": "integer", "nullable": true } } });
-    let saga_status = json!({ "type": "string", "enum": ["running", "compensating", "completed", "compensated", "stuck"] });
+    let saga_status = json!({ "type": "string", "enum": ["running", "compensating", "completed", "compensated", "stuck", "paused"] });
     let schemas = json!({
         "Error": { "type": "object", "required": ["error", "code"], "properties": { "error": string(),
             "code": { "type": "string", "enum": ERROR_CODES } } },
@@ -387,7 +387,7 @@ fn build() -> Value {
         "BookingAccepted": { "type": "object", "properties": { "booking_id": string(), "status_url": string(), "events_url": string() } },
         "StepView": step_view,
         "BookingView": { "type": "object", "properties": {
-            "booking_id": string(), "status": { "type": "string", "enum": ["pending", "confirmed", "compensated", "stuck"] },
+            "booking_id": string(), "status": { "type": "string", "enum": ["pending", "confirmed", "compensated", "stuck", "paused"] },
             "saga_status": saga_status.clone(), "steps": { "type": "array", "items": schema("StepView") },
             "booking_ref": { "type": "string", "nullable": true }, "total": schema("Money"), "price": schema("PriceBreakdown"),
             "failure_reason": { "type": "string", "nullable": true }, "flight_id": string(), "date": date(), "cabin": string(),

@@ -659,6 +659,9 @@ pub(crate) trait ErasedDefinition: Send + Sync {
     /// Checks that `payload` fits the signal wait `step` (so a bad payload
     /// is refused at delivery, not found later).
     fn check_signal(&self, step: usize, payload: &serde_json::Value) -> Result<(), String>;
+    /// Checks that `data` decodes as the definition's data type (an
+    /// operator's skip result, merged into the data, must).
+    fn check_data(&self, data: &serde_json::Value) -> Result<(), String>;
     /// Moves a signal's payload into the data.
     fn deliver(
         &self,
@@ -728,6 +731,9 @@ where
             Some(sink) => sink.check(payload),
             None => Ok(()),
         }
+    }
+    fn check_data(&self, data: &serde_json::Value) -> Result<(), String> {
+        D::deserialize(data).map(drop).map_err(|e| e.to_string())
     }
     fn deliver(
         &self,

@@ -1,6 +1,6 @@
 //! The errors a caller of the engine can match on.
 
-use crate::machine::{MachineError, SagaStatus};
+use crate::machine::{MachineError, Refusal, SagaStatus};
 use crate::store::StoreError;
 use crate::SagaId;
 
@@ -99,6 +99,29 @@ pub enum Error {
         name: String,
         /// Its definition's version.
         version: u32,
+    },
+    /// An operator operation (see [`crate::Operation`]) that does not
+    /// apply to the saga as it stands: skip after the pivot, resume of a
+    /// saga that is not paused, ... Nothing changed.
+    #[error("saga {id}: {operation} refused: {refusal}")]
+    Refused {
+        /// The saga.
+        id: SagaId,
+        /// The operation (`pause`, `resume`, ...).
+        operation: &'static str,
+        /// Why.
+        refusal: Refusal,
+    },
+    /// The operation id was already used on this saga for another
+    /// operation (or the same one with other arguments). Nothing changed.
+    #[error("saga {id}: operation id {operation_id:?} was already used for {first}")]
+    OperationIdReused {
+        /// The saga.
+        id: SagaId,
+        /// The id.
+        operation_id: String,
+        /// The operation it was first used for.
+        first: String,
     },
     /// The engine is shutting down and accepts no new work.
     #[error("the engine is shutting down")]

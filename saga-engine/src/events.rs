@@ -124,6 +124,53 @@ pub enum EventKind {
     Resumed,
     /// An operator asked a stuck saga to retry its compensation.
     OperatorRetry,
+    /// An operator operation was applied (see [`crate::Operation`]); the
+    /// events it caused follow it.
+    OperationApplied {
+        /// The caller's id for the operation.
+        operation_id: String,
+        /// Which (`pause`, `resume`, `retry_now`, `skip`,
+        /// `force_compensate`, `rerun`).
+        operation: String,
+        /// Who.
+        operator: String,
+        /// Why.
+        reason: String,
+    },
+    /// An operator paused the saga: nothing new starts, no timer fires.
+    SagaPaused {
+        /// Who.
+        operator: String,
+        /// Why.
+        reason: String,
+    },
+    /// An operator resumed a paused saga (not to be confused with
+    /// [`EventKind::Resumed`], the pick-up after a restart).
+    SagaUnpaused {
+        /// Who.
+        operator: String,
+    },
+    /// An operator did a step by hand: it counts as succeeded.
+    StepSkipped {
+        /// Step name.
+        step: String,
+        /// Who.
+        operator: String,
+    },
+    /// This saga was started to re-run another from a step.
+    RerunStarted {
+        /// The saga it re-runs.
+        original: SagaId,
+        /// The step it starts at.
+        from_step: String,
+    },
+    /// A re-run of this saga was started.
+    RerunCreated {
+        /// The new saga.
+        rerun: SagaId,
+        /// The step it starts at.
+        from_step: String,
+    },
     /// The saga reached a terminal status.
     SagaFinished {
         /// The status.
@@ -131,6 +178,24 @@ pub enum EventKind {
         /// Why it compensated or got stuck, if it did.
         reason: Option<String>,
     },
+}
+
+impl EventKind {
+    /// True for the events an operator watches the saga's life by:
+    /// paused, resumed (by an operator), stuck, overdue, re-run, an
+    /// operation applied.
+    pub fn is_lifecycle(&self) -> bool {
+        match self {
+            EventKind::SagaPaused { .. }
+            | EventKind::SagaUnpaused { .. }
+            | EventKind::RerunStarted { .. }
+            | EventKind::RerunCreated { .. }
+            | EventKind::OperationApplied { .. } => true,
+            EventKind::SagaFinished { status, .. } => *status == SagaStatus::Stuck,
+            EventKind::DeadlinePassed { overdue } => *overdue,
+            _ => false,
+        }
+    }
 }
 
 impl SagaEvent {

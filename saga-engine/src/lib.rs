@@ -103,7 +103,10 @@ pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
 pub use definition::{
     SagaDefinition, SagaDefinitionBuilder, Step, StepContext, StepError, StepOrderProblem,
 };
-pub use engine::{Engine, EngineBuilder, SignalOutcome, UnregisteredSaga};
+pub use engine::{
+    BulkOutcome, Engine, EngineBuilder, Operation, OperationOutcome, OperationRequest,
+    SignalOutcome, UnregisteredSaga,
+};
 pub use error::Error;
 pub use events::{EventKind, SagaEvent};
 pub use machine::{SagaStatus, StepClass, StepState};

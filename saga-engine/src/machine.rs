@@ -12,7 +12,10 @@ use crate::retry::RetryPolicy;
 
 mod group;
 mod model;
+mod ops;
+mod plan;
 pub use model::*;
+pub use plan::{Plan, PlannedAction, PlannedStep};
 
 impl SagaState {
     /// A fresh saga over the named steps, nothing started.
@@ -38,6 +41,10 @@ impl SagaState {
             deadline_ms: None,
             deadline_passed: false,
             overdue: false,
+            paused: None,
+            operations: Vec::new(),
+            rerun_of: None,
+            reruns: Vec::new(),
         }
     }
 
@@ -55,8 +62,38 @@ impl SagaState {
         s
     }
 
-    /// What the runtime should be doing in this state (read-only).
+    /// What the runtime should be doing in this state (read-only). A
+    /// paused saga says [`Decision::Paused`] unless a step is under way
+    /// (it finishes, and its result is recorded).
     pub fn decision(&self) -> Decision {
+        let d = self.unpaused_decision();
+        if self.paused.is_none() {
+            return d;
+        }
+        match d {
+            Decision::Run { .. } | Decision::Compensate { .. } | Decision::Finished(_) => d,
+            Decision::RunGroup { first, end }
+                if self.steps[first..end]
+                    .iter()
+                    .any(|s| s.state == StepState::Running) =>
+            {
+                d
+            }
+            _ => Decision::Paused,
+        }
+    }
+
+    /// The status to show: [`SagaStatus::Paused`] while paused, else
+    /// [`SagaState::status`].
+    pub fn visible_status(&self) -> SagaStatus {
+        if self.paused.is_some() && !self.status.is_terminal() {
+            SagaStatus::Paused
+        } else {
+            self.status
+        }
+    }
+
+    fn unpaused_decision(&self) -> Decision {
         if self.status.is_terminal() {
             return Decision::Finished(self.status);
         }
@@ -117,10 +154,12 @@ impl SagaState {
 
     /// When a saga in a durable wait must be woken (its wait's timeout, or
     /// its deadline if sooner); `None` when it is not waiting. Stores use
-    /// it to keep a timer index.
+    /// it to keep a timer index. A paused saga with nothing under way is
+    /// parked for good: `Some(u64::MAX)` (only an operator wakes it).
     pub fn parked_until(&self) -> Option<u64> {
         match self.decision() {
             Decision::Wait { until_ms, .. } => Some(until_ms),
+            Decision::Paused => Some(u64::MAX),
             _ => None,
         }
     }
@@ -169,8 +208,16 @@ impl SagaState {
     /// the state), or the wait of a wait step, which an early signal may
     /// end at once.
     fn run(&mut self, step: usize, p: &[StepPolicy], ctx: Ctx) -> Decision {
+        if self.paused.is_some() {
+            // Held: the step stays pending until the saga is resumed.
+            return Decision::Paused;
+        }
+        if self.steps[step].state == StepState::Succeeded && self.steps[step].group.is_none() {
+            // Skipped ahead by an operator.
+            return self.advance(step, p, ctx);
+        }
         if self.steps[step].group.is_some() {
-            return self.run_group(step);
+            return self.run_group(step, p, ctx);
         }
         match &p[step].kind {
             StepKind::Action => {
@@ -266,6 +313,10 @@ impl SagaState {
                 s.wake_at_ms = None;
             }
             if needs && p[i].class == StepClass::Compensatable && p[i].kind == StepKind::Action {
+                if self.paused.is_some() {
+                    // Held: found again (newest first) when resumed.
+                    return Decision::Paused;
+                }
                 s.state = StepState::Compensating;
                 s.compensation_attempts += 1;
                 s.wake_at_ms = None;
@@ -397,7 +448,17 @@ impl SagaState {
             });
         }
         match (&input, self.status) {
-            (Input::OperatorRetry, SagaStatus::Stuck) => {}
+            (Input::OperatorRetry | Input::ForceCompensate { .. }, SagaStatus::Stuck) => {}
+            (
+                Input::Pause(_)
+                | Input::Unpause
+                | Input::RetryNow
+                | Input::Skip { .. }
+                | Input::ForceCompensate { .. },
+                status,
+            ) if status.is_terminal() => {
+                return Err(MachineError::Refused(Refusal::Finished(status)))
+            }
             (Input::Signal { name, .. }, status) if status.is_terminal() => {
                 return Err(MachineError::SignalRefused {
                     name: name.clone(),
@@ -409,8 +470,15 @@ impl SagaState {
         }
         let before = self.clone();
         let result = self.apply_inner(policies, input, ctx);
-        if result.is_err() {
-            *self = before;
+        match result {
+            Err(_) => *self = before,
+            Ok(_) if self.paused.is_some() && self.status.is_terminal() => {
+                // Finished while paused (the last step returned, or nothing
+                // was left to undo): the pause has nothing left to hold.
+                self.paused = None;
+            }
+            Ok(_) if self.paused.is_some() => return Ok(self.decision()),
+            Ok(_) => {}
         }
         result
     }
@@ -454,6 +522,13 @@ impl SagaState {
                                 return Ok(self.begin_compensation(p));
                             }
                             let s = &mut self.steps[step];
+                            if self.paused.is_some() {
+                                // Paused: the next attempt waits, due at
+                                // once, until the saga is resumed.
+                                s.state = StepState::RetryWait;
+                                s.wake_at_ms = Some(ctx.now_ms);
+                                return Ok(Decision::Paused);
+                            }
                             s.state = StepState::Pending;
                             self.run(step, p, ctx)
                         } else {
@@ -463,7 +538,11 @@ impl SagaState {
                     Decision::Compensate { step, .. } => {
                         let policy = &p[step].compensation;
                         let s = &mut self.steps[step];
-                        if s.compensation_attempts < policy.max_attempts {
+                        if s.compensation_attempts < policy.max_attempts && self.paused.is_some() {
+                            s.state = StepState::CompensationWait;
+                            s.wake_at_ms = Some(ctx.now_ms);
+                            Decision::Paused
+                        } else if s.compensation_attempts < policy.max_attempts {
                             s.compensation_attempts += 1;
                             Decision::Compensate {
                                 step,
@@ -550,6 +629,10 @@ impl SagaState {
                 }
                 s.last_error = Some(error.clone());
                 self.compensation_unclear(step, &p[step].compensation, ctx)
+            }
+            Input::TimerFired { .. } if self.paused.is_some() => {
+                // A timer that raced the pause: it fires again on resume.
+                self.decision()
             }
             Input::TimerFired { step } => {
                 let s = self.step_mut(step)?;
@@ -721,6 +804,12 @@ impl SagaState {
                     attempt: 1,
                 }
             }
+            Input::Pause(ref mark) => self.pause(mark.clone())?,
+            Input::Unpause => self.unpause(p, ctx)?,
+            Input::RetryNow => self.retry_now(ctx)?,
+            Input::Skip { step } => self.skip(step, p, ctx)?,
+            Input::ForceCompensate { ref reason } => self.force_compensate(reason, p, ctx)?,
+            Input::StartAt { step } => self.start_at(step, p, ctx)?,
         };
         Ok(self.settle_cancel(p, d, ctx))
     }

@@ -16,6 +16,7 @@
 //! | `start-inline` | `Engine::start` writes and spawns in the caller's future (not cancel-safe) |
 //! | `replay-before-durable` | a replayed booking key is acknowledged without a durability barrier |
 //! | `purge-forgets-keys` | retention deletes a saga without retiring its idempotency key |
+//! | `pause-not-durable` | an operator's pause is acknowledged without being written |
 
 /// The store never flushes sled.
 pub const NO_FLUSH: &str = "no-flush";
@@ -36,8 +37,12 @@ pub const REPLAY_BEFORE_DURABLE: &str = "replay-before-durable";
 /// Retention deletes a saga without retiring its key.
 pub const PURGE_FORGETS_KEYS: &str = "purge-forgets-keys";
 
+/// An operator's pause is acknowledged without being written.
+pub const PAUSE_NOT_DURABLE: &str = "pause-not-durable";
+
 /// Every mode there is.
-pub const ALL: [&str; 8] = [
+pub const ALL: [&str; 9] = [
+    PAUSE_NOT_DURABLE,
     PURGE_FORGETS_KEYS,
     NO_FLUSH,
     ACK_BEFORE_FLUSH,

@@ -20,7 +20,7 @@ pub(super) fn paths() -> Map<String, Value> {
         "operationId": "adminListSagas",
         "description": "A page of sagas, newest first, without loading every saga: pass the answer's next_cursor as cursor for the next page. With a status or definition filter the server reads at most 5000 records per page; partial then says the page stopped early (go on with next_cursor).",
         "parameters": [
-            query("status", false, json!({ "type": "string", "enum": ["all", "running", "compensating", "completed", "compensated", "stuck"], "default": "all" }), "Only this status"),
+            query("status", false, json!({ "type": "string", "enum": ["all", "running", "compensating", "completed", "compensated", "stuck", "paused"], "default": "all" }), "Only this status"),
             query("definition", false, string(), "Only this saga definition (booking, cancellation)"),
             query("older_than", false, int(0), "Only sagas created at least this many seconds ago"),
             query("newer_than", false, int(0), "Only sagas created at most this many seconds ago"),

@@ -156,6 +156,7 @@ impl Inner {
                     }
                 }
             }
+            Control::Op { op, req, ack } => self.control_op(def, rec, op, req, ack).await,
             Control::Signal {
                 signal_id,
                 name,

@@ -128,7 +128,7 @@ impl Inner {
                         inflight.insert(i);
                         self.launch(def, rec, i, s.attempts, &stop_rx, &mut set);
                     }
-                    StepState::RetryWait => {
+                    StepState::RetryWait if rec.state.paused.is_none() => {
                         let w = s.wake_at_ms.unwrap_or(0);
                         if due.is_none_or(|(dw, _)| w < dw) {
                             due = Some((w, i));

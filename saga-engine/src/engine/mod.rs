@@ -32,13 +32,15 @@ mod admin;
 mod builder;
 mod group;
 mod lifecycle;
+mod ops;
 mod reads;
 mod start;
 mod waits;
 mod worker;
 pub use builder::EngineBuilder;
+pub use ops::{BulkOutcome, Operation, OperationOutcome, OperationRequest};
 pub use waits::SignalOutcome;
-use worker::{events_for, outcome_event};
+use worker::{events_for, outcome_event, stamp};
 
 /// A saga found in the store whose definition (name, version and steps) is
 /// not registered in this engine. It is left untouched.
@@ -119,6 +121,11 @@ enum Control {
     Cancel {
         reason: String,
         ack: oneshot::Sender<Result<(), Error>>,
+    },
+    Op {
+        op: ops::Operation,
+        req: ops::OperationRequest,
+        ack: oneshot::Sender<Result<ops::OperationOutcome, Error>>,
     },
     Signal {
         signal_id: String,

@@ -182,6 +182,10 @@ impl Inner {
 
     /// Parks saga `id` until `until_ms`.
     pub(super) fn park(&self, id: SagaId, until_ms: u64) {
+        if until_ms == u64::MAX {
+            // Paused: no timer; only an operator wakes it.
+            return;
+        }
         let first = {
             let mut t = self.lock_timers();
             t.insert((until_ms, id));
@@ -194,8 +198,12 @@ impl Inner {
 
     /// Parks many sagas at once (at open).
     pub(super) fn park_many(&self, parked: Vec<(SagaId, u64)>) {
-        self.lock_timers()
-            .extend(parked.into_iter().map(|(id, t)| (t, id)));
+        self.lock_timers().extend(
+            parked
+                .into_iter()
+                .filter(|(_, t)| *t != u64::MAX)
+                .map(|(id, t)| (t, id)),
+        );
         self.timer_wake.notify_one();
     }
 
@@ -283,7 +291,7 @@ impl Inner {
 
     /// A parked saga changed (woken, signalled, cancelled): park it again,
     /// or give it a worker.
-    fn after_parked(
+    pub(super) fn after_parked(
         self: &Arc<Self>,
         def: Arc<dyn ErasedDefinition>,
         rec: SagaRecord,
@@ -291,13 +299,13 @@ impl Inner {
     ) {
         match d {
             Decision::Wait { until_ms, .. } => self.park(rec.id.clone(), until_ms),
-            Decision::Finished(_) => {}
+            Decision::Finished(_) | Decision::Paused => {}
             _ => self.spawn(def, rec, None),
         }
     }
 
     /// Removes the timer entry of a parked saga that is leaving its wait.
-    fn unpark(&self, id: &SagaId, until_ms: u64) {
+    pub(super) fn unpark(&self, id: &SagaId, until_ms: u64) {
         self.lock_timers().remove(&(until_ms, id.clone()));
     }
 

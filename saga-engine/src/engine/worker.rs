@@ -123,6 +123,16 @@ impl Inner {
                     // A durable wait: no worker holds the saga meanwhile.
                     return Ok(Exit::Parked(until_ms));
                 }
+                Decision::Paused if !self.store.is_shared() => {
+                    // Paused: no worker and no timer until an operator
+                    // resumes it.
+                    return Ok(Exit::Parked(u64::MAX));
+                }
+                Decision::Paused => {
+                    // A shared store never hands a paused saga out; its
+                    // lease runs out, and a resume makes it claimable.
+                    return Ok(Exit::Done);
+                }
                 Decision::AwaitRunning => {
                     // Only produced for a cancel while a step runs, which the
                     // Run arm handles; reaching it here means nothing is
@@ -316,7 +326,6 @@ pub(super) fn events_for(
     decision: Decision,
     now: u64,
 ) -> Vec<SagaEvent> {
-    rec.updated_at_ms = now;
     let name = |i: usize| rec.state.steps[i].name.clone();
     let started = match decision {
         Decision::Run { step, attempt } => Some(EventKind::StepStarted {
@@ -336,10 +345,22 @@ pub(super) fn events_for(
         Decision::Wait { .. }
         | Decision::Sleep { .. }
         | Decision::AwaitRunning
+        | Decision::Paused
         | Decision::RunGroup { .. } => None,
     };
+    stamp(rec, happened.into_iter().chain(started), now)
+}
+
+/// Stamps `happened` as the saga's next events (sequence numbers, time)
+/// and bumps the record's clock.
+pub(super) fn stamp(
+    rec: &mut SagaRecord,
+    happened: impl IntoIterator<Item = EventKind>,
+    now: u64,
+) -> Vec<SagaEvent> {
+    rec.updated_at_ms = now;
     let mut out = Vec::with_capacity(2);
-    for kind in happened.into_iter().chain(started) {
+    for kind in happened {
         out.push(SagaEvent {
             saga_id: rec.id.clone(),
             seq: rec.next_seq,

@@ -31,9 +31,20 @@ impl SagaState {
     }
 
     /// Starts every member of the group beginning at `first`.
-    pub(super) fn run_group(&mut self, first: usize) -> Decision {
+    pub(super) fn run_group(&mut self, first: usize, p: &[StepPolicy], ctx: Ctx) -> Decision {
         let r = self.group_range(first);
+        if self.steps[r.clone()]
+            .iter()
+            .all(|s| s.state == StepState::Succeeded)
+        {
+            // Every member skipped by an operator.
+            return self.advance(r.end - 1, p, ctx);
+        }
         for s in &mut self.steps[r.clone()] {
+            if s.state == StepState::Succeeded {
+                // Skipped by an operator: it does not run.
+                continue;
+            }
             s.state = StepState::Running;
             s.attempts += 1;
             s.wake_at_ms = None;
@@ -190,6 +201,15 @@ impl SagaState {
                 }
             }
             self.stop_group(r.clone());
+        } else if self.paused.is_some() {
+            // Paused: each interrupted member waits, due at once, until the
+            // saga is resumed.
+            for s in &mut self.steps[r.clone()] {
+                if s.state == StepState::Running {
+                    s.state = StepState::RetryWait;
+                    s.wake_at_ms = Some(ctx.now_ms);
+                }
+            }
         } else {
             for s in &mut self.steps[r.clone()] {
                 if s.state == StepState::Running {

@@ -20,6 +20,12 @@ pub enum SagaStatus {
     Compensated,
     /// A compensation kept failing past its policy: parked until an operator retries it.
     Stuck,
+    /// An operator paused it: no step starts and no timer fires until an
+    /// operator resumes it (a step already under way finishes and its
+    /// result is recorded). Not terminal. Only ever reported (by
+    /// [`SagaState::visible_status`]): [`SagaState::status`] keeps where
+    /// the saga stood (running or compensating), which it resumes.
+    Paused,
 }
 
 impl SagaStatus {
@@ -39,6 +45,7 @@ impl SagaStatus {
             SagaStatus::Completed => "completed",
             SagaStatus::Compensated => "compensated",
             SagaStatus::Stuck => "stuck",
+            SagaStatus::Paused => "paused",
         }
     }
 
@@ -50,6 +57,7 @@ impl SagaStatus {
             "completed" => SagaStatus::Completed,
             "compensated" => SagaStatus::Compensated,
             "stuck" => SagaStatus::Stuck,
+            "paused" => SagaStatus::Paused,
             _ => return None,
         })
     }
@@ -147,6 +155,52 @@ pub struct SagaState {
     /// but is late.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub overdue: bool,
+    /// Set while an operator has the saga paused. Absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<PauseMark>,
+    /// The operator operations applied to this saga, oldest first, by
+    /// operation id (what makes an operation idempotent). Absent in older
+    /// records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operations: Vec<AppliedOperation>,
+    /// The saga this one re-runs, if it was started by a re-run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<String>,
+    /// The sagas started to re-run this one, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reruns: Vec<String>,
+}
+
+/// Who paused a saga, why and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseMark {
+    /// The operator's name, as the caller gave it.
+    pub operator: String,
+    /// Why.
+    pub reason: String,
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// An operator operation recorded in a saga's state (see
+/// [`SagaState::operations`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedOperation {
+    /// The caller's id for the operation.
+    pub id: String,
+    /// What it was (`pause`, `resume`, `retry_now`, `skip`,
+    /// `force_compensate`, `rerun`).
+    pub operation: String,
+    /// A hash of the operation and its arguments: the same id with another
+    /// operation (or other arguments) is refused.
+    pub fingerprint: u64,
+    /// Who.
+    pub operator: String,
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The saga a re-run started, if this was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_saga: Option<String>,
 }
 
 /// A signal delivered to a saga ([`Input::Signal`]).
@@ -297,6 +351,34 @@ pub enum Input {
     /// An operator asks a stuck saga to try again: its compensation, or
     /// (stuck forward) its forward step.
     OperatorRetry,
+    /// An operator pauses the saga (see [`SagaStatus::Paused`]).
+    Pause(PauseMark),
+    /// An operator lifts a pause: the saga goes on from where it stood.
+    Unpause,
+    /// An operator wakes a saga waiting in backoff (a forward retry or a
+    /// compensation retry) at once.
+    RetryNow,
+    /// An operator did `step` by hand: it counts as succeeded without
+    /// running (the runtime merges the supplied result into the data).
+    /// Only before the pivot, for a step that has not succeeded and is not
+    /// running.
+    Skip {
+        /// Step index.
+        step: usize,
+    },
+    /// An operator forces compensation: a cancel that also applies to a
+    /// saga stuck forward on a pivot that never succeeded (the operator
+    /// found that it took no effect).
+    ForceCompensate {
+        /// Why.
+        reason: String,
+    },
+    /// A fresh saga starts at `step`, the steps before it counting as
+    /// succeeded (a re-run of another saga from a step).
+    StartAt {
+        /// Step index.
+        step: usize,
+    },
 }
 
 /// Inputs from the outside world that the machine may not fetch itself.
@@ -356,6 +438,9 @@ pub enum Decision {
     /// Nothing to do until the running attempt reports (used after a cancel
     /// recorded while a step runs).
     AwaitRunning,
+    /// Paused by an operator, nothing under way: the saga needs no worker
+    /// and no timer until it is resumed.
+    Paused,
     /// The saga reached a terminal status.
     Finished(SagaStatus),
 }
@@ -400,6 +485,9 @@ pub enum MachineError {
         /// The pivot step's name.
         pivot: String,
     },
+    /// An operator operation that does not apply to the saga as it stands.
+    #[error("{0}")]
+    Refused(Refusal),
     /// The policies do not match the steps.
     #[error("{policies} policies given for {steps} steps")]
     PolicyMismatch {
@@ -408,4 +496,94 @@ pub enum MachineError {
         /// Steps in the state.
         steps: usize,
     },
+}
+
+/// Why an operator operation was refused (nothing changed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The saga has finished.
+    #[error("the saga has finished as {0}")]
+    Finished(SagaStatus),
+    /// Pause of a saga already paused.
+    #[error("the saga is already paused")]
+    AlreadyPaused,
+    /// Resume of a saga that is not paused.
+    #[error("the saga is not paused")]
+    NotPaused,
+    /// The operation needs the saga to run: resume it first.
+    #[error("the saga is paused: resume it first")]
+    Paused,
+    /// Retry-now of a saga that waits in no backoff.
+    #[error("no step is waiting in backoff")]
+    NotInBackoff,
+    /// The saga is already compensating.
+    #[error("the saga is already compensating")]
+    Compensating,
+    /// The saga is past its pivot (or on it, in doubt): it only moves forward.
+    #[error("the saga is past its pivot ({pivot}): it only moves forward")]
+    PastPivot {
+        /// The pivot's name.
+        pivot: String,
+    },
+    /// Skip of the pivot or of a step after it.
+    #[error("step {step} is not before the pivot ({pivot}): only a step before the pivot can be skipped")]
+    NotBeforePivot {
+        /// The step's name.
+        step: String,
+        /// The pivot's name.
+        pivot: String,
+    },
+    /// Skip of a step that already succeeded.
+    #[error("step {0} has already succeeded")]
+    AlreadySucceeded(String),
+    /// Skip of a step whose attempt is under way.
+    #[error("step {0} is running: pause the saga and let it return first")]
+    StepRunning(String),
+    /// Skip of a step in a state that cannot be skipped.
+    #[error("step {step} is {state:?}: it cannot be skipped")]
+    NotSkippable {
+        /// The step's name.
+        step: String,
+        /// Its state.
+        state: StepState,
+    },
+    /// Skip of a step the saga does not stand on.
+    #[error("step {step} is not the step the saga stands on ({}): pause the saga and skip it once it waits before it", .current.as_deref().unwrap_or("none"))]
+    NotCurrent {
+        /// The step's name.
+        step: String,
+        /// The step it stands on, if any.
+        current: Option<String>,
+    },
+    /// A step index out of range.
+    #[error("there is no step {step} (the saga has {len})")]
+    NoSuchStep {
+        /// The index given.
+        step: usize,
+        /// Number of steps.
+        len: usize,
+    },
+    /// A start inside a parallel group.
+    #[error("step {0} is inside a parallel group: start at the group's first member")]
+    InsideGroup(String),
+    /// No step has this name.
+    #[error("the saga has no step named {0:?}")]
+    UnknownStep(String),
+    /// A re-run of a saga that did not end compensated or stuck.
+    #[error("only a saga that ended compensated or stuck can be re-run (this one is {0})")]
+    NotRerunnable(SagaStatus),
+    /// A skip's supplied result does not fit the saga's data.
+    #[error("the result supplied for step {step} does not fit the saga's data: {reason}")]
+    InvalidResult {
+        /// The step's name.
+        step: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An operation whose arguments are malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A stuck saga that force-compensation cannot help.
+    #[error("the saga is stuck compensating: retry it instead")]
+    StuckCompensating,
 }

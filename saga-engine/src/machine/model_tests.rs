@@ -355,6 +355,12 @@ enum Outcome {
     Signal(u8, bool),
     /// Time jumps (past the deadline, past wait timeouts).
     Jump,
+    /// Operator operations, interleaved anywhere.
+    Pause,
+    Unpause,
+    RetryNow,
+    Skip(u8),
+    ForceCompensate,
 }
 
 fn outcome() -> impl Strategy<Value = Outcome> {
@@ -368,6 +374,11 @@ fn outcome() -> impl Strategy<Value = Outcome> {
         1 => Just(Outcome::Cancel),
         3 => (0u8..4, any::<bool>()).prop_map(|(w, dup)| Outcome::Signal(w, dup)),
         1 => Just(Outcome::Jump),
+        2 => Just(Outcome::Pause),
+        1 => Just(Outcome::Unpause),
+        1 => Just(Outcome::RetryNow),
+        1 => (0u8..8).prop_map(Outcome::Skip),
+        1 => Just(Outcome::ForceCompensate),
     ]
 }
 
@@ -443,6 +454,48 @@ struct Trace {
     pivot_succeeded: bool,
     compensated_after_pivot: bool,
     signals_sent: u32,
+    operations: u32,
+}
+
+/// Applies `input` and checks the pause's promise: while paused, no
+/// attempt starts (only one already under way may still be running).
+fn apply_checked(
+    s: &mut SagaState,
+    p: &[StepPolicy],
+    input: Input,
+    c: Ctx,
+) -> Result<Decision, MachineError> {
+    let before = s.clone();
+    let r = s.apply(p, input.clone(), c);
+    if s.paused.is_some() {
+        for (i, (b, a)) in before.steps.iter().zip(&s.steps).enumerate() {
+            let started = match a.state {
+                StepState::Running => b.state != StepState::Running || b.attempts != a.attempts,
+                StepState::Compensating => {
+                    b.state != StepState::Compensating
+                        || b.compensation_attempts != a.compensation_attempts
+                }
+                _ => false,
+            };
+            assert!(
+                !started,
+                "step {i} started while paused, by {input:?}: {before:?} -> {s:?}"
+            );
+        }
+        if let Ok(d) = &r {
+            assert!(
+                matches!(d, Decision::Paused | Decision::Finished(_))
+                    || s.steps
+                        .iter()
+                        .any(|x| matches!(x.state, StepState::Running | StepState::Compensating)),
+                "a paused saga was told to act: {d:?}"
+            );
+        }
+    }
+    if r.is_err() {
+        assert_eq!(&before, s, "a refused input changed the state");
+    }
+    r
 }
 
 /// The input for a forward attempt of `step` ending as `o`.
@@ -478,6 +531,12 @@ fn forward_input(o: Outcome, step: usize, pivot: Option<usize>, t: &mut Trace) -
     }
 }
 
+/// True when the decision is one attempt the driver has under way (its
+/// result is still to come, whatever an operation said meanwhile).
+fn in_flight(d: Decision) -> bool {
+    matches!(d, Decision::Run { .. } | Decision::Compensate { .. })
+}
+
 fn drive(
     p: &[StepPolicy],
     groups: &[Option<String>],
@@ -491,7 +550,7 @@ fn drive(
     let mut decisions = vec![];
     let mut it = script.iter().cloned();
     let mut now = 0u64;
-    let mut d = s.apply(p, Input::Start, ctx(now)).unwrap();
+    let mut d = apply_checked(&mut s, p, Input::Start, ctx(now)).unwrap();
     let mut operator_retries = 0;
     let mut last_signal: Option<(String, String)> = None;
     for _ in 0..10_000 {
@@ -503,7 +562,7 @@ fn drive(
         match o {
             Outcome::Crash if !s.status.is_terminal() => {
                 let persisted = s.decision();
-                d = s.apply(p, Input::Resume, ctx(now)).unwrap();
+                d = apply_checked(&mut s, p, Input::Resume, ctx(now)).unwrap();
                 if let Decision::Wait { .. } = persisted {
                     assert_eq!(d, persisted, "a wait resumes as it was");
                 }
@@ -534,7 +593,7 @@ fn drive(
                 };
                 last_signal = Some((id.clone(), name.clone()));
                 let before = s.clone();
-                match s.apply(p, sig(&id, &name), ctx(now)) {
+                match apply_checked(&mut s, p, sig(&id, &name), ctx(now)) {
                     Ok(nd) => {
                         if before.signals.iter().any(|g| g.id == id) {
                             assert_eq!(s, before, "a duplicate signal changes nothing");
@@ -548,13 +607,101 @@ fn drive(
                 }
                 continue;
             }
+            Outcome::Pause if !s.status.is_terminal() => {
+                t.operations += 1;
+                let mark = PauseMark {
+                    operator: "op".into(),
+                    reason: "test".into(),
+                    at_ms: now,
+                };
+                match apply_checked(&mut s, p, Input::Pause(mark), ctx(now)) {
+                    Ok(nd) => {
+                        if !in_flight(d) {
+                            d = nd;
+                        }
+                    }
+                    Err(MachineError::Refused(Refusal::AlreadyPaused)) => {}
+                    Err(e) => panic!("pause refused: {e}"),
+                }
+                continue;
+            }
+            Outcome::Unpause if !s.status.is_terminal() => {
+                t.operations += 1;
+                match apply_checked(&mut s, p, Input::Unpause, ctx(now)) {
+                    Ok(nd) => {
+                        if !in_flight(d) {
+                            d = nd;
+                        }
+                    }
+                    Err(MachineError::Refused(Refusal::NotPaused)) => {}
+                    Err(e) => panic!("resume refused: {e}"),
+                }
+                continue;
+            }
+            Outcome::RetryNow if !s.status.is_terminal() => {
+                t.operations += 1;
+                match apply_checked(&mut s, p, Input::RetryNow, ctx(now)) {
+                    Ok(nd) => {
+                        if !in_flight(d) {
+                            d = nd;
+                        }
+                    }
+                    Err(MachineError::Refused(Refusal::NotInBackoff | Refusal::Paused)) => {}
+                    Err(e) => panic!("retry-now refused: {e}"),
+                }
+                continue;
+            }
+            Outcome::Skip(k) if !s.status.is_terminal() => {
+                t.operations += 1;
+                let step = k as usize % p.len();
+                match apply_checked(&mut s, p, Input::Skip { step }, ctx(now)) {
+                    Ok(nd) => {
+                        assert!(
+                            pivot.is_none_or(|v| step < v),
+                            "skipped the pivot or after it"
+                        );
+                        assert!(!t.ran.contains(&step), "skipped a step that succeeded");
+                        t.ran.push(step);
+                        if !in_flight(d) {
+                            d = nd;
+                        }
+                    }
+                    Err(MachineError::Refused(_)) => {}
+                    Err(e) => panic!("skip: {e}"),
+                }
+                continue;
+            }
+            Outcome::ForceCompensate
+                if !s.status.is_terminal() || s.status == SagaStatus::Stuck =>
+            {
+                t.operations += 1;
+                let input = Input::ForceCompensate {
+                    reason: "test".into(),
+                };
+                match apply_checked(&mut s, p, input, ctx(now)) {
+                    Ok(Decision::AwaitRunning) => {}
+                    Ok(nd) => {
+                        if !in_flight(d) {
+                            d = nd;
+                        }
+                    }
+                    Err(MachineError::Refused(Refusal::PastPivot { .. })) => {
+                        assert!(s.forward_only(p))
+                    }
+                    Err(MachineError::Refused(
+                        Refusal::Compensating | Refusal::StuckCompensating,
+                    )) => {}
+                    Err(e) => panic!("force-compensate: {e}"),
+                }
+                continue;
+            }
             Outcome::Jump => now += 400,
             _ => {}
         }
         d = match d {
             Decision::Run { step, .. } => {
                 let input = forward_input(o, step, pivot, &mut t);
-                s.apply(p, input, ctx(now)).unwrap()
+                apply_checked(&mut s, p, input, ctx(now)).unwrap()
             }
             Decision::RunGroup { first, end } => {
                 let running: Vec<usize> = (first..end)
@@ -568,12 +715,12 @@ fn drive(
                         .min()
                         .expect("a group decision with nothing running or waiting");
                     now = now.max(w);
-                    s.apply(p, Input::TimerFired { step }, ctx(now)).unwrap()
+                    apply_checked(&mut s, p, Input::TimerFired { step }, ctx(now)).unwrap()
                 } else {
                     // Members report in an order the script varies.
                     let step = running[(decisions.len() * 7 + now as usize) % running.len()];
                     let input = forward_input(o, step, pivot, &mut t);
-                    s.apply(p, input, ctx(now)).unwrap()
+                    apply_checked(&mut s, p, input, ctx(now)).unwrap()
                 }
             }
             Decision::Compensate { step, .. } => {
@@ -591,16 +738,21 @@ fn drive(
                         Input::CompensationSucceeded { step }
                     }
                 };
-                s.apply(p, input, ctx(now)).unwrap()
+                apply_checked(&mut s, p, input, ctx(now)).unwrap()
             }
             Decision::Sleep { step, until_ms } | Decision::Wait { step, until_ms } => {
                 now = now.max(until_ms);
-                s.apply(p, Input::TimerFired { step }, ctx(now)).unwrap()
+                apply_checked(&mut s, p, Input::TimerFired { step }, ctx(now)).unwrap()
             }
             Decision::AwaitRunning => panic!("driver never leaves a running step"),
+            Decision::Paused => {
+                // Nothing runs while paused: the operator resumes it.
+                assert!(s.paused.is_some());
+                apply_checked(&mut s, p, Input::Unpause, ctx(now)).unwrap()
+            }
             Decision::Finished(SagaStatus::Stuck) if operator_retries < 3 => {
                 operator_retries += 1;
-                s.apply(p, Input::OperatorRetry, ctx(now)).unwrap()
+                apply_checked(&mut s, p, Input::OperatorRetry, ctx(now)).unwrap()
             }
             Decision::Finished(_) => return (s, t, decisions),
         };
@@ -627,6 +779,7 @@ proptest! {
 
         // Exactly one terminal state, and it is the last decision.
         prop_assert!(s.status.is_terminal());
+        prop_assert!(s.paused.is_none(), "a finished saga is still paused");
         prop_assert_eq!(decisions.last().copied(), Some(Decision::Finished(s.status)));
         prop_assert!(!t.forward_after_compensation, "forward after compensation: {:?}", decisions);
         prop_assert!(!t.compensated_after_pivot, "compensated after the pivot: {:?}", decisions);

@@ -439,6 +439,7 @@ fn drive(n: usize, p: &[StepPolicy], script: &[Outcome]) -> (SagaState, Trace, V
             }
             Decision::Wait { .. } => panic!("these sagas have no waits"),
             Decision::AwaitRunning => panic!("driver never leaves a running step"),
+            Decision::Paused => panic!("nothing pauses this saga"),
             Decision::Finished(SagaStatus::Stuck) if operator_retries < 3 => {
                 operator_retries += 1;
                 s.apply(p, Input::OperatorRetry, ctx(now)).unwrap()

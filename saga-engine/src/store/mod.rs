@@ -84,9 +84,10 @@ pub struct Lease {
 }
 
 impl SagaRecord {
-    /// The saga's status.
+    /// The saga's status, [`SagaStatus::Paused`] while an operator has it
+    /// paused (what stores index and list by).
     pub fn status(&self) -> SagaStatus {
-        self.state.status
+        self.state.visible_status()
     }
 
     /// The data decoded as `D`.

@@ -386,6 +386,8 @@ pub fn fmt_event(e: &SagaEvent) -> String {
         } => format!("signal {name} ({signal_id}) -> {step:?}"),
         EventKind::WaitTimedOut { step } => format!("wait-timeout {step}"),
         EventKind::DeadlinePassed { overdue } => format!("deadline overdue={overdue}"),
+        // Operator operations: the simulation does not issue them.
+        other => format!("{other:?}"),
     };
     format!("{}@{}:{k}", e.seq, e.at_ms)
 }
