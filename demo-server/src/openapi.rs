@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value};
 use std::sync::OnceLock;
 
 mod operating;
+mod operations;
 mod traveller;
 
 fn schema(name: &str) -> Value {
@@ -416,6 +417,8 @@ fn build() -> Value {
         s.extend(traveller::schemas());
         p.extend(operating::paths());
         s.extend(operating::schemas());
+        p.extend(operations::paths());
+        s.extend(operations::schemas());
     }
     finish_operations(&mut paths);
     type_every_nullable(&mut schemas);

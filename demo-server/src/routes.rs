@@ -13,6 +13,7 @@ use crate::api::ApiError;
 use crate::body::{read_limited, Body};
 use crate::connections::ClientAddr;
 use crate::handlers;
+pub use crate::handlers::operate::Kind as OperationKind;
 use crate::limits::RateKind;
 use crate::query::Query;
 use crate::state::AppState;
@@ -23,6 +24,7 @@ use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use std::net::IpAddr;
 use std::sync::Arc;
+use OperationKind as Kind;
 
 /// What a route leads to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +115,10 @@ pub enum Endpoint {
     AdminOverview,
     /// A retention pass now, or its preview (admin).
     AdminPurge,
+    /// An operator operation on one saga, or its dry run (admin).
+    AdminOperate(OperationKind),
+    /// Pause or resume every saga of a definition (admin).
+    AdminOperateDefinition(OperationKind),
 }
 
 /// One route.
@@ -183,6 +189,46 @@ pub const ROUTES: &[Route] = &[
         "POST",
         "/api/admin/sagas/{id}/cancel",
         Endpoint::AdminCancel,
+    ),
+    admin(
+        "POST",
+        "/api/admin/sagas/{id}/pause",
+        Endpoint::AdminOperate(Kind::Pause),
+    ),
+    admin(
+        "POST",
+        "/api/admin/sagas/{id}/resume",
+        Endpoint::AdminOperate(Kind::Resume),
+    ),
+    admin(
+        "POST",
+        "/api/admin/sagas/{id}/retry-now",
+        Endpoint::AdminOperate(Kind::RetryNow),
+    ),
+    admin(
+        "POST",
+        "/api/admin/sagas/{id}/skip",
+        Endpoint::AdminOperate(Kind::Skip),
+    ),
+    admin(
+        "POST",
+        "/api/admin/sagas/{id}/force-compensate",
+        Endpoint::AdminOperate(Kind::ForceCompensate),
+    ),
+    admin(
+        "POST",
+        "/api/admin/sagas/{id}/rerun",
+        Endpoint::AdminOperate(Kind::Rerun),
+    ),
+    admin(
+        "POST",
+        "/api/admin/definitions/pause",
+        Endpoint::AdminOperateDefinition(Kind::Pause),
+    ),
+    admin(
+        "POST",
+        "/api/admin/definitions/resume",
+        Endpoint::AdminOperateDefinition(Kind::Resume),
     ),
     admin("GET", "/api/admin/payments", Endpoint::AdminPayments),
     route("POST", "/api/cancellations", Endpoint::CreateCancellation),

@@ -9,6 +9,7 @@ mod bookings;
 mod cancellations;
 mod catalog;
 mod loyalty;
+pub mod operate;
 mod ops;
 mod promo;
 mod saga_ops;
@@ -72,6 +73,8 @@ pub async fn handle(
         Endpoint::AdminSagaHistory => saga_ops::history(state, &req).await,
         Endpoint::AdminOverview => saga_ops::overview(state).await,
         Endpoint::AdminPurge => saga_ops::purge(state, req).await,
+        Endpoint::AdminOperate(kind) => operate::saga(state, req, kind).await,
+        Endpoint::AdminOperateDefinition(kind) => operate::definition(state, req, kind).await,
     }
 }
 
