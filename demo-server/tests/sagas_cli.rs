@@ -2,8 +2,10 @@
 //! process on loopback: every subcommand (list with its filters and
 //! cursor, show, history, retry, cancel, purge with its dry run, export),
 //! `--json`, `--help`, the token taken from the data directory, a wrong
-//! token refused; then reads of a stopped server's directory, and the
-//! message when neither the server nor the directory can be reached.
+//! token refused; the operator operations (pause, resume, retry-now,
+//! skip, cancel with its dry run, rerun, pause of a definition, and the
+//! retry of a stuck saga); then reads of a stopped server's directory, and
+//! the message when neither the server nor the directory can be reached.
 
 mod support;
 
@@ -252,7 +254,7 @@ async fn every_subcommand_against_a_running_server() {
         &url,
         &["cancel", &slow, "--reason", "cli test"],
     ));
-    assert!(out.contains("cancel accepted"), "{out}");
+    assert!(out.contains("cancel applied"), "{out}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let v = json_of(&sagas(&data, &url, &["show", &slow, "--json"]));
@@ -346,6 +348,11 @@ fn help_says_what_each_subcommand_does_with_an_example() {
         ("cancel", "compensates"),
         ("purge", "retention"),
         ("export", "JSON Lines"),
+        ("pause", "no step starts"),
+        ("resume", "where it stood"),
+        ("retry-now", "backoff"),
+        ("skip", "by hand"),
+        ("rerun", "new saga"),
     ] {
         let o = Command::new(BIN)
             .args(["sagas", sub, "--help"])
@@ -437,5 +444,371 @@ async fn reads_a_stopped_servers_directory_and_says_when_it_cannot() {
     );
     let page = json_of(&sagas(&data, &url, &["list", "--json"]));
     assert_eq!(ids(&page), std::slice::from_ref(&id));
+    stop(srv);
+}
+
+/// The admin API's view of one saga (for polling; the CLI is what is tested).
+async fn admin_saga(addr: SocketAddr, token: &str, id: &str) -> Value {
+    let bearer = format!("Bearer {token}");
+    let r = request_from(
+        local(),
+        addr,
+        "GET",
+        &format!("/api/admin/sagas/{id}"),
+        &[("authorization", bearer.as_str())],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body
+}
+
+/// Polls saga `id` until `pred` holds (30 s at most).
+async fn until_saga(
+    addr: SocketAddr,
+    token: &str,
+    id: &str,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = admin_saga(addr, token, id).await;
+        if pred(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "never {what}: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn step_state<'a>(v: &'a Value, step: &str) -> &'a str {
+    v["saga"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == step)
+        .and_then(|s| s["state"].as_str())
+        .unwrap_or("?")
+}
+
+fn refused(o: &Output) -> String {
+    assert!(
+        !o.status.success(),
+        "accepted: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operations_against_a_running_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let srv = spawn_server(&data, &[]);
+    let url = format!("http://{}", srv.addr);
+    let token = std::fs::read_to_string(data.join("admin_token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let (flight, date) = find_flight(srv.addr).await;
+    let addr = srv.addr;
+
+    // pause while a step runs (a delay fault): the step finishes, the next
+    // one does not start; the booking says paused; resume: confirmed.
+    let slow = book(
+        addr,
+        &flight,
+        &date,
+        json!({"award_miles": {"mode": "delay", "ms": 1500}}),
+    )
+    .await;
+    until_saga(addr, &token, &slow, "running award_miles", |v| {
+        step_state(v, "award_miles") == "running"
+    })
+    .await;
+    let dry = ok(&sagas(&data, &url, &["pause", &slow, "--dry-run"]));
+    assert!(
+        dry.contains("dry run: pause") && dry.contains("award_miles"),
+        "{dry}"
+    );
+    assert_eq!(
+        admin_saga(addr, &token, &slow).await["saga"]["status"],
+        "running"
+    );
+    let args = [
+        "pause",
+        &slow,
+        "--operator",
+        "ada",
+        "--reason",
+        "provider down",
+        "--operation-id",
+        "op-p1",
+        "--json",
+    ];
+    let first = json_of(&sagas(&data, &url, &args));
+    assert_eq!(
+        (first["status"].as_str(), first["repeated"].as_bool()),
+        (Some("paused"), Some(false)),
+        "{first}"
+    );
+    let again = json_of(&sagas(&data, &url, &args));
+    assert_eq!(again["repeated"], true, "{again}");
+    let held = until_saga(addr, &token, &slow, "held after award_miles", |v| {
+        step_state(v, "award_miles") == "succeeded"
+    })
+    .await;
+    assert_eq!(held["saga"]["status"], "paused", "{held}");
+    assert_eq!(step_state(&held, "confirm_booking"), "pending", "{held}");
+    assert_eq!(held["paused"]["operator"], "ada", "{held}");
+    let public = request_from(
+        local(),
+        addr,
+        "GET",
+        &format!("/api/bookings/{slow}"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(public.body["status"], "paused", "{}", public.text);
+    let out = ok(&sagas(
+        &data,
+        &url,
+        &["resume", &slow, "--reason", "provider back"],
+    ));
+    assert!(
+        out.contains("resume applied") && out.contains("confirm_booking"),
+        "{out}"
+    );
+    assert_eq!(wait_terminal(addr, &slow).await["status"], "confirmed");
+    let err = refused(&sagas(&data, &url, &["resume", &slow]));
+    assert!(err.contains("409") && err.contains("finished"), "{err}");
+    // The same id repeated returns the first result, even now; another
+    // operation under it is refused.
+    let again = json_of(&sagas(&data, &url, &args));
+    assert_eq!(again["repeated"], true, "{again}");
+    let err = refused(&sagas(
+        &data,
+        &url,
+        &["resume", &slow, "--operation-id", "op-p1"],
+    ));
+    assert!(err.contains("409") && err.contains("already used"), "{err}");
+
+    // retry-now wakes a backoff; pause, skip the failing step by hand,
+    // resume: confirmed without it.
+    let flaky = book(
+        addr,
+        &flight,
+        &date,
+        json!({"award_miles": {"mode": "transient", "times": 100}}),
+    )
+    .await;
+    until_saga(addr, &token, &flaky, "failing award_miles", |v| {
+        step_state(v, "award_miles") == "retry_wait"
+    })
+    .await;
+    let mut woke = false;
+    for _ in 0..50 {
+        let o = sagas(&data, &url, &["retry-now", &flaky, "--json"]);
+        if o.status.success() {
+            let v = json_of(&o);
+            assert_eq!(v["plan"]["steps"][0]["step"], "award_miles", "{v}");
+            woke = true;
+            break;
+        }
+        // Between a failed attempt and its backoff the step is running.
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("backoff"),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    assert!(woke, "retry-now never found the saga in backoff");
+    ok(&sagas(
+        &data,
+        &url,
+        &["pause", &flaky, "--reason", "miles by hand"],
+    ));
+    until_saga(addr, &token, &flaky, "held in backoff", |v| {
+        v["saga"]["status"] == "paused" && step_state(v, "award_miles") == "retry_wait"
+    })
+    .await;
+    let err = refused(&sagas(&data, &url, &["retry-now", &flaky]));
+    assert!(err.contains("409") && err.contains("paused"), "{err}");
+    let err = refused(&sagas(
+        &data,
+        &url,
+        &["skip", &flaky, "--step", "reserve_seat"],
+    ));
+    assert!(
+        err.contains("409") && err.contains("already succeeded"),
+        "{err}"
+    );
+    let err = refused(&sagas(
+        &data,
+        &url,
+        &["skip", &flaky, "--step", "award_miles", "--result", "[1]"],
+    ));
+    assert!(err.contains("422") && err.contains("result"), "{err}");
+    let out = ok(&sagas(
+        &data,
+        &url,
+        &[
+            "skip",
+            &flaky,
+            "--step",
+            "award_miles",
+            "--result",
+            "{}",
+            "--reason",
+            "added by hand",
+        ],
+    ));
+    assert!(
+        out.contains("skip applied") && out.contains("paused"),
+        "{out}"
+    );
+    ok(&sagas(&data, &url, &["resume", &flaky]));
+    assert_eq!(wait_terminal(addr, &flaky).await["status"], "confirmed");
+    let h = json_of(&sagas(&data, &url, &["history", &flaky, "--json"]));
+    let kinds: Vec<&str> = h["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"step_skipped")
+            && kinds.contains(&"saga_paused")
+            && kinds.contains(&"saga_unpaused"),
+        "{kinds:?}"
+    );
+
+    // cancel: the dry run lists what would be undone and changes nothing;
+    // the real one compensates.
+    let doomed = book(
+        addr,
+        &flight,
+        &date,
+        json!({"award_miles": {"mode": "delay", "ms": 3000}}),
+    )
+    .await;
+    until_saga(addr, &token, &doomed, "running award_miles", |v| {
+        step_state(v, "award_miles") == "running"
+    })
+    .await;
+    let dry = ok(&sagas(&data, &url, &["cancel", &doomed, "--dry-run"]));
+    assert!(
+        dry.contains("dry run: cancel")
+            && dry.contains("compensate")
+            && dry.contains("ends as: compensated"),
+        "{dry}"
+    );
+    assert_eq!(
+        admin_saga(addr, &token, &doomed).await["saga"]["status"],
+        "running"
+    );
+    let out = ok(&sagas(
+        &data,
+        &url,
+        &["cancel", &doomed, "--reason", "fare withdrawn"],
+    ));
+    assert!(out.contains("cancel applied"), "{out}");
+    assert_eq!(wait_terminal(addr, &doomed).await["status"], "compensated");
+
+    // rerun the compensated one from a step: a new saga, linked both ways.
+    let dry = ok(&sagas(
+        &data,
+        &url,
+        &[
+            "rerun",
+            &doomed,
+            "--from-step",
+            "authorize_payment",
+            "--dry-run",
+        ],
+    ));
+    assert!(
+        dry.contains("dry run: rerun") && dry.contains("authorize_payment"),
+        "{dry}"
+    );
+    let v = json_of(&sagas(
+        &data,
+        &url,
+        &[
+            "rerun",
+            &doomed,
+            "--from-step",
+            "authorize_payment",
+            "--json",
+        ],
+    ));
+    let new = v["new_saga"].as_str().expect("a new saga").to_string();
+    let n = until_saga(addr, &token, &new, "finished", |v| {
+        matches!(
+            v["saga"]["status"].as_str(),
+            Some("completed" | "compensated" | "stuck")
+        )
+    })
+    .await;
+    assert_eq!(n["rerun_of"], doomed.as_str(), "{n}");
+    // It started at authorize_payment: reserve_seat never ran in it (the
+    // card is no longer held, so this booking compensates, as it should).
+    let attempts = |step: &str| {
+        n["saga"]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == step)
+            .unwrap()["attempts"]
+            .as_u64()
+    };
+    assert_eq!(attempts("reserve_seat"), Some(0), "{n}");
+    assert_eq!(attempts("authorize_payment"), Some(1), "{n}");
+    let o = admin_saga(addr, &token, &doomed).await;
+    assert_eq!(o["reruns"], json!([new]), "{o}");
+
+    // pause a whole definition (dry run: nothing runs now, nothing to do).
+    let v = json_of(&sagas(
+        &data,
+        &url,
+        &["pause", "--definition", "booking", "--dry-run", "--json"],
+    ));
+    assert_eq!(v["applied"], json!([]), "{v}");
+    let err = refused(&sagas(&data, &url, &["pause"]));
+    assert!(err.contains("--definition"), "{err}");
+    stop(srv);
+
+    // A stuck saga (its compensation marked failed past its policy in the
+    // stopped server's store), then a successful retry through the CLI.
+    {
+        let path = data.join("db");
+        let db = saga_engine::store::open_sled_db(&path).unwrap();
+        let store = saga_engine::SledStore::with_db_at(db, path).unwrap();
+        use saga_engine::Store;
+        let id = saga_engine::SagaId::parse(&doomed).unwrap();
+        let mut rec = store.get(&id).await.unwrap().unwrap();
+        rec.state.status = saga_engine::SagaStatus::Stuck;
+        let s = rec
+            .state
+            .steps
+            .iter_mut()
+            .find(|s| s.name == "reserve_seat")
+            .unwrap();
+        s.state = saga_engine::StepState::CompensationFailed;
+        rec.revision += 1;
+        store.update(&rec, &[]).await.unwrap();
+    }
+    let srv = spawn_server(&data, &[]);
+    let url = format!("http://{}", srv.addr);
+    let v = json_of(&sagas(&data, &url, &["show", &doomed, "--json"]));
+    assert_eq!(v["saga"]["status"], "stuck", "{v}");
+    let out = ok(&sagas(&data, &url, &["retry", &doomed]));
+    assert!(out.contains("retry accepted"), "{out}");
+    until_saga(srv.addr, &token, &doomed, "compensated again", |v| {
+        v["saga"]["status"] == "compensated"
+    })
+    .await;
     stop(srv);
 }

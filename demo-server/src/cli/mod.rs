@@ -5,12 +5,17 @@
 //! themselves, without an engine (see [`offline`]). Tables by default,
 //! `--json` for scripts; `export` writes JSON Lines.
 //!
-//! New operations (pause, resume, skip, re-run) are one more variant of
-//! [`SagasCommand`] and one more admin route each.
+//! The operator operations (pause, resume, retry-now, skip, rerun,
+//! cancel) are in [`operate`]: one variant of [`SagasCommand`] and one
+//! admin route each.
 
 mod client;
 mod offline;
+mod operate;
 mod render;
+
+pub use operate::OpFlags;
+use operate::{Op, Target};
 
 use crate::saga_pages::PageQuery;
 use clap::{Args, Subcommand};
@@ -75,7 +80,7 @@ pub struct SagasArgs {
 #[derive(Debug, Clone, Args)]
 pub struct Filters {
     /// Only sagas with this status: running, compensating, completed,
-    /// compensated or stuck.
+    /// compensated, stuck or paused.
     #[arg(long)]
     pub status: Option<String>,
     /// Only sagas of this definition (booking, cancellation).
@@ -127,17 +132,97 @@ pub enum SagasCommand {
         /// The saga id.
         id: String,
     },
-    /// Cancel a running saga: it stops and compensates what it did (needs a
-    /// running server).
+    /// Cancel a saga: it stops and compensates what it did (a running saga
+    /// before its pivot, or one stuck forward on a pivot that never
+    /// succeeded); needs a running server.
     #[command(
-        after_help = "Example:\n  demo-server sagas cancel 018f3a2b1c4d9e8f7a6b5c4d3e2f --reason \"fare withdrawn\""
+        after_help = "Example:\n  demo-server sagas cancel 018f3a2b1c4d9e8f7a6b5c4d3e2f --dry-run\n  demo-server sagas cancel 018f3a2b1c4d9e8f7a6b5c4d3e2f --reason \"fare withdrawn\" --operator ada"
     )]
     Cancel {
         /// The saga id.
         id: String,
-        /// Why (kept in the saga's history).
+        /// Operator, reason, operation id, dry run.
+        #[command(flatten)]
+        flags: OpFlags,
+    },
+    /// Pause a saga (or, with --definition, every running saga of a
+    /// definition): no step starts and no timer fires until it is resumed;
+    /// a step under way finishes. Needs a running server.
+    #[command(
+        after_help = "Example:\n  demo-server sagas pause 018f3a2b1c4d9e8f7a6b5c4d3e2f --reason \"payment provider down\" --operator ada\n  demo-server sagas pause --definition booking --dry-run"
+    )]
+    Pause {
+        /// The saga id (or give --definition).
+        id: Option<String>,
+        /// Every saga of this definition instead of one.
         #[arg(long)]
-        reason: Option<String>,
+        definition: Option<String>,
+        /// Operator, reason, operation id, dry run.
+        #[command(flatten)]
+        flags: OpFlags,
+    },
+    /// Resume a paused saga where it stood (or, with --definition, every
+    /// paused saga of a definition). Needs a running server.
+    #[command(
+        after_help = "Example:\n  demo-server sagas resume 018f3a2b1c4d9e8f7a6b5c4d3e2f --reason \"provider back\"\n  demo-server sagas resume --definition booking"
+    )]
+    Resume {
+        /// The saga id (or give --definition).
+        id: Option<String>,
+        /// Every paused saga of this definition instead of one.
+        #[arg(long)]
+        definition: Option<String>,
+        /// Operator, reason, operation id, dry run.
+        #[command(flatten)]
+        flags: OpFlags,
+    },
+    /// Wake a saga waiting in backoff (a retry, or a compensation retry)
+    /// now. Needs a running server.
+    #[command(
+        name = "retry-now",
+        after_help = "Example:\n  demo-server sagas retry-now 018f3a2b1c4d9e8f7a6b5c4d3e2f --reason \"provider back\""
+    )]
+    RetryNow {
+        /// The saga id.
+        id: String,
+        /// Operator, reason, operation id, dry run.
+        #[command(flatten)]
+        flags: OpFlags,
+    },
+    /// Skip the step the saga stands on, which the operator did by hand:
+    /// it counts as succeeded and --result (a JSON object) is merged into
+    /// the saga's data. Only before the pivot. Needs a running server.
+    #[command(
+        after_help = "Example:\n  demo-server sagas skip 018f3a2b1c4d9e8f7a6b5c4d3e2f --step award_miles --result '{}' --reason \"miles added by hand\""
+    )]
+    Skip {
+        /// The saga id.
+        id: String,
+        /// The step's name.
+        #[arg(long)]
+        step: String,
+        /// What the step would have written into the data, a JSON object.
+        #[arg(long, default_value = "{}")]
+        result: String,
+        /// Operator, reason, operation id, dry run.
+        #[command(flatten)]
+        flags: OpFlags,
+    },
+    /// Re-run a saga that ended compensated or stuck from a step, as a new
+    /// saga (linked to this one both ways) with this one's data. Needs a
+    /// running server.
+    #[command(
+        after_help = "Example:\n  demo-server sagas rerun 018f3a2b1c4d9e8f7a6b5c4d3e2f --from-step authorize_payment --dry-run"
+    )]
+    Rerun {
+        /// The saga id.
+        id: String,
+        /// The step the new saga starts at.
+        #[arg(long)]
+        from_step: String,
+        /// Operator, reason, operation id, dry run.
+        #[command(flatten)]
+        flags: OpFlags,
     },
     /// Purge finished sagas past the retention window now (needs a running
     /// server); stuck and running sagas are never purged.
@@ -192,7 +277,7 @@ fn page_query(f: &Filters, limit: usize, cursor: Option<&str>) -> Result<PageQue
         None | Some("all") => None,
         Some(s) => Some(SagaStatus::parse(s).ok_or_else(|| {
             CliError::Usage(format!(
-                "--status {s:?}: expected running, compensating, completed, compensated or stuck"
+                "--status {s:?}: expected running, compensating, completed, compensated, stuck or paused"
             ))
         })?),
     };
@@ -325,16 +410,19 @@ async fn run_async(
     note: &mut dyn Write,
 ) -> Result<(), CliError> {
     let client = AdminClient::new(&args.server, token(data_dir))?;
-    let writes = matches!(
+    let writes = !matches!(
         args.command,
-        SagasCommand::Retry { .. } | SagasCommand::Cancel { .. } | SagasCommand::Purge { .. }
+        SagasCommand::List { .. }
+            | SagasCommand::Show { .. }
+            | SagasCommand::History { .. }
+            | SagasCommand::Export { .. }
     );
     // Is a server there? (`/healthz` needs no token.)
     let source = match client.get("/healthz").await {
         Ok(_) => Source::Api(client),
         Err(CliError::Unreachable(why)) if writes => {
             return Err(CliError::Unreachable(format!(
-                "no server answers at {why}; retry, cancel and purge need the running server (start it, or pass --server URL)"
+                "no server answers at {why}; operations (retry, cancel, pause, resume, retry-now, skip, rerun, purge) need the running server (start it, or pass --server URL)"
             )))
         }
         Err(CliError::Unreachable(_)) => {
@@ -380,21 +468,81 @@ async fn run_async(
                 render::history(out, &v)?;
             }
         }
-        SagasCommand::Retry { id } | SagasCommand::Cancel { id, .. } => {
+        SagasCommand::Cancel { id, flags } => {
             let Source::Api(c) = &source else {
                 unreachable!("writes need the server")
             };
-            let (action, body) = match &args.command {
-                SagasCommand::Cancel { reason, .. } => ("cancel", json!({ "reason": reason })),
-                _ => ("retry", json!({})),
+            operate::run(c, &Op::Cancel(id.clone()), flags, args.json, out).await?;
+        }
+        SagasCommand::Pause {
+            id,
+            definition,
+            flags,
+        }
+        | SagasCommand::Resume {
+            id,
+            definition,
+            flags,
+        } => {
+            let Source::Api(c) = &source else {
+                unreachable!("writes need the server")
             };
+            let target = Target::new(id.clone(), definition.clone())?;
+            let op = if matches!(args.command, SagasCommand::Pause { .. }) {
+                Op::Pause(target)
+            } else {
+                Op::Resume(target)
+            };
+            operate::run(c, &op, flags, args.json, out).await?;
+        }
+        SagasCommand::RetryNow { id, flags } => {
+            let Source::Api(c) = &source else {
+                unreachable!("writes need the server")
+            };
+            operate::run(c, &Op::RetryNow(id.clone()), flags, args.json, out).await?;
+        }
+        SagasCommand::Skip {
+            id,
+            step,
+            result,
+            flags,
+        } => {
+            let Source::Api(c) = &source else {
+                unreachable!("writes need the server")
+            };
+            let op = Op::Skip {
+                id: id.clone(),
+                step: step.clone(),
+                result: result.clone(),
+            };
+            operate::run(c, &op, flags, args.json, out).await?;
+        }
+        SagasCommand::Rerun {
+            id,
+            from_step,
+            flags,
+        } => {
+            let Source::Api(c) = &source else {
+                unreachable!("writes need the server")
+            };
+            let op = Op::Rerun {
+                id: id.clone(),
+                from_step: from_step.clone(),
+            };
+            operate::run(c, &op, flags, args.json, out).await?;
+        }
+        SagasCommand::Retry { id } => {
+            let Source::Api(c) = &source else {
+                unreachable!("writes need the server")
+            };
+            let action = "retry";
             let v = c
                 .post(
                     &format!(
                         "/api/admin/sagas/{}/{action}",
                         crate::roles::encode_component(id)
                     ),
-                    &body,
+                    &json!({}),
                 )
                 .await?;
             if args.json {

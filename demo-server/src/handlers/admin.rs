@@ -44,7 +44,7 @@ pub async fn sagas(state: &AppState, req: &Req) -> Result<Response<Body>, ApiErr
             None => {
                 p.error(
                     "status",
-                    "expected running, compensating, completed, compensated or stuck",
+                    "expected running, compensating, completed, compensated, stuck or paused",
                 );
                 None
             }

@@ -31,6 +31,10 @@ pub async fn show(state: &AppState, req: &Req) -> Result<Response<Body>, ApiErro
             "idempotency_key": rec.idempotency_key,
             "revision": rec.revision,
             "data": rec.data,
+            "paused": rec.state.paused,
+            "operations": rec.state.operations,
+            "rerun_of": rec.state.rerun_of,
+            "reruns": rec.state.reruns,
         }),
     ))
 }

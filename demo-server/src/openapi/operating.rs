@@ -77,7 +77,11 @@ pub(super) fn schemas() -> Map<String, Value> {
             "unregistered": { "type": "array", "items": { "type": "object" } } } },
         "SagaDetail": { "type": "object", "properties": {
             "saga": schema("SagaSummary"), "idempotency_key": { "type": "string", "nullable": true },
-            "revision": int, "data": { "type": "object" } } },
+            "revision": int, "data": { "type": "object" },
+            "paused": { "type": "object", "nullable": true, "description": "Who paused it, why, when (while paused)" },
+            "operations": { "type": "array", "description": "Operator operations applied, by operation id", "items": { "type": "object" } },
+            "rerun_of": { "type": "string", "nullable": true, "description": "The saga this one re-runs" },
+            "reruns": { "type": "array", "items": string(), "description": "Sagas started to re-run this one" } } },
         "SagaOverview": { "type": "object", "properties": {
             "counts": { "type": "array", "description": "Stuck first", "items": { "type": "object", "properties": { "status": string(), "count": int } } },
             "stuck": { "type": "array", "items": schema("SagaSummary") },
