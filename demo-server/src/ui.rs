@@ -23,6 +23,7 @@ pub const SCRIPTS: &[(&str, &str)] = &[
     ("booking.js", include_str!("ui/js/booking.js")),
     ("manage.js", include_str!("ui/js/manage.js")),
     ("loyalty.js", include_str!("ui/js/loyalty.js")),
+    ("timeline.js", include_str!("ui/js/timeline.js")),
     ("admin.js", include_str!("ui/js/admin.js")),
     ("start.js", include_str!("ui/js/start.js")),
 ];

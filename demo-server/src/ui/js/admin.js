@@ -91,7 +91,8 @@ function sagaTable(sagas, testid, rowid) {
   return el("table", { "data-testid": testid, class: "saga-table" },
     el("thead", {}, el("tr", {}, el("th", {}, "Saga"), el("th", {}, "Status"), el("th", {}, "Steps"), el("th", {}, "Updated"), el("th", {}, "Why"), el("th", {}, ""))),
     el("tbody", {}, sagas.map((s) => el("tr", { "data-testid": rowid, "data-saga-id": s.id, "data-status": s.status },
-      el("td", {}, el("a", { href: "#/booking/" + encodeURIComponent(s.id) }, s.id), el("span", { class: "sub" }, s.definition + (s.booking_ref ? " \u00b7 ref " + s.booking_ref : ""))),
+      el("td", {}, el("a", { href: "#/booking/" + encodeURIComponent(s.id) }, s.id), el("span", { class: "sub" }, s.definition + (s.booking_ref ? " \u00b7 ref " + s.booking_ref : "")),
+        el("a", { href: "#/ops/" + encodeURIComponent(s.id), class: "sub", "data-testid": "admin-operate" }, "Timeline and operations")),
       el("td", {}, el("span", { class: "badge", "data-status": s.status }, s.status)),
       el("td", {}, s.steps.map((st) => el("span", { class: "sub" }, st.name + ": " + st.state + (st.attempts > 1 ? " \u00d7" + st.attempts : "")))),
       el("td", {}, new Date(s.updated_at_ms).toLocaleString()),
@@ -258,4 +259,139 @@ function stopAdminStream() {
 }
 
 
+// ---------- one saga: operations (dry run first), timeline, history ----------
+
+let opsSaga = null;
+let opsStream = null;
+let opsReload = null;
+let opsPending = null;
+
+const OPS_LABEL = {
+  pause: "Pause", resume: "Resume", "retry-now": "Retry now", skip: "Skip step",
+  "force-compensate": "Force compensation", rerun: "Re-run from step",
+};
+
+async function openOps(params, parts) {
+  const id = decodeURIComponent(parts[1] || "");
+  opsSaga = id;
+  hideError($("ops-error"));
+  show($("ops-preview"), false);
+  $("ops-id").textContent = id;
+  if (!adminToken()) {
+    showError($("ops-error"), new ApiFailure(401, { error: "Set the admin token on the Operations page first." }));
+    return;
+  }
+  await loadOps().catch(opsFail);
+  if (opsStream) opsStream.close();
+  // Every event of the saga redraws the page (no polling).
+  opsStream = new EventSource("/api/sagas/" + encodeURIComponent(id) + "/events");
+  opsStream.onmessage = () => {
+    clearTimeout(opsReload);
+    opsReload = setTimeout(() => loadOps().catch(opsFail), 150);
+  };
+  leaveView = () => {
+    if (opsStream) opsStream.close();
+    opsStream = null;
+    opsSaga = null;
+  };
+}
+
+function opsFail(err) {
+  showError($("ops-error"), err);
+}
+
+async function loadOps() {
+  const id = opsSaga;
+  if (!id) return;
+  const path = "/api/admin/sagas/" + encodeURIComponent(id);
+  const [detail, history] = await Promise.all([api("GET", path, { admin: true }), api("GET", path + "/history", { admin: true })]);
+  if (id !== opsSaga) return;
+  const s = detail.saga;
+  const badge = $("ops-status");
+  badge.textContent = s.status;
+  badge.dataset.status = s.status;
+  $("ops-definition").textContent = s.definition + " v" + s.version + (detail.rerun_of ? " \u00b7 re-runs " + detail.rerun_of : "") +
+    (detail.reruns && detail.reruns.length ? " \u00b7 re-run as " + detail.reruns.join(", ") : "") +
+    (detail.paused ? " \u00b7 paused by " + detail.paused.operator + ": " + detail.paused.reason : "") +
+    (s.failure ? " \u00b7 " + s.failure : "");
+  const step = $("ops-step");
+  const chosen = step.value;
+  clear(step).append(...s.steps.map((st) => el("option", { value: st.name }, st.name + " (" + st.state + ")")));
+  if (chosen && s.steps.some((st) => st.name === chosen)) step.value = chosen;
+  else {
+    const here = s.steps.find((st) => st.state !== "succeeded");
+    if (here) step.value = here.name;
+  }
+  clear($("ops-timeline")).append(sagaTimeline(history.events, s.steps.map((st) => st.name), Date.now()));
+  const log = clear($("ops-history"));
+  for (const e of history.events) {
+    const what = [e.event, e.step, e.attempt ? "#" + e.attempt : null, e.status, e.operation, e.operator ? "by " + e.operator : null,
+      e.reason, e.error, e.kind && e.event === "step_failed" ? "(" + e.kind + ")" : null].filter(Boolean).join(" \u00b7 ");
+    log.append(el("li", { "data-event": e.event }, timeOf(e.at_ms) + " \u00b7 " + what));
+  }
+}
+
+function opsBody(op, dryRun, operationId) {
+  const body = { operator: $("ops-operator").value.trim(), reason: $("ops-reason").value.trim(), operation_id: operationId, dry_run: dryRun };
+  if (op === "skip") {
+    body.step = $("ops-step").value;
+    try {
+      body.result = JSON.parse($("ops-result").value || "{}");
+    } catch (e) {
+      throw new ApiFailure(422, { error: "the result is not JSON", fields: [{ field: "result", message: e.message }] });
+    }
+  }
+  if (op === "rerun") body.from_step = $("ops-step").value;
+  return body;
+}
+
+/** First the dry run: what would run or be compensated, in order. */
+async function previewOp(op) {
+  hideError($("ops-error"));
+  const operationId = "page-" + newKey();
+  try {
+    const out = await api("POST", "/api/admin/sagas/" + encodeURIComponent(opsSaga) + "/" + op, { admin: true, body: opsBody(op, true, operationId) });
+    opsPending = { op, operationId };
+    $("ops-preview-title").textContent = OPS_LABEL[op] + ": the saga would be " + out.status +
+      (out.plan.ends_as ? " and end " + out.plan.ends_as : "") + ". Confirm to do it.";
+    const list = clear($("ops-preview-steps"));
+    const held = out.plan.held_after;
+    out.plan.steps.forEach((p, i) => {
+      if (held === i) list.append(el("li", { class: "hint", "data-testid": "ops-preview-held" }, "paused here; once resumed:"));
+      list.append(el("li", { "data-testid": "ops-preview-step", "data-action": p.action, "data-step": p.step }, p.action + " " + p.step));
+    });
+    if (held === out.plan.steps.length) list.append(el("li", { class: "hint", "data-testid": "ops-preview-held" }, "paused here"));
+    if (!out.plan.steps.length && held === null) list.append(el("li", { class: "hint" }, "nothing left to run"));
+    show($("ops-preview"), true);
+  } catch (err) {
+    opsFail(err);
+  }
+}
+
+async function confirmOp() {
+  if (!opsPending) return;
+  const { op, operationId } = opsPending;
+  try {
+    const out = await api("POST", "/api/admin/sagas/" + encodeURIComponent(opsSaga) + "/" + op, { admin: true, body: opsBody(op, false, operationId) });
+    opsPending = null;
+    show($("ops-preview"), false);
+    $("ops-last").textContent = OPS_LABEL[op] + " applied (operation " + operationId + "): the saga is " + out.status +
+      (out.new_saga ? "; new saga " + out.new_saga : "");
+    if (out.new_saga) $("ops-last").append(" ", el("a", { href: "#/ops/" + encodeURIComponent(out.new_saga), "data-testid": "ops-new-saga" }, "open it"));
+    await loadOps();
+  } catch (err) {
+    opsFail(err);
+  }
+}
+
+for (const b of document.querySelectorAll("#ops-buttons button[data-op]")) {
+  b.addEventListener("click", () => previewOp(b.dataset.op));
+}
+$("ops-confirm").addEventListener("click", () => confirmOp());
+$("ops-dismiss").addEventListener("click", () => {
+  opsPending = null;
+  show($("ops-preview"), false);
+});
+
 registerView("admin", () => openAdmin());
+registerView("ops", (params, parts) => openOps(params, parts));
