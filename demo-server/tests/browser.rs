@@ -67,6 +67,9 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 /// The admin page and the search results at desktop and phone widths.
 #[path = "browser_ops/mod.rs"]
 mod ops;
+/// A saga's operations page: pause, resume, dry run, force compensation.
+#[path = "browser_saga_ops/mod.rs"]
+mod saga_ops;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_booking_confirms_then_one_with_a_rejection_compensates_in_the_browser() {

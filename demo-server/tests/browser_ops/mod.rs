@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::time::Instant;
 
 /// Records CSP violations on the page (a reload forgets them).
-const WATCH_CSP_JS: &str = "window.__csp = window.__csp || [];\
+pub(super) const WATCH_CSP_JS: &str = "window.__csp = window.__csp || [];\
     if (!window.__cspWatched) { window.__cspWatched = true;\
       document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(e.violatedDirective + ' ' + (e.sample || e.blockedURI))); }\
     return true;";
@@ -26,7 +26,7 @@ async fn the_admin_page_and_the_search_results_fit_a_desktop_and_a_phone() {
 
 /// Sets the layout viewport to `width` CSS pixels (the window's frame
 /// taken into account).
-async fn viewport(h: &Harness, width: i64, height: i64) -> Result<(), String> {
+pub(super) async fn viewport(h: &Harness, width: i64, height: i64) -> Result<(), String> {
     let mut outer = width;
     for _ in 0..3 {
         h.wd.cmd(
@@ -50,7 +50,7 @@ async fn viewport(h: &Harness, width: i64, height: i64) -> Result<(), String> {
 
 /// The first `n` elements matching `css` lie inside the viewport's width,
 /// and the page does not scroll sideways.
-async fn inside_viewport(h: &Harness, css: &str, n: usize) -> Result<(), String> {
+pub(super) async fn inside_viewport(h: &Harness, css: &str, n: usize) -> Result<(), String> {
     let v = h
         .wd
         .exec(
@@ -77,7 +77,7 @@ async fn inside_viewport(h: &Harness, css: &str, n: usize) -> Result<(), String>
     Ok(())
 }
 
-async fn scroll_to(h: &Harness, css: &str) -> Result<(), String> {
+pub(super) async fn scroll_to(h: &Harness, css: &str) -> Result<(), String> {
     h.wd.exec(
         "document.querySelector(arguments[0]).scrollIntoView({block: 'start'}); return true;",
         json!([css]),
@@ -86,7 +86,7 @@ async fn scroll_to(h: &Harness, css: &str) -> Result<(), String> {
     .map(drop)
 }
 
-async fn no_csp_violations(h: &Harness, where_: &str) -> Result<(), String> {
+pub(super) async fn no_csp_violations(h: &Harness, where_: &str) -> Result<(), String> {
     let v = h.wd.exec("return window.__csp || [];", json!([])).await?;
     ensure!(
         v.as_array().is_some_and(|a| a.is_empty()),
@@ -96,7 +96,7 @@ async fn no_csp_violations(h: &Harness, where_: &str) -> Result<(), String> {
 }
 
 /// A request from the page (same origin, so the CSP's connect-src allows it).
-async fn fetch(
+pub(super) async fn fetch(
     h: &Harness,
     method: &str,
     path: &str,

@@ -266,6 +266,13 @@ let opsStream = null;
 let opsReload = null;
 let opsPending = null;
 
+const OPS_EVENTS = [
+  "saga_started", "step_started", "step_succeeded", "step_failed", "compensation_started", "step_compensated",
+  "compensation_failed", "wait_started", "signal_received", "wait_timed_out", "deadline_passed", "cancel_requested",
+  "resumed", "operator_retry", "operation_applied", "saga_paused", "saga_unpaused", "step_skipped", "rerun_started",
+  "rerun_created", "saga_finished",
+];
+
 const OPS_LABEL = {
   pause: "Pause", resume: "Resume", "retry-now": "Retry now", skip: "Skip step",
   "force-compensate": "Force compensation", rerun: "Re-run from step",
@@ -285,10 +292,13 @@ async function openOps(params, parts) {
   if (opsStream) opsStream.close();
   // Every event of the saga redraws the page (no polling).
   opsStream = new EventSource("/api/sagas/" + encodeURIComponent(id) + "/events");
-  opsStream.onmessage = () => {
-    clearTimeout(opsReload);
-    opsReload = setTimeout(() => loadOps().catch(opsFail), 150);
-  };
+  // The stream names each event by its kind.
+  for (const kind of OPS_EVENTS) {
+    opsStream.addEventListener(kind, () => {
+      clearTimeout(opsReload);
+      opsReload = setTimeout(() => loadOps().catch(opsFail), 150);
+    });
+  }
   leaveView = () => {
     if (opsStream) opsStream.close();
     opsStream = null;
