@@ -105,3 +105,23 @@ async fn shared_memory_store_conforms_with_leases() {
     conformance::run_all(|| async { MemoryStore::shared() }).await;
     conformance::run_shared(|| async { MemoryStore::shared() }).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_conforms_with_queries() {
+    conformance::run_query(|| async { MemoryStore::new() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_store_conforms_with_queries() {
+    let dirs = std::sync::Mutex::new(Vec::new());
+    conformance::run_query(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        dirs.lock().unwrap().push(dir);
+        async move { store }
+    })
+    .await;
+}
+
+#[path = "store_conformance/sled_query.rs"]
+mod sled_query;

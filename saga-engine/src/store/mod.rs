@@ -17,6 +17,7 @@ mod postgres;
 mod sled_store;
 
 pub mod conformance;
+mod query;
 
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
@@ -25,6 +26,8 @@ pub use sled_store::{
     open_sled_db, open_sled_db_with_cache, FlushGate, FlushHook, SledStore, DEFAULT_CACHE_BYTES,
     HWM_FILE,
 };
+
+pub use query::{BadCursor, PageCursor, SagaFilter, SagaPage, StatusCounts};
 
 use crate::events::SagaEvent;
 use crate::machine::{SagaState, SagaStatus};
@@ -68,6 +71,10 @@ pub struct SagaRecord {
     /// ([`Store::is_shared`]); `None` in a single-process store.
     #[serde(default)]
     pub lease: Option<Lease>,
+    /// Search attributes (`name -> value`) the definition derived from the
+    /// data at creation; backends index them for [`Store::list_page`].
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 /// Ownership of a saga by one engine process, for a bounded time.
@@ -215,6 +222,27 @@ pub trait Store: Send + Sync + 'static {
         status: Option<SagaStatus>,
         limit: usize,
     ) -> Result<Vec<SagaRecord>, StoreError>;
+
+    /// One page of sagas matching `filter`, newest first (by creation
+    /// time, then id), starting after `cursor` (from the previous page's
+    /// [`SagaPage::next`]), at most `limit`. Reads index entries and the
+    /// page's records, never every saga. A record whose create never
+    /// finished (its idempotency key does not name it) is not listed.
+    async fn list_page(
+        &self,
+        _filter: &SagaFilter,
+        _cursor: Option<&PageCursor>,
+        _limit: usize,
+    ) -> Result<SagaPage, StoreError> {
+        Err(StoreError::Unsupported("paged listing"))
+    }
+
+    /// Sagas in the store by status name, from counters updated in the same
+    /// atomic write as each status change (exact after a crash), without
+    /// reading records.
+    async fn status_counts(&self) -> Result<StatusCounts, StoreError> {
+        Err(StoreError::Unsupported("status counts"))
+    }
 
     /// True when several engine processes share this store: the engine
     /// then owns sagas by lease ([`Store::claim`], [`Store::renew`]) and
