@@ -54,7 +54,10 @@
 //! sharing a database therefore need clocks that agree to well within the
 //! lease TTL (NTP does this).
 
-use super::{CreateOutcome, Lease, SagaRecord, Store, StoreError};
+use super::{
+    CreateOutcome, Lease, PageCursor, SagaFilter, SagaPage, SagaRecord, StatusCounts, Store,
+    StoreError,
+};
 use crate::events::SagaEvent;
 use crate::machine::SagaStatus;
 use crate::SagaId;
@@ -64,6 +67,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 
+mod query;
 mod retention;
 mod schema;
 
@@ -111,6 +115,10 @@ impl Statements {
                      ev AS (
                          INSERT INTO saga_events (saga_id, seq, event)
                          SELECT $1, s, e FROM unnest($12::bigint[], $13::text[]) AS t(s, e)
+                         WHERE EXISTS (SELECT 1 FROM ins)),
+                     att AS (
+                         INSERT INTO saga_attributes (saga_id, name, value, created_ms)
+                         SELECT $1, n, v, $10 FROM unnest($15::text[], $16::text[]) AS a(n, v)
                          WHERE EXISTS (SELECT 1 FROM ins))
                      SELECT EXISTS (SELECT 1 FROM ins)",
                 )
@@ -491,6 +499,11 @@ impl Store for PostgresStore {
             reason: format!("definition version {} exceeds INT", record.version),
         })?;
         let finished_ms = retention::finished_ms(record);
+        let (names, values): (Vec<&str>, Vec<&str>) = record
+            .attributes
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .unzip();
         let c = self.pool.get().await?;
         // A key forgotten between our insert and our look-up leaves
         // nothing to return: insert again (twice at most, in practice).
@@ -514,6 +527,8 @@ impl Store for PostgresStore {
                         &seqs,
                         &bodies,
                         &finished_ms,
+                        &names,
+                        &values,
                     ],
                 )
                 .await
@@ -746,6 +761,21 @@ impl Store for PostgresStore {
         }
         let c = self.pool.get().await?;
         retention::forget_keys(&c, before_ms, limit_n).await
+    }
+
+    async fn list_page(
+        &self,
+        filter: &SagaFilter,
+        cursor: Option<&PageCursor>,
+        limit_n: usize,
+    ) -> Result<SagaPage, StoreError> {
+        let c = self.pool.get().await?;
+        query::list_page(&c, filter, cursor, limit_n).await
+    }
+
+    async fn status_counts(&self) -> Result<StatusCounts, StoreError> {
+        let c = self.pool.get().await?;
+        query::status_counts(&c).await
     }
 
     /// Not kept: a count shared by several processes would need a query
