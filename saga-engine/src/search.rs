@@ -6,13 +6,16 @@
 //! A definition declares them with
 //! [`SagaDefinitionBuilder::search_attribute`] (reading the data as JSON)
 //! or [`SagaDefinitionBuilder::search_attribute_typed`] (reading it as the
-//! saga's data type). The engine computes them **once, when the saga is
-//! created**, from its input; they are stored in
+//! saga's data type). The engine computes them **when the saga is
+//! created**, from its input, and **again when it ends** (completed,
+//! compensated or stuck), from its final data, so a value a step sets (the
+//! booking reference, set by its last step) is found once the saga has
+//! ended. They are stored in
 //! [`SagaRecord::attributes`](crate::SagaRecord::attributes) and indexed in
-//! the same atomic write as the record, and never recomputed: a value that
-//! a later step changes keeps its creation-time value in the index.
-//! Computing them at every update would decode the data at every step, and
-//! would move index entries in the middle of a run.
+//! the same atomic write as the record (a status change on every backend
+//! re-indexes them). Between those two points they are not recomputed:
+//! that would decode the data at every step and rewrite index entries in
+//! the middle of a run.
 //!
 //! Values are indexed as given: never put a secret or a personal detail in
 //! clear into one (hash it, see the booking's `email` attribute).
@@ -95,8 +98,9 @@ pub(crate) fn compute<D: DeserializeOwned>(
 
 impl<D: Send + Sync + 'static> SagaDefinitionBuilder<D> {
     /// Declares a search attribute `name`, taken from the saga's data (as
-    /// JSON) when the saga is created; `None` (or an empty string) leaves
-    /// it out for that saga. Declaring a name twice keeps the last.
+    /// JSON) when the saga is created and again when it ends; `None` (or
+    /// an empty string) leaves it out. Declaring a name twice keeps the
+    /// last.
     ///
     /// ```
     /// use saga_engine::{SagaDefinition, StepContext, StepError};

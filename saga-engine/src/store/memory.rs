@@ -147,10 +147,12 @@ impl Store for MemoryStore {
             new.expires_at_ms = new.expires_at_ms.max(old.expires_at_ms);
         }
         let id = record.id.clone();
-        let old_status = stored.map(|r| r.status());
-        if let Some(old) = old_status.filter(|s| *s != record.status()) {
-            bump(&mut g.counts, old.as_str(), -1);
-            bump(&mut g.counts, record.status().as_str(), 1);
+        let old = stored.filter(|r| r.status() != record.status()).cloned();
+        if let Some(old) = old {
+            // A status change: its count moves and its attributes are
+            // re-indexed, as on the other backends.
+            g.unindex(&old);
+            g.index(&record);
         }
         if matches!(
             record.status(),

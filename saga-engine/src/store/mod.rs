@@ -185,7 +185,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<CreateOutcome, StoreError>;
 
     /// Replaces a record (whose `revision` must be the stored one plus one)
-    /// and appends `events` to its history, atomically.
+    /// and appends `events` to its history, atomically. When the status
+    /// changes, the same atomic write moves the saga's status count and
+    /// re-indexes its search attributes (`record.attributes`); an update
+    /// that keeps the status leaves the attribute index as it was.
     async fn update(&self, record: &SagaRecord, events: &[SagaEvent]) -> Result<(), StoreError>;
 
     /// Reads one record.

@@ -140,7 +140,21 @@ impl Statements {
                      ev AS (
                          INSERT INTO saga_events (saga_id, seq, event)
                          SELECT $1, s, e FROM unnest($8::bigint[], $9::text[]) AS t(s, e)
-                         WHERE EXISTS (SELECT 1 FROM u))
+                         WHERE EXISTS (SELECT 1 FROM u)),
+                     -- At a status change (the snapshot still holds the old
+                     -- status), the attributes are re-taken from the record.
+                     ad AS (
+                         DELETE FROM saga_attributes a
+                         WHERE a.saga_id = $1 AND NOT (a.name = ANY($11::text[]))
+                           AND EXISTS (SELECT 1 FROM u)
+                           AND (SELECT status FROM sagas WHERE id = $1) IS DISTINCT FROM $3),
+                     ai AS (
+                         INSERT INTO saga_attributes (saga_id, name, value, created_ms)
+                         SELECT $1, n, v, (SELECT created_ms FROM sagas WHERE id = $1)
+                         FROM unnest($11::text[], $12::text[]) AS t(n, v)
+                         WHERE EXISTS (SELECT 1 FROM u)
+                           AND (SELECT status FROM sagas WHERE id = $1) IS DISTINCT FROM $3
+                         ON CONFLICT (saga_id, name) DO UPDATE SET value = EXCLUDED.value)
                      SELECT EXISTS (SELECT 1 FROM u),
                             (SELECT revision FROM sagas WHERE id = $1 AND purged_ms IS NULL)",
                 )
@@ -480,6 +494,15 @@ fn records_of(rows: &[Row]) -> Result<Vec<SagaRecord>, StoreError> {
     rows.iter().map(record_of).collect()
 }
 
+/// The record's search attributes as parallel arrays of names and values.
+fn attribute_arrays(record: &SagaRecord) -> (Vec<&str>, Vec<&str>) {
+    record
+        .attributes
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .unzip()
+}
+
 fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -499,11 +522,7 @@ impl Store for PostgresStore {
             reason: format!("definition version {} exceeds INT", record.version),
         })?;
         let finished_ms = retention::finished_ms(record);
-        let (names, values): (Vec<&str>, Vec<&str>) = record
-            .attributes
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .unzip();
+        let (names, values) = attribute_arrays(record);
         let c = self.pool.get().await?;
         // A key forgotten between our insert and our look-up leaves
         // nothing to return: insert again (twice at most, in practice).
@@ -567,6 +586,7 @@ impl Store for PostgresStore {
         let body = encode("record", &record.id, record)?;
         let (seqs, bodies) = encode_events(&record.id, events)?;
         let lease = record.lease.as_ref();
+        let (names, values) = attribute_arrays(record);
         let c = self.pool.get().await?;
         let row = c
             .client
@@ -583,6 +603,8 @@ impl Store for PostgresStore {
                     &seqs,
                     &bodies,
                     &retention::finished_ms(record),
+                    &names,
+                    &values,
                 ],
             )
             .await

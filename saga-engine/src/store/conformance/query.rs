@@ -18,6 +18,7 @@ where
     counts_follow_creates_status_changes_and_purges(make().await).await;
     purge_removes_attribute_entries(make().await).await;
     a_lost_key_race_is_neither_listed_nor_counted(make().await).await;
+    attributes_are_re_taken_at_a_status_change(make().await).await;
 }
 
 const STATUSES: [SagaStatus; 5] = [
@@ -239,4 +240,48 @@ pub async fn a_lost_key_race_is_neither_listed_nor_counted<S: Store>(store: S) {
     };
     assert!(walk(&store, &by_ref, 10).await.is_empty());
     assert_eq!(store.status_counts().await.unwrap(), tally(&[a]));
+}
+
+/// A status change re-indexes the record's attributes: a value changed or
+/// added is found, one dropped or replaced is not; a purge removes them.
+pub async fn attributes_are_re_taken_at_a_status_change<S: Store>(store: S) {
+    let by = |n: &str, v: &str| SagaFilter {
+        attribute: Some((n.to_string(), v.to_string())),
+        ..Default::default()
+    };
+    let mut r = varied(3, 100);
+    store.create(&r, &[]).await.unwrap();
+    assert_eq!(
+        walk(&store, &by("colour", "blue"), 10).await,
+        vec!["q003".to_string()]
+    );
+    r.attributes.insert("reference".into(), "LATE".into());
+    r.attributes.remove("colour");
+    r.attributes.insert("seat".into(), "12C".into());
+    set_status(&store, &mut r, SagaStatus::Completed).await;
+    assert_eq!(
+        walk(&store, &by("reference", "LATE"), 10).await,
+        vec!["q003".to_string()]
+    );
+    assert_eq!(
+        walk(&store, &by("seat", "12C"), 10).await,
+        vec!["q003".to_string()]
+    );
+    assert!(walk(&store, &by("reference", "REF3"), 10).await.is_empty());
+    assert!(walk(&store, &by("colour", "blue"), 10).await.is_empty());
+    assert_eq!(
+        store.get(&r.id).await.unwrap().unwrap().attributes,
+        r.attributes
+    );
+    assert_eq!(store.purge(&[r.id.clone()], 500).await.unwrap(), 1);
+    for (n, v) in [
+        ("reference", "LATE"),
+        ("seat", "12C"),
+        ("reference", "REF3"),
+    ] {
+        assert!(
+            walk(&store, &by(n, v), 10).await.is_empty(),
+            "{n}={v} after purge"
+        );
+    }
 }

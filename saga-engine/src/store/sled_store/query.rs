@@ -7,7 +7,7 @@
 //! - `qc/{created ms BE}{id}` -> `{status}\0{definition}`: every saga;
 //! - `qs/{status}\0{created ms BE}{id}` -> `{definition}`: sagas by status;
 //! - `qa/{name len u16 BE}{name}{value len u32 BE}{value}{created ms BE}{id}`:
-//!   search attributes (fixed at create);
+//!   search attributes (written at create and at every status change);
 //! - `qn/{status}` -> count (u64 BE): the number of `s/` records in that
 //!   status, keyed by the status's name, so a new status needs no code;
 //! - `qm/built`: the indexes cover every record (a store written before
@@ -209,7 +209,8 @@ impl QueryIndex {
     }
 
     /// Replaces a record's value; if its status changed, moves its index
-    /// entries and counts in the same batch, else writes the value alone.
+    /// entries and counts and re-indexes its attributes in the same batch,
+    /// else writes the value alone.
     pub(super) fn replace(
         &self,
         tree: &sled::Tree,
@@ -229,10 +230,18 @@ impl QueryIndex {
             b.remove(time_key(&status_prefix(old), r.created_at_ms, &r.id));
             deltas.push((old.as_str(), -1));
         }
-        // Its `qc/` and `qs/` entries; attribute entries stay as written
-        // at create.
-        for (k, v) in entries(r, new).into_iter().take(2) {
+        for (k, v) in entries(r, new) {
             b.insert(k, v);
+        }
+        // Attributes are re-taken at a status change: drop the entries of
+        // values the record no longer has.
+        if let Some(bytes) = tree.get(rk).map_err(io)? {
+            let before = Value::parse(rk, &bytes)?.record(rk)?;
+            for (n, v) in &before.attributes {
+                if r.attributes.get(n) != Some(v) {
+                    b.remove(time_key(&attribute_prefix(n, v), r.created_at_ms, &r.id));
+                }
+            }
         }
         self.apply(tree, (rk, Some(value)), b, &deltas)
     }
