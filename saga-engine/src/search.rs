@@ -132,6 +132,12 @@ impl<D: Send + Sync + 'static> SagaDefinitionBuilder<D> {
         self
     }
 
+    /// Applies `f` to the builder: a way to keep a group of declarations
+    /// (a domain's search attributes) in a function of their own.
+    pub fn with(self, f: impl FnOnce(Self) -> Self) -> Self {
+        f(self)
+    }
+
     fn declare(&mut self, name: String, extract: Extract<D>) {
         self.attributes.retain(|a| a.name != name);
         self.attributes.push(SearchAttribute { name, extract });
