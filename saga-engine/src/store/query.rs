@@ -88,6 +88,13 @@ impl PageCursor {
         }
     }
 
+    /// The cursor positioned just after the saga created at `created_ms`
+    /// with id `id` (for a caller that hands out saga ids as cursors and
+    /// knows their creation times).
+    pub fn at(created_ms: u64, id: SagaId) -> PageCursor {
+        PageCursor { created_ms, id }
+    }
+
     /// Reads a cursor from its text form.
     pub fn parse(s: &str) -> Result<PageCursor, BadCursor> {
         let bad = || BadCursor(s.chars().take(64).collect());
