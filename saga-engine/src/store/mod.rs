@@ -228,23 +228,40 @@ pub trait Store: Send + Sync + 'static {
 
     /// One page of sagas matching `filter`, newest first (by creation
     /// time, then id), starting after `cursor` (from the previous page's
-    /// [`SagaPage::next`]), at most `limit`. Reads index entries and the
-    /// page's records, never every saga. A record whose create never
+    /// [`SagaPage::next`]), at most `limit`. A record whose create never
     /// finished (its idempotency key does not name it) is not listed.
+    ///
+    /// Backends answer from indexes, reading index entries and the page's
+    /// records, never every saga. The default (for a backend without such
+    /// indexes) reads every record through [`Store::list`].
     async fn list_page(
         &self,
-        _filter: &SagaFilter,
-        _cursor: Option<&PageCursor>,
-        _limit: usize,
+        filter: &SagaFilter,
+        cursor: Option<&PageCursor>,
+        limit: usize,
     ) -> Result<SagaPage, StoreError> {
-        Err(StoreError::Unsupported("paged listing"))
+        let mut all: Vec<SagaRecord> = self
+            .list(None, usize::MAX)
+            .await?
+            .into_iter()
+            .filter(|r| filter.matches(r))
+            .filter(|r| cursor.is_none_or(|c| c.precedes(r.created_at_ms, &r.id)))
+            .collect();
+        all.sort_by(|a, b| (b.created_at_ms, &b.id).cmp(&(a.created_at_ms, &a.id)));
+        all.truncate(limit.saturating_add(1));
+        Ok(SagaPage::from_matches(all, limit))
     }
 
-    /// Sagas in the store by status name, from counters updated in the same
-    /// atomic write as each status change (exact after a crash), without
-    /// reading records.
+    /// Sagas in the store by status name. Backends keep counters updated in
+    /// the same atomic write as each status change (exact after a crash)
+    /// and answer without reading records; the default (for a backend
+    /// without them) counts every record through [`Store::list`].
     async fn status_counts(&self) -> Result<StatusCounts, StoreError> {
-        Err(StoreError::Unsupported("status counts"))
+        let mut counts = StatusCounts::new();
+        for r in self.list(None, usize::MAX).await? {
+            *counts.entry(r.status().as_str().to_string()).or_default() += 1;
+        }
+        Ok(counts)
     }
 
     /// True when several engine processes share this store: the engine
