@@ -87,7 +87,7 @@ async fn the_admin_list_filters_by_search_attribute_and_pages_with_its_cursor() 
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(ids(&r.body), [ann.clone()], "{}", r.text);
+    assert_eq!(ids(&r.body), vec![ann.clone()], "{}", r.text);
     // The address, in any case, is hashed by the server; both of Ann's
     // bookings, newest first.
     let r = admin_get(&server, "/api/admin/sagas?attr=email:ANN%40example.com").await;
@@ -97,7 +97,7 @@ async fn the_admin_list_filters_by_search_attribute_and_pages_with_its_cursor() 
         "/api/admin/sagas?attr=email:ann%40example.com&status=compensated",
     )
     .await;
-    assert_eq!(ids(&r.body), [ann2.clone()], "{}", r.text);
+    assert_eq!(ids(&r.body), vec![ann2.clone()], "{}", r.text);
     let r = admin_get(
         &server,
         &format!("/api/admin/sagas?attr=departure:{date}&limit=2"),
@@ -113,7 +113,7 @@ async fn the_admin_list_filters_by_search_attribute_and_pages_with_its_cursor() 
         &format!("/api/admin/sagas?attr=departure:{date}&limit=2&cursor={cursor}"),
     )
     .await;
-    assert_eq!(ids(&r.body), [ann.clone()], "{}", r.text);
+    assert_eq!(ids(&r.body), vec![ann.clone()], "{}", r.text);
     assert!(r.body["next_cursor"].is_null(), "{}", r.text);
     let r = admin_get(&server, "/api/admin/sagas?attr=reference:NOPE00").await;
     assert_eq!(ids(&r.body), Vec::<String>::new(), "{}", r.text);

@@ -142,7 +142,7 @@ async fn list_filters_by_search_attribute_online_and_offline() {
     let by_ref = format!("reference={reference}");
     let by_date = format!("departure={date}");
     let page = json_of(&sagas(data, &url, &["list", "--json", "--attr", &by_ref]));
-    assert_eq!(ids(&page), [first.clone()], "{page}");
+    assert_eq!(ids(&page), vec![first.clone()], "{page}");
     // booking_body's contact address, in another case.
     let page = json_of(&sagas(
         data,
@@ -163,11 +163,11 @@ async fn list_filters_by_search_attribute_online_and_offline() {
         NO_SERVER,
         &["list", "--json", "--attr", &by_ref],
     ));
-    assert_eq!(ids(&page), [first.clone()], "offline: {page}");
+    assert_eq!(ids(&page), vec![first.clone()], "offline: {page}");
     let page = json_of(&sagas(
         data,
         NO_SERVER,
         &["list", "--json", "--attr", &by_date, "--limit", "1"],
     ));
-    assert_eq!(ids(&page), [second.clone()], "offline: {page}");
+    assert_eq!(ids(&page), vec![second.clone()], "offline: {page}");
 }

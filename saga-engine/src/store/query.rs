@@ -98,7 +98,7 @@ impl PageCursor {
     /// Reads a cursor from its text form.
     pub fn parse(s: &str) -> Result<PageCursor, BadCursor> {
         let bad = || BadCursor(s.chars().take(64).collect());
-        if s.len() < 18 || s.len() % 2 != 0 || !s.is_ascii() {
+        if s.len() < 18 || !s.len().is_multiple_of(2) || !s.is_ascii() {
             return Err(bad());
         }
         let bytes: Vec<u8> = (0..s.len())

@@ -35,10 +35,10 @@ fn varied(i: usize, created: u64) -> SagaRecord {
     let mut r = sample_record(&format!("q{i:03}"), Some(&format!("qk{i}")));
     r.created_at_ms = created;
     r.updated_at_ms = created;
-    r.definition = if i % 2 == 0 { "even" } else { "odd" }.into();
+    r.definition = if i.is_multiple_of(2) { "even" } else { "odd" }.into();
     r.attributes
         .insert("reference".into(), format!("REF{}", i % 4));
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         r.attributes.insert("colour".into(), "blue".into());
     }
     r
