@@ -38,11 +38,9 @@ const BUILT: &[u8] = b"qm/built";
 /// Records indexed per batch when indexing an older store at open.
 const BACKFILL_BATCH: usize = 1000;
 
-/// The counters' in-memory copy (what the next batch writes) and, under
-/// the `index-outside-batch` sabotage, index writes held back.
+/// The counters' in-memory copy (what the next batch writes).
 pub(super) struct QueryIndex {
     counts: Mutex<StatusCounts>,
-    deferred: Mutex<Option<sled::Batch>>,
 }
 
 fn time_key(prefix: &[u8], at_ms: u64, id: &SagaId) -> Vec<u8> {
@@ -114,6 +112,41 @@ fn entries(r: &SagaRecord, status: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
     out
 }
 
+/// A readable form of an index key, for the check's messages.
+fn describe(k: &[u8]) -> String {
+    let tail = |rest: &[u8]| match parse_tail(rest, 0) {
+        Some((at, id)) => format!("{at}/{id}"),
+        None => rest.escape_ascii().to_string(),
+    };
+    if let Some(rest) = k.strip_prefix(CREATED) {
+        return format!("qc/{}", tail(rest));
+    }
+    if let Some(rest) = k.strip_prefix(STATUS) {
+        if let Some(z) = rest.iter().position(|b| *b == 0) {
+            return format!("qs/{}/{}", rest[..z].escape_ascii(), tail(&rest[z + 1..]));
+        }
+    }
+    if let Some(rest) = k.strip_prefix(ATTRIBUTE) {
+        let parsed = (|| {
+            let nl = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize;
+            let name = rest.get(2..2 + nl)?;
+            let at = 2 + nl;
+            let vl = u32::from_be_bytes(rest.get(at..at + 4)?.try_into().ok()?) as usize;
+            let value = rest.get(at + 4..at + 4 + vl)?;
+            Some(format!(
+                "qa/{}={}/{}",
+                name.escape_ascii(),
+                value.escape_ascii(),
+                tail(&rest[at + 4 + vl..])
+            ))
+        })();
+        if let Some(p) = parsed {
+            return p;
+        }
+    }
+    k.escape_ascii().to_string()
+}
+
 fn count_key(status: &str) -> Vec<u8> {
     key(COUNT, status)
 }
@@ -138,7 +171,6 @@ impl QueryIndex {
         }
         Ok(QueryIndex {
             counts: Mutex::new(counts),
-            deferred: Mutex::new(None),
         })
     }
 
@@ -167,27 +199,24 @@ impl QueryIndex {
             let n = next.get(*status).copied().unwrap_or(0);
             index.insert(count_key(status), &n.to_be_bytes()[..]);
         }
-        let sabotaged = crate::sabotage::active(crate::sabotage::INDEX_OUTSIDE_BATCH);
-        if sabotaged {
-            // The defect: the record goes alone, its index and counts
-            // with the next such write, in a batch of their own.
-            let mut held = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(b) = held.take() {
-                tree.apply_batch(b).map_err(io)?;
+        let (k, v) = record_write;
+        if crate::sabotage::active(crate::sabotage::INDEX_OUTSIDE_BATCH) {
+            // The defect: the record's write goes alone and is flushed,
+            // its index entries and counts after it, in a write of their
+            // own (a kill in between leaves them behind the record).
+            match v {
+                Some(v) => tree.insert(k, v).map(drop),
+                None => tree.remove(k).map(drop),
             }
-            match record_write.1 {
-                Some(v) => tree.insert(record_write.0, v).map(drop),
-                None => tree.remove(record_write.0).map(drop),
-            }
+            .and_then(|()| tree.flush().map(drop))
             .map_err(io)?;
-            *held = Some(index);
         } else {
-            match record_write.1 {
-                Some(v) => index.insert(record_write.0, v),
-                None => index.remove(record_write.0),
+            match v {
+                Some(v) => index.insert(k, v),
+                None => index.remove(k),
             }
-            tree.apply_batch(index).map_err(io)?;
         }
+        tree.apply_batch(index).map_err(io)?;
         *counts = next;
         Ok(())
     }
@@ -382,24 +411,18 @@ impl QueryIndex {
         }
         for (k, v) in &have {
             match want.get(k) {
-                None => problems.push(format!(
-                    "index entry {} names no record",
-                    String::from_utf8_lossy(k)
-                )),
+                None => problems.push(format!("index entry {} names no record", describe(k))),
                 Some(w) if w != v => problems.push(format!(
-                    "index entry {} says {:?}, its record {:?}",
-                    String::from_utf8_lossy(k),
-                    String::from_utf8_lossy(v),
-                    String::from_utf8_lossy(w)
+                    "index entry {} says {}, its record {}",
+                    describe(k),
+                    v.escape_ascii(),
+                    w.escape_ascii()
                 )),
                 Some(_) => {}
             }
         }
         for k in want.keys().filter(|k| !have.contains_key(*k)) {
-            problems.push(format!(
-                "record has no index entry {}",
-                String::from_utf8_lossy(k)
-            ));
+            problems.push(format!("record has no index entry {}", describe(k)));
         }
         let mut stored = StatusCounts::new();
         for kv in tree.scan_prefix(COUNT) {
