@@ -3,8 +3,11 @@
 //! ```text
 //! cargo run --release --example loadgen -- --sagas N --concurrency C \
 //!     [--fail-at-step K] [--store sled|memory|postgres://...] [--data-dir DIR] \
-//!     [--retention-secs S]
+//!     [--retention-secs S] [--attributes A]
 //! ```
+//!
+//! `--attributes A` declares A search attributes (taken from the data,
+//! indexed at create and at the end) on the definition.
 //!
 //! `--data-dir` reuses an existing store (to measure a store that has run
 //! for a long time); `--retention-secs` purges finished sagas older than S
@@ -66,6 +69,7 @@ struct Args {
     store: String,
     data_dir: Option<String>,
     retention_secs: Option<u64>,
+    attributes: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -76,6 +80,7 @@ fn parse_args() -> Result<Args, String> {
         store: "sled".into(),
         data_dir: None,
         retention_secs: None,
+        attributes: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -104,6 +109,11 @@ fn parse_args() -> Result<Args, String> {
                         .parse()
                         .map_err(|e| format!("--retention-secs: {e}"))?,
                 )
+            }
+            "--attributes" => {
+                a.attributes = value()?
+                    .parse()
+                    .map_err(|e| format!("--attributes: {e}"))?
             }
             "-h" | "--help" => {
                 return Err("usage: loadgen --sagas N --concurrency C [--fail-at-step K] [--store sled|memory|postgres://...] [--data-dir DIR] [--retention-secs S]".into())
@@ -188,6 +198,11 @@ async fn main() {
                 reject: args.fail_at == Some(i + 1),
             },
         );
+    }
+    for i in 0..args.attributes {
+        def = def.search_attribute_typed(format!("a{i}"), move |b: &Booking| {
+            Some(format!("{}-{}", b.n % 1000, i))
+        });
     }
     let mut builder =
         Engine::builder_arc(store.clone()).register(def.build().expect("valid definition"));
@@ -317,6 +332,7 @@ async fn main() {
             "p50_over_fsync5",
             fsync5_ms.map(|f| round(p50 / f, 2)).into(),
         ),
+        ("attributes", args.attributes.into()),
     ];
     let line = format!(
         "{{{}}}",

@@ -7,7 +7,11 @@
 //! - every acknowledged key either names a whole saga (record and history)
 //!   or is retired: a create with it must never start a new saga (that
 //!   would be a key pointing nowhere, silently taken over);
-//! - no history without its record, no finished saga that lost its key.
+//! - no history without its record, no finished saga that lost its key;
+//! - the query indexes (by creation time, status, search attribute) and
+//!   the status counts describe exactly the records that survived: no
+//!   attribute entry naming a purged saga, no count off by a saga whose
+//!   create, finish or purge the kill cut short.
 //!
 //! `harness = false`: the binary is parent and child (`--child`).
 //! `PURGE_KILLS` sets the kills (default 25, at least 10).
@@ -45,6 +49,7 @@ fn definition() -> SagaDefinition<Order> {
     SagaDefinition::builder("purged", 1)
         .step("a", Trivial)
         .step("b", Trivial)
+        .search_attribute_typed("bucket", |o: &Order| Some((o.n % 7).to_string()))
         .build()
         .unwrap()
 }
@@ -106,8 +111,14 @@ async fn check(dir: &Path, scratch: &Path) -> (Vec<String>, usize, usize) {
     let _ = std::fs::remove_dir_all(scratch);
     copy_dir(&dir.join("store"), scratch);
     let store = SledStore::open(scratch).expect("the killed store reopens");
+    let mut bad: Vec<String> = store
+        .check_query_indexes()
+        .expect("the index check reads the store")
+        .into_iter()
+        .map(|p| format!("query index: {p}"))
+        .collect();
     let acks = std::fs::read_to_string(dir.join("acks")).unwrap_or_default();
-    let (mut bad, mut whole, mut retired) = (Vec::new(), 0, 0);
+    let (mut whole, mut retired) = (0, 0);
     for line in acks.lines() {
         let Some((key, id)) = line.split_once(' ') else {
             continue; // the last line may be cut by the kill

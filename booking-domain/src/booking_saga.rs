@@ -568,6 +568,7 @@ fn definition(services: &BookingServices, version: u32) -> SagaDefinition<Bookin
         BookingStep::ConfirmBooking.as_str(),
         ConfirmBooking(services.clone()),
     )
+    .with(crate::search::declare)
     .build()
     .expect("the booking saga definition is valid")
 }

@@ -18,6 +18,7 @@ pub mod loyalty;
 pub mod payments;
 pub mod pricing;
 pub mod promo;
+pub mod search;
 pub mod types;
 
 pub use types::{BookingRef, Cabin, Currency, FlightId, Money};

@@ -4,9 +4,12 @@
 //!
 //! Like the Prometheus counters ([`crate::metrics`]), the rates start at
 //! zero with the process: they say what this server saw, not what the
-//! store holds.
+//! store holds. The counts by status ([`status_summary`]) are the store's:
+//! its counters ([`Store::status_counts`]), with the newest stuck sagas
+//! from its status index, without reading every record.
 
-use saga_engine::{Engine, EventKind, SagaEvent, SagaStatus};
+use saga_engine::store::SagaFilter;
+use saga_engine::{Engine, EventKind, SagaEvent, SagaRecord, SagaStatus, Store, StoreError};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -111,6 +114,44 @@ impl Rates {
             })
             .collect()
     }
+}
+
+/// Statuses listed first on the overview, in this order; any other status
+/// the store counts (one added later) follows, by name.
+const STATUS_ORDER: [SagaStatus; 5] = [
+    SagaStatus::Stuck,
+    SagaStatus::Running,
+    SagaStatus::Compensating,
+    SagaStatus::Completed,
+    SagaStatus::Compensated,
+];
+
+/// Counts by status (`{"status", "count"}` objects, stuck first, every
+/// status of [`STATUS_ORDER`] present even at zero) and the newest `stuck`
+/// stuck sagas, from the store's counters and status index.
+pub async fn status_summary(
+    store: &dyn Store,
+    stuck: usize,
+) -> Result<(Vec<serde_json::Value>, Vec<SagaRecord>), StoreError> {
+    let mut counts = store.status_counts().await?;
+    let mut out: Vec<serde_json::Value> = STATUS_ORDER
+        .iter()
+        .map(|s| {
+            let n = counts.remove(s.as_str()).unwrap_or(0);
+            serde_json::json!({ "status": s.as_str(), "count": n })
+        })
+        .collect();
+    out.extend(
+        counts
+            .into_iter()
+            .map(|(s, n)| serde_json::json!({ "status": s, "count": n })),
+    );
+    let filter = SagaFilter {
+        statuses: vec![SagaStatus::Stuck],
+        ..SagaFilter::default()
+    };
+    let page = store.list_page(&filter, None, stuck).await?;
+    Ok((out, page.records))
 }
 
 /// Milliseconds since the Unix epoch, from the system clock.

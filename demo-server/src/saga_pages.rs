@@ -1,29 +1,21 @@
 //! Newest-first pages of sagas with a cursor, filtered by status,
-//! definition and age, without loading every saga.
+//! definition, age and one search attribute, without loading every saga.
 //!
-//! Saga ids start with 12 hex digits of their creation time, and the sled
-//! store keys each record `s/{id}` in its tree, so a reverse range scan of
-//! those keys walks the sagas newest first, and an age filter is a key
-//! range. Only the keys are walked; each candidate's record is read through
-//! the engine ([`saga_engine::Engine::status`]), so the record format stays
-//! the engine's business. A status or definition filter reads records until
-//! the page is full or [`SCAN_BUDGET`] records were looked at; the page then
-//! carries a cursor to go on from, and `partial` says the budget ran out.
+//! A page is one [`Store::list_page`] call: the store walks its indexes by
+//! creation time (by status, by search attribute) and reads the records of
+//! the page only, on every backend (sled, PostgreSQL). The cursor handed
+//! out is the id of the page's last saga, as before; the next request turns
+//! it back into the store's position by reading that one record (or, if it
+//! was purged meanwhile, from the creation time every engine-made id starts
+//! with).
 //!
-//! This leans on the sled store's key layout (tree `saga_engine`, prefix
-//! `s/`): what the engine should offer instead is a `list_page(filter,
-//! cursor, newest_first)` on its `Store` trait. A shared store (PostgreSQL)
-//! or a state whose database is not the store's falls back to the engine's
-//! oldest-first `list`, reversed in memory (a full scan).
+//! Search attributes are given as `name:value` (the API's `attr=`) or
+//! `name=value` (the command line's `--attr`); the booking's `email`
+//! attribute is a hash, so a plain address given for it is hashed here
+//! ([`booking_domain::search::email_attribute`]) and never stored or logged.
 
+use saga_engine::store::{PageCursor, SagaFilter};
 use saga_engine::{SagaId, SagaRecord, SagaStatus, Store, StoreError};
-
-/// Records read at most for one page.
-pub const SCAN_BUDGET: usize = 5_000;
-
-/// The sled tree of the engine's store, and its record prefix.
-const STORE_TREE: &str = "saga_engine";
-const RECORD_PREFIX: &[u8] = b"s/";
 
 /// What a page asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,6 +28,8 @@ pub struct PageQuery {
     pub created_after_ms: Option<u64>,
     /// Only sagas created before this time (ms since the epoch).
     pub created_before_ms: Option<u64>,
+    /// Only sagas whose search attribute `name` is `value` (see [`attribute`]).
+    pub attribute: Option<(String, String)>,
     /// Go on after this saga (the previous page's `next_cursor`).
     pub cursor: Option<SagaId>,
     /// Sagas on the page, at most.
@@ -47,122 +41,86 @@ pub struct PageQuery {
 pub struct Page {
     /// The sagas.
     pub sagas: Vec<SagaRecord>,
-    /// Where the next page starts, if there may be one.
+    /// Where the next page starts, if there is one.
     pub next_cursor: Option<String>,
-    /// Records read to fill the page.
+    /// Records on the page (the store reads one more, to know whether a
+    /// next page exists, and index entries, never every record).
     pub scanned: usize,
-    /// True when the scan budget ran out before the page was full.
+    /// Always false: a page is never cut short (kept for API clients).
     pub partial: bool,
 }
 
-/// The first 12 hex digits of an id created at `ms` (as `SagaId::from_parts`).
-fn time_prefix(ms: u64) -> String {
-    format!("{:012x}", ms & 0xffff_ffff_ffff)
-}
-
-fn matches(q: &PageQuery, r: &SagaRecord) -> bool {
-    q.status.is_none_or(|s| r.status() == s)
-        && q.definition.as_deref().is_none_or(|d| r.definition == d)
-        && q.created_after_ms.is_none_or(|t| r.created_at_ms >= t)
-        && q.created_before_ms.is_none_or(|t| r.created_at_ms < t)
-}
-
-fn io(e: sled::Error) -> StoreError {
-    StoreError::Io(e.to_string())
-}
-
-/// One page of sagas for `q`, newest first, from `store` (whose sled
-/// database, if it has one, is `db`).
-pub async fn page(store: &dyn Store, db: &sled::Db, q: &PageQuery) -> Result<Page, StoreError> {
-    let has_tree = db
-        .tree_names()
-        .iter()
-        .any(|n| n.as_ref() == STORE_TREE.as_bytes());
-    if store.is_shared() || !has_tree {
-        return page_by_full_scan(store, q).await;
-    }
-    let tree = db.open_tree(STORE_TREE).map_err(io)?;
-    let mut lo = RECORD_PREFIX.to_vec();
-    if let Some(t) = q.created_after_ms {
-        lo.extend_from_slice(time_prefix(t).as_bytes());
-    }
-    // Exclusive upper bound: the cursor, else the creation-time bound, else
-    // the end of the prefix.
-    let hi = match (&q.cursor, q.created_before_ms) {
-        (Some(c), _) => [RECORD_PREFIX, c.as_str().as_bytes()].concat(),
-        (None, Some(t)) => [RECORD_PREFIX, time_prefix(t).as_bytes()].concat(),
-        (None, None) => b"s0".to_vec(), // '0' follows '/'
+/// Reads a search attribute filter, `name` and `value` split at the first
+/// `sep` (`:` in the API, `=` on the command line). An `email` given as an
+/// address is replaced by its hash, as the booking indexes it.
+pub fn attribute(raw: &str, sep: char) -> Result<(String, String), String> {
+    let Some((name, value)) = raw.split_once(sep) else {
+        return Err(format!(
+            "expected name{sep}value, e.g. reference{sep}ABC123"
+        ));
     };
-    let mut out = Page::default();
-    if lo >= hi {
-        return Ok(out);
+    let (name, value) = (name.trim(), value.trim());
+    if name.is_empty() || value.is_empty() {
+        return Err(format!("expected name{sep}value, both non-empty"));
     }
-    let mut last_seen: Option<String> = None;
-    for kv in tree.range(lo..hi).rev() {
-        let (k, _) = kv.map_err(io)?;
-        let Some(raw) = k
-            .get(RECORD_PREFIX.len()..)
-            .and_then(|b| std::str::from_utf8(b).ok())
-        else {
-            continue;
-        };
-        let Some(id) = SagaId::parse(raw) else {
-            continue;
-        };
-        if out.scanned >= SCAN_BUDGET {
-            out.partial = true;
-            out.next_cursor = last_seen;
-            return Ok(out);
-        }
-        out.scanned += 1;
-        last_seen = Some(raw.to_string());
-        let Some(rec) = store.get(&id).await? else {
-            continue; // purged meanwhile
-        };
-        if !matches(q, &rec) || !created_for_good(store, &rec).await? {
-            continue;
-        }
-        out.sagas.push(rec);
-        if out.sagas.len() >= q.limit {
-            out.next_cursor = last_seen;
-            return Ok(out);
-        }
+    if name.len() > saga_engine::MAX_ATTRIBUTE_BYTES
+        || value.len() > saga_engine::MAX_ATTRIBUTE_BYTES
+    {
+        return Err(format!(
+            "name and value are at most {} bytes",
+            saga_engine::MAX_ATTRIBUTE_BYTES
+        ));
     }
-    Ok(out)
-}
-
-/// False for the record of a create that never finished (its idempotency
-/// key names no saga, or another one); the engine's own `list` skips those.
-async fn created_for_good(store: &dyn Store, rec: &SagaRecord) -> Result<bool, StoreError> {
-    match &rec.idempotency_key {
-        Some(key) if !rec.status().is_terminal() => {
-            Ok(store.find_by_key(key).await?.as_ref() == Some(&rec.id))
-        }
-        _ => Ok(true),
-    }
-}
-
-async fn page_by_full_scan(store: &dyn Store, q: &PageQuery) -> Result<Page, StoreError> {
-    let all = store.list(q.status, usize::MAX).await?;
-    let scanned = all.len();
-    let mut sagas: Vec<SagaRecord> = all
-        .into_iter()
-        .rev()
-        .filter(|r| matches(q, r))
-        .filter(|r| q.cursor.as_ref().is_none_or(|c| r.id.as_str() < c.as_str()))
-        .take(q.limit + 1)
-        .collect();
-    let more = sagas.len() > q.limit;
-    sagas.truncate(q.limit);
-    let next_cursor = if more {
-        sagas.last().map(|r| r.id.to_string())
+    let value = if name == booking_domain::search::EMAIL && value.contains('@') {
+        booking_domain::search::email_attribute(value)
     } else {
-        None
+        value.to_string()
     };
+    Ok((name.to_string(), value))
+}
+
+/// The store position after saga `id`: its creation time from its record,
+/// or (purged meanwhile) from the time prefix of an engine-made id.
+async fn position(store: &dyn Store, id: &SagaId) -> Result<PageCursor, StoreError> {
+    if let Some(r) = store.get(id).await? {
+        return Ok(PageCursor::after(&r));
+    }
+    let created = id
+        .as_str()
+        .get(..12)
+        .and_then(|p| u64::from_str_radix(p, 16).ok())
+        .unwrap_or(0);
+    Ok(PageCursor::at(created, id.clone()))
+}
+
+/// Sagas in the store, from its status counters.
+pub async fn total(store: &dyn Store) -> Result<u64, StoreError> {
+    Ok(store.status_counts().await?.values().sum())
+}
+
+/// One page of sagas for `q`, newest first, from `store`.
+pub async fn page(store: &dyn Store, q: &PageQuery) -> Result<Page, StoreError> {
+    let filter = SagaFilter {
+        statuses: q.status.into_iter().collect(),
+        definition: q.definition.clone(),
+        created_after_ms: q.created_after_ms,
+        created_before_ms: q.created_before_ms,
+        attribute: q.attribute.clone(),
+    };
+    let cursor = match &q.cursor {
+        Some(id) => Some(position(store, id).await?),
+        None => None,
+    };
+    let page = store.list_page(&filter, cursor.as_ref(), q.limit).await?;
+    let next_cursor = page
+        .next
+        .is_some()
+        .then(|| page.records.last().map(|r| r.id.to_string()))
+        .flatten();
     Ok(Page {
-        sagas,
+        scanned: page.records.len(),
+        sagas: page.records,
         next_cursor,
-        scanned,
         partial: false,
     })
 }
@@ -172,13 +130,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_time_prefix_is_the_ids() {
-        let id = SagaId::from_parts(1_700_000_000_123, 42);
-        assert!(id.as_str().starts_with(&time_prefix(1_700_000_000_123)));
-        assert!(time_prefix(1) < time_prefix(2));
-        assert!(
-            time_prefix(0x0fff) < time_prefix(0xa000),
-            "hex sorts as bytes"
+    fn attributes_are_split_checked_and_addresses_hashed() {
+        assert_eq!(
+            attribute("reference:ABC123", ':').unwrap(),
+            ("reference".into(), "ABC123".into())
         );
+        assert_eq!(
+            attribute("departure=2026-12-24", '=').unwrap(),
+            ("departure".into(), "2026-12-24".into())
+        );
+        let (n, v) = attribute("email:Ada@Example.com", ':').unwrap();
+        assert_eq!(n, "email");
+        assert_eq!(
+            v,
+            booking_domain::search::email_attribute("ada@example.com")
+        );
+        assert!(!v.contains("ada"));
+        for bad in ["reference", ":x", "reference:", " : "] {
+            assert!(attribute(bad, ':').is_err(), "{bad:?} accepted");
+        }
+        let long = format!(
+            "reference:{}",
+            "x".repeat(saga_engine::MAX_ATTRIBUTE_BYTES + 1)
+        );
+        assert!(attribute(&long, ':').is_err());
     }
 }

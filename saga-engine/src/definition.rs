@@ -179,6 +179,8 @@ pub struct SagaDefinition<D> {
     pub(crate) version: u32,
     pub(crate) steps: Vec<StepEntry<D>>,
     pub(crate) deadline: Option<std::time::Duration>,
+    /// Search attributes, computed at create (see `search.rs`).
+    pub(crate) attributes: Vec<crate::search::SearchAttribute<D>>,
 }
 
 impl<D> fmt::Debug for SagaDefinition<D> {
@@ -210,6 +212,7 @@ impl<D: Send + Sync + 'static> SagaDefinition<D> {
             deadline: None,
             misuse: None,
             bad_group: None,
+            attributes: Vec::new(),
         }
     }
 
@@ -238,6 +241,11 @@ impl<D: Send + Sync + 'static> SagaDefinition<D> {
     pub fn deadline(&self) -> Option<std::time::Duration> {
         self.deadline
     }
+
+    /// Names of the declared search attributes, in declaration order.
+    pub fn search_attribute_names(&self) -> Vec<&str> {
+        self.attributes.iter().map(|a| a.name.as_str()).collect()
+    }
 }
 
 /// Builds a [`SagaDefinition`]. Policy setters apply to the step added last.
@@ -251,6 +259,7 @@ pub struct SagaDefinitionBuilder<D> {
     misuse: Option<&'static str>,
     /// An empty group, refused by `build`.
     bad_group: Option<String>,
+    pub(crate) attributes: Vec<crate::search::SearchAttribute<D>>,
 }
 
 impl<D: Send + Sync + 'static> SagaDefinitionBuilder<D> {
@@ -486,6 +495,7 @@ impl<D: Send + Sync + 'static> SagaDefinitionBuilder<D> {
             deadline: None,
             misuse: None,
             bad_group: None,
+            attributes: Vec::new(),
         });
         self.misuse = self.misuse.or(inner.misuse);
         if inner.steps.is_empty() {
@@ -630,6 +640,7 @@ impl<D: Send + Sync + 'static> SagaDefinitionBuilder<D> {
             version: self.version,
             steps: self.steps,
             deadline: self.deadline,
+            attributes: self.attributes,
         })
     }
 
@@ -642,6 +653,7 @@ impl<D: Send + Sync + 'static> SagaDefinitionBuilder<D> {
             version: self.version,
             steps: self.steps,
             deadline: self.deadline,
+            attributes: self.attributes,
         }
     }
 }
@@ -656,6 +668,11 @@ pub(crate) trait ErasedDefinition: Send + Sync {
     fn groups(&self) -> Vec<Option<String>>;
     fn policies(&self) -> &[StepPolicy];
     fn deadline(&self) -> Option<std::time::Duration>;
+    /// The search attributes of a new saga's data.
+    fn search_attributes(
+        &self,
+        data: &serde_json::Value,
+    ) -> std::collections::BTreeMap<String, String>;
     /// Checks that `payload` fits the signal wait `step` (so a bad payload
     /// is refused at delivery, not found later).
     fn check_signal(&self, step: usize, payload: &serde_json::Value) -> Result<(), String>;
@@ -725,6 +742,12 @@ where
     }
     fn deadline(&self) -> Option<std::time::Duration> {
         self.def.deadline
+    }
+    fn search_attributes(
+        &self,
+        data: &serde_json::Value,
+    ) -> std::collections::BTreeMap<String, String> {
+        crate::search::compute(&self.def.attributes, data)
     }
     fn check_signal(&self, step: usize, payload: &serde_json::Value) -> Result<(), String> {
         match self.def.steps.get(step).and_then(|s| s.sink.as_ref()) {

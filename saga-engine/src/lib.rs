@@ -92,6 +92,7 @@ mod retention;
 pub mod retry;
 #[doc(hidden)]
 pub mod sabotage;
+mod search;
 mod step_fn;
 pub mod store;
 #[cfg(feature = "testing")]
@@ -112,6 +113,7 @@ pub use events::{EventKind, SagaEvent};
 pub use machine::{SagaStatus, StepClass, StepState};
 pub use retention::{PurgeReport, Retention};
 pub use retry::RetryPolicy;
+pub use search::MAX_ATTRIBUTE_BYTES;
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;
 pub use store::{MemoryStore, Resumable, SagaRecord, SledStore, Store, StoreError};

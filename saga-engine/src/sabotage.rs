@@ -17,6 +17,7 @@
 //! | `replay-before-durable` | a replayed booking key is acknowledged without a durability barrier |
 //! | `purge-forgets-keys` | retention deletes a saga without retiring its idempotency key |
 //! | `pause-not-durable` | an operator's pause is acknowledged without being written |
+//! | `index-outside-batch` | sled writes and flushes a record, then its query index entries and status counts in a write of their own |
 
 /// The store never flushes sled.
 pub const NO_FLUSH: &str = "no-flush";
@@ -40,9 +41,13 @@ pub const PURGE_FORGETS_KEYS: &str = "purge-forgets-keys";
 /// An operator's pause is acknowledged without being written.
 pub const PAUSE_NOT_DURABLE: &str = "pause-not-durable";
 
+/// Sled writes (and flushes) a record before its query index entries and counts.
+pub const INDEX_OUTSIDE_BATCH: &str = "index-outside-batch";
+
 /// Every mode there is.
-pub const ALL: [&str; 9] = [
+pub const ALL: &[&str] = &[
     PAUSE_NOT_DURABLE,
+    INDEX_OUTSIDE_BATCH,
     PURGE_FORGETS_KEYS,
     NO_FLUSH,
     ACK_BEFORE_FLUSH,

@@ -40,6 +40,13 @@ async fn postgres_store_conforms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_conforms_with_queries() {
+    let server = PgServer::start();
+    let counter = AtomicUsize::new(0);
+    conformance::run_query(|| fresh_store(&server, &counter)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_conforms_with_leases() {
     let server = PgServer::start();
     let counter = AtomicUsize::new(0);
@@ -135,6 +142,7 @@ async fn records_survive_a_server_crash_and_restart() {
         Some(rec.id.clone())
     );
     assert_eq!(reopened.list_active().await.unwrap().len(), 51);
+    assert_eq!(reopened.status_counts().await.unwrap()["running"], 51);
 
     // The first store's pool drops the connections the restart closed and
     // opens new ones: after at most one failed call per dead connection it

@@ -105,3 +105,91 @@ async fn shared_memory_store_conforms_with_leases() {
     conformance::run_all(|| async { MemoryStore::shared() }).await;
     conformance::run_shared(|| async { MemoryStore::shared() }).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_conforms_with_queries() {
+    conformance::run_query(|| async { MemoryStore::new() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_store_conforms_with_queries() {
+    let dirs = std::sync::Mutex::new(Vec::new());
+    conformance::run_query(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        dirs.lock().unwrap().push(dir);
+        async move { store }
+    })
+    .await;
+}
+
+#[path = "store_conformance/sled_query.rs"]
+mod sled_query;
+
+/// A backend without query indexes of its own: the trait's defaults.
+struct NoIndexes(MemoryStore);
+
+#[saga_engine::async_trait]
+impl Store for NoIndexes {
+    async fn create(
+        &self,
+        r: &saga_engine::SagaRecord,
+        e: &[saga_engine::SagaEvent],
+    ) -> Result<saga_engine::store::CreateOutcome, saga_engine::StoreError> {
+        self.0.create(r, e).await
+    }
+    async fn update(
+        &self,
+        r: &saga_engine::SagaRecord,
+        e: &[saga_engine::SagaEvent],
+    ) -> Result<(), saga_engine::StoreError> {
+        self.0.update(r, e).await
+    }
+    async fn get(
+        &self,
+        id: &saga_engine::SagaId,
+    ) -> Result<Option<saga_engine::SagaRecord>, saga_engine::StoreError> {
+        self.0.get(id).await
+    }
+    async fn find_by_key(
+        &self,
+        k: &str,
+    ) -> Result<Option<saga_engine::SagaId>, saga_engine::StoreError> {
+        self.0.find_by_key(k).await
+    }
+    async fn history(
+        &self,
+        id: &saga_engine::SagaId,
+    ) -> Result<Vec<saga_engine::SagaEvent>, saga_engine::StoreError> {
+        self.0.history(id).await
+    }
+    async fn list_active(&self) -> Result<Vec<saga_engine::SagaRecord>, saga_engine::StoreError> {
+        self.0.list_active().await
+    }
+    async fn list(
+        &self,
+        s: Option<saga_engine::SagaStatus>,
+        n: usize,
+    ) -> Result<Vec<saga_engine::SagaRecord>, saga_engine::StoreError> {
+        self.0.list(s, n).await
+    }
+    async fn finished_before(
+        &self,
+        before: u64,
+        n: usize,
+    ) -> Result<Vec<saga_engine::SagaRecord>, saga_engine::StoreError> {
+        self.0.finished_before(before, n).await
+    }
+    async fn purge(
+        &self,
+        ids: &[saga_engine::SagaId],
+        now: u64,
+    ) -> Result<usize, saga_engine::StoreError> {
+        self.0.purge(ids, now).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_listing_and_counts_conform() {
+    conformance::run_query(|| async { NoIndexes(MemoryStore::new()) }).await;
+}

@@ -92,6 +92,11 @@ pub struct Filters {
     /// Only sagas created at most this long ago (90s, 30m, 2h, 7d).
     #[arg(long, value_parser = parse_age)]
     pub newer_than: Option<u64>,
+    /// Only sagas whose search attribute has this value, as name=value
+    /// (reference=ABC123, departure=2026-12-24, email=ann@example.com: an
+    /// address is hashed before it leaves this process).
+    #[arg(long)]
+    pub attr: Option<String>,
 }
 
 /// The `sagas` subcommands.
@@ -99,7 +104,7 @@ pub struct Filters {
 pub enum SagasCommand {
     /// List sagas, newest first, a page at a time.
     #[command(
-        after_help = "Example:\n  demo-server sagas list --status compensated --newer-than 2h --limit 20\n  demo-server sagas list --cursor 018f3a...   (the next page, as the last line says)"
+        after_help = "Example:\n  demo-server sagas list --status compensated --newer-than 2h --limit 20\n  demo-server sagas list --attr reference=K7QX2M\n  demo-server sagas list --cursor 018f3a...   (the next page, as the last line says)"
     )]
     List {
         /// Filters.
@@ -297,15 +302,30 @@ fn page_query(f: &Filters, limit: usize, cursor: Option<&str>) -> Result<PageQue
         definition: f.definition.clone(),
         created_before_ms: f.older_than.map(|s| now.saturating_sub(s * 1000)),
         created_after_ms: f.newer_than.map(|s| now.saturating_sub(s * 1000)),
+        attribute: attr_filter(f)?,
         cursor,
         limit,
     })
+}
+
+/// `--attr name=value`, checked, an address already hashed.
+fn attr_filter(f: &Filters) -> Result<Option<(String, String)>, CliError> {
+    f.attr
+        .as_deref()
+        .map(|a| {
+            crate::saga_pages::attribute(a, '=')
+                .map_err(|e| CliError::Usage(format!("--attr: {e}")))
+        })
+        .transpose()
 }
 
 /// The query string of `GET /api/admin/sagas` for `f`.
 fn list_path(f: &Filters, limit: usize, cursor: Option<&str>) -> String {
     let mut q = vec![format!("limit={limit}")];
     let enc = crate::roles::encode_component;
+    if let Ok(Some((n, v))) = attr_filter(f) {
+        q.push(format!("attr={}", enc(&format!("{n}:{v}"))));
+    }
     if let Some(s) = &f.status {
         q.push(format!("status={}", enc(s)));
     }
@@ -338,7 +358,10 @@ impl Source {
         cursor: Option<&str>,
     ) -> Result<Value, CliError> {
         match self {
-            Source::Api(c) => c.get(&list_path(f, limit, cursor)).await,
+            Source::Api(c) => {
+                attr_filter(f)?;
+                c.get(&list_path(f, limit, cursor)).await
+            }
             Source::Offline(o) => o.list(&page_query(f, limit, cursor)?).await,
         }
     }

@@ -12,7 +12,6 @@ use std::path::Path;
 
 /// A stopped server's saga store, open for reading.
 pub struct Offline {
-    db: sled::Db,
     store: SledStore,
 }
 
@@ -45,8 +44,8 @@ impl Offline {
                 data_dir.display()
             ))
         })?;
-        let store = SledStore::with_db(db.clone()).map_err(store_err)?;
-        Ok(Offline { db, store })
+        let store = SledStore::with_db(db).map_err(store_err)?;
+        Ok(Offline { store })
     }
 
     /// A page of sagas, newest first, as the admin API answers it.
@@ -56,7 +55,7 @@ impl Offline {
             next_cursor,
             scanned,
             partial,
-        } = crate::saga_pages::page(&self.store, &self.db, q)
+        } = crate::saga_pages::page(&self.store, q)
             .await
             .map_err(store_err)?;
         let sagas: Vec<SagaSummary> = sagas.iter().map(SagaSummary::from).collect();

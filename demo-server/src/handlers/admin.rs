@@ -29,9 +29,9 @@ pub(crate) fn limit(p: &mut Params) -> usize {
     n.clamp(1, MAX_LIMIT)
 }
 
-/// `GET /api/admin/sagas?status=&definition=&older_than=&newer_than=&cursor=&limit=`:
-/// a page of sagas, newest first (see [`crate::saga_pages`]); `next_cursor`
-/// fetches the next page.
+/// `GET /api/admin/sagas?status=&definition=&older_than=&newer_than=&attr=&cursor=&limit=`:
+/// a page of sagas, newest first (see [`crate::saga_pages`]); `attr=name:value`
+/// filters by a search attribute; `next_cursor` fetches the next page.
 pub async fn sagas(state: &AppState, req: &Req) -> Result<Response<Body>, ApiError> {
     let mut p = Params::new(&req.query);
     if req.query.is_blank("status") {
@@ -69,20 +69,30 @@ pub async fn sagas(state: &AppState, req: &Req) -> Result<Response<Body>, ApiErr
             }
         },
     };
+    let attribute = match req.query.get("attr") {
+        None => None,
+        Some(raw) => crate::saga_pages::attribute(raw, ':')
+            .map_err(|e| p.error("attr", e))
+            .ok(),
+    };
     ApiError::check("invalid saga query", p.errors)?;
     let now = crate::overview::now_ms();
     let secs = |s: u64| s.saturating_mul(1000);
-    let filtered =
-        status.is_some() || definition.is_some() || older_than.is_some() || newer_than.is_some();
+    let filtered = status.is_some()
+        || definition.is_some()
+        || older_than.is_some()
+        || newer_than.is_some()
+        || attribute.is_some();
     let q = PageQuery {
         status,
         definition,
         created_before_ms: older_than.map(|s| now.saturating_sub(secs(s))),
         created_after_ms: newer_than.map(|s| now.saturating_sub(secs(s))),
+        attribute,
         cursor,
         limit,
     };
-    let page = crate::saga_pages::page(&*state.engine.store(), &state.db, &q)
+    let page = crate::saga_pages::page(&*state.engine.store(), &q)
         .await
         .map_err(saga_engine::Error::from)?;
     let sagas: Vec<SagaSummary> = page.sagas.iter().map(SagaSummary::from).collect();
@@ -92,7 +102,11 @@ pub async fn sagas(state: &AppState, req: &Req) -> Result<Response<Body>, ApiErr
     } else {
         match state.engine.store().saga_count() {
             Some(n) => Some(n),
-            None => Some(state.engine.list(None, usize::MAX).await?.len() as u64),
+            None => Some(
+                crate::saga_pages::total(&*state.engine.store())
+                    .await
+                    .map_err(saga_engine::Error::from)?,
+            ),
         }
     };
     Ok(json_response(

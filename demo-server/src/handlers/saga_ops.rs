@@ -9,7 +9,7 @@ use crate::body::Body;
 use crate::routes::{decode_value, Req};
 use crate::state::AppState;
 use hyper::{Response, StatusCode};
-use saga_engine::{Retention, SagaStatus};
+use saga_engine::Retention;
 use serde::Deserialize;
 use serde_json::json;
 use std::time::Duration;
@@ -52,28 +52,12 @@ pub async fn history(state: &AppState, req: &Req) -> Result<Response<Body>, ApiE
 /// `GET /api/admin/overview`: counts by status, the stuck sagas, and
 /// sagas started/completed/compensated per bucket over the last minutes.
 ///
-/// The counts read every record (the engine keeps no per-status count).
+/// The counts come from the store's counters (see [`crate::overview`]).
 pub async fn overview(state: &AppState) -> Result<Response<Body>, ApiError> {
-    let all = state.engine.list(None, usize::MAX).await?;
-    // An array, so that the order (stuck first) survives JSON.
-    let mut counts = Vec::new();
-    for s in [
-        SagaStatus::Stuck,
-        SagaStatus::Running,
-        SagaStatus::Compensating,
-        SagaStatus::Completed,
-        SagaStatus::Compensated,
-    ] {
-        let n = all.iter().filter(|r| r.status() == s).count();
-        counts.push(json!({ "status": s, "count": n }));
-    }
-    let stuck: Vec<SagaSummary> = all
-        .iter()
-        .rev()
-        .filter(|r| r.status() == SagaStatus::Stuck)
-        .take(STUCK_SHOWN)
-        .map(SagaSummary::from)
-        .collect();
+    let (counts, stuck) = crate::overview::status_summary(&*state.engine.store(), STUCK_SHOWN)
+        .await
+        .map_err(saga_engine::Error::from)?;
+    let stuck: Vec<SagaSummary> = stuck.iter().map(SagaSummary::from).collect();
     let now = crate::overview::now_ms();
     Ok(json_response(
         StatusCode::OK,

@@ -18,12 +18,13 @@ pub(super) fn paths() -> Map<String, Value> {
     let int = |min: u64| json!({ "type": "integer", "minimum": min });
     let list = json!({
         "operationId": "adminListSagas",
-        "description": "A page of sagas, newest first, without loading every saga: pass the answer's next_cursor as cursor for the next page. With a status or definition filter the server reads at most 5000 records per page; partial then says the page stopped early (go on with next_cursor).",
+        "description": "A page of sagas, newest first, without loading every saga: the store walks its indexes (by creation time, status, search attribute) and reads the page's records only. Pass the answer's next_cursor as cursor for the next page. partial is always false (kept for older clients).",
         "parameters": [
             query("status", false, json!({ "type": "string", "enum": ["all", "running", "compensating", "completed", "compensated", "stuck", "paused"], "default": "all" }), "Only this status"),
             query("definition", false, string(), "Only this saga definition (booking, cancellation)"),
             query("older_than", false, int(0), "Only sagas created at least this many seconds ago"),
             query("newer_than", false, int(0), "Only sagas created at most this many seconds ago"),
+            query("attr", false, string(), "Only sagas whose search attribute has this value, as name:value: reference:K7QX2M, departure:2026-12-24, email:ann@example.com (the server hashes an address, as the booking indexes it; a SHA-256 hex is taken as is)"),
             query("cursor", false, string(), "The previous page's next_cursor"),
             query("limit", false, json!({ "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 }), "Most sagas"),
         ],

@@ -229,6 +229,13 @@ impl Inner {
     }
     /// Persists the state after an input, then publishes its events.
     async fn commit(&self, rec: &mut SagaRecord, events: Vec<SagaEvent>) -> Result<(), Error> {
+        if rec.status().is_terminal() {
+            // Search attributes a step set (the booking reference) are
+            // indexed when the saga ends (see `search.rs`).
+            if let Ok(def) = self.definition_for(rec) {
+                rec.attributes = def.search_attributes(&rec.data);
+            }
+        }
         rec.revision += 1;
         if let Err(e) = self.store.update(rec, &events).await {
             rec.revision -= 1;

@@ -59,7 +59,9 @@ impl Engine {
                 generation: 1,
                 expires_at_ms: now + inner.lease_ttl_ms,
             }),
+            attributes: Default::default(),
         };
+        rec.attributes = def.search_attributes(&rec.data);
         rec.state.deadline_ms = def
             .deadline()
             .map(|d| now.saturating_add(d.as_millis() as u64));

@@ -10,6 +10,9 @@ use crate::SagaId;
 use std::future::Future;
 use std::sync::Arc;
 
+mod query;
+pub use query::*;
+
 /// A record for `id` with an optional idempotency key, at revision 0.
 pub fn sample_record(id: &str, key: Option<&str>) -> SagaRecord {
     SagaRecord {
@@ -26,6 +29,7 @@ pub fn sample_record(id: &str, key: Option<&str>) -> SagaRecord {
         state: SagaState::new(["a", "b"]),
         data: serde_json::json!({"n": 1}),
         lease: None,
+        attributes: Default::default(),
     }
 }
 

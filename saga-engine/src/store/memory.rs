@@ -1,6 +1,7 @@
 //! An in-memory store for tests and for runs where losing everything on exit
 //! is fine. Nothing here survives the process.
 
+use super::query::{bump, PageCursor, SagaFilter, SagaPage, StatusCounts};
 use super::{CreateOutcome, Lease, SagaRecord, Store, StoreError};
 use crate::events::SagaEvent;
 use crate::machine::SagaStatus;
@@ -20,6 +21,43 @@ struct Inner {
     retired: HashMap<String, u64>,
     retired_order: std::collections::BTreeSet<(u64, String)>,
     purged: u64,
+    /// Every saga by (creation time, id), for paged listing.
+    by_created: std::collections::BTreeSet<(u64, SagaId)>,
+    /// Search attribute (name, value) -> sagas by (creation time, id).
+    by_attribute: BTreeMap<(String, String), std::collections::BTreeSet<(u64, SagaId)>>,
+    /// Sagas by status name.
+    counts: StatusCounts,
+}
+
+impl Inner {
+    /// Indexes a new record (with its own status counted).
+    fn index(&mut self, r: &SagaRecord) {
+        let at = (r.created_at_ms, r.id.clone());
+        self.by_created.insert(at.clone());
+        for (n, v) in &r.attributes {
+            self.by_attribute
+                .entry((n.clone(), v.clone()))
+                .or_default()
+                .insert(at.clone());
+        }
+        bump(&mut self.counts, r.status().as_str(), 1);
+    }
+
+    /// Removes a deleted record's index entries and count.
+    fn unindex(&mut self, r: &SagaRecord) {
+        let at = (r.created_at_ms, r.id.clone());
+        self.by_created.remove(&at);
+        for (n, v) in &r.attributes {
+            let k = (n.clone(), v.clone());
+            if let Some(set) = self.by_attribute.get_mut(&k) {
+                set.remove(&at);
+                if set.is_empty() {
+                    self.by_attribute.remove(&k);
+                }
+            }
+        }
+        bump(&mut self.counts, r.status().as_str(), -1);
+    }
 }
 
 /// The in-memory backend. [`MemoryStore::shared`] makes one that behaves
@@ -84,6 +122,7 @@ impl Store for MemoryStore {
         }
         g.records.insert(record.id.clone(), record.clone());
         g.history.insert(record.id.clone(), events.to_vec());
+        g.index(record);
         Ok(CreateOutcome::Created)
     }
 
@@ -108,6 +147,13 @@ impl Store for MemoryStore {
             new.expires_at_ms = new.expires_at_ms.max(old.expires_at_ms);
         }
         let id = record.id.clone();
+        let old = stored.filter(|r| r.status() != record.status()).cloned();
+        if let Some(old) = old {
+            // A status change: its count moves and its attributes are
+            // re-indexed, as on the other backends.
+            g.unindex(&old);
+            g.index(&record);
+        }
         if matches!(
             record.status(),
             SagaStatus::Completed | SagaStatus::Compensated
@@ -154,7 +200,9 @@ impl Store for MemoryStore {
                 continue;
             }
             let (at, key) = (r.updated_at_ms, r.idempotency_key.clone());
-            g.records.remove(id);
+            if let Some(r) = g.records.remove(id) {
+                g.unindex(&r);
+            }
             g.history.remove(id);
             g.finished.remove(&(at, id.clone()));
             if let Some(k) = key {
@@ -280,6 +328,42 @@ impl Store for MemoryStore {
             .take(limit)
             .cloned()
             .collect())
+    }
+
+    async fn list_page(
+        &self,
+        filter: &SagaFilter,
+        cursor: Option<&PageCursor>,
+        limit: usize,
+    ) -> Result<SagaPage, StoreError> {
+        let g = self.lock();
+        let mut upper = (
+            filter.created_before_ms.unwrap_or(u64::MAX),
+            SagaId::from_raw(String::new()),
+        );
+        if let Some(c) = cursor {
+            upper = upper.min((c.created_ms, c.id.clone()));
+        }
+        let candidates: Box<dyn Iterator<Item = &(u64, SagaId)>> = match &filter.attribute {
+            Some((n, v)) => match g.by_attribute.get(&(n.clone(), v.clone())) {
+                Some(set) => Box::new(set.range(..upper).rev()),
+                None => Box::new(std::iter::empty()),
+            },
+            None => Box::new(g.by_created.range(..upper).rev()),
+        };
+        let lower = filter.created_after_ms.unwrap_or(0);
+        let matches = candidates
+            .take_while(|(at, _)| *at >= lower)
+            .filter_map(|(_, id)| g.records.get(id))
+            .filter(|r| filter.matches(r))
+            .take(limit.saturating_add(1))
+            .cloned()
+            .collect();
+        Ok(SagaPage::from_matches(matches, limit))
+    }
+
+    async fn status_counts(&self) -> Result<StatusCounts, StoreError> {
+        Ok(self.lock().counts.clone())
     }
 }
 

@@ -17,6 +17,7 @@ mod postgres;
 mod sled_store;
 
 pub mod conformance;
+mod query;
 
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
@@ -25,6 +26,8 @@ pub use sled_store::{
     open_sled_db, open_sled_db_with_cache, FlushGate, FlushHook, SledStore, DEFAULT_CACHE_BYTES,
     HWM_FILE,
 };
+
+pub use query::{BadCursor, PageCursor, SagaFilter, SagaPage, StatusCounts};
 
 use crate::events::SagaEvent;
 use crate::machine::{SagaState, SagaStatus};
@@ -68,6 +71,10 @@ pub struct SagaRecord {
     /// ([`Store::is_shared`]); `None` in a single-process store.
     #[serde(default)]
     pub lease: Option<Lease>,
+    /// Search attributes (`name -> value`) the definition derived from the
+    /// data at creation; backends index them for [`Store::list_page`].
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 /// Ownership of a saga by one engine process, for a bounded time.
@@ -179,7 +186,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<CreateOutcome, StoreError>;
 
     /// Replaces a record (whose `revision` must be the stored one plus one)
-    /// and appends `events` to its history, atomically.
+    /// and appends `events` to its history, atomically. When the status
+    /// changes, the same atomic write moves the saga's status count and
+    /// re-indexes its search attributes (`record.attributes`); an update
+    /// that keeps the status leaves the attribute index as it was.
     async fn update(&self, record: &SagaRecord, events: &[SagaEvent]) -> Result<(), StoreError>;
 
     /// Reads one record.
@@ -216,6 +226,44 @@ pub trait Store: Send + Sync + 'static {
         status: Option<SagaStatus>,
         limit: usize,
     ) -> Result<Vec<SagaRecord>, StoreError>;
+
+    /// One page of sagas matching `filter`, newest first (by creation
+    /// time, then id), starting after `cursor` (from the previous page's
+    /// [`SagaPage::next`]), at most `limit`. A record whose create never
+    /// finished (its idempotency key does not name it) is not listed.
+    ///
+    /// Backends answer from indexes, reading index entries and the page's
+    /// records, never every saga. The default (for a backend without such
+    /// indexes) reads every record through [`Store::list`].
+    async fn list_page(
+        &self,
+        filter: &SagaFilter,
+        cursor: Option<&PageCursor>,
+        limit: usize,
+    ) -> Result<SagaPage, StoreError> {
+        let mut all: Vec<SagaRecord> = self
+            .list(None, usize::MAX)
+            .await?
+            .into_iter()
+            .filter(|r| filter.matches(r))
+            .filter(|r| cursor.is_none_or(|c| c.precedes(r.created_at_ms, &r.id)))
+            .collect();
+        all.sort_by(|a, b| (b.created_at_ms, &b.id).cmp(&(a.created_at_ms, &a.id)));
+        all.truncate(limit.saturating_add(1));
+        Ok(SagaPage::from_matches(all, limit))
+    }
+
+    /// Sagas in the store by status name. Backends keep counters updated in
+    /// the same atomic write as each status change (exact after a crash)
+    /// and answer without reading records; the default (for a backend
+    /// without them) counts every record through [`Store::list`].
+    async fn status_counts(&self) -> Result<StatusCounts, StoreError> {
+        let mut counts = StatusCounts::new();
+        for r in self.list(None, usize::MAX).await? {
+            *counts.entry(r.status().as_str().to_string()).or_default() += 1;
+        }
+        Ok(counts)
+    }
 
     /// True when several engine processes share this store: the engine
     /// then owns sagas by lease ([`Store::claim`], [`Store::renew`]) and

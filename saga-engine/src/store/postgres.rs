@@ -54,7 +54,10 @@
 //! sharing a database therefore need clocks that agree to well within the
 //! lease TTL (NTP does this).
 
-use super::{CreateOutcome, Lease, SagaRecord, Store, StoreError};
+use super::{
+    CreateOutcome, Lease, PageCursor, SagaFilter, SagaPage, SagaRecord, StatusCounts, Store,
+    StoreError,
+};
 use crate::events::SagaEvent;
 use crate::machine::SagaStatus;
 use crate::SagaId;
@@ -64,6 +67,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 
+mod query;
 mod retention;
 mod schema;
 
@@ -111,6 +115,10 @@ impl Statements {
                      ev AS (
                          INSERT INTO saga_events (saga_id, seq, event)
                          SELECT $1, s, e FROM unnest($12::bigint[], $13::text[]) AS t(s, e)
+                         WHERE EXISTS (SELECT 1 FROM ins)),
+                     att AS (
+                         INSERT INTO saga_attributes (saga_id, name, value, created_ms)
+                         SELECT $1, n, v, $10 FROM unnest($15::text[], $16::text[]) AS a(n, v)
                          WHERE EXISTS (SELECT 1 FROM ins))
                      SELECT EXISTS (SELECT 1 FROM ins)",
                 )
@@ -132,7 +140,21 @@ impl Statements {
                      ev AS (
                          INSERT INTO saga_events (saga_id, seq, event)
                          SELECT $1, s, e FROM unnest($8::bigint[], $9::text[]) AS t(s, e)
-                         WHERE EXISTS (SELECT 1 FROM u))
+                         WHERE EXISTS (SELECT 1 FROM u)),
+                     -- At a status change (the snapshot still holds the old
+                     -- status), the attributes are re-taken from the record.
+                     ad AS (
+                         DELETE FROM saga_attributes a
+                         WHERE a.saga_id = $1 AND NOT (a.name = ANY($11::text[]))
+                           AND EXISTS (SELECT 1 FROM u)
+                           AND (SELECT status FROM sagas WHERE id = $1) IS DISTINCT FROM $3),
+                     ai AS (
+                         INSERT INTO saga_attributes (saga_id, name, value, created_ms)
+                         SELECT $1, n, v, (SELECT created_ms FROM sagas WHERE id = $1)
+                         FROM unnest($11::text[], $12::text[]) AS t(n, v)
+                         WHERE EXISTS (SELECT 1 FROM u)
+                           AND (SELECT status FROM sagas WHERE id = $1) IS DISTINCT FROM $3
+                         ON CONFLICT (saga_id, name) DO UPDATE SET value = EXCLUDED.value)
                      SELECT EXISTS (SELECT 1 FROM u),
                             (SELECT revision FROM sagas WHERE id = $1 AND purged_ms IS NULL)",
                 )
@@ -472,6 +494,15 @@ fn records_of(rows: &[Row]) -> Result<Vec<SagaRecord>, StoreError> {
     rows.iter().map(record_of).collect()
 }
 
+/// The record's search attributes as parallel arrays of names and values.
+fn attribute_arrays(record: &SagaRecord) -> (Vec<&str>, Vec<&str>) {
+    record
+        .attributes
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .unzip()
+}
+
 fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -491,6 +522,7 @@ impl Store for PostgresStore {
             reason: format!("definition version {} exceeds INT", record.version),
         })?;
         let finished_ms = retention::finished_ms(record);
+        let (names, values) = attribute_arrays(record);
         let c = self.pool.get().await?;
         // A key forgotten between our insert and our look-up leaves
         // nothing to return: insert again (twice at most, in practice).
@@ -514,6 +546,8 @@ impl Store for PostgresStore {
                         &seqs,
                         &bodies,
                         &finished_ms,
+                        &names,
+                        &values,
                     ],
                 )
                 .await
@@ -552,6 +586,7 @@ impl Store for PostgresStore {
         let body = encode("record", &record.id, record)?;
         let (seqs, bodies) = encode_events(&record.id, events)?;
         let lease = record.lease.as_ref();
+        let (names, values) = attribute_arrays(record);
         let c = self.pool.get().await?;
         let row = c
             .client
@@ -568,6 +603,8 @@ impl Store for PostgresStore {
                     &seqs,
                     &bodies,
                     &retention::finished_ms(record),
+                    &names,
+                    &values,
                 ],
             )
             .await
@@ -746,6 +783,21 @@ impl Store for PostgresStore {
         }
         let c = self.pool.get().await?;
         retention::forget_keys(&c, before_ms, limit_n).await
+    }
+
+    async fn list_page(
+        &self,
+        filter: &SagaFilter,
+        cursor: Option<&PageCursor>,
+        limit_n: usize,
+    ) -> Result<SagaPage, StoreError> {
+        let c = self.pool.get().await?;
+        query::list_page(&c, filter, cursor, limit_n).await
+    }
+
+    async fn status_counts(&self) -> Result<StatusCounts, StoreError> {
+        let c = self.pool.get().await?;
+        query::status_counts(&c).await
     }
 
     /// Not kept: a count shared by several processes would need a query

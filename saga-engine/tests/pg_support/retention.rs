@@ -116,8 +116,19 @@ async fn a_version_1_database_is_upgraded_at_connect() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     assert_eq!(store.get(&done.id).await.unwrap(), Some(done.clone()));
+    // Version 3 counted the old rows and lists them.
+    let counts = store.status_counts().await.unwrap();
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        vec![("completed".to_string(), 1), ("running".to_string(), 1)]
+    );
+    let page = store
+        .list_page(&Default::default(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.records.len(), 2);
     assert!(store.finished_before(777, 10).await.unwrap().is_empty());
     let found = store.finished_before(778, 10).await.unwrap();
     assert_eq!(found, vec![done.clone()], "finish time from the record");
@@ -134,6 +145,15 @@ async fn a_version_1_database_is_upgraded_at_connect() {
         CreateOutcome::Retired { purged_at_ms: 900 }
     );
     assert_eq!(store.list_active().await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .status_counts()
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![("running".to_string(), 1)]
+    );
     // A second connect finds the schema current and changes nothing.
     drop(PostgresStore::connect(&url).await.unwrap());
     assert_eq!(

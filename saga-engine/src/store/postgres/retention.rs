@@ -15,6 +15,8 @@
 //! with the purge, conflicts with it and reports the key retired instead
 //! of starting the saga again; `forget_keys` deletes tombstones by
 //! `purged_ms` (index `sagas_retired`), after which the key is free.
+//! The same statement deletes the sagas' search attributes, and the count
+//! trigger (see `schema`) takes them off their status's count.
 
 use super::{big, limit, pg, records_of, unbig, Conn, COLUMNS};
 use crate::machine::SagaStatus;
@@ -65,6 +67,10 @@ impl Statements {
                      ev AS (
                          DELETE FROM saga_events e USING victims v
                          WHERE e.saga_id = v.id
+                         RETURNING 1),
+                     att AS (
+                         DELETE FROM saga_attributes a USING victims v
+                         WHERE a.saga_id = v.id
                          RETURNING 1)
                      SELECT count(*) FROM victims",
                 )

@@ -10,6 +10,17 @@
 //! key in the same unique index a create inserts into is what makes a
 //! create racing with a purge see the key retired, never free.
 //!
+//! Version 3 adds paged listing, search attributes and status counts:
+//! indexes `sagas_created` and `sagas_status_created` (live sagas by
+//! creation time, newest first), the table `saga_attributes` (one row per
+//! saga and attribute, written by the create statement, deleted by the
+//! purge statement, indexed by name, value and creation time), and
+//! `saga_status_counts` (sagas by status, in 16 shards per status so that
+//! concurrent commits rarely wait on one row), kept by the trigger
+//! `saga_engine_count` in the transaction of every insert, status change,
+//! purge or delete of a saga row, so the counts are exactly those of the
+//! committed rows. An upgraded database gets its counts from its rows.
+//!
 //! Every step is `CREATE ... IF NOT EXISTS` / `ADD COLUMN IF NOT EXISTS`,
 //! run in one transaction under an advisory lock, so processes connecting
 //! at once agree, and a version-1 database is upgraded in place (its
@@ -23,7 +34,7 @@ use crate::store::StoreError;
 use tokio_postgres::Client;
 
 /// Version of the tables this code reads and writes.
-pub(super) const SCHEMA_VERSION: i32 = 2;
+pub(super) const SCHEMA_VERSION: i32 = 3;
 
 /// Key of the advisory lock that serialises schema changes between
 /// processes connecting at the same moment (`CREATE TABLE IF NOT EXISTS`
@@ -65,6 +76,58 @@ CREATE INDEX IF NOT EXISTS sagas_finished ON sagas (finished_ms, id)
     WHERE status IN ('completed', 'compensated');
 CREATE INDEX IF NOT EXISTS sagas_retired ON sagas (purged_ms, id)
     WHERE purged_ms IS NOT NULL;
+";
+
+/// Version 3: paged listing, search attributes, status counts. The count
+/// trigger fires on an update only when the status or the tombstone mark
+/// changes, so the updates of running sagas stay HOT and trigger-free.
+const V3: &str = "
+CREATE INDEX IF NOT EXISTS sagas_created ON sagas (created_ms DESC, id DESC)
+    WHERE purged_ms IS NULL;
+CREATE INDEX IF NOT EXISTS sagas_status_created ON sagas (status, created_ms DESC, id DESC)
+    WHERE purged_ms IS NULL;
+CREATE TABLE IF NOT EXISTS saga_attributes (
+    saga_id    TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    value      TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    PRIMARY KEY (saga_id, name)
+);
+CREATE INDEX IF NOT EXISTS saga_attributes_lookup
+    ON saga_attributes (name, value, created_ms DESC, saga_id DESC);
+CREATE TABLE IF NOT EXISTS saga_status_counts (
+    status TEXT NOT NULL,
+    shard  INT NOT NULL,
+    n      BIGINT NOT NULL,
+    PRIMARY KEY (status, shard)
+);
+CREATE OR REPLACE FUNCTION saga_engine_count() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' AND OLD.purged_ms IS NULL THEN
+        INSERT INTO saga_status_counts AS c VALUES (OLD.status, hashtext(OLD.id) & 15, -1)
+            ON CONFLICT (status, shard) DO UPDATE SET n = c.n - 1;
+    END IF;
+    IF TG_OP <> 'DELETE' AND NEW.purged_ms IS NULL THEN
+        INSERT INTO saga_status_counts AS c VALUES (NEW.status, hashtext(NEW.id) & 15, 1)
+            ON CONFLICT (status, shard) DO UPDATE SET n = c.n + 1;
+    END IF;
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS saga_engine_count_rows ON sagas;
+CREATE TRIGGER saga_engine_count_rows AFTER INSERT OR DELETE ON sagas
+    FOR EACH ROW EXECUTE FUNCTION saga_engine_count();
+DROP TRIGGER IF EXISTS saga_engine_count_status ON sagas;
+CREATE TRIGGER saga_engine_count_status AFTER UPDATE OF status, purged_ms ON sagas
+    FOR EACH ROW
+    WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.purged_ms IS DISTINCT FROM NEW.purged_ms)
+    EXECUTE FUNCTION saga_engine_count();
+";
+
+/// The counts of a database upgraded to version 3, from its rows.
+const BACKFILL_V3: &str = "
+DELETE FROM saga_status_counts;
+INSERT INTO saga_status_counts (status, shard, n)
+    SELECT status, hashtext(id) & 15, count(*) FROM sagas WHERE purged_ms IS NULL GROUP BY 1, 2;
 ";
 
 /// Finished sagas written by version 1 get their finish time from the
@@ -109,7 +172,7 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
             // strongest lock first, so the upgrade waits for them instead
             // of deadlocking when a later statement would strengthen it.
             tx.batch_execute(&format!(
-                "LOCK TABLE sagas IN ACCESS EXCLUSIVE MODE; {V1}{V2}{BACKFILL_V2}"
+                "LOCK TABLE sagas IN ACCESS EXCLUSIVE MODE; {V1}{V2}{BACKFILL_V2}{V3}{BACKFILL_V3}"
             ))
             .await
             .map_err(pg)?;
@@ -118,7 +181,9 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
         // A new database: nobody uses its tables before the version row
         // exists, and connectors are serialised by the advisory lock.
         None => {
-            tx.batch_execute(&format!("{V1}{V2}")).await.map_err(pg)?;
+            tx.batch_execute(&format!("{V1}{V2}{V3}"))
+                .await
+                .map_err(pg)?;
         }
     }
     tx.execute(

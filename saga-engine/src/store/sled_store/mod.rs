@@ -24,6 +24,7 @@ mod commit;
 mod gate;
 mod layout;
 mod open;
+mod query;
 #[cfg(test)]
 mod tests;
 
@@ -31,7 +32,10 @@ pub use commit::{FlushHook, HWM_FILE};
 pub use gate::FlushGate;
 pub use open::{open_sled_db, open_sled_db_with_cache, DEFAULT_CACHE_BYTES};
 
-use super::{CreateOutcome, Resumable, SagaRecord, Store, StoreError};
+use super::{
+    CreateOutcome, PageCursor, Resumable, SagaFilter, SagaPage, SagaRecord, StatusCounts, Store,
+    StoreError,
+};
 use crate::events::SagaEvent;
 use crate::machine::SagaStatus;
 use crate::SagaId;
@@ -49,6 +53,7 @@ pub struct SledStore {
     db: sled::Db,
     tree: sled::Tree,
     commit: Arc<GroupCommit>,
+    query: query::QueryIndex,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -88,7 +93,13 @@ impl SledStore {
         let tree = db.open_tree(TREE).map_err(io)?;
         let start = Self::current_mark(&tree)?;
         let commit = Arc::new(GroupCommit::new(db.clone(), tree.clone(), start, None));
-        Ok(SledStore { db, tree, commit })
+        let query = query::QueryIndex::open(&tree)?;
+        Ok(SledStore {
+            db,
+            tree,
+            commit,
+            query,
+        })
     }
 
     /// Like [`SledStore::with_db`], for a database opened at `dir`: checks
@@ -162,7 +173,13 @@ impl SledStore {
             start,
             Some(file),
         ));
-        Ok(SledStore { db, tree, commit })
+        let query = query::QueryIndex::open(&tree)?;
+        Ok(SledStore {
+            db,
+            tree,
+            commit,
+            query,
+        })
     }
 
     /// The mark the database itself holds: its last flush ticket and the
@@ -182,6 +199,14 @@ impl SledStore {
     /// does), one that panics is a bug in the flush.
     pub fn set_flush_hook(&self, hook: Option<FlushHook>) {
         *self.commit.lock_hook() = hook;
+    }
+
+    /// Compares the query indexes (by creation time, status and search
+    /// attribute, and the status counters) with the records: the problems
+    /// found, empty when they agree exactly. Reads every record: for tests
+    /// and repair tools, not for serving requests.
+    pub fn check_query_indexes(&self) -> Result<Vec<String>, StoreError> {
+        self.query.check(&self.tree)
     }
 
     /// The underlying database.
@@ -222,7 +247,8 @@ impl SledStore {
                 // Record written, key not (or taken over): never
                 // acknowledged, so it must not run.
                 // Never counted: `created` counts acknowledged creates.
-                self.tree.remove(key(b"s/", id.as_str())).map_err(io)?;
+                self.query
+                    .remove(&self.tree, &key(b"s/", id.as_str()), &record)?;
                 self.tree.remove(ak).map_err(io)?;
                 *repaired += 1;
                 return Ok(None);
@@ -260,9 +286,8 @@ impl Store for SledStore {
         if !record.status().is_terminal() {
             self.tree.insert(&ak, &[][..]).map_err(io)?;
         }
-        self.tree
-            .insert(&rk, encode_value(record, &[], events))
-            .map_err(io)?;
+        self.query
+            .insert_new(&self.tree, &rk, encode_value(record, &[], events), record)?;
         if let Some(k) = &record.idempotency_key {
             let kk = key(b"k/", k);
             let mut expected: Option<sled::IVec> = None;
@@ -276,7 +301,7 @@ impl Store for SledStore {
                     Err(cas) => {
                         let owner = cas.current.expect("a failed swap from a value has one");
                         if let Some(purged_at_ms) = retired_at(&owner) {
-                            self.tree.remove(&rk).map_err(io)?;
+                            self.query.remove(&self.tree, &rk, record)?;
                             self.tree.remove(&ak).map_err(io)?;
                             return Ok(CreateOutcome::Retired { purged_at_ms });
                         }
@@ -285,7 +310,7 @@ impl Store for SledStore {
                         match self.get(&owner_id).await? {
                             Some(existing) => {
                                 // Lost the race (or a replay): undo our record.
-                                self.tree.remove(&rk).map_err(io)?;
+                                self.query.remove(&self.tree, &rk, record)?;
                                 self.tree.remove(&ak).map_err(io)?;
                                 // The winner may not be flushed yet.
                                 self.commit.durable().await?;
@@ -365,9 +390,12 @@ impl Store for SledStore {
                 .map_err(io)?;
             old_events.clear();
         }
-        self.tree
-            .insert(&rk, encode_value(record, &old_events, events))
-            .map_err(io)?;
+        self.query.replace(
+            &self.tree,
+            &rk,
+            encode_value(record, &old_events, events),
+            record,
+        )?;
         if terminal {
             // After the record: a crash in between leaves an index entry
             // for a terminal saga, which `list_active` skips and removes.
@@ -497,6 +525,19 @@ impl Store for SledStore {
         self.commit.durable().await
     }
 
+    async fn list_page(
+        &self,
+        filter: &SagaFilter,
+        cursor: Option<&PageCursor>,
+        limit: usize,
+    ) -> Result<SagaPage, StoreError> {
+        self.query.list_page(&self.tree, filter, cursor, limit)
+    }
+
+    async fn status_counts(&self) -> Result<StatusCounts, StoreError> {
+        Ok(self.query.counts())
+    }
+
     async fn finished_before(
         &self,
         before_ms: u64,
@@ -556,10 +597,8 @@ impl Store for SledStore {
                     .map_err(io)?;
             }
             if self
-                .tree
-                .remove(key(b"s/", id.as_str()))
-                .map_err(io)?
-                .is_some()
+                .query
+                .remove(&self.tree, &key(b"s/", id.as_str()), &r)?
             {
                 purged += 1;
             }
