@@ -16,6 +16,8 @@
 //! | `start-inline` | `Engine::start` writes and spawns in the caller's future (not cancel-safe) |
 //! | `replay-before-durable` | a replayed booking key is acknowledged without a durability barrier |
 //! | `purge-forgets-keys` | retention deletes a saga without retiring its idempotency key |
+//! | `group-member-not-persisted` | a group member's success is acted on but written as never started |
+//! | `wait-not-indexed` | a saga entering a durable wait is left out of sled's active (timer) index |
 
 /// The store never flushes sled.
 pub const NO_FLUSH: &str = "no-flush";
@@ -36,8 +38,15 @@ pub const REPLAY_BEFORE_DURABLE: &str = "replay-before-durable";
 /// Retention deletes a saga without retiring its key.
 pub const PURGE_FORGETS_KEYS: &str = "purge-forgets-keys";
 
+/// A group member's success is acted on but written as never started.
+pub const GROUP_MEMBER_NOT_PERSISTED: &str = "group-member-not-persisted";
+/// A saga entering a durable wait is left out of the active index.
+pub const WAIT_NOT_INDEXED: &str = "wait-not-indexed";
+
 /// Every mode there is.
-pub const ALL: [&str; 8] = [
+pub const ALL: [&str; 10] = [
+    GROUP_MEMBER_NOT_PERSISTED,
+    WAIT_NOT_INDEXED,
     PURGE_FORGETS_KEYS,
     NO_FLUSH,
     ACK_BEFORE_FLUSH,
