@@ -89,6 +89,17 @@ pub(crate) struct StepEntry<D> {
     pub(crate) sink: Option<SignalSink<D>>,
     /// The parallel group the step belongs to.
     pub(crate) group: Option<String>,
+    /// For a sleep until a time: the instant, from the data.
+    pub(crate) wake: Option<WakeAt<D>>,
+}
+
+/// When a [`SagaDefinitionBuilder::sleep_until`] step wakes, from the data.
+pub(crate) type WakeAt<D> = Arc<dyn Fn(&D) -> std::time::SystemTime + Send + Sync>;
+
+/// Milliseconds since the Unix epoch (0 before it).
+fn epoch_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What is wrong with the order or the classes of a definition's steps.
@@ -303,6 +314,7 @@ impl<D: Send + Sync + 'static> SagaDefinitionBuilder<D> {
             },
             sink: None,
             group: None,
+            wake: None,
         });
         self
     }
@@ -458,6 +470,52 @@ impl<D: Send + Sync + 'static> SagaDefinitionBuilder<D> {
         self.push(name.into(), Arc::new(Waiting), class, kind)
     }
 
+    /// Appends a durable sleep until a wall-clock instant that `at`
+    /// computes from the saga's data (a departure time, a hold's expiry),
+    /// as [`SagaDefinitionBuilder::sleep`] does for a duration: the saga
+    /// holds no worker meanwhile, and the wake time, fixed when the sleep
+    /// begins, survives restarts. An instant already past wakes at once.
+    /// Allowed anywhere, the pivot's far side included.
+    ///
+    /// ```
+    /// # use saga_engine::SagaDefinition;
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// #[derive(Clone, serde::Serialize, serde::Deserialize)]
+    /// struct Hold { expires_at_ms: u64 }
+    /// let def = SagaDefinition::<Hold>::builder("hold", 1)
+    ///     .sleep_until("until_expiry", |h: &Hold| {
+    ///         UNIX_EPOCH + Duration::from_millis(h.expires_at_ms)
+    ///     })
+    ///     .read_only("expire", |_c, h| async move { Ok(h) })
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = def;
+    /// ```
+    pub fn sleep_until<F>(self, name: impl Into<String>, at: F) -> Self
+    where
+        F: Fn(&D) -> std::time::SystemTime + Send + Sync + 'static,
+    {
+        let after_pivot = self
+            .steps
+            .iter()
+            .any(|s| s.policy.class == StepClass::Pivot);
+        let class = if after_pivot {
+            StepClass::Retriable
+        } else {
+            StepClass::ReadOnly
+        };
+        let mut b = self.push(
+            name.into(),
+            Arc::new(Waiting),
+            class,
+            StepKind::SleepUntil { at_ms: 0 },
+        );
+        if let Some(last) = b.steps.last_mut() {
+            last.wake = Some(Arc::new(at));
+        }
+        b
+    }
+
     /// Appends a parallel group: the steps `members` adds run concurrently
     /// as one position of the saga, and the group succeeds when all of
     /// them do. When one is rejected (or in doubt past its policy), the
@@ -598,7 +656,7 @@ impl<D: Send + Sync + 'static> SagaDefinitionBuilder<D> {
                     ))
                 }
                 (_, StepKind::Signal { .. }) => Some("signal wait"),
-                (_, StepKind::Sleep { .. }) => Some("sleep"),
+                (_, StepKind::Sleep { .. } | StepKind::SleepUntil { .. }) => Some("sleep"),
                 (StepClass::Retriable, _) => Some("retriable step"),
                 _ => None,
             };
@@ -622,7 +680,10 @@ impl<D: Send + Sync + 'static> SagaDefinitionBuilder<D> {
                 }
                 (None, StepClass::Pivot) => pivot = Some(&s.name),
                 (None, StepClass::Retriable)
-                    if !matches!(s.policy.kind, StepKind::Sleep { .. }) =>
+                    if !matches!(
+                        s.policy.kind,
+                        StepKind::Sleep { .. } | StepKind::SleepUntil { .. }
+                    ) =>
                 {
                     return Err(order(&s.name, StepOrderProblem::RetriableBeforePivot))
                 }
@@ -667,6 +728,10 @@ pub(crate) trait ErasedDefinition: Send + Sync {
     /// Each step's parallel group, in step order.
     fn groups(&self) -> Vec<Option<String>>;
     fn policies(&self) -> &[StepPolicy];
+    /// The policies as they stand for `data`: those of
+    /// [`SagaDefinitionBuilder::sleep_until`] steps carry the instant
+    /// computed from it (the others are [`ErasedDefinition::policies`]).
+    fn policies_for(&self, data: &serde_json::Value) -> std::borrow::Cow<'_, [StepPolicy]>;
     fn deadline(&self) -> Option<std::time::Duration>;
     /// The search attributes of a new saga's data.
     fn search_attributes(
@@ -739,6 +804,21 @@ where
     }
     fn policies(&self) -> &[StepPolicy] {
         &self.policies
+    }
+    fn policies_for(&self, data: &serde_json::Value) -> std::borrow::Cow<'_, [StepPolicy]> {
+        if self.def.steps.iter().all(|s| s.wake.is_none()) {
+            return std::borrow::Cow::Borrowed(&self.policies);
+        }
+        let typed: Option<D> = D::deserialize(data).ok();
+        let mut out = self.policies.clone();
+        for (p, s) in out.iter_mut().zip(&self.def.steps) {
+            if let (Some(wake), StepKind::SleepUntil { at_ms }) = (&s.wake, &mut p.kind) {
+                // Data that does not decode cannot say when: wake at once
+                // (the next step reports the decode error).
+                *at_ms = typed.as_ref().map_or(0, |d| epoch_ms(wake(d)));
+            }
+        }
+        std::borrow::Cow::Owned(out)
     }
     fn deadline(&self) -> Option<std::time::Duration> {
         self.def.deadline

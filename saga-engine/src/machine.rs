@@ -254,6 +254,13 @@ impl SagaState {
                 s.wake_at_ms = Some(ctx.now_ms.saturating_add(*for_ms));
                 self.decision()
             }
+            StepKind::SleepUntil { at_ms } => {
+                let s = &mut self.steps[step];
+                s.attempts += 1;
+                s.state = StepState::Waiting;
+                s.wake_at_ms = Some(*at_ms);
+                self.decision()
+            }
         }
     }
 

@@ -18,6 +18,8 @@
 //! | `purge-forgets-keys` | retention deletes a saga without retiring its idempotency key |
 //! | `pause-not-durable` | an operator's pause is acknowledged without being written |
 //! | `index-outside-batch` | sled writes and flushes a record, then its query index entries and status counts in a write of their own |
+//! | `group-member-not-persisted` | a group member's success is acted on but written as never started |
+//! | `wait-not-indexed` | a saga entering a durable wait is left out of sled's active (timer) index |
 
 /// The store never flushes sled.
 pub const NO_FLUSH: &str = "no-flush";
@@ -44,10 +46,17 @@ pub const PAUSE_NOT_DURABLE: &str = "pause-not-durable";
 /// Sled writes (and flushes) a record before its query index entries and counts.
 pub const INDEX_OUTSIDE_BATCH: &str = "index-outside-batch";
 
+/// A group member's success is acted on but written as never started.
+pub const GROUP_MEMBER_NOT_PERSISTED: &str = "group-member-not-persisted";
+/// A saga entering a durable wait is left out of the active index.
+pub const WAIT_NOT_INDEXED: &str = "wait-not-indexed";
+
 /// Every mode there is.
 pub const ALL: &[&str] = &[
     PAUSE_NOT_DURABLE,
     INDEX_OUTSIDE_BATCH,
+    GROUP_MEMBER_NOT_PERSISTED,
+    WAIT_NOT_INDEXED,
     PURGE_FORGETS_KEYS,
     NO_FLUSH,
     ACK_BEFORE_FLUSH,

@@ -3,9 +3,14 @@
 //! seed a few sagas through engines that crash at a seeded durable write
 //! (just before or just after it) and reopen on the same store, with
 //! faults injected at participant calls (a call lost before its effect, a
-//! reply lost after it, a duplicate delivery, a rejection; compensations
-//! lost or delivered twice). Clients retry unacknowledged starts under the
-//! same idempotency key. Once the faults stop, it checks the promises:
+//! reply lost after it, a duplicate delivery, a rejection, a call that
+//! outlives its attempt timeout and lands later; compensations lost or
+//! delivered twice) and, for the signal waits the target gives a payload
+//! for, signals sent on time, early, twice (same id, and a fresh id),
+//! late or never, across the crashes. Clients retry unacknowledged starts
+//! under the same idempotency key. Once the faults stop, it checks the
+//! promises (a late signal refused, a repeated one changing nothing, no
+//! timeout after an accepted signal, besides those below):
 //! every acknowledged start kept, one terminal state each (exactly one
 //! `saga_finished` event), completed sagas with every step succeeded,
 //! compensation newest first and never after the pivot succeeded, and the
@@ -19,6 +24,7 @@
 //! engine.
 
 mod faults;
+mod signals;
 
 use crate::clock::TokioClock;
 use crate::definition::SagaDefinition;
@@ -56,6 +62,14 @@ pub trait SimTarget: Send + Sync + 'static {
     fn check(&self, record: &SagaRecord) -> Result<(), String> {
         let _ = record;
         Ok(())
+    }
+
+    /// The payload the `n`th saga's signal wait `step` is to receive, as
+    /// JSON of the wait's payload type; `None` (the default): the
+    /// simulation sends it nothing (the wait times out).
+    fn signal(&self, n: usize, step: &str) -> Option<serde_json::Value> {
+        let _ = (n, step);
+        None
     }
 }
 
@@ -110,6 +124,11 @@ pub struct Report {
     pub calls: u64,
     /// Disturbed participant calls.
     pub faults: u64,
+    /// Of those, calls that outlived their attempt timeout (and reached
+    /// the participant later).
+    pub timeouts: u64,
+    /// Signals the engine answered (accepted, kept, duplicate or refused).
+    pub signals: u64,
     /// Seeds that broke a promise.
     pub failures: Vec<SeedFailure>,
 }
@@ -187,6 +206,7 @@ fn disturbed<T: SimTarget>(
             injected: injected.clone(),
             may_reject: s.policy.class != StepClass::Retriable,
             rate,
+            timeout: s.policy.forward.attempt_timeout,
         });
     }
     def
@@ -208,6 +228,23 @@ async fn run_seed<T: SimTarget>(
         .map(|n| format!("sim-{seed}-{n}"))
         .collect();
     let mut acked: Vec<Option<SagaId>> = vec![None; options.sagas];
+    let senders = {
+        let def = target.definition();
+        let kinds: Vec<StepKind> = def.steps.iter().map(|s| s.policy.kind.clone()).collect();
+        let names: Vec<String> = def.steps.iter().map(|s| s.name.clone()).collect();
+        let plans = signals::plan(
+            &kinds,
+            &names,
+            options.sagas,
+            |n, step| target.signal(n, step),
+            &mut rng,
+        );
+        Arc::new(Mutex::new(plans))
+    };
+    let senders_done = |acked: &[Option<SagaId>]| {
+        let s = senders.lock().unwrap_or_else(|e| e.into_inner());
+        s.iter().all(|x| x.done() || acked[x.n].is_none())
+    };
     for round in 0..=crashes {
         let last = round == crashes;
         let crashed = Arc::new(AtomicBool::new(false));
@@ -248,6 +285,27 @@ async fn run_seed<T: SimTarget>(
                 acked[n] = Some(id);
             }
         }
+        // Senders go on with the signals not yet answered.
+        let pending: Vec<usize> = {
+            let s = senders.lock().unwrap_or_else(|e| e.into_inner());
+            (0..s.len())
+                .filter(|&i| !s[i].done() && acked[s[i].n].is_some())
+                .collect()
+        };
+        for i in pending {
+            let n = senders.lock().unwrap_or_else(|e| e.into_inner())[i].n;
+            let (Some(id), key) = (acked[n].clone(), keys[n].clone()) else {
+                continue;
+            };
+            tokio::spawn(signals::drive(
+                engine.clone(),
+                durable.clone(),
+                senders.clone(),
+                i,
+                id,
+                key,
+            ));
+        }
         let limit = tokio::time::Instant::now() + options.settle;
         loop {
             if crashed.load(Ordering::SeqCst) {
@@ -261,7 +319,7 @@ async fn run_seed<T: SimTarget>(
                     done = false;
                 }
             }
-            if done && (last || acked.iter().all(Option::is_some)) {
+            if done && senders_done(&acked) && (last || acked.iter().all(Option::is_some)) {
                 break;
             }
             if tokio::time::Instant::now() >= limit {
@@ -277,8 +335,16 @@ async fn run_seed<T: SimTarget>(
         }
         engine.shutdown(Duration::ZERO).await;
     }
+    // Calls that outlived their timeout reach the participant before the
+    // effects are judged.
+    while injected.late_pending.load(Ordering::SeqCst) > 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     report.calls += injected.calls.load(Ordering::Relaxed);
     report.faults += injected.faults.load(Ordering::Relaxed);
+    report.timeouts += injected.timeouts.load(Ordering::Relaxed);
+    let senders = senders.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    report.signals += senders.iter().map(|s| s.answers_len() as u64).sum::<u64>();
     let def = target.definition();
     for (n, id) in acked.iter().enumerate() {
         let Some(id) = id else {
@@ -291,6 +357,8 @@ async fn run_seed<T: SimTarget>(
             .ok_or_else(|| format!("acknowledged saga {id} lost"))?;
         let history = durable.history(id).await.map_err(|e| e.to_string())?;
         check_saga(&def, &rec, &history).map_err(|e| format!("saga {id}: {e}"))?;
+        let mine: Vec<signals::Sender> = senders.iter().filter(|s| s.n == n).cloned().collect();
+        signals::check(&mine, &rec).map_err(|e| format!("saga {id}: {e}"))?;
         target.check(&rec).map_err(|e| format!("saga {id}: {e}"))?;
         match rec.status() {
             SagaStatus::Completed => report.completed += 1,

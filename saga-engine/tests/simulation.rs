@@ -23,6 +23,15 @@
 //!   past the attempt timeout, lost replies, duplicate deliveries, requests
 //!   that arrive after their compensation, cancels (during a call and during
 //!   a retry wait), and compensations that fail for a while or for good.
+//! - `sim/shapes.rs`: besides plain chains, sagas whose steps 1 and 2 run
+//!   as a parallel group (members checked against the group's layout, their
+//!   data merged), and sagas with a durable signal wait after step 0 (a
+//!   400 ms timeout) whose client sends the signal on time, early, twice
+//!   (same id, then a fresh id), late or never, across crashes: a signal
+//!   reaches the data exactly once, repeats and late ones are refused, an
+//!   accepted signal is never followed by a timeout, an unsignalled wait
+//!   times out; the sweep requires crashes with a member under way and with
+//!   a saga waiting.
 //! - `sim/scenario.rs`: 3 to 8 sagas of 2 to 5 steps, clients that start
 //!   them (again, after a crash, if unacknowledged; sometimes twice at once)
 //!   and play the operator for stuck ones, 0 to 3 kills or graceful
@@ -53,6 +62,7 @@ mod sim {
     pub mod layer;
     pub mod participant;
     pub mod scenario;
+    pub mod shapes;
     pub mod store;
     pub mod world;
 }
@@ -227,6 +237,16 @@ fn seeds() {
             ),
             ("rejection", stats.rejections),
             ("failed compensation", stats.comp_failures),
+            ("saga with a parallel group", stats.groups),
+            ("saga with a signal wait", stats.waits),
+            ("signal answered", stats.signals),
+            ("late signal refused", stats.signals_late_refused),
+            ("wait timed out", stats.waits_timed_out),
+            (
+                "crash with a group member under way",
+                stats.crashes_in_group,
+            ),
+            ("crash with a saga waiting", stats.crashes_in_wait),
         ] {
             assert!(n > 0, "no {what} in {} seeds", stats.seeds);
         }
@@ -406,6 +426,14 @@ fn caused_by(sabotage: Sabotage, v: &str) -> bool {
         Sabotage::StuckLeavesIndex => {
             (v.contains("wait failed") && v.contains("no worker runs it"))
                 || v.contains("ended compensating")
+        }
+        // A member's success lost at a crash: the member looks never
+        // started, so the group is compensated without it.
+        Sabotage::GroupMemberForgotten => v.contains("still stands"),
+        // A waiting saga the index forgets: the open after a crash misses
+        // it (the index check sees it; its client waits forever).
+        Sabotage::WaitLeavesIndex => {
+            v.contains("no active index entry") || v.contains("still running")
         }
         Sabotage::None => false,
     }

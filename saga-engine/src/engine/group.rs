@@ -201,6 +201,19 @@ impl Inner {
             let outcome = prior
                 .and_then(|(name, attempt, took)| outcome_event(&input, name, attempt, took, next));
             let events = events_for(rec, outcome.into_iter().chain(model), next, now);
+            if let (Input::StepSucceeded { step }, Decision::RunGroup { .. }) = (&input, next) {
+                if crate::sabotage::active(crate::sabotage::GROUP_MEMBER_NOT_PERSISTED) {
+                    // Planted defect: the member's success is acted on but
+                    // written as if it had never started.
+                    let kept = rec.state.steps[*step].clone();
+                    rec.state.steps[*step].state = StepState::Pending;
+                    rec.state.steps[*step].attempts = 0;
+                    let r = self.commit(rec, events).await;
+                    rec.state.steps[*step] = kept;
+                    r?;
+                    continue;
+                }
+            }
             self.commit(rec, events).await?;
         }
     }

@@ -65,8 +65,22 @@ impl Engine {
             if rec.status().is_terminal() {
                 return Ok(rec);
             }
-            let parked =
+            let mut parked =
                 rec.state.parked_until().is_some() || self.inner.lock_workers().contains_key(id);
+            if !parked {
+                // A hand-over (a timer waking a parked saga, a signal to
+                // one) writes the record and then registers its worker,
+                // under the saga's lock: seen in between, look again under
+                // the lock (found by waits_crash: "no worker runs it").
+                let _handed_over = self.inner.saga_lock(id).await;
+                let again = self.status(id).await?;
+                parked = again.status().is_terminal()
+                    || again.state.parked_until().is_some()
+                    || self.inner.lock_workers().contains_key(id);
+                if parked {
+                    continue;
+                }
+            }
             if !parked
                 || self.inner.shutting_down.load(Ordering::SeqCst)
                 || self.inner.store.is_shared()

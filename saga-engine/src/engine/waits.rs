@@ -104,7 +104,9 @@ impl Inner {
         now: u64,
     ) -> Result<(Decision, Vec<EventKind>), Error> {
         let before = rec.state.clone();
-        let d = rec.state.apply(def.policies(), input, self.ctx(now))?;
+        // Sleep-until steps take their instant from the data as it stands.
+        let policies = def.policies_for(&rec.data);
+        let d = rec.state.apply(&policies, input, self.ctx(now))?;
         for g in rec.state.signals.iter_mut() {
             if let (Some(i), false) = (g.consumed_by, g.payload.is_null()) {
                 let payload = std::mem::take(&mut g.payload);
@@ -115,7 +117,7 @@ impl Inner {
                 }
             }
         }
-        Ok((d, model_events(&before, &rec.state, def.policies(), d)))
+        Ok((d, model_events(&before, &rec.state, &policies, d)))
     }
 
     /// Applies a signal to `rec` (not yet persisted): the outcome, the new

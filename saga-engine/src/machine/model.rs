@@ -253,6 +253,15 @@ pub enum StepKind {
         /// How long, in milliseconds.
         for_ms: u64,
     },
+    /// Sleeps until the instant `at_ms` (ms since the Unix epoch; one in
+    /// the past wakes at once). The definition computes it from the
+    /// saga's data; the runtime fills it in before each transition
+    /// (`SagaDefinition::policies_for`), and the wake time is fixed in
+    /// the state when the sleep begins.
+    SleepUntil {
+        /// When to wake, ms since the Unix epoch.
+        at_ms: u64,
+    },
 }
 
 /// What the machine needs to know of one step: its retry policies, its

@@ -1,7 +1,10 @@
 //! The faults [`super::simulate`] injects: a step wrapper that makes a
 //! participant call fail before its effect, lose its reply after it, be
-//! delivered twice, or be rejected; and a store wrapper that crashes the
-//! process at a chosen durable write, just before or just after it.
+//! delivered twice, be rejected, or outlive its attempt timeout (the
+//! engine gives up on it while the call is still on its way, and the
+//! effect lands later, maybe after the saga compensated it); and a store
+//! wrapper that crashes the process at a chosen durable write, just before
+//! or just after it.
 
 use crate::definition::{Step, StepContext, StepError};
 use crate::events::SagaEvent;
@@ -19,6 +22,10 @@ use std::sync::{Arc, Mutex};
 pub(super) struct Injected {
     pub calls: AtomicU64,
     pub faults: AtomicU64,
+    /// Calls that outlived their attempt timeout.
+    pub timeouts: AtomicU64,
+    /// Late calls still on their way to the participant.
+    pub late_pending: AtomicU64,
 }
 
 /// A step whose calls the simulation may disturb.
@@ -31,18 +38,37 @@ pub(super) struct Faulty<D> {
     pub may_reject: bool,
     /// Fault probability per call.
     pub rate: f64,
+    /// The step's attempt timeout, if it has one.
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl<D> Faulty<D> {
     fn draw(&self) -> (f64, u32) {
         let mut r = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-        (r.gen::<f64>(), r.gen_range(0..4u32))
+        (r.gen::<f64>(), r.gen_range(0..5u32))
+    }
+
+    fn late_by(&self, timeout: std::time::Duration) -> std::time::Duration {
+        let mut r = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        // Up to 40 timeouts late: a backlog at the participant, so it often
+        // lands after the saga gave up on the step and compensated it.
+        timeout + timeout.mul_f64(r.gen_range(0.0..40.0))
     }
 }
 
 #[async_trait]
 impl<D: Clone + Send + Sync + 'static> Step<D> for Faulty<D> {
     async fn run(&self, ctx: &StepContext, data: &mut D) -> Result<(), StepError> {
+        self.run_disturbed(ctx, data).await
+    }
+
+    async fn compensate(&self, ctx: &StepContext, data: &D) -> Result<(), StepError> {
+        self.compensate_disturbed(ctx, data).await
+    }
+}
+
+impl<D: Clone + Send + Sync + 'static> Faulty<D> {
+    async fn run_disturbed(&self, ctx: &StepContext, data: &mut D) -> Result<(), StepError> {
         self.injected.calls.fetch_add(1, Ordering::Relaxed);
         let (p, which) = self.draw();
         if p >= self.rate {
@@ -64,12 +90,38 @@ impl<D: Clone + Send + Sync + 'static> Step<D> for Faulty<D> {
                 let _ = self.inner.run(ctx, &mut copy).await;
                 self.inner.run(ctx, data).await
             }
-            _ if self.may_reject => Err(StepError::rejected("simulated: participant said no")),
-            _ => self.inner.run(ctx, data).await,
+            3 if self.may_reject => Err(StepError::rejected("simulated: participant said no")),
+            3 => self.inner.run(ctx, data).await,
+            // Slower than the attempt timeout: the engine stops waiting
+            // (and retries, or compensates) while the call is still on its
+            // way; it reaches the participant later.
+            _ => match self.timeout {
+                Some(t) => {
+                    self.injected.timeouts.fetch_add(1, Ordering::Relaxed);
+                    self.injected.late_pending.fetch_add(1, Ordering::SeqCst);
+                    let (inner, ctx, mut copy) = (self.inner.clone(), ctx.clone(), data.clone());
+                    let (late, injected) = (self.late_by(t), self.injected.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(late).await;
+                        let _ = inner.run(&ctx, &mut copy).await;
+                        injected.late_pending.fetch_sub(1, Ordering::SeqCst);
+                    });
+                    // Never answers within the timeout (the engine drops
+                    // this call when it expires).
+                    tokio::time::sleep(t * 8).await;
+                    Err(StepError::retryable("simulated: reply after the timeout"))
+                }
+                // No timeout to outlive: a slow reply.
+                None => {
+                    let r = self.inner.run(ctx, data).await;
+                    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                    r
+                }
+            },
         }
     }
 
-    async fn compensate(&self, ctx: &StepContext, data: &D) -> Result<(), StepError> {
+    async fn compensate_disturbed(&self, ctx: &StepContext, data: &D) -> Result<(), StepError> {
         self.injected.calls.fetch_add(1, Ordering::Relaxed);
         let (p, which) = self.draw();
         if p >= self.rate {

@@ -23,6 +23,15 @@ use std::time::Duration;
 pub struct SimData {
     pub no: usize,
     pub trail: Vec<String>,
+    /// Group members' marks (a member changes its own field: members'
+    /// changes are merged field by field).
+    #[serde(default)]
+    pub g1: bool,
+    #[serde(default)]
+    pub g2: bool,
+    /// Signal payloads the wait delivered (one, or none).
+    #[serde(default)]
+    pub signal: Vec<String>,
 }
 
 pub fn step_name(i: usize) -> String {
@@ -76,12 +85,10 @@ impl SimStep {
                 ctx.step
             ));
         }
-        let expected: Vec<String> = (0..i).map(step_name).collect();
-        if data.trail != expected {
-            w.violation(format!(
-                "req-{no}: step {i} saw saga data {:?}, expected {expected:?} (a step's output was not persisted)",
-                data.trail
-            ));
+        let plan = &w.plans[no];
+        let shape = plan.shape;
+        if let Some(p) = shape.check_data(i, plan.steps.len(), data, no) {
+            w.violation(format!("req-{no}: {p}"));
         }
         let mut problems = Vec::new();
         {
@@ -94,19 +101,21 @@ impl SimStep {
                 ));
             }
             let runs = l.runs.entry(no).or_default();
-            if runs.last().is_some_and(|&last| last > i) {
+            if runs
+                .last()
+                .is_some_and(|&last| shape.position(last) > shape.position(i))
+            {
                 problems.push(format!(
                     "req-{no}: step {i} called after step {}",
                     runs.last().unwrap()
                 ));
             }
             runs.push(i);
-            if i > 0 {
-                let prev = format!("{}:{}", ctx.saga_id, step_name(i - 1));
+            for k in shape.before(i) {
+                let prev = format!("{}:{}", ctx.saga_id, step_name(k));
                 if l.effects.get(&prev) != Some(&Effect::Applied) {
                     problems.push(format!(
-                        "req-{no}: step {i} called before step {} took effect ({:?})",
-                        i - 1,
+                        "req-{no}: step {i} called before step {k} took effect ({:?})",
                         l.effects.get(&prev)
                     ));
                 }
@@ -134,8 +143,17 @@ impl SimStep {
                 "req-{no}: compensation of step {i} has key {key:?}"
             ));
         }
-        let expected: Vec<String> = (0..data.trail.len()).map(step_name).collect();
-        if data.trail != expected || data.trail.len() < i {
+        let plan = &w.plans[no];
+        let order = plan.shape.trail_order(plan.steps.len());
+        let before = order
+            .iter()
+            .filter(|s| {
+                s.trim_start_matches('s')
+                    .parse::<usize>()
+                    .is_ok_and(|k| k < i)
+            })
+            .count();
+        if !order.starts_with(&data.trail) || data.trail.len() < before {
             problems.push(format!(
                 "req-{no}: compensation of step {i} saw saga data {:?}",
                 data.trail
@@ -179,7 +197,7 @@ fn send_cancel(
             let Ok(rec) = engine.status(&id).await else {
                 return;
             };
-            let s = &rec.state.steps[i];
+            let s = &rec.state.steps[w2.plans[no].shape.state_index(i)];
             let ok = s.state == StepState::RetryWait
                 && s.wake_at_ms.is_some_and(|t| t >= BASE_MS + w2.now_ms() + 5);
             if !ok {
@@ -292,7 +310,11 @@ impl Step<SimData> for SimStep {
         }
         w.log(format!("reply run {} {result:?}", ctx.idempotency_key));
         if result.is_ok() {
-            data.trail.push(step_name(i));
+            match (w.plans[no].shape.in_group(i), i) {
+                (true, 1) => data.g1 = true,
+                (true, _) => data.g2 = true,
+                _ => data.trail.push(step_name(i)),
+            }
         }
         result
     }

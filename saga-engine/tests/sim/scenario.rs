@@ -4,6 +4,7 @@
 
 use super::layer::{index_problems, Layer};
 use super::participant::{step_name, SimData, SimStep};
+use super::shapes::{check_wait, sender, Shape, SignalPlan, SIGNAL, WAIT_AT, WAIT_MS};
 use super::store::{fmt_event, SimStore};
 use super::world::{CompFault, Sabotage, Stats, World, ATTEMPT_TIMEOUT, BASE_MS};
 use saga_engine::{
@@ -58,7 +59,11 @@ fn definitions(world: &Arc<World>) -> Vec<SagaDefinition<SimData>> {
     // crashes consume (each crash mid-compensation counts one) never park a
     // saga: only a compensation broken for good may.
     let compensation = forward.clone().max_attempts(8);
-    (2..=5)
+    let step = |i: usize| SimStep {
+        world: world.clone(),
+        index: i,
+    };
+    let mut defs: Vec<SagaDefinition<SimData>> = (2..=5)
         .map(|n| {
             let mut b = SagaDefinition::builder(format!("sim{n}"), 1)
                 .default_retry(forward.clone())
@@ -74,7 +79,39 @@ fn definitions(world: &Arc<World>) -> Vec<SagaDefinition<SimData>> {
             }
             b.build().expect("a valid definition")
         })
-        .collect()
+        .collect();
+    // s0, then s1 and s2 as one parallel group, then the rest.
+    for n in 3..=5 {
+        let mut b = SagaDefinition::builder(Shape::Group.definition(n), 1)
+            .default_retry(forward.clone())
+            .default_compensation_retry(compensation.clone())
+            .step(step_name(0), step(0))
+            .group("g", |g| {
+                g.step(step_name(1), step(1)).step(step_name(2), step(2))
+            });
+        for i in 3..n {
+            b = b.step(step_name(i), step(i));
+        }
+        defs.push(b.build().expect("a valid definition"));
+    }
+    // s0, a signal wait, then the rest.
+    for n in 2..=5 {
+        let mut b = SagaDefinition::builder(Shape::Wait(SignalPlan::Never).definition(n), 1)
+            .default_retry(forward.clone())
+            .default_compensation_retry(compensation.clone())
+            .step(step_name(0), step(0))
+            .wait_for(
+                "w",
+                SIGNAL,
+                Duration::from_millis(WAIT_MS),
+                |d: &mut SimData, p: String| d.signal.push(p),
+            );
+        for i in 1..n {
+            b = b.step(step_name(i), step(i));
+        }
+        defs.push(b.build().expect("a valid definition"));
+    }
+    defs
 }
 
 /// When an engine process ends.
@@ -130,10 +167,13 @@ async fn open(world: &Arc<World>, store: &SimStore, clock: &Arc<TokioClock>) -> 
 async fn client(world: Arc<World>, engine: Engine, no: usize) {
     let plan = &world.plans[no];
     tokio::time::sleep_until(world.at(plan.start_at_ms)).await;
-    let def = format!("sim{}", plan.steps.len());
+    let def = plan.shape.definition(plan.steps.len());
     let input = SimData {
         no,
         trail: Vec::new(),
+        g1: false,
+        g2: false,
+        signal: Vec::new(),
     };
     let acked = world.acked(no);
     // A client that heard nothing must send the start again; one that did
@@ -266,6 +306,9 @@ async fn simulate(seed: u64, sabotage: Sabotage) -> Result<Run, Failure> {
         let mut clients = JoinSet::new();
         for no in 0..world.plans.len() {
             clients.spawn(client(world.clone(), engine.clone(), no));
+            if matches!(world.plans[no].shape, Shape::Wait(_)) {
+                clients.spawn(sender(world.clone(), engine.clone(), no));
+            }
         }
         match crashes.get(epoch) {
             Some(&stop) => {
@@ -287,6 +330,26 @@ async fn simulate(seed: u64, sabotage: Sabotage) -> Result<Run, Failure> {
                         }
                         tokio::time::sleep(Duration::from_millis(ms)).await;
                     }
+                }
+                {
+                    // What the process was doing when it stopped.
+                    let (now, _) = store.durable();
+                    let running_member = now.records.values().any(|r| {
+                        r.state.steps.iter().any(|s| {
+                            s.group.is_some()
+                                && matches!(
+                                    s.state,
+                                    saga_engine::StepState::Running
+                                        | saga_engine::StepState::RetryWait
+                                )
+                        })
+                    });
+                    let waiting = now
+                        .records
+                        .values()
+                        .any(|r| r.state.parked_until().is_some());
+                    stats.crashes_in_group += u64::from(running_member);
+                    stats.crashes_in_wait += u64::from(waiting);
                 }
                 let lost = match stop.graceful {
                     None => {
@@ -488,6 +551,23 @@ fn check(world: &World, durable: &Layer, stats: &mut Stats) {
         let rec = &durable.records[id];
         let history = durable.history.get(id).map(Vec::as_slice).unwrap_or(&[]);
         let status = rec.status();
+        match plan.shape {
+            Shape::Chain => {}
+            Shape::Group => stats.groups += 1,
+            Shape::Wait(signals) => {
+                stats.waits += 1;
+                let answers = ledger.signal_answers.get(&no).cloned().unwrap_or_default();
+                stats.signals_late_refused += (signals == SignalPlan::Late
+                    && answers.iter().any(|a| a.starts_with("refused")))
+                    as u64;
+                stats.waits_timed_out += rec.state.steps[WAIT_AT]
+                    .last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("timed out"))
+                    as u64;
+                check_wait(signals, no, rec, &answers, &mut problems);
+            }
+        }
 
         // Every saga ends, in exactly one terminal state.
         match status {

@@ -497,15 +497,22 @@ impl Store for SimStore {
             {
                 s.write(Op::PutActive(id.clone()), 0);
             }
+            let mut written = record.clone();
+            if self.world.sabotage == Sabotage::GroupMemberForgotten {
+                forget_member(&mut written);
+            }
             let put = s.write(
                 Op::PutRecord {
-                    rec: Box::new(record.clone()),
+                    rec: Box::new(written),
                     events: events.to_vec(),
                     fresh: false,
                 },
                 0,
             );
-            let last = if terminal {
+            // Sabotage::WaitLeavesIndex: a saga entering a wait leaves the index.
+            let forgets_wait = self.world.sabotage == Sabotage::WaitLeavesIndex
+                && record.state.parked_until().is_some();
+            let last = if terminal || forgets_wait {
                 s.write(Op::DelActive(id.clone()), 0)
             } else {
                 put
@@ -619,5 +626,25 @@ impl Store for SimStore {
             .take(limit)
             .cloned()
             .collect())
+    }
+}
+
+/// `Sabotage::GroupMemberForgotten`: while a group runs, a member that
+/// succeeded is written as never started.
+fn forget_member(rec: &mut saga_engine::SagaRecord) {
+    use saga_engine::StepState;
+    let steps = &mut rec.state.steps;
+    let running = steps
+        .iter()
+        .any(|s| s.group.is_some() && s.state == StepState::Running);
+    if !running {
+        return;
+    }
+    if let Some(s) = steps
+        .iter_mut()
+        .find(|s| s.group.is_some() && s.state == StepState::Succeeded)
+    {
+        s.state = StepState::Pending;
+        s.attempts = 0;
     }
 }

@@ -41,11 +41,19 @@ pub enum Sabotage {
     /// stuck one, `Stuck` -> `Compensating`) does not put its active index
     /// entry back, so an engine opening after a crash does not resume it.
     StuckLeavesIndex,
+    /// While a parallel group runs, the store writes a member that
+    /// succeeded as never started (its result acknowledged, not kept).
+    GroupMemberForgotten,
+    /// A saga entering a durable wait leaves the active (timer) index, so
+    /// an engine opening after a crash never wakes it.
+    WaitLeavesIndex,
 }
 
 impl Sabotage {
     /// Every planted defect.
-    pub const ALL: [Sabotage; 5] = [
+    pub const ALL: [Sabotage; 7] = [
+        Sabotage::GroupMemberForgotten,
+        Sabotage::WaitLeavesIndex,
         Sabotage::FlushLosesWrites,
         Sabotage::AckBeforeFlush,
         Sabotage::NotIdempotent,
@@ -130,6 +138,8 @@ pub struct SagaPlan {
     pub cancel: Option<(usize, CancelWhen)>,
     /// One entry per step.
     pub steps: Vec<StepPlan>,
+    /// A chain, a parallel group, or a signal wait.
+    pub shape: super::shapes::Shape,
 }
 
 /// The state of one effect at a participant, by idempotency key.
@@ -189,6 +199,18 @@ pub struct Stats {
     pub late_noop: u64,
     pub rejections: u64,
     pub comp_failures: u64,
+    /// Sagas with a parallel group, and with a signal wait.
+    pub groups: u64,
+    pub waits: u64,
+    /// Signal answers (accepted, kept, duplicate, refused).
+    pub signals: u64,
+    /// Signal answers that refused a late signal.
+    pub signals_late_refused: u64,
+    /// Waits that timed out.
+    pub waits_timed_out: u64,
+    /// Crashes with a group member under way, and with a saga waiting.
+    pub crashes_in_group: u64,
+    pub crashes_in_wait: u64,
 }
 
 impl Stats {
@@ -217,6 +239,13 @@ impl Stats {
         self.late_noop += o.late_noop;
         self.rejections += o.rejections;
         self.comp_failures += o.comp_failures;
+        self.groups += o.groups;
+        self.waits += o.waits;
+        self.signals += o.signals;
+        self.signals_late_refused += o.signals_late_refused;
+        self.waits_timed_out += o.waits_timed_out;
+        self.crashes_in_group += o.crashes_in_group;
+        self.crashes_in_wait += o.crashes_in_wait;
     }
 }
 
@@ -247,6 +276,8 @@ pub struct Ledger {
     pub cancel_acked: BTreeSet<usize>,
     /// The id every acknowledged start of a request returned.
     pub acks: BTreeMap<usize, SagaId>,
+    /// The engine's answers to each request's signals, in order.
+    pub signal_answers: BTreeMap<usize, Vec<String>>,
     /// What went wrong, as it was seen.
     pub violations: Vec<String>,
     pub stats: Stats,
@@ -314,6 +345,21 @@ impl World {
                             },
                         })
                         .collect(),
+                    shape: {
+                        use super::shapes::{Shape, SignalPlan};
+                        match rng.gen_range(0..100) {
+                            0..=49 => Shape::Chain,
+                            50..=74 if steps >= 3 => Shape::Group,
+                            50..=74 => Shape::Chain,
+                            _ => Shape::Wait(match rng.gen_range(0..5) {
+                                0 => SignalPlan::OnTime,
+                                1 => SignalPlan::Early,
+                                2 => SignalPlan::Duplicate,
+                                3 => SignalPlan::Late,
+                                _ => SignalPlan::Never,
+                            }),
+                        }
+                    },
                 }
             })
             .collect();

@@ -405,7 +405,12 @@ impl Store for SledStore {
             // record, so a crash in between leaves "resume now" (the saga
             // is loaded at open and parks again), never a parked entry for
             // a saga that is running.
-            self.tree.insert(&ak, &t.to_be_bytes()[..]).map_err(io)?;
+            if crate::sabotage::active(crate::sabotage::WAIT_NOT_INDEXED) {
+                // Planted defect: the waiting saga leaves the index.
+                self.tree.remove(&ak).map_err(io)?;
+            } else {
+                self.tree.insert(&ak, &t.to_be_bytes()[..]).map_err(io)?;
+            }
         }
         self.commit.durable().await
     }
