@@ -300,6 +300,9 @@ fn trip_view(state: &AppState, rec: &SagaRecord) -> Result<Value, ApiError> {
         "miles_awarded": d.miles_awarded,
         "miles_redeemed": d.miles_payment.as_ref().map(|m| m.miles),
         "created_at_ms": rec.created_at_ms,
+        // A held booking's deadline (RFC 3339), as the hold-now-pay-later
+        // saga keeps it in its data; the page shows the time left.
+        "hold_expires_at": rec.data.get("hold_expires_at").filter(|v| v.is_string()),
         "status_url": format!("/api/bookings/{}", rec.id),
         "events_url": format!("/api/sagas/{}/events", rec.id),
         "ticket_url": (status == "confirmed").then(|| reference.map(|r| format!("/api/tickets/{r}"))).flatten(),

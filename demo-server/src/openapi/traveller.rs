@@ -180,6 +180,7 @@ fn account_schemas() -> Value {
             "flight_id": string(), "date": { "type": "string", "format": "date" }, "cabin": string(),
             "passengers": { "type": "array", "items": schema("Passenger") }, "price": schema("PriceBreakdown"), "charged": schema("Money"),
             "miles_awarded": nullable("integer"), "miles_redeemed": nullable("integer"), "created_at_ms": { "type": "integer" },
+            "hold_expires_at": { "type": "string", "format": "date-time", "nullable": true, "description": "A held booking's payment deadline" },
             "status_url": string(), "events_url": string(), "ticket_url": nullable("string") } },
         "TripsPage": { "type": "object", "properties": { "trips": { "type": "array", "items": schema("Trip") },
             "next_cursor": nullable("string"), "loyalty": { "allOf": [schema("LoyaltyAccount")], "nullable": true } } },
