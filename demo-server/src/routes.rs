@@ -99,6 +99,8 @@ pub enum Endpoint {
     CancelMyTrip,
     /// A confirmed booking's printable e-ticket.
     Ticket,
+    /// A confirmed booking's e-ticket as a PDF.
+    TicketPdf,
     /// The price of a booking before it is made (promo code, miles).
     Quote,
     /// Create or replace a promo code (admin).
@@ -163,6 +165,7 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/api/bookings", Endpoint::CreateBooking),
     route("GET", "/api/bookings/lookup", Endpoint::BookingLookup),
     route("GET", "/api/bookings/{id}", Endpoint::GetBooking),
+    route("GET", "/api/bookings/{id}/ticket.pdf", Endpoint::TicketPdf),
     route("GET", "/api/sagas/{id}/events", Endpoint::SagaEvents),
     admin("GET", "/api/events", Endpoint::AllEvents),
     route("GET", "/api/faults", Endpoint::GetFaults),
@@ -418,7 +421,7 @@ pub async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Response<
         Endpoint::BookingLookup | Endpoint::CreateCancellation => Some(RateKind::BookingLookup),
         Endpoint::LoyaltyAccount => Some(RateKind::LoyaltyLookup),
         Endpoint::Enroll | Endpoint::Register => Some(RateKind::Enroll),
-        Endpoint::Ticket | Endpoint::LinkLoyalty => Some(RateKind::BookingLookup),
+        Endpoint::Ticket | Endpoint::TicketPdf | Endpoint::LinkLoyalty => Some(RateKind::BookingLookup),
         _ => None,
     };
     if let (Some(kind), Some(ip)) = (rate, client) {

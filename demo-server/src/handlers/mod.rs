@@ -12,6 +12,7 @@ mod loyalty;
 mod ops;
 mod promo;
 mod saga_ops;
+mod ticket_pdf;
 mod tickets;
 
 use crate::api::ApiError;
@@ -65,6 +66,7 @@ pub async fn handle(
         Endpoint::LinkLoyalty => accounts::link_loyalty(state, req).await,
         Endpoint::CancelMyTrip => accounts::cancel_trip(state, req).await,
         Endpoint::Ticket => tickets::ticket(state, &req).await,
+        Endpoint::TicketPdf => ticket_pdf::ticket_pdf(state, &req).await,
         Endpoint::Quote => promo::quote(state, req).await,
         Endpoint::AdminPutPromo => promo::admin_put(state, req).await,
         Endpoint::AdminPromos => promo::admin_list(state, &req).await,

@@ -108,6 +108,12 @@ fn account_paths() -> Value {
         "responses": { "200": { "description": "The e-ticket", "content": { "text/html": { "schema": string() } } },
             "404": error("No booking matches (reference, last name or owner)"),
             "409": error("The booking is cancelled: no valid ticket") } });
+    let pdf = json!({ "description": "The e-ticket of a confirmed booking as a one-page PDF (reference, flight, cabin, passengers, boarding code and bars), made with pdf-writer. The id is the booking id or its reference; authorised exactly as the HTML ticket. Rate-limited like the booking lookup.",
+        "parameters": [path_param("id", "The booking id (or its reference)"),
+            { "name": "last_name", "in": "query", "required": false, "schema": string(), "description": "A passenger's last name (not needed with the owning account's session)" }],
+        "responses": { "200": { "description": "The PDF", "content": { "application/pdf": { "schema": { "type": "string", "format": "binary" } } } },
+            "404": error("No booking matches (id, last name or owner)"),
+            "409": error("The booking is cancelled: no valid ticket") } });
     let mut quote = json!({ "description": "Prices a booking before it is made, through the same functions the booking uses: the fare's price, the promo code's discount (off the base fare), miles redeemed on what is left, and the charge the card will see.",
         "responses": { "200": ok("The quote", schema("Quote")) } });
     body(&mut quote, "QuoteRequest");
@@ -131,6 +137,7 @@ fn account_paths() -> Value {
         "/api/account/loyalty": { "post": op("accounts", "Link a loyalty account", link, false) },
         "/api/account/cancellations": { "post": op("accounts", "Cancel one of my bookings", cancel, false) },
         "/api/tickets/{id}": { "get": op("bookings", "A confirmed booking's e-ticket (HTML)", ticket, false) },
+        "/api/bookings/{id}/ticket.pdf": { "get": op("bookings", "A confirmed booking's e-ticket (PDF)", pdf, false) },
     })
 }
 
