@@ -130,6 +130,25 @@ enum Command {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Write a consistent backup of every record of a running server to a
+    /// file (format version and SHA-256 checksum), e.g.
+    /// `demo-server backup --out skysaga.backup`.
+    Backup {
+        /// The file to write (replaced whole, through a temporary file).
+        #[arg(long)]
+        out: PathBuf,
+        /// The running server.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+    },
+    /// Restore a backup into a new or empty data directory (no server
+    /// needed), e.g. `demo-server restore --from skysaga.backup --data-dir ./restored`.
+    /// Refuses a damaged, truncated or newer file and a non-empty directory.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// List, inspect, retry, cancel, purge and export sagas through a
     /// running server's admin API (or, to read, the data directory of a
     /// stopped one).
@@ -167,6 +186,8 @@ fn main() -> ExitCode {
             mode,
         }) => import(&cli.data_dir, dir, currency, *mode),
         Some(Command::Export { dir }) => export(&cli.data_dir, dir),
+        Some(Command::Backup { out, server }) => backup(&cli.data_dir, server, out),
+        Some(Command::Restore { from }) => restore(&cli.data_dir, from),
         Some(Command::Sagas(args)) => demo_server::cli::run(
             args,
             &cli.data_dir,
@@ -187,6 +208,33 @@ fn main() -> ExitCode {
 }
 
 type Fallible = Result<(), Box<dyn std::error::Error>>;
+
+fn backup(data_dir: &Path, server: &str, out: &Path) -> Fallible {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let token = demo_server::cli::token(data_dir);
+    let header = runtime.block_on(demo_server::backup::client::backup(server, token, out))?;
+    println!(
+        "demo-server: backup of {} records in {} trees written to {}",
+        header.records,
+        header.trees,
+        out.display()
+    );
+    Ok(())
+}
+
+fn restore(data_dir: &Path, from: &Path) -> Fallible {
+    let header = demo_server::backup::client::restore_file(from, data_dir)?;
+    println!(
+        "demo-server: restored {} records in {} trees (backup of {}) into {}",
+        header.records,
+        header.trees,
+        header.created_at.to_rfc3339(),
+        data_dir.display()
+    );
+    Ok(())
+}
 
 fn run_server(cli: &Cli) -> Fallible {
     let runtime = tokio::runtime::Builder::new_multi_thread()

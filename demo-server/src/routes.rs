@@ -101,6 +101,8 @@ pub enum Endpoint {
     Ticket,
     /// A confirmed booking's e-ticket as a PDF.
     TicketPdf,
+    /// A consistent snapshot of every record (admin).
+    AdminBackup,
     /// The price of a booking before it is made (promo code, miles).
     Quote,
     /// Create or replace a promo code (admin).
@@ -210,6 +212,7 @@ pub const ROUTES: &[Route] = &[
         Endpoint::AdminPutPromo,
     ),
     admin("GET", "/api/admin/promo-codes", Endpoint::AdminPromos),
+    admin("POST", "/api/admin/backup", Endpoint::AdminBackup),
 ];
 
 /// Matches `path` against `pattern`; the captured segments on success.
@@ -421,7 +424,9 @@ pub async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Response<
         Endpoint::BookingLookup | Endpoint::CreateCancellation => Some(RateKind::BookingLookup),
         Endpoint::LoyaltyAccount => Some(RateKind::LoyaltyLookup),
         Endpoint::Enroll | Endpoint::Register => Some(RateKind::Enroll),
-        Endpoint::Ticket | Endpoint::TicketPdf | Endpoint::LinkLoyalty => Some(RateKind::BookingLookup),
+        Endpoint::Ticket | Endpoint::TicketPdf | Endpoint::LinkLoyalty => {
+            Some(RateKind::BookingLookup)
+        }
         _ => None,
     };
     if let (Some(kind), Some(ip)) = (rate, client) {

@@ -129,8 +129,11 @@ async fn the_pdf_ticket_is_a_real_pdf_with_the_reference_and_every_passenger() {
         assert!(Instant::now() < deadline, "never cancelled: {}", r.text);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (status, head, _) =
-        get_bytes(addr, &format!("/api/bookings/{id}/ticket.pdf?last_name=Babbage")).await;
+    let (status, head, _) = get_bytes(
+        addr,
+        &format!("/api/bookings/{id}/ticket.pdf?last_name=Babbage"),
+    )
+    .await;
     assert_eq!(status, 409, "{head}");
     server.stop().await;
 }

@@ -16,6 +16,7 @@
 //! | `start-inline` | `Engine::start` writes and spawns in the caller's future (not cancel-safe) |
 //! | `replay-before-durable` | a replayed booking key is acknowledged without a durability barrier |
 //! | `purge-forgets-keys` | retention deletes a saga without retiring its idempotency key |
+//! | `backup-no-barrier` | (demo-server) a backup snapshot does not hold writes back |
 
 /// The store never flushes sled.
 pub const NO_FLUSH: &str = "no-flush";
@@ -36,8 +37,12 @@ pub const REPLAY_BEFORE_DURABLE: &str = "replay-before-durable";
 /// Retention deletes a saga without retiring its key.
 pub const PURGE_FORGETS_KEYS: &str = "purge-forgets-keys";
 
+/// A backup snapshot does not hold the server's writes back.
+pub const BACKUP_NO_BARRIER: &str = "backup-no-barrier";
+
 /// Every mode there is.
-pub const ALL: [&str; 8] = [
+pub const ALL: [&str; 9] = [
+    BACKUP_NO_BARRIER,
     PURGE_FORGETS_KEYS,
     NO_FLUSH,
     ACK_BEFORE_FLUSH,

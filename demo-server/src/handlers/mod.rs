@@ -5,6 +5,7 @@
 
 mod accounts;
 mod admin;
+mod backup;
 mod bookings;
 mod cancellations;
 mod catalog;
@@ -67,6 +68,7 @@ pub async fn handle(
         Endpoint::CancelMyTrip => accounts::cancel_trip(state, req).await,
         Endpoint::Ticket => tickets::ticket(state, &req).await,
         Endpoint::TicketPdf => ticket_pdf::ticket_pdf(state, &req).await,
+        Endpoint::AdminBackup => backup::backup(state).await,
         Endpoint::Quote => promo::quote(state, req).await,
         Endpoint::AdminPutPromo => promo::admin_put(state, req).await,
         Endpoint::AdminPromos => promo::admin_list(state, &req).await,

@@ -161,6 +161,7 @@ pub async fn admin_put(state: &AppState, mut req: Req) -> Result<Response<Body>,
         valid_until,
         max_uses,
     };
+    let _write = state.barrier.write().await;
     let saved = state.services.promos.put(code).await.map_err(|e| match e {
         PromoError::Invalid(m) => ApiError::field("code", m),
         other => ApiError::Internal(other.to_string()),

@@ -92,8 +92,13 @@ impl Lines {
 /// The ticket of a confirmed booking as PDF bytes.
 pub fn render(r: &BookingRecord, f: Option<&FlightSummary>) -> Vec<u8> {
     const PAGE: (f32, f32) = (595.0, 842.0); // A4 in points
-    let (catalog, tree, page, font, contents) =
-        (Ref::new(1), Ref::new(2), Ref::new(3), Ref::new(4), Ref::new(5));
+    let (catalog, tree, page, font, contents) = (
+        Ref::new(1),
+        Ref::new(2),
+        Ref::new(3),
+        Ref::new(4),
+        Ref::new(5),
+    );
     let mut pdf = Pdf::new();
     pdf.catalog(catalog).pages(tree);
     pdf.pages(tree).kids([page]).count(1);
@@ -117,17 +122,11 @@ pub fn render(r: &BookingRecord, f: Option<&FlightSummary>) -> Vec<u8> {
     l.gap(8.0);
     match f {
         Some(f) => {
-            l.line(
-                16.0,
-                &format!("{} to {}", f.origin, f.destination),
-            );
+            l.line(16.0, &format!("{} to {}", f.origin, f.destination));
             l.line(11.0, &format!("Flight {} {}", f.airline, f.flight_no));
             l.line(11.0, &format!("Date {}", r.date));
             l.line(11.0, &format!("Departs {}", f.departure));
-            l.line(
-                11.0,
-                &format!("Arrives {} ({})", f.arrival, f.arrival_date),
-            );
+            l.line(11.0, &format!("Arrives {} ({})", f.arrival, f.arrival_date));
         }
         None => {
             l.line(11.0, &format!("Flight {}", r.flight_id.0));

@@ -114,6 +114,11 @@ fn account_paths() -> Value {
         "responses": { "200": { "description": "The PDF", "content": { "application/pdf": { "schema": { "type": "string", "format": "binary" } } } },
             "404": error("No booking matches (id, last name or owner)"),
             "409": error("The booking is cancelled: no valid ticket") } });
+    let backup = json!({ "description": "A consistent snapshot of every record of this server (catalog, sagas and histories, bookings, payments, loyalty, accounts, sessions, promo codes), taken under a write barrier: writes under way finish, new ones wait while the trees are copied. The backup file format (version, SHA-256 checksum) is described in demo-server's backup module; `demo-server restore` reads it. Card numbers and CVCs are never stored, so never in a backup. 409 when the sagas are in a shared store.",
+        "responses": { "200": { "description": "The backup file", "headers": {
+                "x-backup-trees": { "schema": { "type": "integer" } }, "x-backup-records": { "schema": { "type": "integer" } } },
+                "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } },
+            "409": error("The sagas are kept in a shared store: back that up with its own tools") } });
     let mut quote = json!({ "description": "Prices a booking before it is made, through the same functions the booking uses: the fare's price, the promo code's discount (off the base fare), miles redeemed on what is left, and the charge the card will see.",
         "responses": { "200": ok("The quote", schema("Quote")) } });
     body(&mut quote, "QuoteRequest");
@@ -127,6 +132,7 @@ fn account_paths() -> Value {
         "/api/quote": { "post": op("bookings", "Price a booking before making it (promo code, miles)", quote, false) },
         "/api/admin/promo-codes/{id}": { "put": op("admin", "Create or replace a promo code", put_promo, true) },
         "/api/admin/promo-codes": { "get": op("admin", "Every promo code", list_promos, true) },
+        "/api/admin/backup": { "post": op("admin", "Take a backup of every record", backup, true) },
         "/api/accounts": { "post": op("accounts", "Register a traveller account", register, false) },
         "/api/session": {
             "post": op("accounts", "Log in", login, false),
