@@ -103,6 +103,8 @@ pub enum Endpoint {
     TicketPdf,
     /// A consistent snapshot of every record (admin).
     AdminBackup,
+    /// Import a schedule into the running server (admin).
+    AdminCatalogImport,
     /// The price of a booking before it is made (promo code, miles).
     Quote,
     /// Create or replace a promo code (admin).
@@ -213,6 +215,11 @@ pub const ROUTES: &[Route] = &[
     ),
     admin("GET", "/api/admin/promo-codes", Endpoint::AdminPromos),
     admin("POST", "/api/admin/backup", Endpoint::AdminBackup),
+    admin(
+        "POST",
+        "/api/admin/catalog/import",
+        Endpoint::AdminCatalogImport,
+    ),
 ];
 
 /// Matches `path` against `pattern`; the captured segments on success.
@@ -319,6 +326,15 @@ impl Req {
             state.config.body_read_timeout,
         )
         .await
+    }
+
+    /// The body, read within `limit` bytes (a route that takes more than
+    /// the server's usual limit) and the usual deadline.
+    pub async fn bytes_up_to(&mut self, state: &AppState, limit: usize) -> Result<Bytes, ApiError> {
+        let Some(body) = self.body.take() else {
+            return Ok(Bytes::new());
+        };
+        read_limited(&self.headers, body, limit, state.config.body_read_timeout).await
     }
 
     /// The body as JSON: `415` if it says it is something else, `400` if it

@@ -17,6 +17,7 @@
 //! | `replay-before-durable` | a replayed booking key is acknowledged without a durability barrier |
 //! | `purge-forgets-keys` | retention deletes a saga without retiring its idempotency key |
 //! | `backup-no-barrier` | (demo-server) a backup snapshot does not hold writes back |
+//! | `catalog-clear-then-load` | (booking-domain) a live catalog import empties the served catalog, then loads |
 
 /// The store never flushes sled.
 pub const NO_FLUSH: &str = "no-flush";
@@ -40,9 +41,13 @@ pub const PURGE_FORGETS_KEYS: &str = "purge-forgets-keys";
 /// A backup snapshot does not hold the server's writes back.
 pub const BACKUP_NO_BARRIER: &str = "backup-no-barrier";
 
+/// A live catalog import serves an empty catalog while it loads.
+pub const CATALOG_CLEAR_THEN_LOAD: &str = "catalog-clear-then-load";
+
 /// Every mode there is.
-pub const ALL: [&str; 9] = [
+pub const ALL: [&str; 10] = [
     BACKUP_NO_BARRIER,
+    CATALOG_CLEAR_THEN_LOAD,
     PURGE_FORGETS_KEYS,
     NO_FLUSH,
     ACK_BEFORE_FLUSH,

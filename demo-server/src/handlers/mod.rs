@@ -9,6 +9,7 @@ mod backup;
 mod bookings;
 mod cancellations;
 mod catalog;
+mod catalog_import;
 mod loyalty;
 mod ops;
 mod promo;
@@ -69,6 +70,7 @@ pub async fn handle(
         Endpoint::Ticket => tickets::ticket(state, &req).await,
         Endpoint::TicketPdf => ticket_pdf::ticket_pdf(state, &req).await,
         Endpoint::AdminBackup => backup::backup(state).await,
+        Endpoint::AdminCatalogImport => catalog_import::import(state, req).await,
         Endpoint::Quote => promo::quote(state, req).await,
         Endpoint::AdminPutPromo => promo::admin_put(state, req).await,
         Endpoint::AdminPromos => promo::admin_list(state, &req).await,

@@ -119,6 +119,19 @@ fn account_paths() -> Value {
                 "x-backup-trees": { "schema": { "type": "integer" } }, "x-backup-records": { "schema": { "type": "integer" } } },
                 "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } },
             "409": error("The sagas are kept in a shared store: back that up with its own tools") } });
+    let import = json!({ "description": "Imports a schedule (the CSV formats of `demo-server import`) into the running server, no restart. The rows go to a private copy of the catalog, written to the database in one transaction, and the copy replaces the served catalog whole: a search during the import sees the old catalog or the new one, never part of the import. Bodies up to 32 MiB.",
+        "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["currency"], "properties": {
+            "currency": { "type": "string", "description": "ISO 4217 code of the fares" },
+            "mode": { "type": "string", "enum": ["skip", "reject"], "default": "skip" },
+            "airports_csv": { "type": "string", "nullable": true },
+            "flights_csv": { "oneOf": [string(), { "type": "array", "items": string() }] } } } } } },
+        "responses": { "200": ok("Imported", json!({ "type": "object", "properties": {
+                "imported": { "type": "integer" }, "airports": { "type": "integer" }, "flights": { "type": "integer" },
+                "replaced": { "type": "integer" }, "duplicates": { "type": "integer" }, "skipped": { "type": "integer" },
+                "errors": { "type": "array", "items": string() },
+                "catalog": { "type": "object", "properties": { "airports": { "type": "integer" }, "flights": { "type": "integer" } } } } })),
+            "400": error("Malformed JSON"), "413": error("Body over 32 MiB"),
+            "422": ok("Invalid request or schedule (mode reject: a bad row); nothing imported", schema("ValidationError")) } });
     let mut quote = json!({ "description": "Prices a booking before it is made, through the same functions the booking uses: the fare's price, the promo code's discount (off the base fare), miles redeemed on what is left, and the charge the card will see.",
         "responses": { "200": ok("The quote", schema("Quote")) } });
     body(&mut quote, "QuoteRequest");
@@ -133,6 +146,7 @@ fn account_paths() -> Value {
         "/api/admin/promo-codes/{id}": { "put": op("admin", "Create or replace a promo code", put_promo, true) },
         "/api/admin/promo-codes": { "get": op("admin", "Every promo code", list_promos, true) },
         "/api/admin/backup": { "post": op("admin", "Take a backup of every record", backup, true) },
+        "/api/admin/catalog/import": { "post": op("admin", "Import a schedule into the running server", import, true) },
         "/api/accounts": { "post": op("accounts", "Register a traveller account", register, false) },
         "/api/session": {
             "post": op("accounts", "Log in", login, false),
