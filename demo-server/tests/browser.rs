@@ -67,6 +67,9 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 /// The admin page and the search results at desktop and phone widths.
 #[path = "browser_ops/mod.rs"]
 mod ops;
+/// Accounts, My trips, promo code, miles, PDF ticket, cancellation.
+#[path = "browser_traveller/mod.rs"]
+mod traveller;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_booking_confirms_then_one_with_a_rejection_compensates_in_the_browser() {

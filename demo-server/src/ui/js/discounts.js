@@ -32,7 +32,7 @@ async function refreshQuote() {
       el("dt", {}, "Taxes and fees"), el("dd", {}, money({ minor: q.price.taxes.minor + q.price.fees.minor, currency: q.price.total.currency })),
       q.promo ? [el("dt", {}, "Code " + q.promo.code), el("dd", { "data-testid": "quote-promo" }, "\u2212" + money(q.promo.discount))] : null,
       q.miles ? [el("dt", {}, q.miles.miles.toLocaleString() + " miles"), el("dd", { "data-testid": "quote-miles" }, "\u2212" + money(q.miles.discount))] : null,
-      el("dt", {}, "Card is charged"), el("dd", {}, el("strong", { "data-testid": "quote-charge" }, money(q.charge)))));
+      el("dt", {}, "Card is charged"), el("dd", {}, el("strong", { "data-testid": "quote-charge", "data-minor": String(q.charge.minor) }, money(q.charge)))));
   } catch (err) {
     if (seq !== quoteSeq) return;
     clear(out);
@@ -47,7 +47,10 @@ function syncMiles() {
 }
 
 bookingHooks.open.push((target) => {
+  // A new booking starts without the last one's code and miles.
   quoteTarget = target;
+  $("booking-promo").value = "";
+  $("booking-redeem-miles").value = "";
   syncMiles();
   refreshQuote();
 });

@@ -52,8 +52,9 @@ function tripCard(t) {
         "data-testid": "trip-pay" }, "Pay now")) : null,
     el("p", { class: "actions" },
       el("a", { href: "#/booking/" + encodeURIComponent(t.booking_id) }, "How it was booked"),
-      t.ticket_url ? [" \u00b7 ", el("a", { href: t.ticket_url, target: "_blank", rel: "noopener", "data-testid": "trip-ticket" }, "E-ticket"),
-        " \u00b7 ", el("a", { href: "/api/bookings/" + encodeURIComponent(t.booking_id) + "/ticket.pdf", target: "_blank", rel: "noopener", "data-testid": "trip-ticket-pdf" }, "PDF")] : null,
+      t.ticket_url ? el("span", { "data-testid": "trip-tickets" }, " \u00b7 ",
+        el("a", { href: t.ticket_url, target: "_blank", rel: "noopener", "data-testid": "trip-ticket" }, "E-ticket"), " \u00b7 ",
+        el("a", { href: "/api/bookings/" + encodeURIComponent(t.booking_id) + "/ticket.pdf", target: "_blank", rel: "noopener", "data-testid": "trip-ticket-pdf" }, "PDF")) : null,
       status === "confirmed" ? [" ", el("button", { type: "button", class: "secondary small", "data-testid": "trip-cancel",
         onclick: (ev) => cancelTrip(ev.target, card, t.booking_id) }, "Cancel this trip")] : null),
     el("div", { "data-testid": "trip-cancellation" }));
@@ -66,7 +67,18 @@ async function cancelTrip(button, card, bookingId) {
   const out = clear(card.querySelector("[data-testid=trip-cancellation]"));
   try {
     const r = await api("POST", "/api/account/cancellations", { body: { booking_id: bookingId } });
-    followCancellation(out, r, () => loadTrips(tripCursors[tripCursors.length - 1], false));
+    followCancellation(out, r, (c) => {
+      if (c.status !== "cancelled") {
+        button.disabled = false;
+        return;
+      }
+      // The card shows the trip as cancelled; no ticket, no cancel button.
+      card.dataset.status = "cancelled";
+      const badge = card.querySelector("[data-testid=trip-status]");
+      badge.textContent = TRIP_STATUS.cancelled;
+      badge.dataset.status = "compensated";
+      card.querySelectorAll("[data-testid=trip-cancel], [data-testid=trip-tickets]").forEach((n) => n.remove());
+    });
   } catch (err) {
     out.append(el("p", { class: "error", "data-testid": "trip-cancel-error" }, err.message));
     button.disabled = false;
@@ -82,13 +94,14 @@ function followCancellation(out, accepted, done) {
     es.close();
     try {
       const c = await api("GET", accepted.status_url);
-      clear(out).append(el("p", { "data-testid": "trip-cancel-result", "data-status": c.status, class: c.status === "cancelled" ? "success" : "error" },
+      clear(out).append(el("p", { "data-testid": "trip-cancel-result", "data-status": c.status, "data-refund-minor": c.refund ? String(c.refund.minor) : "",
+        class: c.status === "cancelled" ? "success" : "error" },
         c.status === "cancelled"
           ? "Cancelled. Refunded " + money(c.refund) + (c.fee && c.fee.minor ? " (fee " + money(c.fee) + ")" : "") +
             (c.seats_released ? "; " + c.seats_released + " seat(s) released" : "") +
             (c.miles_recredited ? "; " + c.miles_recredited.toLocaleString() + " miles back" : "") + "."
           : "Not cancelled: " + (c.failure_reason || c.status)));
-      if (done) setTimeout(done, 1500);
+      if (done) done(c);
     } catch (err) {
       out.append(el("p", { class: "error" }, err.message));
     }
