@@ -15,6 +15,7 @@
 
 mod checks;
 mod child;
+mod traveller_mix;
 
 pub use child::child_main;
 

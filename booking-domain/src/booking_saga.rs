@@ -187,8 +187,9 @@ impl BookingData {
 /// Everything the booking saga talks to.
 #[derive(Clone)]
 pub struct BookingServices {
-    /// Flights and fares.
-    pub catalog: Arc<Catalog>,
+    /// Flights and fares, replaceable whole while the server runs (take
+    /// [`crate::live_catalog::LiveCatalog::current`] once per use).
+    pub catalog: Arc<crate::live_catalog::LiveCatalog>,
     /// Seats.
     pub inventory: Arc<dyn Inventory>,
     /// Cards.
@@ -235,7 +236,7 @@ impl BookingServices {
     /// Every participant local, on its own trees of `db`.
     pub fn local(db: &sled::Db, catalog: Arc<Catalog>) -> Result<Self, OpenError> {
         Ok(BookingServices {
-            catalog,
+            catalog: Arc::new(crate::live_catalog::LiveCatalog::new(catalog)),
             inventory: Arc::new(LocalInventory::open(db)?),
             payments: Arc::new(LocalPayments::open(db)?),
             loyalty: Arc::new(LocalLoyalty::open(db)?),

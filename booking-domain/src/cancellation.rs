@@ -117,7 +117,8 @@ pub fn departure_of(
     services: &BookingServices,
     record: &BookingRecord,
 ) -> Option<(String, DateTime<Utc>)> {
-    let f = services.catalog.flight(&record.flight_id)?;
+    let catalog = services.catalog.current();
+    let f = catalog.flight(&record.flight_id)?;
     Some((
         f.flight_no.clone(),
         record.date.and_time(f.departure).and_utc(),

@@ -14,6 +14,7 @@ pub mod faults;
 pub mod import;
 pub mod inventory;
 pub mod ledger;
+pub mod live_catalog;
 pub mod loyalty;
 pub mod payments;
 pub mod pricing;

@@ -564,7 +564,7 @@ impl BookingView {
             saga_status: rec.status(),
             steps: rec.state.steps.iter().map(StepView::public).collect(),
             booking_ref: data.booking_ref.as_ref().map(|r| r.0.clone()),
-            total: data.price.total.clone(),
+            total: data.charge(),
             price: data.price.clone(),
             failure_reason: rec
                 .state

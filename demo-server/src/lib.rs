@@ -24,6 +24,7 @@
 //! | [`openapi`] | the OpenAPI 3 document of every route |
 //! | [`public_text`] | failure texts as the public sees them (no internal URLs or paths) |
 //! | [`state`] | [`AppState`]: engine, services, token, metrics, limits |
+//! | [`backup`] | backup and restore of every record, at a consistent point (a write barrier) |
 //! | [`accounts`] | traveller accounts: passwords, sessions and CSRF, login throttling, my trips |
 //! | [`auth`] | the admin token |
 //! | [`metrics`] | Prometheus counters and histograms |
@@ -47,6 +48,7 @@
 pub mod accounts;
 pub mod api;
 pub mod auth;
+pub mod backup;
 pub mod body;
 pub mod cli;
 pub mod connections;

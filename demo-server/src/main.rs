@@ -111,8 +111,15 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Import airports.csv and *flights*.csv from a directory into the
-    /// catalog (stop the server first).
+    /// catalog: of a stopped server's data directory, or with `--server`
+    /// into a running server, no restart (searches see the old catalog or
+    /// the new one, never half), e.g.
+    /// `demo-server import --dir ./schedule --server http://127.0.0.1:8080`.
     Import {
+        /// A running server to import into (admin token from
+        /// DEMO_ADMIN_TOKEN or the data directory).
+        #[arg(long)]
+        server: Option<String>,
         /// Directory holding airports.csv and *flights*.csv.
         #[arg(long)]
         dir: PathBuf,
@@ -129,6 +136,25 @@ enum Command {
         /// Directory to write (created if missing).
         #[arg(long)]
         dir: PathBuf,
+    },
+    /// Write a consistent backup of every record of a running server to a
+    /// file (format version and SHA-256 checksum), e.g.
+    /// `demo-server backup --out skysaga.backup`.
+    Backup {
+        /// The file to write (replaced whole, through a temporary file).
+        #[arg(long)]
+        out: PathBuf,
+        /// The running server.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+    },
+    /// Restore a backup into a new or empty data directory (no server
+    /// needed), e.g. `demo-server restore --from skysaga.backup --data-dir ./restored`.
+    /// Refuses a damaged, truncated or newer file and a non-empty directory.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
     },
     /// List, inspect, retry, cancel, purge and export sagas through a
     /// running server's admin API (or, to read, the data directory of a
@@ -162,11 +188,20 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Some(Command::Import {
+            server: Some(server),
+            dir,
+            currency,
+            mode,
+        }) => import_live(&cli.data_dir, server, dir, currency, *mode),
+        Some(Command::Import {
+            server: None,
             dir,
             currency,
             mode,
         }) => import(&cli.data_dir, dir, currency, *mode),
         Some(Command::Export { dir }) => export(&cli.data_dir, dir),
+        Some(Command::Backup { out, server }) => backup(&cli.data_dir, server, out),
+        Some(Command::Restore { from }) => restore(&cli.data_dir, from),
         Some(Command::Sagas(args)) => demo_server::cli::run(
             args,
             &cli.data_dir,
@@ -187,6 +222,33 @@ fn main() -> ExitCode {
 }
 
 type Fallible = Result<(), Box<dyn std::error::Error>>;
+
+fn backup(data_dir: &Path, server: &str, out: &Path) -> Fallible {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let token = demo_server::cli::token(data_dir);
+    let header = runtime.block_on(demo_server::backup::client::backup(server, token, out))?;
+    println!(
+        "demo-server: backup of {} records in {} trees written to {}",
+        header.records,
+        header.trees,
+        out.display()
+    );
+    Ok(())
+}
+
+fn restore(data_dir: &Path, from: &Path) -> Fallible {
+    let header = demo_server::backup::client::restore_file(from, data_dir)?;
+    println!(
+        "demo-server: restored {} records in {} trees (backup of {}) into {}",
+        header.records,
+        header.trees,
+        header.created_at.to_rfc3339(),
+        data_dir.display()
+    );
+    Ok(())
+}
 
 fn run_server(cli: &Cli) -> Fallible {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -343,6 +405,57 @@ fn parse_currency(code: &str) -> Result<Currency, String> {
             "currency {code:?} is not a three-letter ISO 4217 code"
         ))
     }
+}
+
+/// `import --server`: the directory's files sent to a running server.
+fn import_live(data_dir: &Path, server: &str, dir: &Path, currency: &str, mode: Mode) -> Fallible {
+    let currency = parse_currency(currency)?;
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    let read = |n: &str| std::fs::read_to_string(dir.join(n)).map_err(|e| format!("{n}: {e}"));
+    let airports = match names.iter().any(|n| n == "airports.csv") {
+        true => Some(read("airports.csv")?),
+        false => None,
+    };
+    let mut flights = Vec::new();
+    for n in names
+        .iter()
+        .filter(|n| n.ends_with(".csv") && n.contains("flights"))
+    {
+        flights.push(read(n)?);
+    }
+    if airports.is_none() && flights.is_empty() {
+        return Err(format!("no airports.csv or *flights*.csv in {}", dir.display()).into());
+    }
+    let body = serde_json::json!({
+        "currency": currency.0,
+        "mode": match mode { Mode::Skip => "skip", Mode::Reject => "reject" },
+        "airports_csv": airports,
+        "flights_csv": flights,
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let token = demo_server::cli::token(data_dir);
+    let answer = runtime.block_on(demo_server::backup::client::admin_post(
+        server,
+        token,
+        "/api/admin/catalog/import",
+        Some(serde_json::to_vec(&body)?),
+    ))?;
+    let v: serde_json::Value = serde_json::from_slice(&answer)?;
+    println!(
+        "imported {} rows ({} airports, {} flights) into the running server; {} replaced, {} skipped; catalog: {} airports, {} flights",
+        v["imported"], v["airports"], v["flights"], v["replaced"], v["skipped"],
+        v["catalog"]["airports"], v["catalog"]["flights"]
+    );
+    for e in v["errors"].as_array().into_iter().flatten().take(20) {
+        println!("  {}", e.as_str().unwrap_or_default());
+    }
+    Ok(())
 }
 
 fn import(data_dir: &Path, dir: &Path, currency: &str, mode: Mode) -> Fallible {

@@ -101,6 +101,12 @@ pub enum Endpoint {
     CancelMyTrip,
     /// A confirmed booking's printable e-ticket.
     Ticket,
+    /// A confirmed booking's e-ticket as a PDF.
+    TicketPdf,
+    /// A consistent snapshot of every record (admin).
+    AdminBackup,
+    /// Import a schedule into the running server (admin).
+    AdminCatalogImport,
     /// The price of a booking before it is made (promo code, miles).
     Quote,
     /// Create or replace a promo code (admin).
@@ -169,6 +175,7 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/api/bookings", Endpoint::CreateBooking),
     route("GET", "/api/bookings/lookup", Endpoint::BookingLookup),
     route("GET", "/api/bookings/{id}", Endpoint::GetBooking),
+    route("GET", "/api/bookings/{id}/ticket.pdf", Endpoint::TicketPdf),
     route("GET", "/api/sagas/{id}/events", Endpoint::SagaEvents),
     admin("GET", "/api/events", Endpoint::AllEvents),
     route("GET", "/api/faults", Endpoint::GetFaults),
@@ -253,6 +260,12 @@ pub const ROUTES: &[Route] = &[
         Endpoint::AdminPutPromo,
     ),
     admin("GET", "/api/admin/promo-codes", Endpoint::AdminPromos),
+    admin("POST", "/api/admin/backup", Endpoint::AdminBackup),
+    admin(
+        "POST",
+        "/api/admin/catalog/import",
+        Endpoint::AdminCatalogImport,
+    ),
 ];
 
 /// Matches `path` against `pattern`; the captured segments on success.
@@ -361,6 +374,15 @@ impl Req {
         .await
     }
 
+    /// The body, read within `limit` bytes (a route that takes more than
+    /// the server's usual limit) and the usual deadline.
+    pub async fn bytes_up_to(&mut self, state: &AppState, limit: usize) -> Result<Bytes, ApiError> {
+        let Some(body) = self.body.take() else {
+            return Ok(Bytes::new());
+        };
+        read_limited(&self.headers, body, limit, state.config.body_read_timeout).await
+    }
+
     /// The body as JSON: `415` if it says it is something else, `400` if it
     /// is not JSON. An empty body reads as `null`.
     pub async fn json_value(&mut self, state: &AppState) -> Result<serde_json::Value, ApiError> {
@@ -464,7 +486,9 @@ pub async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Response<
         Endpoint::BookingLookup | Endpoint::CreateCancellation => Some(RateKind::BookingLookup),
         Endpoint::LoyaltyAccount => Some(RateKind::LoyaltyLookup),
         Endpoint::Enroll | Endpoint::Register => Some(RateKind::Enroll),
-        Endpoint::Ticket | Endpoint::LinkLoyalty => Some(RateKind::BookingLookup),
+        Endpoint::Ticket | Endpoint::TicketPdf | Endpoint::LinkLoyalty => {
+            Some(RateKind::BookingLookup)
+        }
         _ => None,
     };
     if let (Some(kind), Some(ip)) = (rate, client) {

@@ -265,6 +265,15 @@ impl AppStateBuilder {
                 .with_token(self.remote.loyalty_token.clone()),
             );
         }
+        // Every participant and store write passes the backup's barrier.
+        let barrier = crate::backup::gate::WriteBarrier::new();
+        {
+            use crate::backup::gate::{GatedInventory, GatedLoyalty, GatedPayments};
+            services.inventory =
+                Arc::new(GatedInventory(services.inventory.clone(), barrier.clone()));
+            services.payments = Arc::new(GatedPayments(services.payments.clone(), barrier.clone()));
+            services.loyalty = Arc::new(GatedLoyalty(services.loyalty.clone(), barrier.clone()));
+        }
         let store: Arc<dyn saga_engine::Store> = match &self.store_url {
             None => {
                 // With the directory, the store keeps its high-water mark there and
@@ -276,6 +285,8 @@ impl AppStateBuilder {
             }
             Some(url) => open_shared_store(url).await?,
         };
+        let store: Arc<dyn saga_engine::Store> =
+            Arc::new(crate::backup::gate::GatedStore::new(store, barrier.clone()));
         let mut engine = Engine::builder_arc(store);
         if let Some(policy) = &self.retention {
             engine = engine.retention(policy.clone());
@@ -290,7 +301,15 @@ impl AppStateBuilder {
             ))
             .open()
             .await?;
-        let state = AppState::assemble(engine, services, db, token, self.config, self.retention);
+        let state = AppState::assemble(
+            engine,
+            services,
+            db,
+            token,
+            self.config,
+            self.retention,
+            barrier,
+        );
         Ok((state, source))
     }
 }
@@ -351,6 +370,12 @@ pub struct AppState {
     pub saga_rates: Arc<crate::overview::Rates>,
     /// The engine's retention policy, if finished sagas are purged.
     pub retention: Option<saga_engine::Retention>,
+    /// The barrier a backup takes: the store's and participants' writes
+    /// pass it ([`AppState::open`] wraps them; parts given to
+    /// [`AppState::from_parts`] are not, so their backups are not taken at
+    /// a consistent point unless the caller wrapped them in
+    /// [`crate::backup::gate`]).
+    pub barrier: Arc<crate::backup::gate::WriteBarrier>,
     stopping: watch::Sender<bool>,
 }
 
@@ -397,7 +422,8 @@ impl AppState {
         admin_token: AdminToken,
         config: ServerConfig,
     ) -> Arc<AppState> {
-        Self::assemble(engine, services, db, admin_token, config, None)
+        let barrier = crate::backup::gate::WriteBarrier::new();
+        Self::assemble(engine, services, db, admin_token, config, None, barrier)
     }
 
     fn assemble(
@@ -407,6 +433,7 @@ impl AppState {
         admin_token: AdminToken,
         config: ServerConfig,
         retention: Option<saga_engine::Retention>,
+        barrier: Arc<crate::backup::gate::WriteBarrier>,
     ) -> Arc<AppState> {
         let accounts = crate::accounts::Accounts::open(
             &db,
@@ -434,6 +461,7 @@ impl AppState {
             accounts: Arc::new(accounts),
             saga_rates,
             retention,
+            barrier,
             config,
             stopping,
         })

@@ -21,9 +21,12 @@ const APP_JS: &str = include_str!("ui/app.js");
 pub const SCRIPTS: &[(&str, &str)] = &[
     ("search.js", include_str!("ui/js/search.js")),
     ("booking.js", include_str!("ui/js/booking.js")),
+    ("discounts.js", include_str!("ui/js/discounts.js")),
     ("manage.js", include_str!("ui/js/manage.js")),
     ("loyalty.js", include_str!("ui/js/loyalty.js")),
     ("timeline.js", include_str!("ui/js/timeline.js")),
+    ("account.js", include_str!("ui/js/account.js")),
+    ("trips.js", include_str!("ui/js/trips.js")),
     ("admin.js", include_str!("ui/js/admin.js")),
     ("start.js", include_str!("ui/js/start.js")),
 ];

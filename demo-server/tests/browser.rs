@@ -70,6 +70,9 @@ mod ops;
 /// A saga's operations page: pause, resume, dry run, force compensation.
 #[path = "browser_saga_ops/mod.rs"]
 mod saga_ops;
+/// Accounts, My trips, promo code, miles, PDF ticket, cancellation.
+#[path = "browser_traveller/mod.rs"]
+mod traveller;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_booking_confirms_then_one_with_a_rejection_compensates_in_the_browser() {

@@ -20,6 +20,8 @@
 //! | `index-outside-batch` | sled writes and flushes a record, then its query index entries and status counts in a write of their own |
 //! | `group-member-not-persisted` | a group member's success is acted on but written as never started |
 //! | `wait-not-indexed` | a saga entering a durable wait is left out of sled's active (timer) index |
+//! | `backup-no-barrier` | (demo-server) a backup snapshot does not hold writes back |
+//! | `catalog-clear-then-load` | (booking-domain) a live catalog import empties the served catalog, then loads |
 
 /// The store never flushes sled.
 pub const NO_FLUSH: &str = "no-flush";
@@ -51,12 +53,20 @@ pub const GROUP_MEMBER_NOT_PERSISTED: &str = "group-member-not-persisted";
 /// A saga entering a durable wait is left out of the active index.
 pub const WAIT_NOT_INDEXED: &str = "wait-not-indexed";
 
+/// A backup snapshot does not hold the server's writes back.
+pub const BACKUP_NO_BARRIER: &str = "backup-no-barrier";
+
+/// A live catalog import serves an empty catalog while it loads.
+pub const CATALOG_CLEAR_THEN_LOAD: &str = "catalog-clear-then-load";
+
 /// Every mode there is.
 pub const ALL: &[&str] = &[
     PAUSE_NOT_DURABLE,
     INDEX_OUTSIDE_BATCH,
     GROUP_MEMBER_NOT_PERSISTED,
     WAIT_NOT_INDEXED,
+    BACKUP_NO_BARRIER,
+    CATALOG_CLEAR_THEN_LOAD,
     PURGE_FORGETS_KEYS,
     NO_FLUSH,
     ACK_BEFORE_FLUSH,

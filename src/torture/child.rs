@@ -140,6 +140,10 @@ async fn open(dir: &Path) -> Result<Child, Violations> {
             return Err(v);
         }
     };
+    if let Err(e) = super::traveller_mix::seed_member(&services, &member).await {
+        v.push("participant setup failed", e);
+        return Err(v);
+    }
     // Recovery: open the engine's store and resume every saga in flight.
     let opened = std::time::Instant::now();
     let store = match SledStore::open(dir.join("engine")) {
@@ -151,6 +155,9 @@ async fn open(dir: &Path) -> Result<Child, Violations> {
     };
     let engine = match Engine::builder(store)
         .register(booking_definition(&services))
+        .register(booking_domain::cancellation::cancellation_definition(
+            &services,
+        ))
         .open()
         .await
     {
@@ -185,7 +192,7 @@ fn request(c: &Child, n: usize) -> BookingRequest {
         }
         _ => {}
     }
-    BookingRequest {
+    let mut req = BookingRequest {
         flight_id: c.flight.0.clone(),
         date: c.date + Days::new(7 * (n as u64 % DEPARTURES)),
         cabin: Cabin::Economy,
@@ -210,7 +217,9 @@ fn request(c: &Child, n: usize) -> BookingRequest {
             holder_name: "Ada Lovelace".into(),
         },
         faults,
-    }
+    };
+    super::traveller_mix::adjust(n, &mut req);
+    req
 }
 
 /// Opens, checks what the last child left, and reports; exits 3 on a
@@ -250,6 +259,7 @@ async fn book(c: Arc<Child>, n: usize, acks: Option<Arc<AckLog>>) {
             if let Err(e) = c.engine.wait(&id).await {
                 wait_again(&c.engine, &key, &id, e).await;
             }
+            super::traveller_mix::after_booking(&c, n, &id, acks.as_ref()).await;
         }
         Err(e) => kill_loop::report_error("start", format!("{key}: {e}")),
     }

@@ -118,7 +118,8 @@ pub async fn prepare_with(
         })
     };
     let flight_id = FlightId(req.flight_id.trim().to_string());
-    let flight = services.catalog.flight(&flight_id);
+    let catalog = services.catalog.current();
+    let flight = catalog.flight(&flight_id);
     let mut fare = None;
     match flight {
         None => err(

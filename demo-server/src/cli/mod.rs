@@ -394,7 +394,7 @@ impl Source {
 }
 
 /// The admin token: `DEMO_ADMIN_TOKEN`, else the data directory's file.
-fn token(data_dir: &Path) -> Option<String> {
+pub fn token(data_dir: &Path) -> Option<String> {
     if let Ok(t) = std::env::var(crate::auth::ADMIN_TOKEN_ENV) {
         if !t.trim().is_empty() {
             return Some(t.trim().to_string());

@@ -173,6 +173,8 @@ pub async fn register(state: &AppState, mut req: Req) -> Result<Response<Body>, 
         return Err(AccountError::EmailTaken.into());
     }
     let hash = password::hash(pw).await.map_err(ApiError::Internal)?;
+    // The account trees change together: not while a backup copies them.
+    let _write = state.barrier.write().await;
     let account = state.accounts.register(&name, &email, hash).await?;
     let (token, session) = state.accounts.sessions.create(&account.id)?;
     state.accounts.flush().await?;
@@ -208,6 +210,7 @@ pub async fn login(state: &AppState, mut req: Req) -> Result<Response<Body>, Api
             "the email or the password is wrong".into(),
         ));
     };
+    let _write = state.barrier.write().await;
     let (token, session) = state.accounts.sessions.create(&account.id)?;
     state.accounts.flush().await?;
     tracing::info!(account = %account.id, "logged in");
@@ -223,6 +226,7 @@ pub async fn login(state: &AppState, mut req: Req) -> Result<Response<Body>, Api
 /// `DELETE /api/session`: `204`, the cookie cleared (also without a session).
 pub async fn logout(state: &AppState, req: Req) -> Result<Response<Body>, ApiError> {
     if let Some(s) = &req.session {
+        let _write = state.barrier.write().await;
         state.accounts.sessions.end(s)?;
         state.accounts.flush().await?;
     }
@@ -300,6 +304,9 @@ fn trip_view(state: &AppState, rec: &SagaRecord) -> Result<Value, ApiError> {
         "miles_awarded": d.miles_awarded,
         "miles_redeemed": d.miles_payment.as_ref().map(|m| m.miles),
         "created_at_ms": rec.created_at_ms,
+        // A held booking's deadline (RFC 3339), as the hold-now-pay-later
+        // saga keeps it in its data; the page shows the time left.
+        "hold_expires_at": rec.data.get("hold_expires_at").filter(|v| v.is_string()),
         "status_url": format!("/api/bookings/{}", rec.id),
         "events_url": format!("/api/sagas/{}/events", rec.id),
         "ticket_url": (status == "confirmed").then(|| reference.map(|r| format!("/api/tickets/{r}"))).flatten(),
@@ -367,6 +374,7 @@ pub async fn link_loyalty(state: &AppState, mut req: Req) -> Result<Response<Bod
     if member.last_name.trim().to_lowercase() != last_name.to_lowercase() {
         return Err(not_found());
     }
+    let _write = state.barrier.write().await;
     let account = state
         .accounts
         .link_loyalty(&account.id, &member.id.0)

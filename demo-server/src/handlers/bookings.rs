@@ -268,7 +268,8 @@ pub(crate) fn flight_summary(
     id: &FlightId,
     date: NaiveDate,
 ) -> Option<FlightSummary> {
-    let f = state.services.catalog.flight(id)?;
+    let catalog = state.services.catalog.current();
+    let f = catalog.flight(id)?;
     Some(FlightSummary {
         id: f.id.0.clone(),
         flight_no: f.flight_no.clone(),

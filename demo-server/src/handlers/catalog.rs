@@ -40,7 +40,7 @@ pub fn airports(state: &AppState, req: &Req) -> Result<Response<Body>, ApiError>
         p.error("q", "at most 100 characters");
     }
     ApiError::check("invalid airport query", p.errors)?;
-    let catalog = &state.services.catalog;
+    let catalog = state.services.catalog.current();
     let found: Vec<&Airport> = match req.query.get("q") {
         Some(q) => catalog.autocomplete(q, limit.clamp(1, MAX_AIRPORTS)),
         None => catalog.airports().collect(),
@@ -119,7 +119,7 @@ pub async fn search(state: &AppState, req: &Req) -> Result<Response<Body>, ApiEr
         depart_before,
         airline: req.query.get("airline").map(str::to_string),
     };
-    let catalog = &state.services.catalog;
+    let catalog = state.services.catalog.current();
     let search_error = |e| search_error(e, &query.from);
     let unlimited = |_: &FlightId, _: NaiveDate, _: Cabin| u32::MAX;
     let candidates = match return_date {
@@ -184,7 +184,7 @@ fn search_error(e: SearchError, from: &str) -> ApiError {
 /// with a date, the seats left in each cabin that day.
 pub async fn flight(state: &AppState, req: &Req) -> Result<Response<Body>, ApiError> {
     let id = FlightId(req.param(0).to_string());
-    let catalog = &state.services.catalog;
+    let catalog = state.services.catalog.current();
     let flight: &Flight = catalog
         .flight(&id)
         .ok_or_else(|| ApiError::NotFound(format!("no flight {}", id.0)))?;

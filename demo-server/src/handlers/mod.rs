@@ -5,14 +5,17 @@
 
 mod accounts;
 mod admin;
+mod backup;
 mod bookings;
 mod cancellations;
 mod catalog;
+mod catalog_import;
 mod loyalty;
 pub mod operate;
 mod ops;
 mod promo;
 mod saga_ops;
+mod ticket_pdf;
 mod tickets;
 
 use crate::api::ApiError;
@@ -66,6 +69,9 @@ pub async fn handle(
         Endpoint::LinkLoyalty => accounts::link_loyalty(state, req).await,
         Endpoint::CancelMyTrip => accounts::cancel_trip(state, req).await,
         Endpoint::Ticket => tickets::ticket(state, &req).await,
+        Endpoint::TicketPdf => ticket_pdf::ticket_pdf(state, &req).await,
+        Endpoint::AdminBackup => backup::backup(state).await,
+        Endpoint::AdminCatalogImport => catalog_import::import(state, req).await,
         Endpoint::Quote => promo::quote(state, req).await,
         Endpoint::AdminPutPromo => promo::admin_put(state, req).await,
         Endpoint::AdminPromos => promo::admin_list(state, &req).await,

@@ -88,9 +88,8 @@ pub async fn quote(state: &AppState, mut req: Req) -> Result<Response<Body>, Api
     else {
         return Err(ApiError::Internal("checked fields missing".into()));
     };
-    let flight = state
-        .services
-        .catalog
+    let catalog = state.services.catalog.current();
+    let flight = catalog
         .flight(&FlightId(flight_id.trim().to_string()))
         .ok_or_else(|| ApiError::field("flight_id", "no such flight in the schedule"))?;
     let fare = flight
@@ -161,6 +160,7 @@ pub async fn admin_put(state: &AppState, mut req: Req) -> Result<Response<Body>,
         valid_until,
         max_uses,
     };
+    let _write = state.barrier.write().await;
     let saved = state.services.promos.put(code).await.map_err(|e| match e {
         PromoError::Invalid(m) => ApiError::field("code", m),
         other => ApiError::Internal(other.to_string()),

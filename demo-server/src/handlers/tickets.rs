@@ -30,28 +30,49 @@ pub(crate) fn escape(s: &str) -> String {
     out
 }
 
-/// An SVG of bars from the SHA-256 of `code`: a code a gate reader could be
-/// given, not a real symbology.
-fn bars(code: &str) -> String {
+/// The bars of `code`, as (x, width) in units, and the total width: drawn
+/// from the SHA-256 of the code, a code a gate reader could be given, not
+/// a real symbology. The HTML and the PDF ticket draw the same bars.
+pub(super) fn bar_layout(code: &str) -> (Vec<(u32, u32)>, u32) {
     let digest = crate::service_token::digest(code.as_bytes());
     let mut x = 0u32;
-    let mut rects = String::new();
+    let mut bars = Vec::new();
     for byte in digest {
         for bit in 0..8 {
             let wide = (byte >> bit) & 1 == 1;
             let w = if wide { 3 } else { 1 };
             if bit % 2 == 0 {
-                rects.push_str(&format!(
-                    "<rect x=\"{x}\" y=\"0\" width=\"{w}\" height=\"60\"/>"
-                ));
+                bars.push((x, w));
             }
             x += w + 1;
         }
     }
+    (bars, x)
+}
+
+/// The boarding code printed on a ticket.
+pub(super) fn boarding_code(r: &BookingRecord) -> String {
+    format!(
+        "{}-{}-{}",
+        r.reference.0,
+        r.flight_id.0,
+        r.date.format("%Y%m%d")
+    )
+}
+
+/// An SVG of the bars of `code`.
+fn bars(code: &str) -> String {
+    let (layout, x) = bar_layout(code);
+    let rects: String = layout
+        .iter()
+        .map(|(x, w)| format!("<rect x=\"{x}\" y=\"0\" width=\"{w}\" height=\"60\"/>"))
+        .collect();
     format!("<svg class=\"bars\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {x} 60\" width=\"{x}\" height=\"60\" role=\"img\" aria-label=\"boarding code {}\">{rects}</svg>", escape(code))
 }
 
-async fn authorised(
+/// The booking behind `reference` if the request may see its ticket: a
+/// passenger's `?last_name=`, or the session of the account that made it.
+pub(super) async fn authorised(
     state: &AppState,
     req: &Req,
     reference: &str,
@@ -94,12 +115,28 @@ async fn authorised(
 /// `GET /api/tickets/{reference}[?last_name=]`.
 pub async fn ticket(state: &AppState, req: &Req) -> Result<Response<Body>, ApiError> {
     let reference = req.param(0).trim().to_ascii_uppercase();
+    let record = valid_ticket(state, req, &reference).await?;
+    let flight = super::bookings::flight_summary(state, &record.flight_id, record.date);
+    Ok(bytes_response(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        Bytes::from(page(&record, flight.as_ref())),
+    ))
+}
+
+/// The confirmed booking of `reference` the request may print: `404` when
+/// unknown or not authorised (the same answer), `409` once cancelled.
+pub(super) async fn valid_ticket(
+    state: &AppState,
+    req: &Req,
+    reference: &str,
+) -> Result<BookingRecord, ApiError> {
     let not_found =
         || ApiError::NotFound("no booking matches this reference (and last name)".into());
     if reference.is_empty() || reference.len() > 16 {
         return Err(not_found());
     }
-    let record = authorised(state, req, &reference)
+    let record = authorised(state, req, reference)
         .await?
         .ok_or_else(not_found)?;
     if record.status != BookingStatus::Confirmed {
@@ -111,12 +148,7 @@ pub async fn ticket(state: &AppState, req: &Req) -> Result<Response<Body>, ApiEr
             .to_lowercase(),
         ));
     }
-    let flight = super::bookings::flight_summary(state, &record.flight_id, record.date);
-    Ok(bytes_response(
-        StatusCode::OK,
-        "text/html; charset=utf-8",
-        Bytes::from(page(&record, flight.as_ref())),
-    ))
+    Ok(record)
 }
 
 fn page(r: &BookingRecord, f: Option<&crate::api::FlightSummary>) -> String {
@@ -155,12 +187,7 @@ fn page(r: &BookingRecord, f: Option<&crate::api::FlightSummary>) -> String {
             r.date
         ),
     };
-    let code = format!(
-        "{}-{}-{}",
-        r.reference.0,
-        r.flight_id.0,
-        r.date.format("%Y%m%d")
-    );
+    let code = boarding_code(r);
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>E-ticket {reference}</title>\
 <style>body{{font-family:system-ui,sans-serif;max-width:42rem;margin:2rem auto;color:#111}}\

@@ -108,6 +108,30 @@ fn account_paths() -> Value {
         "responses": { "200": { "description": "The e-ticket", "content": { "text/html": { "schema": string() } } },
             "404": error("No booking matches (reference, last name or owner)"),
             "409": error("The booking is cancelled: no valid ticket") } });
+    let pdf = json!({ "description": "The e-ticket of a confirmed booking as a one-page PDF (reference, flight, cabin, passengers, boarding code and bars), made with pdf-writer. The id is the booking id or its reference; authorised exactly as the HTML ticket. Rate-limited like the booking lookup.",
+        "parameters": [path_param("id", "The booking id (or its reference)"),
+            { "name": "last_name", "in": "query", "required": false, "schema": string(), "description": "A passenger's last name (not needed with the owning account's session)" }],
+        "responses": { "200": { "description": "The PDF", "content": { "application/pdf": { "schema": { "type": "string", "format": "binary" } } } },
+            "404": error("No booking matches (id, last name or owner)"),
+            "409": error("The booking is cancelled: no valid ticket") } });
+    let backup = json!({ "description": "A consistent snapshot of every record of this server (catalog, sagas and histories, bookings, payments, loyalty, accounts, sessions, promo codes), taken under a write barrier: writes under way finish, new ones wait while the trees are copied. The backup file format (version, SHA-256 checksum) is described in demo-server's backup module; `demo-server restore` reads it. Card numbers and CVCs are never stored, so never in a backup. 409 when the sagas are in a shared store.",
+        "responses": { "200": { "description": "The backup file", "headers": {
+                "x-backup-trees": { "schema": { "type": "integer" } }, "x-backup-records": { "schema": { "type": "integer" } } },
+                "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } },
+            "409": error("The sagas are kept in a shared store: back that up with its own tools") } });
+    let import = json!({ "description": "Imports a schedule (the CSV formats of `demo-server import`) into the running server, no restart. The rows go to a private copy of the catalog, written to the database in one transaction, and the copy replaces the served catalog whole: a search during the import sees the old catalog or the new one, never part of the import. Bodies up to 32 MiB.",
+        "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["currency"], "properties": {
+            "currency": { "type": "string", "description": "ISO 4217 code of the fares" },
+            "mode": { "type": "string", "enum": ["skip", "reject"], "default": "skip" },
+            "airports_csv": { "type": "string", "nullable": true },
+            "flights_csv": { "oneOf": [string(), { "type": "array", "items": string() }] } } } } } },
+        "responses": { "200": ok("Imported", json!({ "type": "object", "properties": {
+                "imported": { "type": "integer" }, "airports": { "type": "integer" }, "flights": { "type": "integer" },
+                "replaced": { "type": "integer" }, "duplicates": { "type": "integer" }, "skipped": { "type": "integer" },
+                "errors": { "type": "array", "items": string() },
+                "catalog": { "type": "object", "properties": { "airports": { "type": "integer" }, "flights": { "type": "integer" } } } } })),
+            "400": error("Malformed JSON"), "413": error("Body over 32 MiB"),
+            "422": ok("Invalid request or schedule (mode reject: a bad row); nothing imported", schema("ValidationError")) } });
     let mut quote = json!({ "description": "Prices a booking before it is made, through the same functions the booking uses: the fare's price, the promo code's discount (off the base fare), miles redeemed on what is left, and the charge the card will see.",
         "responses": { "200": ok("The quote", schema("Quote")) } });
     body(&mut quote, "QuoteRequest");
@@ -121,6 +145,8 @@ fn account_paths() -> Value {
         "/api/quote": { "post": op("bookings", "Price a booking before making it (promo code, miles)", quote, false) },
         "/api/admin/promo-codes/{id}": { "put": op("admin", "Create or replace a promo code", put_promo, true) },
         "/api/admin/promo-codes": { "get": op("admin", "Every promo code", list_promos, true) },
+        "/api/admin/backup": { "post": op("admin", "Take a backup of every record", backup, true) },
+        "/api/admin/catalog/import": { "post": op("admin", "Import a schedule into the running server", import, true) },
         "/api/accounts": { "post": op("accounts", "Register a traveller account", register, false) },
         "/api/session": {
             "post": op("accounts", "Log in", login, false),
@@ -131,6 +157,7 @@ fn account_paths() -> Value {
         "/api/account/loyalty": { "post": op("accounts", "Link a loyalty account", link, false) },
         "/api/account/cancellations": { "post": op("accounts", "Cancel one of my bookings", cancel, false) },
         "/api/tickets/{id}": { "get": op("bookings", "A confirmed booking's e-ticket (HTML)", ticket, false) },
+        "/api/bookings/{id}/ticket.pdf": { "get": op("bookings", "A confirmed booking's e-ticket (PDF)", pdf, false) },
     })
 }
 
@@ -180,6 +207,7 @@ fn account_schemas() -> Value {
             "flight_id": string(), "date": { "type": "string", "format": "date" }, "cabin": string(),
             "passengers": { "type": "array", "items": schema("Passenger") }, "price": schema("PriceBreakdown"), "charged": schema("Money"),
             "miles_awarded": nullable("integer"), "miles_redeemed": nullable("integer"), "created_at_ms": { "type": "integer" },
+            "hold_expires_at": { "type": "string", "format": "date-time", "nullable": true, "description": "A held booking's payment deadline" },
             "status_url": string(), "events_url": string(), "ticket_url": nullable("string") } },
         "TripsPage": { "type": "object", "properties": { "trips": { "type": "array", "items": schema("Trip") },
             "next_cursor": nullable("string"), "loyalty": { "allOf": [schema("LoyaltyAccount")], "nullable": true } } },

@@ -91,11 +91,16 @@ class ApiFailure extends Error {
   }
 }
 
-/** Calls the JSON API; resolves to the parsed body, rejects with ApiFailure. */
+/** The logged-in session's CSRF token (set by account.js), or null. */
+let csrfToken = null;
+
+/** Calls the JSON API; resolves to the parsed body, rejects with ApiFailure.
+ * State-changing calls carry the session's CSRF token when logged in. */
 async function api(method, path, { body, key, admin } = {}) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (key) headers["Idempotency-Key"] = key;
+  if (csrfToken && method !== "GET" && method !== "HEAD") headers["X-CSRF-Token"] = csrfToken;
   if (admin) headers["Authorization"] = "Bearer " + adminToken();
   let resp;
   try {

@@ -6,6 +6,9 @@
 let bookingKey = newKey();
 let bookingTarget = null;
 let testCards = null;
+// Other scripts add to the form: `open(target)` runs when it opens for a
+// flight, `body(body)` may add fields to the request before it is sent.
+const bookingHooks = { open: [], body: [] };
 
 function faultEditor(container, prefix, initial) {
   clear(container);
@@ -91,6 +94,7 @@ async function openBooking(params) {
   if (!$("card-exp-year").value) $("card-exp-year").value = String(new Date().getFullYear() + 3);
   if (!$("card-cvc").value) $("card-cvc").value = "123";
   loadTestCards();
+  for (const h of bookingHooks.open) h(bookingTarget);
   summary.append(el("p", { class: "hint" }, "Loading flight\u2026"));
   try {
     const f = await api("GET", "/api/flights/" + encodeURIComponent(flight) + "?date=" + encodeURIComponent(date));
@@ -148,6 +152,7 @@ $("booking-form").addEventListener("submit", async (e) => {
     },
     faults: readFaults("fault", true),
   };
+  for (const h of bookingHooks.body) h(body);
   const button = $("booking-submit");
   button.disabled = true;
   try {
