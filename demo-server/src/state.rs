@@ -232,7 +232,7 @@ impl AppStateBuilder {
             None => AdminToken::load_or_create(&self.data_dir)?,
         };
         let catalog = Arc::new(Catalog::open(&db)?);
-        let mut services = BookingServices::local(&db, catalog)?;
+        let mut services = BookingServices::local_in(&db, &self.data_dir, catalog)?;
         let url_err =
             |e: crate::remote::InvalidBaseUrl| StartupError::ParticipantUrl(e.to_string());
         if let Some(url) = &self.remote.inventory {

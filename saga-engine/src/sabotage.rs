@@ -16,6 +16,7 @@
 //! | `start-inline` | `Engine::start` writes and spawns in the caller's future (not cancel-safe) |
 //! | `replay-before-durable` | a replayed booking key is acknowledged without a durability barrier |
 //! | `purge-forgets-keys` | retention deletes a saga without retiring its idempotency key |
+//! | `vault-no-flush` | the payments participant answers a card token before the sealed card is durable |
 
 /// The store never flushes sled.
 pub const NO_FLUSH: &str = "no-flush";
@@ -36,8 +37,12 @@ pub const REPLAY_BEFORE_DURABLE: &str = "replay-before-durable";
 /// Retention deletes a saga without retiring its key.
 pub const PURGE_FORGETS_KEYS: &str = "purge-forgets-keys";
 
+/// A card token is answered before the sealed card is flushed.
+pub const VAULT_NO_FLUSH: &str = "vault-no-flush";
+
 /// Every mode there is.
-pub const ALL: [&str; 8] = [
+pub const ALL: [&str; 9] = [
+    VAULT_NO_FLUSH,
     PURGE_FORGETS_KEYS,
     NO_FLUSH,
     ACK_BEFORE_FLUSH,

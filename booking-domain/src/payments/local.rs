@@ -3,9 +3,11 @@
 //! an idempotency key, remembered, tombstoned when compensated first, and
 //! flushed before they are acknowledged.
 
+use super::vault::Vault;
 use super::*;
 use crate::ledger::{Ledger, LedgerEntry, LedgerError, Trees};
 use rand::Rng;
+use std::path::Path;
 use std::sync::Arc;
 
 const RECORDS_TREE: &str = "payments_records";
@@ -105,10 +107,17 @@ struct Inner {
     ledger: Ledger<PaymentEntry>,
     meta: sled::Tree,
     clock: Arc<dyn Clock>,
+    /// Tokenized cards, sealed.
+    vault: Vault,
 }
 
 impl Inner {
-    fn load(db: &sled::Db, meta: sled::Tree, clock: Arc<dyn Clock>) -> Result<Self, PaymentError> {
+    fn load(
+        db: &sled::Db,
+        meta: sled::Tree,
+        clock: Arc<dyn Clock>,
+        key: &VaultKey,
+    ) -> Result<Self, PaymentError> {
         let trees = Trees {
             entries: RECORDS_TREE,
             buckets: COUNTS_TREE,
@@ -120,6 +129,7 @@ impl Inner {
             ledger,
             meta,
             clock,
+            vault: Vault::open(db, key)?,
         })
     }
 }
@@ -130,7 +140,12 @@ impl Inner {
 /// Each customer's history is an index on disk (`payments_by_email`), so
 /// opening reads no record. Opening them again on
 /// the same database while an instance is alive returns that instance, with
-/// the clock it was opened with. Cheap to clone.
+/// the clock and vault key it was opened with. Cheap to clone.
+///
+/// Tokenized cards are sealed under a [`VaultKey`]: [`open_in`](Self::open_in)
+/// reads it from (or creates it in) the participant's data directory, so
+/// they survive a restart; [`open`](Self::open) uses a key of this process
+/// only, for databases that do not outlive it.
 #[derive(Clone)]
 pub struct LocalPayments {
     inner: Arc<Inner>,
@@ -143,19 +158,37 @@ impl fmt::Debug for LocalPayments {
 }
 
 impl LocalPayments {
-    /// Opens payments on `db`, reading time from the system clock.
+    /// Opens payments on `db`, reading time from the system clock, with a
+    /// vault key of this process only (tokenized cards do not survive a
+    /// restart: use [`open_in`](Self::open_in) for a lasting database).
     pub fn open(db: &sled::Db) -> Result<Self, PaymentError> {
         Self::open_with_clock(db, Arc::new(SystemClock))
     }
 
+    /// Opens payments on `db` with the vault key of `data_dir` (the file
+    /// [`super::VAULT_KEY_FILE`], created `0600` on first use).
+    pub fn open_in(db: &sled::Db, data_dir: &Path) -> Result<Self, PaymentError> {
+        let key = VaultKey::load_or_create(data_dir).map_err(PaymentError::storage)?;
+        Self::open_with(db, Arc::new(SystemClock), &key)
+    }
+
     /// Opens payments on `db`, reading time (card expiry, timestamps) from
-    /// `clock`.
+    /// `clock`, with a vault key of this process only.
     pub fn open_with_clock(db: &sled::Db, clock: Arc<dyn Clock>) -> Result<Self, PaymentError> {
+        Self::open_with(db, clock, &VaultKey::ephemeral())
+    }
+
+    /// Opens payments on `db` with `clock` and the vault key `key`.
+    pub fn open_with(
+        db: &sled::Db,
+        clock: Arc<dyn Clock>,
+        key: &VaultKey,
+    ) -> Result<Self, PaymentError> {
         let meta = db.open_tree(META_TREE).map_err(PaymentError::storage)?;
         let inner = OPEN.open_or_build(
             &meta,
             |inner| &inner.meta,
-            || Inner::load(db, meta.clone(), clock),
+            || Inner::load(db, meta.clone(), clock, key),
             PaymentError::storage,
         )?;
         Ok(LocalPayments { inner })
@@ -539,6 +572,84 @@ impl Payments for LocalPayments {
             tracing::debug!(key, error = %e, "refund refused");
         }
         record
+    }
+
+    async fn tokenize(
+        &self,
+        key: &str,
+        request: &TokenizeRequest,
+    ) -> Result<CardToken, PaymentError> {
+        check_key(key)?;
+        let now = self.inner.clock.now();
+        let checked = check_card(&request.card, now.date_naive())
+            .map_err(|problem| PaymentError::InvalidCard { problem })?;
+        let token = {
+            // Under the ledger's lock: two calls with one key get one token.
+            let _locked = self.inner.ledger.lock();
+            self.inner.vault.put(key, &request.card, &checked, now)?
+        };
+        // The token is answered only once the sealed card is on disk: a
+        // restart right after must still find it.
+        if !saga_engine::sabotage::active(saga_engine::sabotage::VAULT_NO_FLUSH) {
+            self.flush().await?;
+        }
+        tracing::debug!(brand = %token.brand, "card tokenized");
+        Ok(token)
+    }
+
+    async fn authorize_token(
+        &self,
+        key: &str,
+        request: &TokenAuthorizeRequest,
+    ) -> Result<PaymentRecord, PaymentError> {
+        check_key(key)?;
+        if let Some(PaymentEntry::Payment(p)) = self.inner.ledger.entry(key)? {
+            // A repeat: answered from the record, the card may be gone.
+            let email = normalize_email(&request.customer_email)?;
+            if p.customer_email != email || p.amount != request.amount {
+                return Err(PaymentError::KeyReused { key: key.into() });
+            }
+            self.flush().await?;
+            return match p.status {
+                PaymentStatus::Declined => Err(PaymentError::Declined {
+                    reason: p.decline_reason.unwrap_or(DeclineReason::CardDeclined),
+                }),
+                PaymentStatus::Voided | PaymentStatus::Refunded => {
+                    Err(PaymentError::AlreadyCompensated { key: key.into() })
+                }
+                PaymentStatus::Authorized | PaymentStatus::Captured => Ok(p),
+            };
+        }
+        let Some(card) = self.inner.vault.get(&request.token)? else {
+            return Err(PaymentError::UnknownToken);
+        };
+        let mut plain = AuthorizeRequest {
+            customer_email: request.customer_email.clone(),
+            card: card.card().clone(),
+            amount: request.amount.clone(),
+        };
+        drop(card);
+        let result = self.authorize(key, &plain).await;
+        wipe_card(&mut plain.card);
+        if matches!(result, Ok(_) | Err(PaymentError::Declined { .. })) {
+            // Recorded (and flushed) first, forgotten after: a crash in
+            // between leaves a sealed card for the purge, never a payment
+            // without its record.
+            self.inner.vault.remove(&request.token)?;
+            self.flush().await?;
+        }
+        result
+    }
+
+    async fn forget_card(&self, token: &str) -> Result<(), PaymentError> {
+        if self.inner.vault.remove(token)? {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn cards_held(&self) -> Result<u64, PaymentError> {
+        Ok(self.inner.vault.len())
     }
 
     async fn all_payments(&self) -> Result<Vec<PaymentRecord>, PaymentError> {

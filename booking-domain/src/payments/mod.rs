@@ -21,13 +21,16 @@ use std::fmt;
 
 mod cards;
 mod local;
+mod vault;
 
 pub use cards::*;
 pub use local::LocalPayments;
+pub use vault::{
+    wipe_card, CardToken, HeldCard, VaultKey, VaultKeyError, CARD_TTL, VAULT_KEY_FILE,
+};
 
 /// Longest idempotency key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 256;
-
 
 /// Where a participant reads the current time. Injected so tests (card
 /// expiry, timestamps) are deterministic.
@@ -81,6 +84,32 @@ pub struct AuthorizeRequest {
     pub card: CardDetails,
     /// The amount; must be positive.
     pub amount: Money,
+}
+
+/// A request to authorize a tokenized card (see [`Payments::tokenize`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenAuthorizeRequest {
+    /// Whose payment this is (history is kept per email).
+    pub customer_email: String,
+    /// The token [`Payments::tokenize`] returned.
+    pub token: String,
+    /// The amount; must be positive.
+    pub amount: Money,
+}
+
+/// A request to tokenize a card, with the key that makes it idempotent.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenizeRequest {
+    /// The card.
+    pub card: CardDetails,
+}
+
+impl fmt::Debug for TokenizeRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenizeRequest")
+            .field("card", &self.card)
+            .finish()
+    }
 }
 
 /// Where a payment stands.
@@ -225,6 +254,19 @@ pub enum PaymentError {
         /// The key.
         key: String,
     },
+    /// No card is held under the token: it was used, forgotten, expired,
+    /// or never issued here.
+    #[error("card details are no longer held; please enter the card again")]
+    UnknownToken,
+    /// A card is held under the token but does not open: the vault's key
+    /// file is not the one it was sealed under, or the record is damaged.
+    /// Not retryable (a retry opens it no better); the operator is told in
+    /// the log.
+    #[error("the card held under this token cannot be read: {reason}")]
+    CardUnreadable {
+        /// What failed (never any card data).
+        reason: String,
+    },
     /// The store failed or holds a record it cannot read.
     #[error("payments storage failed: {message}")]
     Storage {
@@ -294,6 +336,34 @@ pub trait Payments: Send + Sync {
 
     /// Every payment, in key order. For consistency checks.
     async fn all_payments(&self) -> Result<Vec<PaymentRecord>, PaymentError>;
+
+    /// Keeps `card` encrypted at rest and returns a token for it, once
+    /// durable. The same `key` with the same card returns the same token;
+    /// with another card, [`PaymentError::KeyReused`]. The card is checked
+    /// first ([`PaymentError::InvalidCard`]).
+    async fn tokenize(
+        &self,
+        key: &str,
+        request: &TokenizeRequest,
+    ) -> Result<CardToken, PaymentError>;
+
+    /// [`authorize`](Self::authorize) with the card held under
+    /// `request.token`, which is forgotten once the authorization (or the
+    /// decline) is recorded. A repeat under the same key returns the
+    /// recorded payment even after the card is forgotten; a first call for
+    /// a token not held is [`PaymentError::UnknownToken`].
+    async fn authorize_token(
+        &self,
+        key: &str,
+        request: &TokenAuthorizeRequest,
+    ) -> Result<PaymentRecord, PaymentError>;
+
+    /// Forgets the card under `token` (a booking that will not authorize
+    /// it any more). Forgetting a token not held is not an error.
+    async fn forget_card(&self, token: &str) -> Result<(), PaymentError>;
+
+    /// How many tokenized cards are held now (a gauge).
+    async fn cards_held(&self) -> Result<u64, PaymentError>;
 
     /// Gives back `request.amount` of the payment captured under
     /// `request.payment_key`, under the refund's own `key`. The payment

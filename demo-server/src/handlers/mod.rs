@@ -35,7 +35,7 @@ pub async fn handle(
             .ok_or_else(|| ApiError::NotFound(format!("no script {}", req.param(0)))),
         Endpoint::Healthz => Ok(ops::healthz()),
         Endpoint::Readyz => Ok(ops::readyz(state)),
-        Endpoint::Metrics => Ok(ops::metrics(state)),
+        Endpoint::Metrics => Ok(ops::metrics(state).await),
         Endpoint::OpenApi => Ok(ops::openapi()),
         Endpoint::Airports => catalog::airports(state, &req),
         Endpoint::FlightSearch => catalog::search(state, &req).await,
