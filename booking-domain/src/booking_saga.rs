@@ -1,8 +1,11 @@
 //! The booking saga: reserve_seat -> redeem_miles -> authorize_payment ->
-//! award_miles -> confirm_booking, compensated by release seat, re-credit
-//! miles, void/refund, reverse miles. Its parts: `prepare` (validation and
-//! the saga's data), `card_vault`, `store` (confirmed bookings) and
-//! `consistency` (the participants checked against ended sagas).
+//! award_miles (compensatable: release seat, re-credit miles, void/refund,
+//! reverse miles) -> confirm_booking (the pivot: capture and ticket; once
+//! it succeeds the booking only moves forward) -> send_itinerary (retriable,
+//! never compensated: the itinerary queued in the outbox). Its parts:
+//! `prepare` (validation and the saga's data), `store` (confirmed
+//! bookings), `outbox` and `consistency` (the participants checked against
+//! ended sagas).
 //!
 //! Input is validated before the saga starts (a message per field). The
 //! card never enters the saga's persisted data: when the booking is
@@ -22,7 +25,9 @@ use crate::payments::{
 use crate::pricing::{price, PriceBreakdown};
 use crate::types::{BookingRef, Cabin, FlightId, Money};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
-use saga_engine::{Engine, RetryPolicy, SagaDefinition, SagaId, Step, StepContext, StepError};
+use saga_engine::{
+    Engine, RetryPolicy, SagaDefinition, SagaId, Step, StepClass, StepContext, StepError,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -30,22 +35,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod consistency;
+mod outbox;
 mod prepare;
 mod store;
 
 pub use crate::payments::{wipe_card, HeldCard};
 pub use consistency::check_consistency;
+pub use outbox::{itinerary, Outbox, OutboxError, OutboxMessage};
 pub use prepare::*;
 pub use store::*;
 
 /// The saga's definition name.
 pub const BOOKING_SAGA: &str = "booking";
 /// The saga's definition version. Version 2 added `redeem_miles` before
-/// `authorize_payment`; version 1 stays registered (see
-/// [`booking_definition_v1`]) so that its sagas resume.
-pub const BOOKING_SAGA_VERSION: u32 = 2;
+/// `authorize_payment`; version 3 made `confirm_booking` the pivot and
+/// added `send_itinerary` after it. Versions 1 and 2 stay registered (see
+/// [`booking_definitions`]) so that their sagas resume.
+pub const BOOKING_SAGA_VERSION: u32 = 3;
 /// The pay-with-miles step's name.
 pub const REDEEM_MILES_STEP: &str = "redeem_miles";
+/// The retriable step after the pivot that queues the itinerary.
+pub const SEND_ITINERARY_STEP: &str = "send_itinerary";
 /// Most passengers on one booking.
 pub const MAX_PASSENGERS: usize = 9;
 /// How far ahead a flight can be booked.
@@ -204,6 +214,8 @@ pub struct BookingServices {
     pub faults: Arc<Faults>,
     /// Promo codes and their uses.
     pub promos: Arc<crate::promo::PromoStore>,
+    /// Messages to send (the itinerary after the pivot).
+    pub outbox: Arc<Outbox>,
 }
 
 impl fmt::Debug for BookingServices {
@@ -230,6 +242,9 @@ pub enum OpenError {
     /// Promo code trees.
     #[error(transparent)]
     Promos(#[from] crate::promo::PromoError),
+    /// Outbox tree.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
 }
 
 impl BookingServices {
@@ -263,6 +278,7 @@ impl BookingServices {
             bookings: Arc::new(BookingStore::open(db)?),
             faults: Arc::new(Faults::new()),
             promos: Arc::new(crate::promo::PromoStore::open(db)?),
+            outbox: Arc::new(Outbox::open(db)?),
         })
     }
 
@@ -322,6 +338,7 @@ struct RedeemMiles(BookingServices);
 struct AuthorizePayment(BookingServices);
 struct AwardMiles(BookingServices);
 struct ConfirmBooking(BookingServices);
+struct SendItinerary(BookingServices);
 
 #[async_trait::async_trait]
 impl Step<BookingData> for ReserveSeat {
@@ -551,10 +568,44 @@ impl Step<BookingData> for ConfirmBooking {
     }
 }
 
+#[async_trait::async_trait]
+impl Step<BookingData> for SendItinerary {
+    /// Queues the itinerary once (a retry finds it queued).
+    async fn run(&self, ctx: &StepContext, d: &mut BookingData) -> Result<(), StepError> {
+        let Some(reference) = &d.booking_ref else {
+            return Err(StepError::retryable("no booking reference yet"));
+        };
+        let message = itinerary(&ctx.saga_id, d, reference, &self.0.catalog);
+        let queued = self
+            .0
+            .outbox
+            .queue(message)
+            .await
+            .map_err(StepError::retryable)?;
+        tracing::info!(booking_ref = %queued.booking_ref.0, "itinerary queued in the outbox");
+        Ok(())
+    }
+    async fn compensate(&self, _: &StepContext, _: &BookingData) -> Result<(), StepError> {
+        // Retriable: after the pivot, never compensated.
+        Ok(())
+    }
+}
+
 /// The booking saga over `services`: reserve_seat -> redeem_miles ->
-/// authorize_payment -> award_miles -> confirm_booking.
+/// authorize_payment -> award_miles (compensatable) -> confirm_booking
+/// (the pivot) -> send_itinerary (retriable).
 pub fn booking_definition(services: &BookingServices) -> SagaDefinition<BookingData> {
     definition(services, BOOKING_SAGA_VERSION)
+}
+
+/// Every version of the booking saga, the current one first: register
+/// them all so that sagas started by an earlier version resume with their
+/// own steps.
+pub fn booking_definitions(services: &BookingServices) -> Vec<SagaDefinition<BookingData>> {
+    (1..=BOOKING_SAGA_VERSION)
+        .rev()
+        .map(|v| definition(services, v))
+        .collect()
 }
 
 /// Version 1 of the booking saga (no `redeem_miles`), registered beside the
@@ -582,20 +633,40 @@ fn definition(services: &BookingServices, version: u32) -> SagaDefinition<Bookin
     if version >= 2 {
         b = b.step(REDEEM_MILES_STEP, RedeemMiles(services.clone()));
     }
-    b.step(
-        BookingStep::AuthorizePayment.as_str(),
-        AuthorizePayment(services.clone()),
-    )
-    .step(
-        BookingStep::AwardMiles.as_str(),
-        AwardMiles(services.clone()),
-    )
-    .step(
-        BookingStep::ConfirmBooking.as_str(),
-        ConfirmBooking(services.clone()),
-    )
-    .build()
-    .expect("the booking saga definition is valid")
+    b = b
+        .step(
+            BookingStep::AuthorizePayment.as_str(),
+            AuthorizePayment(services.clone()),
+        )
+        .step(
+            BookingStep::AwardMiles.as_str(),
+            AwardMiles(services.clone()),
+        );
+    let confirm = ConfirmBooking(services.clone());
+    if version >= 3 {
+        // Past the capture there is no way back: an in-doubt capture is
+        // parked for an operator, the itinerary is retried until queued.
+        b = b
+            .step_as(
+                BookingStep::ConfirmBooking.as_str(),
+                StepClass::Pivot,
+                confirm,
+            )
+            .step_as(
+                SEND_ITINERARY_STEP,
+                StepClass::Retriable,
+                SendItinerary(services.clone()),
+            )
+            .retry(
+                RetryPolicy::default()
+                    .max_attempts(30)
+                    .backoff(Duration::from_millis(200), Duration::from_secs(30))
+                    .attempt_timeout(Some(Duration::from_secs(10))),
+            );
+    } else {
+        b = b.step(BookingStep::ConfirmBooking.as_str(), confirm);
+    }
+    b.build().expect("the booking saga definition is valid")
 }
 
 /// Validates and starts a booking under `idempotency_key`. The same key

@@ -6,6 +6,7 @@
 use serde_json::{json, Map, Value};
 use std::sync::OnceLock;
 
+mod booking;
 mod operating;
 mod traveller;
 
@@ -416,6 +417,8 @@ fn build() -> Value {
         s.extend(traveller::schemas());
         p.extend(operating::paths());
         s.extend(operating::schemas());
+        p.extend(booking::paths());
+        s.extend(booking::schemas());
     }
     finish_operations(&mut paths);
     type_every_nullable(&mut schemas);

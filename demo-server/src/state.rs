@@ -14,7 +14,7 @@ use crate::limits::{RateLimiter, StreamTracker};
 use crate::metrics::Metrics;
 use crate::remote::{HttpInventory, HttpLoyalty, HttpPayments};
 use crate::service_token::ServiceToken;
-use booking_domain::booking_saga::{booking_definition, BookingServices, OpenError};
+use booking_domain::booking_saga::{BookingServices, OpenError};
 use booking_domain::catalog::{Catalog, CatalogError};
 use saga_engine::{Engine, SledStore};
 use std::path::{Path, PathBuf};
@@ -280,11 +280,12 @@ impl AppStateBuilder {
         if let Some(policy) = &self.retention {
             engine = engine.retention(policy.clone());
         }
+        // Every version of the booking saga: in-flight sagas of an earlier
+        // one resume with their own steps.
+        for def in booking_domain::booking_saga::booking_definitions(&services) {
+            engine = engine.register(def);
+        }
         let engine = engine
-            .register(booking_definition(&services))
-            .register(booking_domain::booking_saga::booking_definition_v1(
-                &services,
-            ))
             .register(booking_domain::cancellation::cancellation_definition(
                 &services,
             ))

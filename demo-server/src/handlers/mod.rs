@@ -9,6 +9,7 @@ mod bookings;
 mod cancellations;
 mod catalog;
 mod loyalty;
+mod mailbox;
 mod ops;
 mod promo;
 mod saga_ops;
@@ -54,6 +55,7 @@ pub async fn handle(
         Endpoint::AdminRetry => admin::retry(state, &req).await,
         Endpoint::AdminCancel => admin::cancel(state, req).await,
         Endpoint::AdminPayments => admin::payments(state, &req).await,
+        Endpoint::AdminMailbox => mailbox::list(state, &req),
         Endpoint::CreateCancellation => cancellations::create(state, req).await,
         Endpoint::GetCancellation => cancellations::get(state, &req).await,
         Endpoint::AdminCancellations => cancellations::admin_list(state, &req).await,
