@@ -13,6 +13,7 @@
 //! Used by `tests/booking_crash.rs` (100 kills) and `examples/torture.rs`
 //! (any number). The same binary is parent and child (`--child`).
 
+mod cards;
 mod checks;
 mod child;
 mod traveller_mix;

@@ -55,6 +55,26 @@ impl Payments for RefusingRefunds {
     async fn all_payments(&self) -> Result<Vec<PaymentRecord>, PaymentError> {
         self.inner.all_payments().await
     }
+    async fn tokenize(
+        &self,
+        key: &str,
+        r: &booking_domain::payments::TokenizeRequest,
+    ) -> Result<booking_domain::payments::CardToken, PaymentError> {
+        self.inner.tokenize(key, r).await
+    }
+    async fn authorize_token(
+        &self,
+        key: &str,
+        r: &booking_domain::payments::TokenAuthorizeRequest,
+    ) -> Result<PaymentRecord, PaymentError> {
+        self.inner.authorize_token(key, r).await
+    }
+    async fn forget_card(&self, token: &str) -> Result<(), PaymentError> {
+        self.inner.forget_card(token).await
+    }
+    async fn cards_held(&self) -> Result<u64, PaymentError> {
+        self.inner.cards_held().await
+    }
     async fn refund(&self, key: &str, r: &RefundRequest) -> Result<RefundRecord, PaymentError> {
         if self.refuse.load(Ordering::SeqCst) {
             return Err(PaymentError::InvalidRequest {

@@ -269,7 +269,7 @@ fn run_server(cli: &Cli) -> Fallible {
             std::fs::create_dir_all(&cli.data_dir)?;
             let token = ServiceToken::for_role(role, cli.service_token_file.as_deref())?;
             let db = open_db(&cli.data_dir)?;
-            let mut config = RoleConfig::new(role).with_token(token);
+            let mut config = RoleConfig::new(role).with_token(token).with_data_dir(&cli.data_dir);
             config.limits.tls = tls.clone();
             let auth = if config.token.is_some() { "bearer token required" } else { "no token: loopback only" };
             println!("demo-server: {role} participant listening on {scheme}://{addr} ({auth})");

@@ -6,6 +6,7 @@
 use serde_json::{json, Map, Value};
 use std::sync::OnceLock;
 
+mod booking;
 mod operating;
 mod operations;
 mod traveller;
@@ -419,6 +420,8 @@ fn build() -> Value {
         s.extend(operating::schemas());
         p.extend(operations::paths());
         s.extend(operations::schemas());
+        p.extend(booking::paths());
+        s.extend(booking::schemas());
     }
     finish_operations(&mut paths);
     type_every_nullable(&mut schemas);

@@ -47,9 +47,7 @@ fn generic_compensation_error(step: &str) -> String {
 
 /// True for the texts the domain writes for customers.
 fn is_customer_text(error: &str) -> bool {
-    const NOT_HELD: &str =
-        "card details are no longer held (the service restarted before payment); please book again";
-    if error == NOT_HELD {
+    if error == booking_domain::booking_saga::CARD_NOT_HELD {
         return true;
     }
     if let Some(reason) = error.strip_prefix("payment declined: ") {

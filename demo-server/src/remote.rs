@@ -460,6 +460,39 @@ impl Payments for HttpPayments {
             .post("/payments/refund", key, Some(request))
             .await?)
     }
+
+    async fn tokenize(
+        &self,
+        key: &str,
+        request: &booking_domain::payments::TokenizeRequest,
+    ) -> Result<booking_domain::payments::CardToken, PaymentError> {
+        Ok(self
+            .transport
+            .post("/payments/tokens", key, Some(request))
+            .await?)
+    }
+
+    async fn authorize_token(
+        &self,
+        key: &str,
+        request: &booking_domain::payments::TokenAuthorizeRequest,
+    ) -> Result<PaymentRecord, PaymentError> {
+        Ok(self
+            .transport
+            .post("/payments/tokens/authorize", key, Some(request))
+            .await?)
+    }
+
+    async fn forget_card(&self, token: &str) -> Result<(), PaymentError> {
+        Ok(self
+            .transport
+            .post("/payments/tokens/forget", token, NO_BODY)
+            .await?)
+    }
+
+    async fn cards_held(&self) -> Result<u64, PaymentError> {
+        Ok(self.transport.get("/payments/tokens/count").await?)
+    }
 }
 
 #[async_trait]
@@ -716,6 +749,37 @@ mod tests {
         );
         assert_eq!(pay.get("p2").await.unwrap(), PaymentLookup::Tombstone);
         assert_eq!(pay.get("p3").await.unwrap(), PaymentLookup::Unknown);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_card_is_tokenized_and_authorized_by_token_over_http() {
+        use booking_domain::payments::{TokenAuthorizeRequest, TokenizeRequest};
+        let server = Server::start(Role::Payments).await;
+        let pay = HttpPayments::new(&server.url()).unwrap();
+        let request = TokenizeRequest {
+            card: card("4242 4242 4242 4242"),
+        };
+        let token = pay.tokenize("card:1", &request).await.unwrap();
+        assert!(token.token.starts_with("tok_"), "{token:?}");
+        assert_eq!(token.last4, "4242");
+        assert_eq!(pay.tokenize("card:1", &request).await.unwrap(), token);
+        assert_eq!(pay.cards_held().await.unwrap(), 1);
+        let by_token = TokenAuthorizeRequest {
+            customer_email: "ada@example.com".into(),
+            token: token.token.clone(),
+            amount: Money::new(500, Currency::usd()),
+        };
+        let rec = pay.authorize_token("t1", &by_token).await.unwrap();
+        assert_eq!(rec.status, PaymentStatus::Authorized);
+        assert_eq!(pay.cards_held().await.unwrap(), 0, "forgotten once used");
+        // A repeat is answered from the record; a new key finds no card.
+        assert_eq!(pay.authorize_token("t1", &by_token).await.unwrap(), rec);
+        assert_eq!(
+            pay.authorize_token("t2", &by_token).await.unwrap_err(),
+            PaymentError::UnknownToken
+        );
+        pay.forget_card("tok_never_issued").await.unwrap();
         server.stop().await;
     }
 

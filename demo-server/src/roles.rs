@@ -37,6 +37,10 @@
 //! | payments | `GET /payments` | `all_payments` |
 //! | payments | `GET /payments/{key}` | `get` |
 //! | payments | `GET /customers/{email}/payments` | `history` |
+//! | payments | `POST /payments/tokens` + key, body `TokenizeRequest` | `tokenize` |
+//! | payments | `POST /payments/tokens/authorize` + key, body `TokenAuthorizeRequest` | `authorize_token` |
+//! | payments | `POST /payments/tokens/forget` + key (the token) | `forget_card` |
+//! | payments | `GET /payments/tokens/count` | `cards_held` |
 //! | loyalty | `POST /accounts` + key, body `CreateAccount` | `create_account` |
 //! | loyalty | `GET /accounts` | `all_accounts` |
 //! | loyalty | `GET /accounts/{id}` | `account` |
@@ -92,6 +96,10 @@ pub struct RoleConfig {
     pub body_read_timeout: Duration,
     /// How long a graceful shutdown waits for open connections.
     pub drain: Duration,
+    /// The participant's data directory: the payments participant keeps
+    /// its card vault key there (`None`: a key of this process only, for
+    /// databases that do not outlive it).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl RoleConfig {
@@ -105,7 +113,14 @@ impl RoleConfig {
             max_body_bytes: MAX_BODY_BYTES.min(main.max_body_bytes),
             body_read_timeout: main.body_read_timeout,
             drain: main.shutdown_grace,
+            data_dir: None,
         }
+    }
+
+    /// Keeps the card vault key in `dir` (the payments role).
+    pub fn with_data_dir(mut self, dir: impl Into<std::path::PathBuf>) -> RoleConfig {
+        self.data_dir = Some(dir.into());
+        self
     }
 
     /// Requires `token` on every call.
@@ -188,7 +203,11 @@ pub async fn serve_role_with(
             LocalInventory::open(&db).map_err(std::io::Error::other)?,
         )),
         Role::Payments => Participant::Payments(Arc::new(
-            LocalPayments::open(&db).map_err(std::io::Error::other)?,
+            match &config.data_dir {
+                Some(dir) => LocalPayments::open_in(&db, dir),
+                None => LocalPayments::open(&db),
+            }
+            .map_err(std::io::Error::other)?,
         )),
         Role::Loyalty => Participant::Loyalty(Arc::new(
             LocalLoyalty::open(&db).map_err(std::io::Error::other)?,
@@ -490,9 +509,11 @@ impl WireError for PaymentError {
             E::Declined { .. } | E::InvalidCard { .. } | E::InvalidRequest { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            E::UnknownPayment { .. } | E::AlreadyCompensated { .. } | E::KeyReused { .. } => {
-                StatusCode::CONFLICT
-            }
+            E::UnknownPayment { .. }
+            | E::AlreadyCompensated { .. }
+            | E::KeyReused { .. }
+            | E::UnknownToken
+            | E::CardUnreadable { .. } => StatusCode::CONFLICT,
         }
     }
     fn retryable(&self) -> bool {
@@ -618,6 +639,20 @@ async fn payments(p: &dyn Payments, call: &Call) -> Routed<PaymentError> {
         (&Method::GET, ["payments"]) => answer!(p.all_payments()),
         (&Method::GET, ["payments", key]) => answer!(p.get(key)),
         (&Method::GET, ["customers", email, "payments"]) => answer!(p.history(email)),
+        (&Method::POST, ["payments", "tokens"]) => {
+            let key = bad!(call.key());
+            let request = bad!(call.json());
+            answer!(p.tokenize(key, &request))
+        }
+        (&Method::POST, ["payments", "tokens", "authorize"]) => {
+            let key = bad!(call.key());
+            let request = bad!(call.json());
+            answer!(p.authorize_token(key, &request))
+        }
+        (&Method::POST, ["payments", "tokens", "forget"]) => {
+            answer!(p.forget_card(bad!(call.key())))
+        }
+        (&Method::GET, ["payments", "tokens", "count"]) => answer!(p.cards_held()),
         _ => None,
     }
 }

@@ -79,6 +79,8 @@ pub enum Endpoint {
     AdminCancel,
     /// Payment history (admin).
     AdminPayments,
+    /// The itinerary outbox, newest first (admin).
+    AdminMailbox,
     /// Cancel a confirmed booking (reference + last name).
     CreateCancellation,
     /// A cancellation's status by id.
@@ -238,6 +240,7 @@ pub const ROUTES: &[Route] = &[
         Endpoint::AdminOperateDefinition(Kind::Resume),
     ),
     admin("GET", "/api/admin/payments", Endpoint::AdminPayments),
+    admin("GET", "/api/admin/mailbox", Endpoint::AdminMailbox),
     route("POST", "/api/cancellations", Endpoint::CreateCancellation),
     route("GET", "/api/cancellations/{id}", Endpoint::GetCancellation),
     admin(

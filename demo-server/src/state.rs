@@ -14,7 +14,7 @@ use crate::limits::{RateLimiter, StreamTracker};
 use crate::metrics::Metrics;
 use crate::remote::{HttpInventory, HttpLoyalty, HttpPayments};
 use crate::service_token::ServiceToken;
-use booking_domain::booking_saga::{booking_definition, BookingServices, OpenError};
+use booking_domain::booking_saga::{BookingServices, OpenError};
 use booking_domain::catalog::{Catalog, CatalogError};
 use saga_engine::{Engine, SledStore};
 use std::path::{Path, PathBuf};
@@ -232,7 +232,7 @@ impl AppStateBuilder {
             None => AdminToken::load_or_create(&self.data_dir)?,
         };
         let catalog = Arc::new(Catalog::open(&db)?);
-        let mut services = BookingServices::local(&db, catalog)?;
+        let mut services = BookingServices::local_in(&db, &self.data_dir, catalog)?;
         let url_err =
             |e: crate::remote::InvalidBaseUrl| StartupError::ParticipantUrl(e.to_string());
         if let Some(url) = &self.remote.inventory {
@@ -291,11 +291,12 @@ impl AppStateBuilder {
         if let Some(policy) = &self.retention {
             engine = engine.retention(policy.clone());
         }
+        // Every version of the booking saga: in-flight sagas of an earlier
+        // one resume with their own steps.
+        for def in booking_domain::booking_saga::booking_definitions(&services) {
+            engine = engine.register(def);
+        }
         let engine = engine
-            .register(booking_definition(&services))
-            .register(booking_domain::booking_saga::booking_definition_v1(
-                &services,
-            ))
             .register(booking_domain::cancellation::cancellation_definition(
                 &services,
             ))

@@ -36,12 +36,13 @@ const INSTALL_HINT: &str =
     "install the Debian packages chromium and chromium-driver (apt-get install -y chromium chromium-driver)";
 /// The test card that payments approve.
 const APPROVING_CARD: &str = "4242 4242 4242 4242";
-const STEPS: [&str; 5] = [
+const STEPS: [&str; 6] = [
     "reserve_seat",
     "redeem_miles",
     "authorize_payment",
     "award_miles",
     "confirm_booking",
+    "send_itinerary",
 ];
 /// How long the page may take to show something after an action.
 const UI_TIMEOUT: Duration = Duration::from_secs(15);

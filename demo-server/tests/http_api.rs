@@ -624,7 +624,8 @@ async fn a_booking_confirms_and_is_found_by_reference_and_last_name() {
             ("redeem_miles", "succeeded"),
             ("authorize_payment", "succeeded"),
             ("award_miles", "succeeded"),
-            ("confirm_booking", "succeeded")
+            ("confirm_booking", "succeeded"),
+            ("send_itinerary", "succeeded")
         ]
     );
 
@@ -737,6 +738,7 @@ async fn a_rejected_step_compensates_and_says_why() {
             "compensated",
             "compensated",
             "rejected",
+            "pending",
             "pending"
         ]
     );

@@ -1,6 +1,7 @@
 //! No internal URLs, file paths or storage errors in public answers
 //! (issue 13), over real loopback in services mode: the payments
-//! participant is down while a booking authorizes, so every attempt meets
+//! participant (up when the booking is accepted, to tokenize its card)
+//! goes down before the booking authorizes, so every attempt meets
 //! "connection refused" at an internal `http://127.0.0.1:port/...` URL. The
 //! booking's status and its own event stream show a generic reason per
 //! step ("the payment service could not be reached; nothing was charged");
@@ -28,6 +29,17 @@ fn participant(role: Role, listener: TcpListener) {
         db,
         std::future::pending(),
     ));
+}
+
+/// [`participant`] until `stop` completes; the task ends once it has
+/// stopped listening.
+fn participant_until(
+    role: Role,
+    listener: TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    tokio::spawn(serve_role_with(RoleConfig::new(role), listener, db, stop))
 }
 
 /// A loopback address with nothing listening (bound, then released).
@@ -71,6 +83,14 @@ async fn a_participant_down_shows_the_public_a_generic_reason() {
     let inventory_url = format!("http://{}", inventory.local_addr().unwrap());
     participant(Role::Inventory, inventory);
     let payments = dead_addr();
+    let (stop_payments, stopped) = tokio::sync::oneshot::channel::<()>();
+    let payments_task = participant_until(
+        Role::Payments,
+        TcpListener::bind(payments).await.unwrap(),
+        async {
+            let _ = stopped.await;
+        },
+    );
     let loyalty = dead_addr();
     let remote = RemoteParticipants {
         inventory: Some(inventory_url),
@@ -95,7 +115,10 @@ async fn a_participant_down_shows_the_public_a_generic_reason() {
     assert_public("503 body", &r.text);
 
     let (flight, date) = find_flight(server.addr).await;
-    let body = serde_json::to_vec(&booking_body(&flight, &date, json!({}))).unwrap();
+    // The seat step waits 3 s: payments goes down in the meantime (its
+    // graceful stop takes milliseconds; it is awaited below).
+    let faults = json!({"reserve_seat": {"mode": "delay", "ms": 3000}});
+    let body = serde_json::to_vec(&booking_body(&flight, &date, faults)).unwrap();
     let r = request_from(
         local(),
         server.addr,
@@ -110,6 +133,8 @@ async fn a_participant_down_shows_the_public_a_generic_reason() {
     .await;
     assert_eq!(r.status, 202, "{}", r.text);
     let id = r.body["booking_id"].as_str().unwrap().to_string();
+    let _ = stop_payments.send(());
+    payments_task.await.unwrap().unwrap();
     let stream = tokio::spawn(public_stream(server.addr, id.clone()));
 
     // Wait until the payment step has given up (the saga compensates),

@@ -22,6 +22,7 @@
 //! | `wait-not-indexed` | a saga entering a durable wait is left out of sled's active (timer) index |
 //! | `backup-no-barrier` | (demo-server) a backup snapshot does not hold writes back |
 //! | `catalog-clear-then-load` | (booking-domain) a live catalog import empties the served catalog, then loads |
+//! | `vault-no-flush` | the payments participant answers a card token before the sealed card is durable |
 
 /// The store never flushes sled.
 pub const NO_FLUSH: &str = "no-flush";
@@ -59,8 +60,12 @@ pub const BACKUP_NO_BARRIER: &str = "backup-no-barrier";
 /// A live catalog import serves an empty catalog while it loads.
 pub const CATALOG_CLEAR_THEN_LOAD: &str = "catalog-clear-then-load";
 
+/// A card token is answered before the sealed card is flushed.
+pub const VAULT_NO_FLUSH: &str = "vault-no-flush";
+
 /// Every mode there is.
 pub const ALL: &[&str] = &[
+    VAULT_NO_FLUSH,
     PAUSE_NOT_DURABLE,
     INDEX_OUTSIDE_BATCH,
     GROUP_MEMBER_NOT_PERSISTED,

@@ -110,6 +110,7 @@ pub(super) async fn after_restart(c: &Child, acks: &[(String, String)]) -> Viola
     };
     let cancelling = super::traveller_mix::under_cancellation(&sagas);
     ended_match(c, &sagas, &cancelling, &ledgers, &mut v).await;
+    super::cards::no_card_lost(&sagas, &mut v);
     let mut taken: BTreeMap<NaiveDate, u32> = BTreeMap::new();
     for h in holds.iter().filter(|h| h.state != HoldState::Released) {
         *taken.entry(h.date).or_default() += h.seats;
@@ -240,6 +241,7 @@ pub(super) async fn totals(c: &Child) -> (Violations, usize) {
             return (v, 0);
         }
     };
+    super::cards::no_card_lost(&sagas, &mut v);
     match check_consistency(&c.engine, &c.services).await {
         Ok(found) => {
             for p in found {

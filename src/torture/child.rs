@@ -103,7 +103,8 @@ async fn open(dir: &Path) -> Result<Child, Violations> {
     while date.weekday() != flight.weekday {
         date = date + Days::new(1);
     }
-    let services = match BookingServices::local(&pdb, catalog) {
+    // The card vault's key lives beside the participants' database.
+    let services = match BookingServices::local_in(&pdb, &dir.join("participants"), catalog) {
         Ok(s) => s,
         Err(e) => {
             v.push("participants refused to open", e.to_string());
@@ -189,6 +190,11 @@ fn request(c: &Child, n: usize) -> BookingRequest {
         2 => {
             faults.insert(BookingStep::AwardMiles, Fault::Transient { times: 1 });
             faults.insert(BookingStep::ConfirmBooking, Fault::Delay { ms: 30 });
+        }
+        // Waits between its start and its authorization, where a kill
+        // finds its card only in the payments participant's vault.
+        4 => {
+            faults.insert(BookingStep::ReserveSeat, Fault::Delay { ms: 40 });
         }
         _ => {}
     }

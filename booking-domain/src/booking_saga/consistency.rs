@@ -112,6 +112,15 @@ pub async fn check_consistency(
                         rec.id
                     ));
                 }
+                let queued = services.outbox.get(&rec.id).ok().flatten();
+                if rec.version >= 3
+                    && !matches!(&queued, Some(m) if Some(&m.booking_ref) == d.booking_ref.as_ref())
+                {
+                    problems.push(format!(
+                        "saga {} completed but its itinerary is {queued:?}",
+                        rec.id
+                    ));
+                }
             }
             SagaStatus::Compensated => {
                 if matches!(&hold, Ok(HoldLookup::Hold(h)) if h.state != HoldState::Released) {
@@ -133,6 +142,12 @@ pub async fn check_consistency(
                 if matches!(&booking, Some(b) if b.status == BookingStatus::Confirmed) {
                     problems.push(format!(
                         "saga {} compensated but booking is confirmed",
+                        rec.id
+                    ));
+                }
+                if services.outbox.get(&rec.id).ok().flatten().is_some() {
+                    problems.push(format!(
+                        "saga {} compensated but an itinerary was queued",
                         rec.id
                     ));
                 }

@@ -4,6 +4,13 @@
 
 use super::*;
 
+/// Card input bounds, checked (after trimming) before a card is kept.
+pub const MAX_CARD_NUMBER_CHARS: usize = 23;
+/// The longest CVC accepted, in characters.
+pub const MAX_CVC_CHARS: usize = 4;
+/// The longest name on card accepted, in characters.
+pub const MAX_HOLDER_NAME_CHARS: usize = 100;
+
 /// The card as it will be kept: number, CVC and holder name trimmed.
 pub(super) fn bounded_card(card: &CardDetails) -> CardDetails {
     CardDetails {
@@ -91,8 +98,9 @@ pub(super) fn fingerprint_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result
 }
 
 /// Validates `req` against the catalog and participants (as of `today`) and
-/// prices it. Every problem is reported, one per field; on success the card
-/// is put in the vault and the saga's data is returned.
+/// prices it. Every problem is reported, one per field; on success the
+/// saga's data is returned, its `card_token` still empty (the card is
+/// tokenized by [`start_booking`] once the idempotency key is checked).
 pub async fn prepare(
     services: &BookingServices,
     req: &BookingRequest,
@@ -299,7 +307,7 @@ pub async fn prepare_with(
                 .collect(),
             email: req.email.trim().to_lowercase(),
             loyalty_id,
-            card_token: services.cards.put(held.card().clone()),
+            card_token: String::new(),
             card_brand: card.brand.as_str().to_string(),
             card_last4: card.last4,
             price,

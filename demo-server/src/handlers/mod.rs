@@ -12,6 +12,7 @@ mod catalog;
 mod catalog_import;
 mod loyalty;
 pub mod operate;
+mod mailbox;
 mod ops;
 mod promo;
 mod saga_ops;
@@ -39,7 +40,7 @@ pub async fn handle(
             .ok_or_else(|| ApiError::NotFound(format!("no script {}", req.param(0)))),
         Endpoint::Healthz => Ok(ops::healthz()),
         Endpoint::Readyz => Ok(ops::readyz(state)),
-        Endpoint::Metrics => Ok(ops::metrics(state)),
+        Endpoint::Metrics => Ok(ops::metrics(state).await),
         Endpoint::OpenApi => Ok(ops::openapi()),
         Endpoint::Airports => catalog::airports(state, &req),
         Endpoint::FlightSearch => catalog::search(state, &req).await,
@@ -58,6 +59,7 @@ pub async fn handle(
         Endpoint::AdminRetry => admin::retry(state, &req).await,
         Endpoint::AdminCancel => admin::cancel(state, req).await,
         Endpoint::AdminPayments => admin::payments(state, &req).await,
+        Endpoint::AdminMailbox => mailbox::list(state, &req),
         Endpoint::CreateCancellation => cancellations::create(state, req).await,
         Endpoint::GetCancellation => cancellations::get(state, &req).await,
         Endpoint::AdminCancellations => cancellations::admin_list(state, &req).await,

@@ -9,6 +9,7 @@ const STEPS = [
   ["authorize_payment", "Authorize payment"],
   ["award_miles", "Award miles"],
   ["confirm_booking", "Confirm booking"],
+  ["send_itinerary", "Send the itinerary"],
 ];
 const STEP_LABEL = Object.fromEntries(STEPS);
 const FAULT_MODES = [

@@ -22,13 +22,25 @@ pub struct Server {
     pub state: Arc<AppState>,
     stop: Option<oneshot::Sender<()>>,
     served: Option<JoinHandle<()>>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
     pub async fn start(config: ServerConfig, remote: RemoteParticipants) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (state, _) = AppState::builder(dir.path())
+        let mut server = Self::start_in(dir.path(), config, remote).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server on the data directory `dir` (kept by the caller, so that
+    /// a second server can be started on it after this one stops).
+    pub async fn start_in(
+        dir: &std::path::Path,
+        config: ServerConfig,
+        remote: RemoteParticipants,
+    ) -> Server {
+        let (state, _) = AppState::builder(dir)
             .admin_token(AdminToken::new(TOKEN).unwrap())
             .remote(remote)
             .config(config)
@@ -46,7 +58,7 @@ impl Server {
             state,
             stop: Some(stop),
             served: Some(served),
-            _dir: dir,
+            _dir: None,
         }
     }
 
