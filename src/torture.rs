@@ -16,7 +16,7 @@
 mod checks;
 mod child;
 
-pub use child::child_main;
+pub use child::{child_main, Layout};
 
 use crate::kill_loop::{self, Plan};
 use crate::verdict::{Figures, Violations};

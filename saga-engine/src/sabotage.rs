@@ -16,6 +16,7 @@
 //! | `start-inline` | `Engine::start` writes and spawns in the caller's future (not cancel-safe) |
 //! | `replay-before-durable` | a replayed booking key is acknowledged without a durability barrier |
 //! | `purge-forgets-keys` | retention deletes a saga without retiring its idempotency key |
+//! | `cover-foreign-db` | a participant counts on the engine's flush although it lives in another sled database |
 
 /// The store never flushes sled.
 pub const NO_FLUSH: &str = "no-flush";
@@ -36,8 +37,13 @@ pub const REPLAY_BEFORE_DURABLE: &str = "replay-before-durable";
 /// Retention deletes a saga without retiring its key.
 pub const PURGE_FORGETS_KEYS: &str = "purge-forgets-keys";
 
+/// A participant skips its own flush although the engine's flushes are on
+/// another database.
+pub const COVER_FOREIGN_DB: &str = "cover-foreign-db";
+
 /// Every mode there is.
-pub const ALL: [&str; 8] = [
+pub const ALL: [&str; 9] = [
+    COVER_FOREIGN_DB,
     PURGE_FORGETS_KEYS,
     NO_FLUSH,
     ACK_BEFORE_FLUSH,
