@@ -143,6 +143,7 @@ async fn main() {
     };
     let _tmp;
     let mut dir_used: Option<std::path::PathBuf> = None;
+    let mut sled_db: Option<sled::Db> = None;
     // The disk's own floor, measured in the same run beside the store:
     // five sequential 8 KiB write + fdatasync pairs (one per durable write
     // a saga makes).
@@ -169,10 +170,12 @@ async fn main() {
                 }
             };
             dir_used = Some(dir.clone());
-            Arc::new(SledStore::open(&dir).unwrap_or_else(|e| {
+            let s = SledStore::open(&dir).unwrap_or_else(|e| {
                 eprintln!("cannot open {}: {e}", dir.display());
                 std::process::exit(2)
-            }))
+            });
+            sled_db = Some(s.db().clone());
+            Arc::new(s)
         }
         #[cfg(feature = "postgres")]
         url if url.starts_with("postgres://") || url.starts_with("postgresql://") => Arc::new(
@@ -214,6 +217,7 @@ async fn main() {
     let store_sagas = store.saga_count();
 
     let next = Arc::new(AtomicUsize::new(0));
+    let written_before = written_bytes();
     let flushes_before = engine.flush_count();
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -274,6 +278,9 @@ async fn main() {
     let elapsed = started.elapsed();
     let flushes = engine.flush_count() - flushes_before;
     engine.shutdown(Duration::from_secs(5)).await;
+    let written = written_bytes()
+        .zip(written_before)
+        .map(|(a, b)| a.saturating_sub(b));
     if !wrong.is_empty() || latencies.len() != args.sagas {
         eprintln!(
             "{} wrong outcomes of {} sagas; first: {}",
@@ -327,6 +334,26 @@ async fn main() {
                 .map(|d| round(dir_size(d) as f64 / 1e6, 1))
                 .into(),
         ),
+        (
+            "live_kb_per_saga",
+            sled_db
+                .as_ref()
+                .map(|db| {
+                    round(
+                        live_bytes(db) as f64
+                            / 1e3
+                            / (store_sagas.unwrap_or(0) + args.sagas as u64).max(1) as f64,
+                        3,
+                    )
+                })
+                .into(),
+        ),
+        (
+            "written_kb_per_saga",
+            written
+                .map(|w| round(w as f64 / 1e3 / args.sagas as f64, 3))
+                .into(),
+        ),
         ("fsync5_ms", fsync5_ms.map(|f| round(f, 3)).into()),
         (
             "p50_over_fsync5",
@@ -356,6 +383,29 @@ fn peak_rss_mb() -> Option<f64> {
         .parse()
         .ok()?;
     Some((kb / 1024.0 * 10.0).round() / 10.0)
+}
+
+/// Bytes the process has had written to storage (`write_bytes` of
+/// `/proc/self/io`): sled's log, its segment cleaning, everything.
+fn written_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Keys and values the engine's tree holds now (what a saga kept costs
+/// before sled's own overhead and superseded versions).
+fn live_bytes(db: &sled::Db) -> u64 {
+    let Ok(tree) = db.open_tree("saga_engine") else {
+        return 0;
+    };
+    tree.iter()
+        .flatten()
+        .map(|(k, v)| (k.len() + v.len()) as u64)
+        .sum()
 }
 
 /// Bytes of every file under `dir`.

@@ -18,7 +18,7 @@ mod checks;
 mod child;
 mod traveller_mix;
 
-pub use child::child_main;
+pub use child::{child_main, Layout};
 
 use crate::kill_loop::{self, Plan};
 use crate::verdict::{Figures, Violations};

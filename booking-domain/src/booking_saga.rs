@@ -283,6 +283,30 @@ impl BookingServices {
         })
     }
 
+    /// Every participant local, on its own trees of `db`, which is also the
+    /// engine's database: the participants do not flush a step's effect
+    /// themselves, the engine's flush after the step covers it (a crash
+    /// before it leaves the step in doubt, retried under its key). Refused
+    /// unless `engine` is the group commit of `db`
+    /// ([`saga_engine::SledStore::durability`]).
+    pub fn local_on_engine_db(
+        db: &sled::Db,
+        data_dir: &std::path::Path,
+        catalog: Arc<Catalog>,
+        engine: &saga_engine::store::Durability,
+    ) -> Result<Self, OpenError> {
+        Ok(BookingServices {
+            catalog: Arc::new(crate::live_catalog::LiveCatalog::new(catalog)),
+            inventory: Arc::new(LocalInventory::open(db)?.covered_by(engine)?),
+            payments: Arc::new(LocalPayments::open_in(db, data_dir)?.covered_by(engine)?),
+            loyalty: Arc::new(LocalLoyalty::open(db)?.covered_by(engine)?),
+            bookings: Arc::new(BookingStore::open(db)?.covered_by(engine)?),
+            faults: Arc::new(Faults::new()),
+            promos: Arc::new(crate::promo::PromoStore::open(db)?),
+            outbox: Arc::new(Outbox::open(db)?),
+        })
+    }
+
     fn fault(&self, data: &BookingData, step: BookingStep) -> Fault {
         data.faults
             .get(&step)

@@ -490,6 +490,7 @@ impl Inner {
 #[derive(Clone)]
 pub struct LocalInventory {
     inner: Arc<Inner>,
+    cover: crate::ledger::Cover,
 }
 
 impl std::fmt::Debug for LocalInventory {
@@ -519,7 +520,10 @@ impl LocalInventory {
         if inner.layout != layout {
             tracing::warn!(?layout, open = ?inner.layout, "inventory already open with another layout; sharing it");
         }
-        Ok(LocalInventory { inner })
+        Ok(LocalInventory {
+            inner,
+            cover: crate::ledger::Cover::default(),
+        })
     }
 
     /// The layout used where no capacity override exists.
@@ -527,9 +531,30 @@ impl LocalInventory {
         self.inner.layout
     }
 
+    /// The same participant, with its saga steps' writes made durable by
+    /// the engine's flushes (see `ledger::Cover`): refused unless `engine`
+    /// is the group commit of this participant's own database.
+    pub fn covered_by(
+        self,
+        engine: &saga_engine::store::Durability,
+    ) -> Result<Self, InventoryError> {
+        let cover = crate::ledger::Cover::engine(self.inner.ledger.db(), engine)?;
+        Ok(LocalInventory { cover, ..self })
+    }
+
     /// Returns once every write committed so far is durable.
     async fn flush(&self) -> Result<(), InventoryError> {
-        Ok(self.inner.ledger.durable().await?)
+        self.cover
+            .direct(async { Ok(self.inner.ledger.durable().await?) })
+            .await
+    }
+
+    /// Makes a saga step's write durable before the reply, unless the
+    /// engine's next flush covers it.
+    async fn step_flush(&self) -> Result<(), InventoryError> {
+        self.cover
+            .step(async { Ok(self.inner.ledger.durable().await?) })
+            .await
     }
 
     /// Holds read while this inventory was opened: at most one, or every
@@ -684,7 +709,7 @@ impl Inventory for LocalInventory {
         // hold. A replay flushes too: the first call may not have reached
         // disk yet.
         let outcome = result?;
-        self.flush().await?;
+        self.step_flush().await?;
         outcome.map(|(hold, _)| hold)
     }
 
@@ -696,7 +721,7 @@ impl Inventory for LocalInventory {
             Err(e) => tracing::debug!(key, error = %e, "confirm refused"),
         }
         let hold = result?;
-        self.flush().await?;
+        self.step_flush().await?;
         Ok(hold)
     }
 
@@ -713,7 +738,7 @@ impl Inventory for LocalInventory {
             Err(e) => tracing::warn!(key, error = %e, "release failed"),
         }
         let outcome = result?;
-        self.flush().await?;
+        self.step_flush().await?;
         Ok(outcome)
     }
 

@@ -757,6 +757,7 @@ impl Inner {
 #[derive(Clone)]
 pub struct LocalLoyalty {
     inner: Arc<Inner>,
+    cover: crate::ledger::Cover,
 }
 
 impl fmt::Debug for LocalLoyalty {
@@ -780,12 +781,33 @@ impl LocalLoyalty {
             || Inner::load(db, meta.clone(), clock),
             LoyaltyError::storage,
         )?;
-        Ok(LocalLoyalty { inner })
+        Ok(LocalLoyalty {
+            inner,
+            cover: crate::ledger::Cover::default(),
+        })
+    }
+
+    /// The same participant, with its saga steps' writes made durable by
+    /// the engine's flushes (see `ledger::Cover`): refused unless `engine`
+    /// is the group commit of this participant's own database.
+    pub fn covered_by(self, engine: &saga_engine::store::Durability) -> Result<Self, LoyaltyError> {
+        let cover = crate::ledger::Cover::engine(self.inner.ledger.db(), engine)?;
+        Ok(LocalLoyalty { cover, ..self })
     }
 
     /// Returns once every write committed so far is durable.
     async fn flush(&self) -> Result<(), LoyaltyError> {
-        Ok(self.inner.ledger.durable().await?)
+        self.cover
+            .direct(async { Ok(self.inner.ledger.durable().await?) })
+            .await
+    }
+
+    /// Makes a saga step's write durable before the reply, unless the
+    /// engine's next flush covers it.
+    async fn step_flush(&self) -> Result<(), LoyaltyError> {
+        self.cover
+            .step(async { Ok(self.inner.ledger.durable().await?) })
+            .await
     }
 
     /// Entries read while loyalty was opened: at most one, or every entry
@@ -831,7 +853,7 @@ impl LocalLoyalty {
     {
         let now = self.inner.clock.now();
         let (stored, fresh) = self.apply_entry_now(key, account_id, make, now)?;
-        self.flush().await?;
+        self.step_flush().await?;
         match &stored {
             Stored::Entry(e) => {
                 tracing::debug!(key, account_id = %e.account_id, miles = e.miles, kind = ?e.kind, fresh, "loyalty entry")
@@ -1165,7 +1187,7 @@ impl Loyalty for LocalLoyalty {
             Err(e) => tracing::warn!(key, error = %e, "reverse failed"),
         }
         let outcome = result?;
-        self.flush().await?;
+        self.step_flush().await?;
         Ok(outcome)
     }
 

@@ -232,7 +232,23 @@ impl AppStateBuilder {
             None => AdminToken::load_or_create(&self.data_dir)?,
         };
         let catalog = Arc::new(Catalog::open(&db)?);
-        let mut services = BookingServices::local_in(&db, &self.data_dir, catalog)?;
+        // With the engine on this database, the local participants share its
+        // flushes: one flush covers a step's effect and its result.
+        let (store, durability): (Arc<dyn saga_engine::Store>, _) = match &self.store_url {
+            None => {
+                // With the directory, the store keeps its high-water mark there and
+                // refuses to run on a database that lost acknowledged records.
+                let s = SledStore::with_db_at(db.clone(), self.data_dir.join(DB_DIR))
+                    .map_err(saga_engine::Error::from)?;
+                let d = s.durability();
+                (Arc::new(s), Some(d))
+            }
+            Some(url) => (open_shared_store(url).await?, None),
+        };
+        let mut services = match &durability {
+            Some(d) => BookingServices::local_on_engine_db(&db, &self.data_dir, catalog, d)?,
+            None => BookingServices::local_in(&db, &self.data_dir, catalog)?,
+        };
         let url_err =
             |e: crate::remote::InvalidBaseUrl| StartupError::ParticipantUrl(e.to_string());
         if let Some(url) = &self.remote.inventory {
@@ -274,17 +290,6 @@ impl AppStateBuilder {
             services.payments = Arc::new(GatedPayments(services.payments.clone(), barrier.clone()));
             services.loyalty = Arc::new(GatedLoyalty(services.loyalty.clone(), barrier.clone()));
         }
-        let store: Arc<dyn saga_engine::Store> = match &self.store_url {
-            None => {
-                // With the directory, the store keeps its high-water mark there and
-                // refuses to run on a database that lost acknowledged records.
-                Arc::new(
-                    SledStore::with_db_at(db.clone(), self.data_dir.join(DB_DIR))
-                        .map_err(saga_engine::Error::from)?,
-                )
-            }
-            Some(url) => open_shared_store(url).await?,
-        };
         let store: Arc<dyn saga_engine::Store> =
             Arc::new(crate::backup::gate::GatedStore::new(store, barrier.clone()));
         let mut engine = Engine::builder_arc(store);

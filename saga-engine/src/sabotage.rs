@@ -23,6 +23,7 @@
 //! | `backup-no-barrier` | (demo-server) a backup snapshot does not hold writes back |
 //! | `catalog-clear-then-load` | (booking-domain) a live catalog import empties the served catalog, then loads |
 //! | `vault-no-flush` | the payments participant answers a card token before the sealed card is durable |
+//! | `cover-foreign-db` | a participant counts on the engine's flush although it lives in another sled database |
 
 /// The store never flushes sled.
 pub const NO_FLUSH: &str = "no-flush";
@@ -63,8 +64,13 @@ pub const CATALOG_CLEAR_THEN_LOAD: &str = "catalog-clear-then-load";
 /// A card token is answered before the sealed card is flushed.
 pub const VAULT_NO_FLUSH: &str = "vault-no-flush";
 
+/// A participant skips its own flush although the engine's flushes are on
+/// another database.
+pub const COVER_FOREIGN_DB: &str = "cover-foreign-db";
+
 /// Every mode there is.
 pub const ALL: &[&str] = &[
+    COVER_FOREIGN_DB,
     VAULT_NO_FLUSH,
     PAUSE_NOT_DURABLE,
     INDEX_OUTSIDE_BATCH,

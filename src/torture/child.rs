@@ -6,6 +6,8 @@
 //! The participants are kept apart from the engine's database on purpose:
 //! if they shared it, their flushes would also make the engine's writes
 //! durable, and a defect in the engine's own flushing would go unseen.
+//! [`Layout`] puts them on the engine's database instead, relying on its
+//! flushes alone (`tests/booking_crash_shared.rs`).
 
 use super::checks;
 use crate::acklog::{self, AckLog};
@@ -88,15 +90,74 @@ fn one_flight() -> (Arc<Catalog>, Flight) {
     (Arc::new(catalog), flight)
 }
 
+/// Where the child keeps the participants (`TORTURE_PARTICIPANTS`, read by
+/// the child; the parent's environment passes it on).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Layout {
+    /// On a database of their own, flushed by their own group flush (the
+    /// default: a defect in the engine's flushing cannot hide behind theirs).
+    OwnDb,
+    /// On the engine's database, their steps' effects made durable by the
+    /// engine's flushes (`BookingServices::local_on_engine_db`), as the demo
+    /// server runs them.
+    EngineDb,
+    /// On a database of their own but asking to be covered by the engine's
+    /// flushes: refused at open, unless the check is sabotaged
+    /// (`cover-foreign-db`), and then their effects are lost.
+    OwnDbCovered,
+}
+
+impl Layout {
+    /// The environment variable that picks the layout.
+    pub const VAR: &'static str = "TORTURE_PARTICIPANTS";
+
+    fn from_env() -> Layout {
+        match std::env::var(Self::VAR).as_deref() {
+            Ok("engine-db") => Layout::EngineDb,
+            Ok("own-db-covered") => Layout::OwnDbCovered,
+            _ => Layout::OwnDb,
+        }
+    }
+}
+
 async fn open(dir: &Path) -> Result<Child, Violations> {
     let mut v = Violations::new();
-    let pdb = match saga_engine::store::open_sled_db(&dir.join("participants")) {
-        Ok(db) => db,
-        Err(e) => {
-            v.push("participants refused to open", e.to_string());
-            return Err(v);
+    let layout = Layout::from_env();
+    // On the engine's database the store opens first: the participants need
+    // its group commit.
+    let mut early_store = None;
+    let pdb = if layout == Layout::EngineDb {
+        let opened = std::time::Instant::now();
+        match SledStore::open(dir.join("engine")) {
+            Ok(s) => {
+                let db = s.db().clone();
+                early_store = Some((s, opened));
+                db
+            }
+            Err(e) => {
+                v.push("store refused to open", e.to_string());
+                return Err(v);
+            }
+        }
+    } else {
+        match saga_engine::store::open_sled_db(&dir.join("participants")) {
+            Ok(db) => db,
+            Err(e) => {
+                v.push("participants refused to open", e.to_string());
+                return Err(v);
+            }
         }
     };
+    if layout == Layout::OwnDbCovered {
+        let opened = std::time::Instant::now();
+        match SledStore::open(dir.join("engine")) {
+            Ok(s) => early_store = Some((s, opened)),
+            Err(e) => {
+                v.push("store refused to open", e.to_string());
+                return Err(v);
+            }
+        }
+    }
     let (catalog, flight) = one_flight();
     // A fixed date on the flight's weekday, the same in every child.
     let mut date = NaiveDate::from_ymd_opt(Utc::now().year() + 1, 1, 1).unwrap();
@@ -104,7 +165,14 @@ async fn open(dir: &Path) -> Result<Child, Violations> {
         date = date + Days::new(1);
     }
     // The card vault's key lives beside the participants' database.
-    let services = match BookingServices::local_in(&pdb, &dir.join("participants"), catalog) {
+    let pdir = dir.join("participants");
+    let opened_services = match &early_store {
+        Some((store, _)) => {
+            BookingServices::local_on_engine_db(&pdb, &pdir, catalog, &store.durability())
+        }
+        None => BookingServices::local_in(&pdb, &pdir, catalog),
+    };
+    let services = match opened_services {
         Ok(s) => s,
         Err(e) => {
             v.push("participants refused to open", e.to_string());
@@ -146,12 +214,17 @@ async fn open(dir: &Path) -> Result<Child, Violations> {
         return Err(v);
     }
     // Recovery: open the engine's store and resume every saga in flight.
-    let opened = std::time::Instant::now();
-    let store = match SledStore::open(dir.join("engine")) {
-        Ok(s) => s,
-        Err(e) => {
-            v.push("store refused to open", e.to_string());
-            return Err(v);
+    let (store, opened) = match early_store {
+        Some(s) => s,
+        None => {
+            let opened = std::time::Instant::now();
+            match SledStore::open(dir.join("engine")) {
+                Ok(s) => (s, opened),
+                Err(e) => {
+                    v.push("store refused to open", e.to_string());
+                    return Err(v);
+                }
+            }
         }
     };
     let engine = match Engine::builder(store)

@@ -62,6 +62,8 @@ pub struct BookingStore {
     by_ref: sled::Tree,
     by_saga: sled::Tree,
     flush: Arc<crate::payments::GroupFlush>,
+    db: sled::Db,
+    cover: crate::ledger::Cover,
 }
 
 impl fmt::Debug for BookingStore {
@@ -93,7 +95,30 @@ impl BookingStore {
             by_ref: db.open_tree("bookings")?,
             by_saga: db.open_tree("bookings_by_saga")?,
             flush: Arc::new(crate::payments::GroupFlush::new(db)),
+            db: db.clone(),
+            cover: crate::ledger::Cover::default(),
         })
+    }
+
+    /// The same store, its writes (made by the booking saga's steps) made
+    /// durable by the engine's flushes: refused unless `engine` is the group
+    /// commit of this store's own database (see `ledger::Cover`).
+    pub fn covered_by(
+        self,
+        engine: &saga_engine::store::Durability,
+    ) -> Result<Self, BookingStoreError> {
+        let cover = crate::ledger::Cover::engine(&self.db, engine)
+            .map_err(|e| BookingStoreError(e.to_string()))?;
+        Ok(BookingStore { cover, ..self })
+    }
+
+    /// Makes a step's write durable before the reply, unless the engine's
+    /// next flush covers it.
+    async fn step_flush(&self) -> Result<(), BookingStoreError> {
+        self.cover
+            .step(self.flush.durable())
+            .await
+            .map_err(BookingStoreError)
     }
 
     /// Records a confirmed booking for `record.saga_id` (its `reference` is
@@ -133,7 +158,7 @@ impl BookingStore {
         }
         self.by_saga
             .insert(record.saga_id.as_str(), record.reference.0.as_bytes())?;
-        self.flush.durable().await.map_err(BookingStoreError)?;
+        self.step_flush().await?;
         Ok(record)
     }
 
@@ -146,7 +171,7 @@ impl BookingStore {
             rec.status = BookingStatus::Cancelled;
             let bytes = serde_json::to_vec(&rec).map_err(|e| BookingStoreError(e.to_string()))?;
             self.by_ref.insert(rec.reference.0.as_bytes(), bytes)?;
-            self.flush.durable().await.map_err(BookingStoreError)?;
+            self.step_flush().await?;
         }
         Ok(Some(rec))
     }

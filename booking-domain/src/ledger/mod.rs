@@ -32,8 +32,10 @@
 //! the first open rebuilds them with one scan and then marks the format, so
 //! later opens do not scan.
 
+mod cover;
 mod plumbing;
 
+pub(crate) use cover::Cover;
 pub(crate) use plumbing::{GroupFlush, Registry};
 
 use serde::de::DeserializeOwned;
@@ -402,6 +404,11 @@ impl<E: LedgerEntry, S> Ledger<E, S> {
             self.apply(bucket, delta, seq)?;
         }
         Ok(())
+    }
+
+    /// The database the ledger writes to.
+    pub(crate) fn db(&self) -> &sled::Db {
+        &self.db
     }
 
     /// Returns once every write committed so far is durable.

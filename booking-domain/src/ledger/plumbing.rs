@@ -73,7 +73,7 @@ fn database_id(meta: &sled::Tree) -> Result<u128, sled::Error> {
 }
 
 /// Whether two meta trees are the same tree of the same open database.
-fn same_database(a: &sled::Tree, b: &sled::Tree) -> Result<bool, sled::Error> {
+pub(super) fn same_database(a: &sled::Tree, b: &sled::Tree) -> Result<bool, sled::Error> {
     let nonce: u128 = rand::thread_rng().gen();
     a.insert(b"probe", &nonce.to_be_bytes()[..])?;
     Ok(b.get(b"probe")?.as_deref() == Some(&nonce.to_be_bytes()[..]))

@@ -149,6 +149,7 @@ impl Inner {
 #[derive(Clone)]
 pub struct LocalPayments {
     inner: Arc<Inner>,
+    cover: crate::ledger::Cover,
 }
 
 impl fmt::Debug for LocalPayments {
@@ -191,12 +192,33 @@ impl LocalPayments {
             || Inner::load(db, meta.clone(), clock, key),
             PaymentError::storage,
         )?;
-        Ok(LocalPayments { inner })
+        Ok(LocalPayments {
+            inner,
+            cover: crate::ledger::Cover::default(),
+        })
+    }
+
+    /// The same participant, with its saga steps' writes made durable by
+    /// the engine's flushes (see `ledger::Cover`): refused unless `engine`
+    /// is the group commit of this participant's own database. The card
+    /// vault's writes (tokenize, forget) still flush themselves: a token is
+    /// answered before any saga step exists to cover it.
+    pub fn covered_by(self, engine: &saga_engine::store::Durability) -> Result<Self, PaymentError> {
+        let cover = crate::ledger::Cover::engine(self.inner.ledger.db(), engine)?;
+        Ok(LocalPayments { cover, ..self })
     }
 
     /// Returns once every write committed so far is durable.
     async fn flush(&self) -> Result<(), PaymentError> {
         Ok(self.inner.ledger.durable().await?)
+    }
+
+    /// Makes a saga step's write durable before the reply, unless the
+    /// engine's next flush covers it.
+    async fn step_flush(&self) -> Result<(), PaymentError> {
+        self.cover
+            .step(async { Ok(self.inner.ledger.durable().await?) })
+            .await
     }
 
     /// Records read while these payments were opened: at most one, or every
@@ -257,7 +279,7 @@ impl LocalPayments {
             }
             out
         };
-        self.flush().await?;
+        self.step_flush().await?;
         Ok(out)
     }
 
@@ -443,7 +465,7 @@ impl Payments for LocalPayments {
         let (record, fresh) = self.authorize_now(key, &email, request, &checked, now)?;
         // Declines are remembered and flushed too: a retry must see the same
         // answer, and the customer's history shows it.
-        self.flush().await?;
+        self.step_flush().await?;
         tracing::debug!(key, authorization_id = %record.authorization_id, status = ?record.status, fresh, "authorize");
         match record.status {
             PaymentStatus::Declined => Err(PaymentError::Declined {
@@ -566,7 +588,7 @@ impl Payments for LocalPayments {
         let now = self.inner.clock.now();
         let record = self.refund_now(key, request, now);
         if let Ok(r) = &record {
-            self.flush().await?;
+            self.step_flush().await?;
             tracing::debug!(key, payment_key = %r.payment_key, amount = %r.amount, "refunded");
         } else if let Err(e) = &record {
             tracing::debug!(key, error = %e, "refund refused");

@@ -22,6 +22,7 @@ mod query;
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
+pub use sled_store::Durability;
 pub use sled_store::{
     open_sled_db, open_sled_db_with_cache, FlushGate, FlushHook, SledStore, DEFAULT_CACHE_BYTES,
     HWM_FILE,

@@ -28,7 +28,7 @@ mod query;
 #[cfg(test)]
 mod tests;
 
-pub use commit::{FlushHook, HWM_FILE};
+pub use commit::{Durability, FlushHook, HWM_FILE};
 pub use gate::FlushGate;
 pub use open::{open_sled_db, open_sled_db_with_cache, DEFAULT_CACHE_BYTES};
 
@@ -47,6 +47,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 const TREE: &str = "saga_engine";
+
+/// Whether the saga will write again soon after this write (for group
+/// commit's gathering): not finished and not parked in a durable wait.
+fn writes_again(record: &SagaRecord) -> bool {
+    !record.status().is_terminal() && record.state.parked_until().is_none()
+}
 
 /// The sled backend (default).
 pub struct SledStore {
@@ -214,6 +220,12 @@ impl SledStore {
         &self.db
     }
 
+    /// The store's group commit, for in-process participants that keep
+    /// their trees in the same database (see [`Durability`]).
+    pub fn durability(&self) -> Durability {
+        Durability::new(self.commit.clone())
+    }
+
     fn read(&self, id: &SagaId) -> Result<Option<sled::IVec>, StoreError> {
         self.tree.get(key(b"s/", id.as_str())).map_err(io)
     }
@@ -331,7 +343,9 @@ impl Store for SledStore {
             self.tree.insert(&ak, &t.to_be_bytes()[..]).map_err(io)?;
         }
         self.commit.created.fetch_add(1, Ordering::SeqCst);
-        self.commit.durable().await?;
+        self.commit
+            .durable_write(false, writes_again(record))
+            .await?;
         Ok(CreateOutcome::Created)
     }
 
@@ -412,7 +426,7 @@ impl Store for SledStore {
                 self.tree.insert(&ak, &t.to_be_bytes()[..]).map_err(io)?;
             }
         }
-        self.commit.durable().await
+        self.commit.durable_write(true, writes_again(record)).await
     }
 
     async fn get(&self, id: &SagaId) -> Result<Option<SagaRecord>, StoreError> {
