@@ -600,7 +600,7 @@ impl Step<BookingData> for SendItinerary {
         let Some(reference) = &d.booking_ref else {
             return Err(StepError::retryable("no booking reference yet"));
         };
-        let message = itinerary(&ctx.saga_id, d, reference, &self.0.catalog);
+        let message = itinerary(&ctx.saga_id, d, reference, &self.0.catalog.current());
         let queued = self
             .0
             .outbox

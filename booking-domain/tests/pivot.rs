@@ -161,7 +161,7 @@ async fn a_confirmed_booking_queues_its_itinerary_once() {
             &id,
             &d,
             &reference,
-            &w.services.catalog,
+            &w.services.catalog.current(),
         ))
         .await
         .unwrap();

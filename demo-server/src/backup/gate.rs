@@ -22,8 +22,8 @@ use booking_domain::loyalty::{
     ReverseOutcome,
 };
 use booking_domain::payments::{
-    AuthorizeRequest, PaymentError, PaymentLookup, PaymentRecord, Payments, RefundRecord,
-    RefundRequest, VoidOutcome,
+    AuthorizeRequest, CardToken, PaymentError, PaymentLookup, PaymentRecord, Payments,
+    RefundRecord, RefundRequest, TokenAuthorizeRequest, TokenizeRequest, VoidOutcome,
 };
 use booking_domain::types::{Cabin, FlightId, Money};
 use chrono::NaiveDate;
@@ -274,6 +274,29 @@ impl Payments for GatedPayments {
     ) -> Result<RefundRecord, PaymentError> {
         let _w = self.1.write().await;
         self.0.refund(key, request).await
+    }
+    async fn tokenize(
+        &self,
+        key: &str,
+        request: &TokenizeRequest,
+    ) -> Result<CardToken, PaymentError> {
+        let _w = self.1.write().await;
+        self.0.tokenize(key, request).await
+    }
+    async fn authorize_token(
+        &self,
+        key: &str,
+        request: &TokenAuthorizeRequest,
+    ) -> Result<PaymentRecord, PaymentError> {
+        let _w = self.1.write().await;
+        self.0.authorize_token(key, request).await
+    }
+    async fn forget_card(&self, token: &str) -> Result<(), PaymentError> {
+        let _w = self.1.write().await;
+        self.0.forget_card(token).await
+    }
+    async fn cards_held(&self) -> Result<u64, PaymentError> {
+        self.0.cards_held().await
     }
 }
 

@@ -642,7 +642,9 @@ impl Inner {
                 generation: 1,
                 expires_at_ms: now + self.lease_ttl_ms,
             }),
+            attributes: Default::default(),
         };
+        rec.attributes = def.search_attributes(&rec.data);
         rec.state.rerun_of = Some(id.to_string());
         rec.state.deadline_ms = def
             .deadline()
