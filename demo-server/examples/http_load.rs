@@ -87,7 +87,7 @@ fn flight_dates(state: &AppState, wanted: usize) -> Vec<(String, String)> {
     use chrono::Datelike;
     let today = chrono::Utc::now().date_naive();
     let mut out = Vec::new();
-    for f in state.services.catalog.flights() {
+    for f in state.services.catalog.current().flights() {
         if f.economy.is_none() {
             continue;
         }
