@@ -114,6 +114,19 @@ impl Store for GatedStore {
     async fn get(&self, id: &SagaId) -> Result<Option<SagaRecord>, StoreError> {
         self.inner.get(id).await
     }
+    // Reads pass through: the wrapped store answers from its indexes (the
+    // trait's defaults would read every record).
+    async fn list_page(
+        &self,
+        filter: &saga_engine::store::SagaFilter,
+        cursor: Option<&saga_engine::store::PageCursor>,
+        limit: usize,
+    ) -> Result<saga_engine::store::SagaPage, StoreError> {
+        self.inner.list_page(filter, cursor, limit).await
+    }
+    async fn status_counts(&self) -> Result<saga_engine::store::StatusCounts, StoreError> {
+        self.inner.status_counts().await
+    }
     async fn find_by_key(&self, key: &str) -> Result<Option<SagaId>, StoreError> {
         self.inner.find_by_key(key).await
     }
