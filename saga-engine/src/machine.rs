@@ -820,4 +820,6 @@ mod group_tests;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]
+mod ops_tests;
+#[cfg(test)]
 mod tests;
