@@ -59,6 +59,7 @@ pub async fn overview(state: &AppState) -> Result<Response<Body>, ApiError> {
     let mut counts = Vec::new();
     for s in [
         SagaStatus::Stuck,
+        SagaStatus::Paused,
         SagaStatus::Running,
         SagaStatus::Compensating,
         SagaStatus::Completed,
