@@ -255,9 +255,9 @@ pub enum StepKind {
     },
     /// Sleeps until the instant `at_ms` (ms since the Unix epoch; one in
     /// the past wakes at once). The definition computes it from the
-    /// saga's data; the runtime fills it in before each transition
-    /// (`SagaDefinition::policies_for`), and the wake time is fixed in
-    /// the state when the sleep begins.
+    /// saga's data and the runtime passes it in the policy of every
+    /// transition; the wake time is fixed in the state when the sleep
+    /// begins, so later changes of the data do not move it.
     SleepUntil {
         /// When to wake, ms since the Unix epoch.
         at_ms: u64,

@@ -206,7 +206,15 @@ impl SagaState {
         Ok(match self.decision() {
             Decision::Run { .. } => Decision::AwaitRunning,
             Decision::RunGroup { first, end } => self.group_progress(first..end, p, ctx),
-            Decision::Paused | Decision::AwaitRunning => self.begin_compensation(p),
+            // Paused in a group (members waiting to retry, none running):
+            // the group stops as it would unpaused, so no member is left
+            // waiting to run while the saga compensates (found by the
+            // model test: a member retried and succeeded mid-compensation).
+            Decision::Paused => match self.unpaused_decision() {
+                Decision::RunGroup { first, end } => self.group_progress(first..end, p, ctx),
+                _ => self.begin_compensation(p),
+            },
+            Decision::AwaitRunning => self.begin_compensation(p),
             d => d,
         })
     }
