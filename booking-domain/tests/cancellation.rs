@@ -69,6 +69,9 @@ impl Payments for RefusingRefunds {
     ) -> Result<PaymentRecord, PaymentError> {
         self.inner.authorize_token(key, r).await
     }
+    async fn confirm_authorization(&self, key: &str) -> Result<PaymentRecord, PaymentError> {
+        self.inner.confirm_authorization(key).await
+    }
     async fn forget_card(&self, token: &str) -> Result<(), PaymentError> {
         self.inner.forget_card(token).await
     }

@@ -521,7 +521,12 @@ async fn test_cards_decline_with_their_reasons() {
             None => {
                 let p = result.unwrap();
                 assert_eq!(p.brand, t.brand);
-                assert_eq!(p.status, PaymentStatus::Authorized);
+                let expected = if t.needs_confirmation {
+                    PaymentStatus::RequiresConfirmation
+                } else {
+                    PaymentStatus::Authorized
+                };
+                assert_eq!(p.status, expected, "{}", t.number);
             }
             Some(reason) => assert_eq!(result, Err(PaymentError::Declined { reason })),
         }

@@ -483,6 +483,13 @@ impl Payments for HttpPayments {
             .await?)
     }
 
+    async fn confirm_authorization(&self, key: &str) -> Result<PaymentRecord, PaymentError> {
+        Ok(self
+            .transport
+            .post("/payments/confirm", key, NO_BODY)
+            .await?)
+    }
+
     async fn forget_card(&self, token: &str) -> Result<(), PaymentError> {
         Ok(self
             .transport

@@ -37,6 +37,7 @@
 //! | payments | `GET /payments` | `all_payments` |
 //! | payments | `GET /payments/{key}` | `get` |
 //! | payments | `GET /customers/{email}/payments` | `history` |
+//! | payments | `POST /payments/confirm` + key | `confirm_authorization` |
 //! | payments | `POST /payments/tokens` + key, body `TokenizeRequest` | `tokenize` |
 //! | payments | `POST /payments/tokens/authorize` + key, body `TokenAuthorizeRequest` | `authorize_token` |
 //! | payments | `POST /payments/tokens/forget` + key (the token) | `forget_card` |
@@ -630,6 +631,9 @@ async fn payments(p: &dyn Payments, call: &Call) -> Routed<PaymentError> {
             answer!(p.authorize(key, &request))
         }
         (&Method::POST, ["payments", "capture"]) => answer!(p.capture(bad!(call.key()))),
+        (&Method::POST, ["payments", "confirm"]) => {
+            answer!(p.confirm_authorization(bad!(call.key())))
+        }
         (&Method::POST, ["payments", "void"]) => answer!(p.void_or_refund(bad!(call.key()))),
         (&Method::POST, ["payments", "refund"]) => {
             let key = bad!(call.key());

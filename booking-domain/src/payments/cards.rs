@@ -92,6 +92,9 @@ pub struct TestCard {
     pub outcome: &'static str,
     /// `None` when it approves; the reason when it declines.
     pub decline: Option<DeclineReason>,
+    /// Set when its authorization needs the customer's confirmation
+    /// (strong customer authentication) before it can be captured.
+    pub needs_confirmation: bool,
 }
 
 /// Test cards. Any other valid card approves; these decline with the reason
@@ -102,36 +105,49 @@ pub const TEST_CARDS: &[TestCard] = &[
         brand: CardBrand::Visa,
         outcome: "approved",
         decline: None,
+        needs_confirmation: false,
     },
     TestCard {
         number: "5555 5555 5555 4444",
         brand: CardBrand::Mastercard,
         outcome: "approved",
         decline: None,
+        needs_confirmation: false,
     },
     TestCard {
         number: "3782 822463 10005",
         brand: CardBrand::Amex,
         outcome: "approved",
         decline: None,
+        needs_confirmation: false,
     },
     TestCard {
         number: "4000 0000 0000 9995",
         brand: CardBrand::Visa,
         outcome: "declined: insufficient funds",
         decline: Some(DeclineReason::InsufficientFunds),
+        needs_confirmation: false,
     },
     TestCard {
         number: "4000 0000 0000 0002",
         brand: CardBrand::Visa,
         outcome: "declined: card blocked by the issuer",
         decline: Some(DeclineReason::CardDeclined),
+        needs_confirmation: false,
     },
     TestCard {
         number: "4000 0000 0000 0069",
         brand: CardBrand::Visa,
         outcome: "declined: expired card (even with a future expiry date)",
         decline: Some(DeclineReason::ExpiredCard),
+        needs_confirmation: false,
+    },
+    TestCard {
+        number: "4000 0000 0000 3220",
+        brand: CardBrand::Visa,
+        outcome: "requires confirmation (strong customer authentication)",
+        decline: None,
+        needs_confirmation: true,
     },
 ];
 
@@ -222,6 +238,9 @@ pub struct CheckedCard {
     pub holder_name: String,
     /// Set when the number is a declining [`TEST_CARDS`] entry.
     pub decline: Option<DeclineReason>,
+    /// Set when its authorization needs the customer's confirmation.
+    #[serde(default)]
+    pub needs_confirmation: bool,
 }
 
 /// True when `digits` (ASCII digits only) passes the Luhn check.
@@ -302,20 +321,18 @@ pub fn check_card(card: &CardDetails, today: NaiveDate) -> Result<CheckedCard, C
     if holder_name.is_empty() || holder_name.chars().count() > 100 {
         return Err(CardProblem::HolderName);
     }
-    let decline = TEST_CARDS
-        .iter()
-        .find(|t| {
-            t.number
-                .chars()
-                .filter(char::is_ascii_digit)
-                .eq(digits.chars())
-        })
-        .and_then(|t| t.decline);
+    let test = TEST_CARDS.iter().find(|t| {
+        t.number
+            .chars()
+            .filter(char::is_ascii_digit)
+            .eq(digits.chars())
+    });
     Ok(CheckedCard {
         brand: CardBrand::detect(&digits),
         last4: digits[digits.len() - 4..].to_string(),
         holder_name: holder_name.to_string(),
-        decline,
+        decline: test.and_then(|t| t.decline),
+        needs_confirmation: test.is_some_and(|t| t.needs_confirmation),
     })
 }
 

@@ -339,7 +339,9 @@ impl LocalPayments {
                     key: request.payment_key.clone(),
                 })
             }
-            PaymentStatus::Authorized | PaymentStatus::Declined => {
+            PaymentStatus::Authorized
+            | PaymentStatus::RequiresConfirmation
+            | PaymentStatus::Declined => {
                 return Err(PaymentError::InvalidRequest {
                     reason: format!("payment {:?} was not captured", request.payment_key),
                 })
@@ -424,6 +426,7 @@ impl LocalPayments {
         };
         let (status, decline_reason) = match card.decline {
             Some(reason) => (PaymentStatus::Declined, Some(reason)),
+            None if card.needs_confirmation => (PaymentStatus::RequiresConfirmation, None),
             None => (PaymentStatus::Authorized, None),
         };
         let record = PaymentRecord {
@@ -474,7 +477,9 @@ impl Payments for LocalPayments {
             PaymentStatus::Voided | PaymentStatus::Refunded => {
                 Err(PaymentError::AlreadyCompensated { key: key.into() })
             }
-            PaymentStatus::Authorized | PaymentStatus::Captured => Ok(record),
+            PaymentStatus::Authorized
+            | PaymentStatus::RequiresConfirmation
+            | PaymentStatus::Captured => Ok(record),
         }
     }
 
@@ -496,6 +501,12 @@ impl Payments for LocalPayments {
                         };
                         Ok((Some(PaymentEntry::Payment(p.clone())), p))
                     }
+                    // No capture without the customer's confirmation.
+                    PaymentStatus::RequiresConfirmation => Err(PaymentError::InvalidRequest {
+                        reason:
+                            "the payment awaits the customer's confirmation; nothing was captured"
+                                .into(),
+                    }),
                     PaymentStatus::Declined => Err(PaymentError::Declined {
                         reason: p.decline_reason.unwrap_or(DeclineReason::CardDeclined),
                     }),
@@ -529,7 +540,9 @@ impl Payments for LocalPayments {
                         PaymentStatus::Declined => return Ok((None, VoidOutcome::NothingToUndo)),
                         PaymentStatus::Voided => return Ok((None, VoidOutcome::Voided(p))),
                         PaymentStatus::Refunded => return Ok((None, VoidOutcome::Refunded(p))),
-                        PaymentStatus::Authorized => PaymentStatus::Voided,
+                        PaymentStatus::Authorized | PaymentStatus::RequiresConfirmation => {
+                            PaymentStatus::Voided
+                        }
                         PaymentStatus::Captured => PaymentStatus::Refunded,
                     };
                     let p = PaymentRecord {
@@ -639,7 +652,9 @@ impl Payments for LocalPayments {
                 PaymentStatus::Voided | PaymentStatus::Refunded => {
                     Err(PaymentError::AlreadyCompensated { key: key.into() })
                 }
-                PaymentStatus::Authorized | PaymentStatus::Captured => Ok(p),
+                PaymentStatus::Authorized
+                | PaymentStatus::RequiresConfirmation
+                | PaymentStatus::Captured => Ok(p),
             };
         }
         let Some(card) = self.inner.vault.get(&request.token)? else {
@@ -661,6 +676,34 @@ impl Payments for LocalPayments {
             self.flush().await?;
         }
         result
+    }
+
+    async fn confirm_authorization(&self, key: &str) -> Result<PaymentRecord, PaymentError> {
+        self.change(key, |current, now| match current {
+            None => Err(PaymentError::UnknownPayment { key: key.into() }),
+            Some(PaymentEntry::Tombstone { .. }) => {
+                Err(PaymentError::AlreadyCompensated { key: key.into() })
+            }
+            Some(PaymentEntry::Refund(_)) => Err(PaymentError::KeyReused { key: key.into() }),
+            Some(PaymentEntry::Payment(p)) => match p.status {
+                PaymentStatus::RequiresConfirmation => {
+                    let p = PaymentRecord {
+                        status: PaymentStatus::Authorized,
+                        updated_at: now,
+                        ..p
+                    };
+                    Ok((Some(PaymentEntry::Payment(p.clone())), p))
+                }
+                PaymentStatus::Authorized | PaymentStatus::Captured => Ok((None, p)),
+                PaymentStatus::Declined => Err(PaymentError::Declined {
+                    reason: p.decline_reason.unwrap_or(DeclineReason::CardDeclined),
+                }),
+                PaymentStatus::Voided | PaymentStatus::Refunded => {
+                    Err(PaymentError::AlreadyCompensated { key: key.into() })
+                }
+            },
+        })
+        .await
     }
 
     async fn forget_card(&self, token: &str) -> Result<(), PaymentError> {

@@ -118,6 +118,11 @@ impl fmt::Debug for TokenizeRequest {
 pub enum PaymentStatus {
     /// Money is reserved on the card.
     Authorized,
+    /// The issuer asks the customer to confirm (strong customer
+    /// authentication): nothing can be captured until
+    /// [`Payments::confirm_authorization`] makes it `Authorized`; it can be
+    /// voided.
+    RequiresConfirmation,
     /// Money was taken.
     Captured,
     /// The authorization was cancelled before capture.
@@ -357,6 +362,12 @@ pub trait Payments: Send + Sync {
         key: &str,
         request: &TokenAuthorizeRequest,
     ) -> Result<PaymentRecord, PaymentError>;
+
+    /// Records the customer's confirmation of the authorization under
+    /// `key` (`RequiresConfirmation` becomes `Authorized`). Repeating it,
+    /// or confirming one that needed none, returns the record; a voided
+    /// one is [`PaymentError::AlreadyCompensated`].
+    async fn confirm_authorization(&self, key: &str) -> Result<PaymentRecord, PaymentError>;
 
     /// Forgets the card under `token` (a booking that will not authorize
     /// it any more). Forgetting a token not held is not an error.
