@@ -311,6 +311,10 @@ impl Payments for GatedPayments {
     async fn cards_held(&self) -> Result<u64, PaymentError> {
         self.0.cards_held().await
     }
+    async fn confirm_authorization(&self, key: &str) -> Result<PaymentRecord, PaymentError> {
+        let _w = self.1.write().await;
+        self.0.confirm_authorization(key).await
+    }
 }
 
 /// Miles whose changes wait at the barrier.
