@@ -15,6 +15,10 @@
 //! took to open the store (`open_ms`, recovery included), how many sagas the
 //! store held then (`store_sagas`), the process's peak memory
 //! (`peak_rss_mb`) and the data directory's size after the run (`disk_mb`).
+//! On sled, `live_kb_per_saga` is what the engine's tree holds (keys and
+//! values) per saga stored, `written_kb_per_saga` what the process had
+//! written to storage during the run per saga (`/proc/self/io`), and a
+//! line on stderr breaks the live bytes down (record, history, indexes).
 //!
 //! Runs N four-step sagas (reserve_seat, authorize_payment, award_miles,
 //! confirm_booking; each a trivial step) at concurrency C and prints one
@@ -370,6 +374,14 @@ async fn main() {
             .join(",")
     );
     println!("{line}");
+    if let Some(db) = &sled_db {
+        let per_saga = (store_sagas.unwrap_or(0) + args.sagas as u64).max(1) as f64;
+        let parts: Vec<String> = live_breakdown(db)
+            .iter()
+            .map(|(what, b)| format!("{what} {:.0} B", *b as f64 / per_saga))
+            .collect();
+        eprintln!("live bytes per saga: {}", parts.join(", "));
+    }
 }
 
 /// The process's peak resident memory (VmHWM), in MB.
@@ -399,13 +411,28 @@ fn written_bytes() -> Option<u64> {
 /// Keys and values the engine's tree holds now (what a saga kept costs
 /// before sled's own overhead and superseded versions).
 fn live_bytes(db: &sled::Db) -> u64 {
+    live_breakdown(db).values().sum()
+}
+
+/// The engine tree's bytes by what they are: saga records (`s/` key and
+/// value header), their embedded history, and each index by prefix.
+fn live_breakdown(db: &sled::Db) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
     let Ok(tree) = db.open_tree("saga_engine") else {
-        return 0;
+        return out;
     };
-    tree.iter()
-        .flatten()
-        .map(|(k, v)| (k.len() + v.len()) as u64)
-        .sum()
+    for (k, v) in tree.iter().flatten() {
+        let prefix = String::from_utf8_lossy(&k[..k.len().min(2)]).into_owned();
+        if prefix == "s/" && v.len() >= 13 {
+            // [format u8][revision u64][record len u32][record][events]
+            let rec = u32::from_be_bytes(v[9..13].try_into().expect("4 bytes")) as u64;
+            *out.entry("record".into()).or_default() += k.len() as u64 + 13 + rec;
+            *out.entry("history".into()).or_default() += v.len() as u64 - 13 - rec;
+        } else {
+            *out.entry(format!("index {prefix}")).or_default() += (k.len() + v.len()) as u64;
+        }
+    }
+    out
 }
 
 /// Bytes of every file under `dir`.

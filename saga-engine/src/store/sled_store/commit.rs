@@ -9,14 +9,9 @@
 
 use super::layout::PURGED_KEY;
 use crate::store::StoreError;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tokio::sync::watch;
-
-/// Longest a flush leader waits for the writers it expects (see
-/// `GroupCommit::expected`); it also waits at most half a flush's time.
-const MAX_GATHER: Duration = Duration::from_micros(1000);
 
 #[derive(Clone, Default)]
 struct Mark {
@@ -45,20 +40,6 @@ pub(super) struct GroupCommit {
     pub(super) hook: std::sync::Mutex<Option<FlushHook>>,
     /// Sagas purged by retention since the store was new.
     pub(super) purged: AtomicU64,
-    /// Writers expected back soon: sagas whose last write took a ticket,
-    /// that will write again and have not yet (they wait for their flush or
-    /// run their next step). A new leader waits, briefly, for those running
-    /// a step to apply their writes, so that one flush covers them all. A
-    /// hint only: what a flush covers is decided by the tickets, never by
-    /// these counts.
-    expected: AtomicI64,
-    /// Tickets taken by writers that will write again (monotonic).
-    again_tickets: AtomicU64,
-    /// `again_tickets` when the last flush chose its target: the ones after
-    /// it wait for the next flush rather than run a step.
-    again_flushed: AtomicU64,
-    /// How long the last flush took, in nanoseconds.
-    last_flush_ns: AtomicU64,
 }
 
 /// The high-water mark: flush tickets made durable, records created.
@@ -114,67 +95,6 @@ impl GroupCommit {
                     .and_then(|v| v.as_ref().try_into().ok())
                     .map_or(0, u64::from_be_bytes),
             ),
-            expected: AtomicI64::new(0),
-            again_tickets: AtomicU64::new(0),
-            again_flushed: AtomicU64::new(0),
-            last_flush_ns: AtomicU64::new(0),
-        }
-    }
-
-    /// Like [`durable`](Self::durable), for a saga's own write: `arrived`
-    /// when the saga was expected back (an update, not a create), `again`
-    /// when it will write again soon (not finished, not parked in a wait).
-    pub(super) async fn durable_write(&self, arrived: bool, again: bool) -> Result<(), StoreError> {
-        self.durable_then(|| {
-            if arrived {
-                // Never below zero: sagas resumed at open were never counted.
-                let _ = self
-                    .expected
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                        (n > 0).then(|| n - 1)
-                    });
-            }
-            if again {
-                self.expected.fetch_add(1, Ordering::AcqRel);
-                self.again_tickets.fetch_add(1, Ordering::AcqRel);
-            }
-        })
-        .await
-    }
-
-    /// Writers expected back that are running a step (not waiting for the
-    /// coming flush).
-    fn running_a_step(&self) -> i64 {
-        let waiting = self
-            .again_tickets
-            .load(Ordering::Acquire)
-            .saturating_sub(self.again_flushed.load(Ordering::Acquire));
-        self.expected
-            .load(Ordering::Acquire)
-            .saturating_sub(i64::try_from(waiting).unwrap_or(i64::MAX))
-    }
-
-    /// Lets the writers the leader expects apply their writes first, so
-    /// that this flush covers them too instead of leaving them the next
-    /// one: yields to them until none is expected any more, or for at most
-    /// half a flush's time (and [`MAX_GATHER`]). Writers that do not come
-    /// (a slow step, a step waiting on a timer) are then no longer waited
-    /// for until they write again.
-    async fn gather(&self) {
-        // Writers woken by the previous flush and ready on this thread.
-        tokio::task::yield_now().await;
-        if self.running_a_step() <= 0 {
-            return;
-        }
-        let half_flush = Duration::from_nanos(self.last_flush_ns.load(Ordering::Relaxed));
-        let deadline = Instant::now() + half_flush.min(MAX_GATHER);
-        while self.running_a_step() > 0 {
-            if Instant::now() >= deadline {
-                let late = self.running_a_step().max(0);
-                self.expected.fetch_sub(late, Ordering::AcqRel);
-                return;
-            }
-            tokio::task::yield_now().await;
         }
     }
 
@@ -234,20 +154,11 @@ impl GroupCommit {
     /// the waiters, one of which leads the next flush (after a panic every
     /// waiter gets an error instead: the database is in an unknown state).
     pub(super) async fn durable(&self) -> Result<(), StoreError> {
-        self.durable_then(|| {}).await
-    }
-
-    /// [`durable`](Self::durable), calling `ticketed` once the caller's
-    /// ticket is taken (the write is then sure to be covered by the next
-    /// flush that starts).
-    async fn durable_then(&self, ticketed: impl FnOnce()) -> Result<(), StoreError> {
         if crate::sabotage::active(crate::sabotage::ACK_BEFORE_FLUSH) {
-            ticketed();
             return Ok(());
         }
         let mut rx = self.done.subscribe();
         let ticket = self.tickets.fetch_add(1, Ordering::SeqCst) + 1;
-        ticketed();
         loop {
             {
                 let m = rx.borrow_and_update();
@@ -260,18 +171,14 @@ impl GroupCommit {
             }
             if !self.leader.swap(true, Ordering::AcqRel) {
                 let guard = LeaderGuard { commit: self };
-                self.gather().await;
+                // Let writers that are ready to run on this thread (woken by
+                // the previous flush) apply their writes first, so that this
+                // flush covers them too instead of leaving them the next one.
+                tokio::task::yield_now().await;
                 // Every ticket issued so far belongs to a write already
                 // applied to sled's memory, so this flush covers it.
-                self.again_flushed.store(
-                    self.again_tickets.load(Ordering::Acquire),
-                    Ordering::Release,
-                );
                 let target = self.tickets.load(Ordering::SeqCst);
-                let began = Instant::now();
                 let result = self.flush_marked(target).await;
-                let took = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                self.last_flush_ns.store(took, Ordering::Relaxed);
                 self.flushes.fetch_add(1, Ordering::Relaxed);
                 std::mem::forget(guard);
                 // Step down before announcing, so that a waiter who saw a

@@ -48,12 +48,6 @@ use std::sync::Arc;
 
 const TREE: &str = "saga_engine";
 
-/// Whether the saga will write again soon after this write (for group
-/// commit's gathering): not finished and not parked in a durable wait.
-fn writes_again(record: &SagaRecord) -> bool {
-    !record.status().is_terminal() && record.state.parked_until().is_none()
-}
-
 /// The sled backend (default).
 pub struct SledStore {
     db: sled::Db,
@@ -343,9 +337,7 @@ impl Store for SledStore {
             self.tree.insert(&ak, &t.to_be_bytes()[..]).map_err(io)?;
         }
         self.commit.created.fetch_add(1, Ordering::SeqCst);
-        self.commit
-            .durable_write(false, writes_again(record))
-            .await?;
+        self.commit.durable().await?;
         Ok(CreateOutcome::Created)
     }
 
@@ -426,7 +418,7 @@ impl Store for SledStore {
                 self.tree.insert(&ak, &t.to_be_bytes()[..]).map_err(io)?;
             }
         }
-        self.commit.durable_write(true, writes_again(record)).await
+        self.commit.durable().await
     }
 
     async fn get(&self, id: &SagaId) -> Result<Option<SagaRecord>, StoreError> {
