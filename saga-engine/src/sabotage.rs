@@ -16,7 +16,7 @@
 //! | `start-inline` | `Engine::start` writes and spawns in the caller's future (not cancel-safe) |
 //! | `replay-before-durable` | a replayed booking key is acknowledged without a durability barrier |
 //! | `purge-forgets-keys` | retention deletes a saga without retiring its idempotency key |
-//! | `index-outside-batch` | sled writes and flushes a record, then its query index entries and status counts in a write of their own |
+//! | `index-unjournaled` | sled changes a record's query index entries and status count without journaling the change first |
 
 /// The store never flushes sled.
 pub const NO_FLUSH: &str = "no-flush";
@@ -37,12 +37,12 @@ pub const REPLAY_BEFORE_DURABLE: &str = "replay-before-durable";
 /// Retention deletes a saga without retiring its key.
 pub const PURGE_FORGETS_KEYS: &str = "purge-forgets-keys";
 
-/// Sled writes (and flushes) a record before its query index entries and counts.
-pub const INDEX_OUTSIDE_BATCH: &str = "index-outside-batch";
+/// Sled changes query index entries and counts without journaling them.
+pub const INDEX_UNJOURNALED: &str = "index-unjournaled";
 
 /// Every mode there is.
 pub const ALL: [&str; 9] = [
-    INDEX_OUTSIDE_BATCH,
+    INDEX_UNJOURNALED,
     PURGE_FORGETS_KEYS,
     NO_FLUSH,
     ACK_BEFORE_FLUSH,
