@@ -1,6 +1,6 @@
 //! The sled backend's query indexes: sagas by creation time, by status,
-//! by search attribute, and a counter per status, each changed in the
-//! same atomic sled batch as the record it describes.
+//! by search attribute, and a counter per status, each changed with the
+//! record it describes under one journal entry (see `journal`).
 //!
 //! Keys (beside those of `layout`):
 //!
@@ -295,21 +295,37 @@ impl QueryIndex {
             ops.push((time_key(&status_prefix(old), r.created_at_ms, &r.id), None));
         }
         // Attributes are re-taken at a status change: drop the entries of
-        // values the record no longer has.
-        let mut touched = pairs(&r.attributes);
-        if let Some(bytes) = tree.get(rk).map_err(io)? {
-            let before = Value::parse(rk, &bytes)?.record(rk)?;
-            for (n, v) in &before.attributes {
-                if r.attributes.get(n) != Some(v) {
-                    ops.push((
-                        time_key(&attribute_prefix(n, v), r.created_at_ms, &r.id),
-                        None,
-                    ));
-                    touched.push((n.clone(), v.clone()));
-                }
+        // values the record no longer has, add those it gained; the
+        // unchanged ones stay as they are.
+        let before = match tree.get(rk).map_err(io)? {
+            Some(bytes) => Value::parse(rk, &bytes)?.record(rk)?.attributes,
+            None => BTreeMap::new(),
+        };
+        let mut touched = Vec::new();
+        for (n, v) in &before {
+            if r.attributes.get(n) != Some(v) {
+                ops.push((
+                    time_key(&attribute_prefix(n, v), r.created_at_ms, &r.id),
+                    None,
+                ));
+                touched.push((n.clone(), v.clone()));
             }
         }
-        ops.extend(entries(r, new).into_iter().map(|(k, v)| (k, Some(v))));
+        for (n, v) in &r.attributes {
+            if before.get(n) != Some(v) {
+                ops.push((
+                    time_key(&attribute_prefix(n, v), r.created_at_ms, &r.id),
+                    Some(Vec::new()),
+                ));
+                touched.push((n.clone(), v.clone()));
+            }
+        }
+        ops.extend(
+            entries(r, new)
+                .into_iter()
+                .take(2)
+                .map(|(k, v)| (k, Some(v))),
+        );
         let entry = Entry {
             id: r.id.as_str().to_string(),
             created_ms: r.created_at_ms,
