@@ -17,13 +17,13 @@
 //! | `replay-before-durable` | a replayed booking key is acknowledged without a durability barrier |
 //! | `purge-forgets-keys` | retention deletes a saga without retiring its idempotency key |
 //! | `pause-not-durable` | an operator's pause is acknowledged without being written |
-//! | `index-outside-batch` | sled writes and flushes a record, then its query index entries and status counts in a write of their own |
 //! | `group-member-not-persisted` | a group member's success is acted on but written as never started |
 //! | `wait-not-indexed` | a saga entering a durable wait is left out of sled's active (timer) index |
 //! | `backup-no-barrier` | (demo-server) a backup snapshot does not hold writes back |
 //! | `catalog-clear-then-load` | (booking-domain) a live catalog import empties the served catalog, then loads |
 //! | `vault-no-flush` | the payments participant answers a card token before the sealed card is durable |
 //! | `cover-foreign-db` | a participant counts on the engine's flush although it lives in another sled database |
+//! | `index-unjournaled` | sled changes a record's query index entries and status count without journaling the change first |
 
 /// The store never flushes sled.
 pub const NO_FLUSH: &str = "no-flush";
@@ -47,8 +47,8 @@ pub const PURGE_FORGETS_KEYS: &str = "purge-forgets-keys";
 /// An operator's pause is acknowledged without being written.
 pub const PAUSE_NOT_DURABLE: &str = "pause-not-durable";
 
-/// Sled writes (and flushes) a record before its query index entries and counts.
-pub const INDEX_OUTSIDE_BATCH: &str = "index-outside-batch";
+/// Sled changes query index entries and counts without journaling them.
+pub const INDEX_UNJOURNALED: &str = "index-unjournaled";
 
 /// A group member's success is acted on but written as never started.
 pub const GROUP_MEMBER_NOT_PERSISTED: &str = "group-member-not-persisted";
@@ -73,7 +73,7 @@ pub const ALL: &[&str] = &[
     COVER_FOREIGN_DB,
     VAULT_NO_FLUSH,
     PAUSE_NOT_DURABLE,
-    INDEX_OUTSIDE_BATCH,
+    INDEX_UNJOURNALED,
     GROUP_MEMBER_NOT_PERSISTED,
     WAIT_NOT_INDEXED,
     BACKUP_NO_BARRIER,

@@ -11,8 +11,8 @@
 //! compensated or stuck), from its final data, so a value a step sets (the
 //! booking reference, set by its last step) is found once the saga has
 //! ended. They are stored in
-//! [`SagaRecord::attributes`](crate::SagaRecord::attributes) and indexed in
-//! the same atomic write as the record (a status change on every backend
+//! [`SagaRecord::attributes`](crate::SagaRecord::attributes) and indexed
+//! with the record, crash-safely (a status change on every backend
 //! re-indexes them). Between those two points they are not recomputed:
 //! that would decode the data at every step and rewrite index entries in
 //! the middle of a run.

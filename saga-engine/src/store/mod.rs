@@ -188,8 +188,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replaces a record (whose `revision` must be the stored one plus one)
     /// and appends `events` to its history, atomically. When the status
-    /// changes, the same atomic write moves the saga's status count and
-    /// re-indexes its search attributes (`record.attributes`); an update
+    /// changes, the saga's status count moves and its search attributes
+    /// (`record.attributes`) are re-indexed, crash-safely with it; an update
     /// that keeps the status leaves the attribute index as it was.
     async fn update(&self, record: &SagaRecord, events: &[SagaEvent]) -> Result<(), StoreError>;
 
@@ -254,9 +254,10 @@ pub trait Store: Send + Sync + 'static {
         Ok(SagaPage::from_matches(all, limit))
     }
 
-    /// Sagas in the store by status name. Backends keep counters updated in
-    /// the same atomic write as each status change (exact after a crash)
-    /// and answer without reading records; the default (for a backend
+    /// Sagas in the store by status name. Backends keep counters that are
+    /// exact after a crash (changed in the same atomic write as the status,
+    /// or journaled with it and replayed at open) and answer without
+    /// reading records; the default (for a backend
     /// without them) counts every record through [`Store::list`].
     async fn status_counts(&self) -> Result<StatusCounts, StoreError> {
         let mut counts = StatusCounts::new();

@@ -8,16 +8,16 @@
 //! starts. Backends answer from indexes ordered by creation time, reading
 //! the records of the page only.
 //! [`Store::status_counts`](super::Store::status_counts) answers from
-//! counters kept in the same atomic write as every status change, keyed by
-//! the status's name, so a status added to [`SagaStatus`] is counted
+//! counters that every status change moves crash-safely (in its atomic
+//! write, or journaled with it), keyed by the status's name, so a status added to [`SagaStatus`] is counted
 //! without any change here.
 //!
 //! Search attributes are a record's [`SagaRecord::attributes`]: a few
 //! `name = value` pairs a definition derives from the saga's data when the
 //! saga is created (see
 //! [`SagaDefinitionBuilder::search_attribute`](crate::SagaDefinitionBuilder::search_attribute)).
-//! Backends index them in the same atomic write as the record and remove
-//! them with it.
+//! Backends index them with the record, crash-safely, and remove them
+//! with it.
 
 use super::SagaRecord;
 use crate::machine::SagaStatus;

@@ -11,7 +11,10 @@
 //! for retention), `r/{at}{key}` (retired keys). They are written in an
 //! order that a crash at any point leaves either consistent or detectably
 //! half-done, and [`Store::list_active`] repairs the half-done cases (see
-//! `create`).
+//! `create`). The query indexes (`qc/`, `qs/`, `qa/`, status counts, see
+//! `query`) change only with a create, a delete or a status change,
+//! journaled first so that an open replays what a crash cut short (see
+//! `journal`).
 //!
 //! sled 0.34 keeps only what was flushed across a `kill -9`, so no write is
 //! reported done before a flush that started after it has finished. A
@@ -22,6 +25,7 @@
 
 mod commit;
 mod gate;
+mod journal;
 mod layout;
 mod open;
 mod query;

@@ -1,6 +1,6 @@
 //! The sled backend's query indexes: sagas by creation time, by status,
-//! by search attribute, and a counter per status, each changed in the
-//! same atomic sled batch as the record it describes.
+//! by search attribute, and a counter per status, each changed with the
+//! record it describes under one journal entry (see `journal`).
 //!
 //! Keys (beside those of `layout`):
 //!
@@ -8,21 +8,19 @@
 //! - `qs/{status}\0{created ms BE}{id}` -> `{definition}`: sagas by status;
 //! - `qa/{name len u16 BE}{name}{value len u32 BE}{value}{created ms BE}{id}`:
 //!   search attributes (written at create and at every status change);
-//! - `qn/{status}` -> count (u64 BE): the number of `s/` records in that
-//!   status, keyed by the status's name, so a new status needs no code;
+//! - the count of records per status name (a new status needs no code),
+//!   kept in memory and checkpointed with a journal (see `journal`);
 //! - `qm/built`: the indexes cover every record (a store written before
 //!   them is indexed once, at open).
 //!
 //! Only a write that creates a record, deletes one or changes its status
 //! touches them; the other updates (a step recorded, the saga still in the
 //! same status) stay one plain `insert`. Those writes go through one mutex
-//! that applies them as a sled `Batch` (atomic across keys, recovered whole
-//! or not at all after a crash) holding the record and the counters'
-//! absolute values. The mutex makes the order of batches in sled's log the
-//! order in which their counts were computed, and sled recovers a prefix
-//! of its log: after a crash the counters are exactly those of the records
-//! that survived.
+//! and are journaled first, so that an open replays whatever a crash cut
+//! short (see `journal`): after it the counters and entries describe
+//! exactly the records that survived.
 
+use super::journal::{self, Entry, State};
 use super::layout::{corrupt, io, key, Value};
 use crate::store::query::{bump, PageCursor, SagaFilter, SagaPage, StatusCounts};
 use crate::store::{SagaRecord, StoreError};
@@ -33,14 +31,12 @@ use std::sync::{Mutex, MutexGuard};
 const CREATED: &[u8] = b"qc/";
 const STATUS: &[u8] = b"qs/";
 const ATTRIBUTE: &[u8] = b"qa/";
-const COUNT: &[u8] = b"qn/";
 const BUILT: &[u8] = b"qm/built";
-/// Records indexed per batch when indexing an older store at open.
-const BACKFILL_BATCH: usize = 1000;
 
-/// The counters' in-memory copy (what the next batch writes).
+/// The counts and the journal's position, under the mutex every counted
+/// write takes.
 pub(super) struct QueryIndex {
-    counts: Mutex<StatusCounts>,
+    state: Mutex<State>,
 }
 
 fn time_key(prefix: &[u8], at_ms: u64, id: &SagaId) -> Vec<u8> {
@@ -65,6 +61,13 @@ fn attribute_prefix(name: &str, value: &str) -> Vec<u8> {
     k.extend_from_slice(&(value.len().min(u32::MAX as usize) as u32).to_be_bytes());
     k.extend_from_slice(value.as_bytes());
     k
+}
+
+fn pairs(attributes: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    attributes
+        .iter()
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect()
 }
 
 fn entry_value(status: &str, definition: &str) -> Vec<u8> {
@@ -147,78 +150,105 @@ fn describe(k: &[u8]) -> String {
     k.escape_ascii().to_string()
 }
 
-fn count_key(status: &str) -> Vec<u8> {
-    key(COUNT, status)
-}
-
 impl QueryIndex {
-    /// Loads the counters, first indexing every record if the store was
+    /// Loads the counts from the checkpoint and replays the journal after
+    /// it (see `journal`), first indexing every record if the store was
     /// written before these indexes existed.
     pub(super) fn open(tree: &sled::Tree) -> Result<QueryIndex, StoreError> {
         if !tree.contains_key(BUILT).map_err(io)? {
             backfill(tree)?;
         }
-        let mut counts = StatusCounts::new();
-        for kv in tree.scan_prefix(COUNT) {
-            let (k, v) = kv.map_err(io)?;
-            let n = <[u8; 8]>::try_from(&v[..])
-                .map_err(|_| corrupt(&k, "bad status count"))
-                .map(u64::from_be_bytes)?;
-            let status = String::from_utf8_lossy(&k[COUNT.len()..]).into_owned();
-            if n > 0 {
-                counts.insert(status, n);
+        let cp = journal::load_checkpoint(tree)?.unwrap_or_default();
+        let (touched, last) = journal::replay(tree, cp.seq)?;
+        let mut state = State {
+            counts: cp.counts,
+            seq: last,
+            checkpoint: cp.seq,
+        };
+        for (id, t) in &touched {
+            let id = SagaId::from_raw(id.clone());
+            for s in &t.statuses {
+                tree.remove(time_key(&status_prefix(s), t.created_ms, &id))
+                    .map_err(io)?;
             }
+            for (n, v) in &t.attributes {
+                tree.remove(time_key(&attribute_prefix(n, v), t.created_ms, &id))
+                    .map_err(io)?;
+            }
+            tree.remove(time_key(CREATED, t.created_ms, &id))
+                .map_err(io)?;
+            let rk = key(b"s/", id.as_str());
+            let now = match tree.get(&rk).map_err(io)? {
+                Some(v) => Some(Value::parse(&rk, &v)?.record(&rk)?),
+                None => None,
+            };
+            if let Some(r) = &now {
+                for (k, v) in entries(r, r.status().as_str()) {
+                    tree.insert(k, v).map_err(io)?;
+                }
+            }
+            journal::recount(
+                &mut state.counts,
+                t,
+                now.as_ref().map(|r| r.status().as_str()),
+            );
+        }
+        if !touched.is_empty() {
+            tracing::info!(sagas = touched.len(), "replayed the query index journal");
+            // After the repairs in the log: a prefix with this checkpoint
+            // holds them all.
+            journal::write_checkpoint(tree, &mut state)?;
         }
         Ok(QueryIndex {
-            counts: Mutex::new(counts),
+            state: Mutex::new(state),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, StatusCounts> {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sagas by status name.
     pub(super) fn counts(&self) -> StatusCounts {
-        self.lock().clone()
+        self.lock().counts.clone()
     }
 
-    /// Applies `batch` (the record's write and its index changes) with the
-    /// counters moved by `deltas`, atomically, under the counters' lock.
+    /// Journals `entry`, applies the index changes `ops` (key, value or
+    /// removal), then the record's write, and moves the counts, all under
+    /// the mutex.
     fn apply(
         &self,
         tree: &sled::Tree,
         record_write: (&[u8], Option<Vec<u8>>),
-        mut index: sled::Batch,
-        deltas: &[(&str, i64)],
+        entry: Entry,
+        ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     ) -> Result<(), StoreError> {
-        let mut counts = self.lock();
-        let mut next = counts.clone();
-        for (status, d) in deltas {
-            bump(&mut next, status, *d);
-            let n = next.get(*status).copied().unwrap_or(0);
-            index.insert(count_key(status), &n.to_be_bytes()[..]);
+        let mut state = self.lock();
+        if !crate::sabotage::active(crate::sabotage::INDEX_UNJOURNALED) {
+            journal::append(tree, &mut state, &entry)?;
+        } else {
+            // The defect: nothing tells an open what a kill cut short.
+            state.seq += 1;
         }
-        let (k, v) = record_write;
-        if crate::sabotage::active(crate::sabotage::INDEX_OUTSIDE_BATCH) {
-            // The defect: the record's write goes alone and is flushed,
-            // its index entries and counts after it, in a write of their
-            // own (a kill in between leaves them behind the record).
+        for (k, v) in ops {
             match v {
                 Some(v) => tree.insert(k, v).map(drop),
                 None => tree.remove(k).map(drop),
             }
-            .and_then(|()| tree.flush().map(drop))
             .map_err(io)?;
-        } else {
-            match v {
-                Some(v) => index.insert(k, v),
-                None => index.remove(k),
-            }
         }
-        tree.apply_batch(index).map_err(io)?;
-        *counts = next;
-        Ok(())
+        match record_write.1 {
+            Some(v) => tree.insert(record_write.0, v).map(drop),
+            None => tree.remove(record_write.0).map(drop),
+        }
+        .map_err(io)?;
+        if let Some(s) = &entry.old {
+            bump(&mut state.counts, s, -1);
+        }
+        if let Some(s) = &entry.new {
+            bump(&mut state.counts, s, 1);
+        }
+        journal::maybe_checkpoint(tree, &mut state)
     }
 
     /// Writes a new record's value with its index entries and count.
@@ -230,16 +260,23 @@ impl QueryIndex {
         r: &SagaRecord,
     ) -> Result<(), StoreError> {
         let status = r.status().as_str();
-        let mut b = sled::Batch::default();
-        for (k, v) in entries(r, status) {
-            b.insert(k, v);
-        }
-        self.apply(tree, (rk, Some(value)), b, &[(status, 1)])
+        let entry = Entry {
+            id: r.id.as_str().to_string(),
+            created_ms: r.created_at_ms,
+            old: None,
+            new: Some(status.to_string()),
+            attributes: pairs(&r.attributes),
+        };
+        let ops = entries(r, status)
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect();
+        self.apply(tree, (rk, Some(value)), entry, ops)
     }
 
     /// Replaces a record's value; if its status changed, moves its index
-    /// entries and counts and re-indexes its attributes in the same batch,
-    /// else writes the value alone.
+    /// entries and count and re-indexes its attributes, else writes the
+    /// value alone.
     pub(super) fn replace(
         &self,
         tree: &sled::Tree,
@@ -253,26 +290,50 @@ impl QueryIndex {
             tree.insert(rk, value).map_err(io)?;
             return Ok(());
         }
-        let mut b = sled::Batch::default();
-        let mut deltas = vec![(new, 1)];
+        let mut ops = Vec::new();
         if let Some(old) = &old {
-            b.remove(time_key(&status_prefix(old), r.created_at_ms, &r.id));
-            deltas.push((old.as_str(), -1));
-        }
-        for (k, v) in entries(r, new) {
-            b.insert(k, v);
+            ops.push((time_key(&status_prefix(old), r.created_at_ms, &r.id), None));
         }
         // Attributes are re-taken at a status change: drop the entries of
-        // values the record no longer has.
-        if let Some(bytes) = tree.get(rk).map_err(io)? {
-            let before = Value::parse(rk, &bytes)?.record(rk)?;
-            for (n, v) in &before.attributes {
-                if r.attributes.get(n) != Some(v) {
-                    b.remove(time_key(&attribute_prefix(n, v), r.created_at_ms, &r.id));
-                }
+        // values the record no longer has, add those it gained; the
+        // unchanged ones stay as they are.
+        let before = match tree.get(rk).map_err(io)? {
+            Some(bytes) => Value::parse(rk, &bytes)?.record(rk)?.attributes,
+            None => BTreeMap::new(),
+        };
+        let mut touched = Vec::new();
+        for (n, v) in &before {
+            if r.attributes.get(n) != Some(v) {
+                ops.push((
+                    time_key(&attribute_prefix(n, v), r.created_at_ms, &r.id),
+                    None,
+                ));
+                touched.push((n.clone(), v.clone()));
             }
         }
-        self.apply(tree, (rk, Some(value)), b, &deltas)
+        for (n, v) in &r.attributes {
+            if before.get(n) != Some(v) {
+                ops.push((
+                    time_key(&attribute_prefix(n, v), r.created_at_ms, &r.id),
+                    Some(Vec::new()),
+                ));
+                touched.push((n.clone(), v.clone()));
+            }
+        }
+        ops.extend(
+            entries(r, new)
+                .into_iter()
+                .take(2)
+                .map(|(k, v)| (k, Some(v))),
+        );
+        let entry = Entry {
+            id: r.id.as_str().to_string(),
+            created_ms: r.created_at_ms,
+            old,
+            new: Some(new.to_string()),
+            attributes: touched,
+        };
+        self.apply(tree, (rk, Some(value)), entry, ops)
     }
 
     /// Deletes a record with its index entries and count; false if there
@@ -289,11 +350,18 @@ impl QueryIndex {
         let status = self
             .stored_status(tree, r)?
             .unwrap_or_else(|| r.status().as_str().to_string());
-        let mut b = sled::Batch::default();
-        for (k, _) in entries(r, &status) {
-            b.remove(k);
-        }
-        self.apply(tree, (rk, None), b, &[(&status, -1)])?;
+        let ops = entries(r, &status)
+            .into_iter()
+            .map(|(k, _)| (k, None))
+            .collect();
+        let entry = Entry {
+            id: r.id.as_str().to_string(),
+            created_ms: r.created_at_ms,
+            old: Some(status),
+            new: None,
+            attributes: pairs(&r.attributes),
+        };
+        self.apply(tree, (rk, None), entry, ops)?;
         Ok(true)
     }
 
@@ -424,19 +492,6 @@ impl QueryIndex {
         for k in want.keys().filter(|k| !have.contains_key(*k)) {
             problems.push(format!("record has no index entry {}", describe(k)));
         }
-        let mut stored = StatusCounts::new();
-        for kv in tree.scan_prefix(COUNT) {
-            let (k, v) = kv.map_err(io)?;
-            let n = <[u8; 8]>::try_from(&v[..]).map_or(u64::MAX, u64::from_be_bytes);
-            if n > 0 {
-                stored.insert(String::from_utf8_lossy(&k[COUNT.len()..]).into_owned(), n);
-            }
-        }
-        if stored != tally {
-            problems.push(format!(
-                "stored status counts {stored:?} but the records are {tally:?}"
-            ));
-        }
         let live = self.counts();
         if live != tally {
             problems.push(format!(
@@ -505,33 +560,33 @@ fn read_listed(tree: &sled::Tree, id: &SagaId) -> Result<Option<SagaRecord>, Sto
 }
 
 /// Indexes every record of a store written before the query indexes:
-/// entries in batches, then the counters and the `built` mark in one last
-/// batch. A crash part-way leaves no mark, and the next open starts again
+/// the entries (plain inserts: a sled batch would switch on its global
+/// lock for the rest of the process), then the counts' checkpoint and the
+/// `built` mark. A crash part-way leaves no mark, and the next open starts again
 /// (the entries it rewrites are the same).
 fn backfill(tree: &sled::Tree) -> Result<(), StoreError> {
+    // A journal without the mark describes no counts: start from the records.
+    for k in tree.scan_prefix(b"qj/").keys() {
+        tree.remove(k.map_err(io)?).map_err(io)?;
+    }
     let mut counts = StatusCounts::new();
-    let mut batch = sled::Batch::default();
-    let mut in_batch = 0usize;
     let mut total = 0usize;
     for kv in tree.scan_prefix(b"s/") {
         let (k, v) = kv.map_err(io)?;
         let r = Value::parse(&k, &v)?.record(&k)?;
         bump(&mut counts, r.status().as_str(), 1);
         for (k, v) in entries(&r, r.status().as_str()) {
-            batch.insert(k, v);
+            tree.insert(k, v).map_err(io)?;
         }
-        in_batch += 1;
         total += 1;
-        if in_batch >= BACKFILL_BATCH {
-            tree.apply_batch(std::mem::take(&mut batch)).map_err(io)?;
-            in_batch = 0;
-        }
     }
-    for (status, n) in &counts {
-        batch.insert(count_key(status), &n.to_be_bytes()[..]);
-    }
-    batch.insert(BUILT, &[][..]);
-    tree.apply_batch(batch).map_err(io)?;
+    // The counts, then the mark, after every entry in the log.
+    let mut state = State {
+        counts,
+        ..State::default()
+    };
+    journal::write_checkpoint(tree, &mut state)?;
+    tree.insert(BUILT, &[][..]).map_err(io)?;
     if total > 0 {
         tracing::info!(
             sagas = total,
