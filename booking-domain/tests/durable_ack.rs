@@ -10,16 +10,16 @@
 //! still lose. `.ci/run` re-plants that defect
 //! (`SAGA_SABOTAGE=replay-before-durable`) and requires these tests to fail.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use booking_domain::booking_saga::{
-    booking_definition, start_booking, BookingError, BookingRequest, BookingServices, Passenger,
+    booking_definition, start_booking, BookingError, BookingRequest, BookingServices,
 };
 use booking_domain::catalog::{Catalog, Flight};
-use booking_domain::payments::CardDetails;
-use booking_domain::Cabin;
-use chrono::{Datelike, Days, NaiveDate, Utc};
+use chrono::NaiveDate;
 use saga_engine::store::FlushGate;
 use saga_engine::{Engine, SagaStatus, SledStore};
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,16 +40,7 @@ async fn world() -> World {
     let db_dir = dir.path().join("db");
     let db = saga_engine::store::open_sled_db(&db_dir).unwrap();
     let catalog = Arc::new(Catalog::default_dataset());
-    let flight = catalog
-        .flights()
-        .into_iter()
-        .find(|f| f.economy.is_some())
-        .expect("a flight with economy")
-        .clone();
-    let mut date = Utc::now().date_naive() + Days::new(7);
-    while date.weekday() != flight.weekday {
-        date = date + Days::new(1);
-    }
+    let (flight, date) = common::economy_flight(&catalog);
     let services = BookingServices::local(&db, catalog).unwrap();
     let store = Arc::new(SledStore::with_db_at(db, &db_dir).unwrap());
     let engine = Engine::builder_arc(store.clone())
@@ -69,26 +60,7 @@ async fn world() -> World {
 
 impl World {
     fn request(&self) -> BookingRequest {
-        BookingRequest {
-            flight_id: self.flight.id.0.clone(),
-            date: self.date,
-            cabin: Cabin::Economy,
-            passengers: vec![Passenger {
-                first_name: "Ada".into(),
-                last_name: "Lovelace".into(),
-            }],
-            email: "ada@example.com".into(),
-            loyalty_id: None,
-            card: CardDetails {
-                number: "4242 4242 4242 4242".into(),
-                exp_month: 12,
-                exp_year: Utc::now().year() as u32 + 3,
-                cvc: "123".into(),
-                holder_name: "Ada Lovelace".into(),
-            },
-            redeem_miles: 0,
-            faults: BTreeMap::new(),
-        }
+        common::ada_request(&self.flight, self.date)
     }
 }
 

@@ -6,17 +6,18 @@
 //! nothing. A saga started by version 2 resumes with its own steps after
 //! a restart of an engine that registers every version.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use booking_domain::booking_saga::{
     booking_definition, booking_definitions, check_consistency, start_booking, BookingData,
-    BookingRequest, BookingServices, Passenger, BOOKING_SAGA_VERSION, SEND_ITINERARY_STEP,
+    BookingRequest, BookingServices, BOOKING_SAGA_VERSION, SEND_ITINERARY_STEP,
 };
 use booking_domain::catalog::{Catalog, Flight};
 use booking_domain::faults::{BookingStep, Fault};
-use booking_domain::payments::{CardDetails, PaymentLookup, PaymentStatus};
-use booking_domain::Cabin;
-use chrono::{Datelike, Days, NaiveDate, Utc};
+use booking_domain::payments::{PaymentLookup, PaymentStatus};
+use chrono::NaiveDate;
 use saga_engine::{Engine, EventKind, SagaId, SagaStatus, SledStore, StepClass};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,16 +31,7 @@ struct World {
 fn world(dir: &Path) -> World {
     let db = sled::open(dir.join("participants")).unwrap();
     let catalog = Arc::new(Catalog::default_dataset());
-    let flight = catalog
-        .flights()
-        .into_iter()
-        .find(|f| f.economy.is_some())
-        .expect("a flight with economy")
-        .clone();
-    let mut date = Utc::now().date_naive() + Days::new(7);
-    while date.weekday() != flight.weekday {
-        date = date + Days::new(1);
-    }
+    let (flight, date) = common::economy_flight(&catalog);
     let services = BookingServices::local_in(&db, &dir.join("participants"), catalog).unwrap();
     World {
         services,
@@ -50,26 +42,7 @@ fn world(dir: &Path) -> World {
 
 impl World {
     fn request(&self) -> BookingRequest {
-        BookingRequest {
-            flight_id: self.flight.id.0.clone(),
-            date: self.date,
-            cabin: Cabin::Economy,
-            passengers: vec![Passenger {
-                first_name: "Ada".into(),
-                last_name: "Lovelace".into(),
-            }],
-            email: "ada@example.com".into(),
-            loyalty_id: None,
-            card: CardDetails {
-                number: "4242 4242 4242 4242".into(),
-                exp_month: 12,
-                exp_year: Utc::now().year() as u32 + 3,
-                cvc: "123".into(),
-                holder_name: "Ada Lovelace".into(),
-            },
-            redeem_miles: 0,
-            faults: BTreeMap::new(),
-        }
+        common::ada_request(&self.flight, self.date)
     }
 }
 
