@@ -72,7 +72,7 @@ pub async fn handle(
         Endpoint::CancelMyTrip => accounts::cancel_trip(state, req).await,
         Endpoint::Ticket => tickets::ticket(state, &req).await,
         Endpoint::TicketPdf => ticket_pdf::ticket_pdf(state, &req).await,
-        Endpoint::AdminBackup => backup::backup(state).await,
+        Endpoint::AdminBackup => backup::backup(state, req).await,
         Endpoint::AdminCatalogImport => catalog_import::import(state, req).await,
         Endpoint::Quote => promo::quote(state, req).await,
         Endpoint::AdminPutPromo => promo::admin_put(state, req).await,
