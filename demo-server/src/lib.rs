@@ -68,6 +68,7 @@ pub mod service_token;
 pub mod sse;
 pub mod state;
 pub mod tls;
+pub mod trace_context;
 pub mod ui;
 
 pub use api::ApiError;

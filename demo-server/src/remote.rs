@@ -170,6 +170,10 @@ impl Transport {
         if body.is_some() {
             builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
+        // One booking is one trace across the processes (feature `otlp`).
+        if let Some(headers) = builder.headers_mut() {
+            crate::trace_context::inject(headers);
+        }
         let request = builder
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| CallError::Refused(format!("could not build {method} {url}: {e}")))?;

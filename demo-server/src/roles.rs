@@ -73,6 +73,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tracing::Instrument as _;
 
 /// Largest request body a role server reads, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -315,31 +316,46 @@ async fn handle(server: Arc<RoleServer>, req: Request<Incoming>) -> Response<Bod
     };
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
+    // The call's span: a child of the caller's (its `traceparent`, feature
+    // `otlp`), so one booking is one trace across the processes. Only the
+    // path's first segment: later ones carry keys and card tokens.
+    let span = tracing::info_span!(
+        "participant_call",
+        role = %role,
+        method = %method,
+        resource = path.split('/').nth(1).unwrap_or(""),
+    );
+    crate::trace_context::adopt(&span, &parts.headers);
     // A task of its own, so that a client hanging up mid-call cannot cancel a
     // participant call halfway between its transaction and its flush.
-    let task = tokio::spawn(async move {
-        let participant = &server.participant;
-        let call = match Call::parse(&parts, body) {
-            Ok(call) => call,
-            Err(reason) => return participant.refuse(StatusCode::BAD_REQUEST, reason),
-        };
-        let result = match participant {
-            Participant::Inventory(p) => reply(inventory(&**p, &call).await),
-            Participant::Payments(p) => reply(payments(&**p, &call).await),
-            Participant::Loyalty(p) => reply(loyalty(&**p, &call).await),
-        };
-        match result {
-            Some(resp) => resp,
-            None if call.method == Method::GET && call.segments == ["healthz"] => json_response(
-                StatusCode::OK,
-                &serde_json::json!({"status": "ok", "role": role.as_str()}),
-            ),
-            None => participant.refuse(
-                StatusCode::NOT_FOUND,
-                format!("no route for {} {}", call.method, call.path),
-            ),
+    let task = tokio::spawn(
+        async move {
+            let participant = &server.participant;
+            let call = match Call::parse(&parts, body) {
+                Ok(call) => call,
+                Err(reason) => return participant.refuse(StatusCode::BAD_REQUEST, reason),
+            };
+            let result = match participant {
+                Participant::Inventory(p) => reply(inventory(&**p, &call).await),
+                Participant::Payments(p) => reply(payments(&**p, &call).await),
+                Participant::Loyalty(p) => reply(loyalty(&**p, &call).await),
+            };
+            match result {
+                Some(resp) => resp,
+                None if call.method == Method::GET && call.segments == ["healthz"] => {
+                    json_response(
+                        StatusCode::OK,
+                        &serde_json::json!({"status": "ok", "role": role.as_str()}),
+                    )
+                }
+                None => participant.refuse(
+                    StatusCode::NOT_FOUND,
+                    format!("no route for {} {}", call.method, call.path),
+                ),
+            }
         }
-    });
+        .instrument(span),
+    );
     let resp = match task.await {
         Ok(resp) => resp,
         Err(e) => {

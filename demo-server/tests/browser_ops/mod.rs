@@ -2,9 +2,10 @@
 //! desktop width (1280 px) and a phone's (390 px): screenshots of both,
 //! the Book button and the prices inside the phone's viewport with no
 //! sideways scrolling, the admin page's overview (counts with stuck first,
-//! the rate chart drawn as SVG), its filters and pages, and no Content
-//! Security Policy violation on the way (the loyalty progress bar's width
-//! used to be an inline style the page's own CSP blocked).
+//! the rate chart drawn as SVG), its filters (status, definition, search
+//! attribute) and pages, and no Content Security Policy violation on the
+//! way (the loyalty progress bar's width used to be an inline style the
+//! page's own CSP blocked).
 
 use super::{find_route, search, Harness, Method, UI_TIMEOUT};
 use serde_json::{json, Value};
@@ -252,10 +253,67 @@ async fn run(h: &mut Harness) -> Result<(), String> {
     .await?;
     h.wd.select("#admin-status", "").await?;
 
+    // The attribute filter: the confirmed booking's reference lists exactly
+    // its saga; the contact email (hashed by the server) lists both.
+    let listed = fetch(
+        h,
+        "GET",
+        "/api/admin/sagas",
+        json!({"Authorization": format!("Bearer {}", h.server.token)}),
+        Value::Null,
+    )
+    .await?;
+    let reference = listed["body"]["sagas"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == ids[0].as_str()))
+        .and_then(|s| s["booking_ref"].as_str())
+        .ok_or(format!("no reference for {}: {listed}", ids[0]))?
+        .to_string();
+    let rows_are = "const rows = Array.from(document.querySelectorAll('[data-testid=admin-saga-row]')).map((r) => r.dataset.sagaId);\
+         return JSON.stringify(rows) === JSON.stringify(arguments[0]) ? true : null;";
+    h.wd.select("#admin-attr-name", "reference").await?;
+    h.wd.type_into("#admin-attr-value", &format!("{reference}\u{E007}"))
+        .await?;
+    h.wd.wait_js(
+        "only the saga of that reference",
+        rows_are,
+        json!([[ids[0]]]),
+        UI_TIMEOUT,
+    )
+    .await?;
+    h.wd.select("#admin-attr-name", "email").await?;
+    h.wd.type_into("#admin-attr-value", "Ada@Example.com\u{E007}")
+        .await?;
+    h.wd.wait_js(
+        "both sagas of that contact email",
+        rows_are,
+        json!([[ids[1], ids[0]]]),
+        UI_TIMEOUT,
+    )
+    .await?;
+    h.wd.type_into("#admin-attr-value", "nobody@example.com\u{E007}")
+        .await?;
+    h.wd.wait_js(
+        "no saga of another email",
+        "return !document.querySelector('[data-testid=admin-saga-row]') && document.getElementById('admin-sagas').textContent.includes('None') ? true : null;",
+        json!([]),
+        UI_TIMEOUT,
+    )
+    .await?;
+    h.wd.type_into("#admin-attr-value", "\u{E007}").await?;
+    h.wd.wait_js(
+        "both sagas again without the filter",
+        rows_are,
+        json!([[ids[1], ids[0]]]),
+        UI_TIMEOUT,
+    )
+    .await?;
+
     // The admin page on a phone: nothing pushes the page sideways.
     viewport(h, 390, 844).await?;
     inside_viewport(h, "[data-testid=admin-rate-chart]", 1).await?;
     inside_viewport(h, "#admin-refresh", 1).await?;
+    inside_viewport(h, "#admin-attr-value", 1).await?;
     scroll_to(h, "[data-testid=admin-counts]").await?;
     h.shot("admin-390").await?;
     no_csp_violations(h, "the admin page").await?;

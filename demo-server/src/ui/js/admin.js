@@ -60,16 +60,27 @@ function sagaQuery(cursor) {
     const [k, v] = age.split("=");
     p.set(k, v);
   }
+  // A search attribute, looked up through the store's index (the server
+  // hashes an email address itself).
+  const attr = $("admin-attr-value").value.trim();
+  if (attr) p.set("attr", $("admin-attr-name").value + ":" + attr);
   if (cursor) p.set("cursor", cursor);
   return "/api/admin/sagas?" + p.toString();
 }
 
+// Only the newest request draws the list (filters changed in quick
+// succession must not be overwritten by an older, slower answer).
+let adminListSeq = 0;
+
 async function loadSagas(page) {
   loadCancellations().catch(() => {});
   loadOverview().catch(() => {});
-  if (page === undefined || page === 0) adminCursors = [null];
+  const seq = ++adminListSeq;
   const index = page || 0;
-  const data = await api("GET", sagaQuery(adminCursors[index]), { admin: true });
+  const cursor = index === 0 ? null : adminCursors[index];
+  const data = await api("GET", sagaQuery(cursor), { admin: true });
+  if (seq !== adminListSeq) return;
+  if (index === 0) adminCursors = [null];
   adminCursors.length = index + 1;
   if (data.next_cursor) adminCursors.push(data.next_cursor);
   $("admin-older").disabled = !data.next_cursor;
@@ -176,6 +187,12 @@ $("admin-token-forget").addEventListener("click", () => {
 $("admin-status").addEventListener("change", () => loadSagas().catch(adminFail));
 $("admin-definition").addEventListener("change", () => loadSagas().catch(adminFail));
 $("admin-age").addEventListener("change", () => loadSagas().catch(adminFail));
+$("admin-attr-name").addEventListener("change", () => {
+  if ($("admin-attr-value").value.trim()) loadSagas().catch(adminFail);
+});
+// "change" fires on Enter and on leaving the field; the list starts again
+// at the newest page of the filtered sagas.
+$("admin-attr-value").addEventListener("change", () => loadSagas().catch(adminFail));
 $("admin-first").addEventListener("click", () => loadSagas().catch(adminFail));
 $("admin-refresh").addEventListener("click", () => loadSagas().catch(adminFail));
 $("admin-live").addEventListener("change", (e) => (e.target.checked ? startAdminStream() : stopAdminStream()));
