@@ -45,7 +45,7 @@ async fn sled_store_keeps_records_across_reopen() {
             "create must flush before returning"
         );
     }
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = conformance::reopen_sled(dir.path());
     assert_eq!(store.get(&rec.id).await.unwrap(), Some(rec.clone()));
     assert_eq!(store.find_by_key("k").await.unwrap(), Some(rec.id.clone()));
     assert_eq!(store.list_active().await.unwrap().len(), 1);
@@ -67,7 +67,7 @@ async fn sled_store_resumes_a_retried_stuck_saga_after_reopen() {
             store.update(&rec, &[]).await.unwrap();
         }
     }
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = conformance::reopen_sled(dir.path());
     let active = store.list_active().await.unwrap();
     assert_eq!(
         active.len(),

@@ -13,6 +13,28 @@ use std::sync::Arc;
 mod query;
 pub use query::*;
 
+/// Opens the sled store in `dir` again once the previous handle in this
+/// process has let go of sled's directory lock: sled's background threads
+/// may still be finishing a write for a moment after the last handle is
+/// dropped. Waits for that condition (up to 30 s, then panics); any other
+/// error panics at once.
+pub fn reopen_sled(dir: &std::path::Path) -> super::SledStore {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match super::SledStore::open(dir) {
+            Ok(s) => return s,
+            Err(e) if e.to_string().contains("could not acquire lock") => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the store stays locked: {e}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("reopen {}: {e}", dir.display()),
+        }
+    }
+}
+
 /// A record for `id` with an optional idempotency key, at revision 0.
 pub fn sample_record(id: &str, key: Option<&str>) -> SagaRecord {
     SagaRecord {

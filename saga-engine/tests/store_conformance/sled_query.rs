@@ -6,24 +6,7 @@
 use saga_engine::store::{conformance, SagaFilter};
 use saga_engine::{SagaStatus, SledStore, Store};
 
-/// Opens the store in `dir` once the previous handle's background thread
-/// has let go of sled's file lock (it may still be finishing a flush).
-fn reopen(dir: &std::path::Path) -> SledStore {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        match SledStore::open(dir) {
-            Ok(s) => return s,
-            Err(e) if e.to_string().contains("could not acquire lock") => {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the store stays locked: {e}"
-                );
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(e) => panic!("reopen: {e}"),
-        }
-    }
-}
+use conformance::reopen_sled as reopen;
 
 fn record(i: usize) -> saga_engine::SagaRecord {
     let mut r = conformance::sample_record(&format!("s{i:03}"), Some(&format!("k{i}")));
