@@ -76,6 +76,29 @@ pub fn lost(key: &str, id: &str, found: Option<&str>) -> Option<String> {
     }
 }
 
+/// Checks, after an engine opened, that every start acknowledged in the
+/// log at `path` is still the saga its key names, pushing a `lost
+/// acknowledged start` (or `store read failed`) per miss; returns how many
+/// acknowledged starts it checked. The engine crash tests' check at open.
+pub async fn check_survived(
+    engine: &saga_engine::Engine,
+    path: &Path,
+    v: &mut crate::verdict::Violations,
+) -> usize {
+    let acks = read(path);
+    for (key, id) in &acks {
+        match engine.find_by_key(key).await {
+            Ok(found) => {
+                if let Some(d) = lost(key, id, found.as_ref().map(|f| f.as_str())) {
+                    v.push("lost acknowledged start", d);
+                }
+            }
+            Err(e) => v.push("store read failed", format!("{key}: {e}")),
+        }
+    }
+    acks.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

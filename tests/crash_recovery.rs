@@ -137,22 +137,12 @@ async fn open_and_check(dir: &std::path::Path) -> Engine {
             std::process::exit(3);
         }
     };
-    let acks = acklog::read(&dir.join("acks.log"));
-    for (key, id) in &acks {
-        match engine.find_by_key(key).await {
-            Ok(found) => {
-                if let Some(d) = acklog::lost(key, id, found.as_ref().map(|f| f.as_str())) {
-                    v.push("lost acknowledged start", d);
-                }
-            }
-            Err(e) => v.push("store read failed", format!("{key}: {e}")),
-        }
-    }
+    let checked = acklog::check_survived(&engine, &dir.join("acks.log"), &mut v).await;
     if !v.is_empty() {
         v.print_lines();
         std::process::exit(3);
     }
-    kill_loop::report_checked(acks.len());
+    kill_loop::report_checked(checked);
     engine
 }
 
