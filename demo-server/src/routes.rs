@@ -346,7 +346,44 @@ pub struct Req {
     /// The valid session of the request's cookie, if any (its CSRF token
     /// already checked on a state-changing request).
     pub session: Option<crate::accounts::Session>,
-    body: Option<Incoming>,
+    body: BodySlot,
+}
+
+/// The request body, shared between the handler (which may take it) and
+/// the router (which reads what the handler left, see [`dispatch`]).
+#[derive(Debug, Clone)]
+struct BodySlot(Arc<std::sync::Mutex<Option<Incoming>>>);
+
+impl BodySlot {
+    fn new(body: Incoming) -> BodySlot {
+        BodySlot(Arc::new(std::sync::Mutex::new(Some(body))))
+    }
+
+    fn take(&self) -> Option<Incoming> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Reads and drops what is left of a body its handler did not read,
+    /// within the server's size limit and deadline. Left unread, hyper
+    /// would close the connection after the answer, and a client still
+    /// writing its body would see a reset instead of the answer (and a
+    /// keep-alive client would lose the connection). A client that asked
+    /// `Expect: 100-continue` has sent nothing yet and is left alone.
+    async fn drain(&self, state: &AppState, headers: &HeaderMap) {
+        use hyper::body::Body as _;
+        let Some(body) = self.take() else { return };
+        if body.is_end_stream() || headers.contains_key(hyper::header::EXPECT) {
+            return;
+        }
+        // Too large or too slow: the connection closes, as it would have.
+        let _ = read_limited(
+            headers,
+            body,
+            state.config.max_body_bytes,
+            state.config.body_read_timeout,
+        )
+        .await;
+    }
 }
 
 impl Req {
@@ -455,8 +492,30 @@ pub fn decode_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, 
 }
 
 /// Answers one request. Never fails: every error becomes its response.
+///
+/// Whatever the answer (a handler's, or a refusal before any handler ran),
+/// the part of the request body nobody read is read and dropped before the
+/// answer goes out ([`BodySlot::drain`]).
 pub async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
+    let slot = BodySlot::new(body);
+    // What the drain needs of the headers (not a copy of them all).
+    let mut framing = HeaderMap::new();
+    for name in [hyper::header::CONTENT_LENGTH, hyper::header::EXPECT] {
+        if let Some(v) = parts.headers.get(&name) {
+            framing.insert(name, v.clone());
+        }
+    }
+    let resp = answer(&state, parts, slot.clone()).await;
+    slot.drain(&state, &framing).await;
+    resp
+}
+
+async fn answer(
+    state: &Arc<AppState>,
+    parts: hyper::http::request::Parts,
+    body: BodySlot,
+) -> Response<Body> {
     let path = parts.uri.path().to_string();
     if parts.method == Method::OPTIONS {
         return match allowed(&path) {
@@ -501,7 +560,7 @@ pub async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Response<
             return e.into_response();
         }
     }
-    let session = match session_of(&state, route, &parts.method, &parts.headers) {
+    let session = match session_of(state, route, &parts.method, &parts.headers) {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
@@ -513,9 +572,9 @@ pub async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Response<
         params,
         client,
         session,
-        body: Some(body),
+        body,
     };
-    match handlers::handle(route.endpoint, &state, req).await {
+    match handlers::handle(route.endpoint, state, req).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     }
