@@ -23,6 +23,7 @@
 //! | `catalog-clear-then-load` | (booking-domain) a live catalog import empties the served catalog, then loads |
 //! | `vault-no-flush` | the payments participant answers a card token before the sealed card is durable |
 //! | `cover-foreign-db` | a participant counts on the engine's flush although it lives in another sled database |
+//! | `flush-unwatched` | the store's flush watchdog never pokes a stalled sled flush |
 //! | `index-unjournaled` | sled changes a record's query index entries and status count without journaling the change first |
 
 /// The store never flushes sled.
@@ -68,8 +69,12 @@ pub const VAULT_NO_FLUSH: &str = "vault-no-flush";
 /// another database.
 pub const COVER_FOREIGN_DB: &str = "cover-foreign-db";
 
+/// The flush watchdog never pokes a stalled flush.
+pub const FLUSH_UNWATCHED: &str = "flush-unwatched";
+
 /// Every mode there is.
 pub const ALL: &[&str] = &[
+    FLUSH_UNWATCHED,
     COVER_FOREIGN_DB,
     VAULT_NO_FLUSH,
     PAUSE_NOT_DURABLE,

@@ -120,6 +120,7 @@ pub fn run(exe: &Path, injection: Injection) -> Result<Outcome, String> {
         other => {
             let _ = kill(&mut proc);
             let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            let _ = std::fs::remove_file(&stderr_path);
             return Err(format!(
                 "{injection}: the child failed to start ({other:?}):\n{err}"
             ));
@@ -156,12 +157,14 @@ pub fn run(exe: &Path, injection: Injection) -> Result<Outcome, String> {
     log.extend(rx.iter().filter(|l| l != "DONE"));
     let _ = reader.join();
     let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&stderr_path);
     if err.contains("panicked") {
         return Err(format!("{injection}: the child panicked:\n{err}"));
     }
     if !done {
         return Err(format!(
-            "{injection}: the child did not finish its starts within 60 s (status {status}):\n{err}"
+            "{injection}: the child did not finish its starts within 60 s ({} answers seen, status {status}):\n{err}",
+            log.len()
         ));
     }
     if status.signal() != Some(SIGKILL) {

@@ -40,6 +40,8 @@ pub(super) struct GroupCommit {
     pub(super) hook: std::sync::Mutex<Option<FlushHook>>,
     /// Sagas purged by retention since the store was new.
     pub(super) purged: AtomicU64,
+    /// The flush under way, for the watchdog ([`super::watchdog`]).
+    pub(super) watch: super::watchdog::FlushWatch,
 }
 
 /// The high-water mark: flush tickets made durable, records created.
@@ -69,7 +71,19 @@ pub(super) const HWM_KEY: &[u8] = b"m/hwm";
 pub const HWM_FILE: &str = "saga-engine.hwm";
 
 impl GroupCommit {
-    pub(super) fn new(
+    /// The group commit of a store, with its flush watchdog running.
+    pub(super) fn start(
+        db: sled::Db,
+        tree: sled::Tree,
+        start: Mark16,
+        hwm: Option<std::fs::File>,
+    ) -> Arc<GroupCommit> {
+        let commit = Arc::new(GroupCommit::new(db, tree, start, hwm));
+        super::watchdog::spawn(Arc::downgrade(&commit));
+        commit
+    }
+
+    fn new(
         db: sled::Db,
         tree: sled::Tree,
         start: Mark16,
@@ -95,6 +109,7 @@ impl GroupCommit {
                     .and_then(|v| v.as_ref().try_into().ok())
                     .map_or(0, u64::from_be_bytes),
             ),
+            watch: Default::default(),
         }
     }
 
@@ -134,6 +149,7 @@ impl GroupCommit {
             }
             db.flush()
         };
+        let _flushing = self.watch.flushing();
         match Handle::try_current().map(|h| h.runtime_flavor()) {
             Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(flush),
             Ok(_) => tokio::task::spawn_blocking(flush)

@@ -31,6 +31,7 @@ mod open;
 mod query;
 #[cfg(test)]
 mod tests;
+mod watchdog;
 
 pub use commit::{Durability, FlushHook, HWM_FILE};
 pub use gate::FlushGate;
@@ -96,7 +97,7 @@ impl SledStore {
     pub fn with_db(db: sled::Db) -> Result<SledStore, StoreError> {
         let tree = db.open_tree(TREE).map_err(io)?;
         let start = Self::current_mark(&tree)?;
-        let commit = Arc::new(GroupCommit::new(db.clone(), tree.clone(), start, None));
+        let commit = GroupCommit::start(db.clone(), tree.clone(), start, None);
         let query = query::QueryIndex::open(&tree)?;
         Ok(SledStore {
             db,
@@ -171,12 +172,7 @@ impl SledStore {
             .write(true)
             .open(&file_path)
             .map_err(|e| StoreError::Io(format!("opening {}: {e}", file_path.display())))?;
-        let commit = Arc::new(GroupCommit::new(
-            db.clone(),
-            tree.clone(),
-            start,
-            Some(file),
-        ));
+        let commit = GroupCommit::start(db.clone(), tree.clone(), start, Some(file));
         let query = query::QueryIndex::open(&tree)?;
         Ok(SledStore {
             db,
