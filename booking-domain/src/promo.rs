@@ -154,7 +154,7 @@ impl PromoStore {
     }
 
     async fn durable(&self) -> Result<(), PromoError> {
-        self.db.flush_async().await?;
+        saga_engine::store::flush_sled(&self.db).await?;
         Ok(())
     }
 

@@ -74,7 +74,9 @@ impl Outbox {
                 None => message,
             },
         };
-        self.db.flush_async().await.map_err(err)?;
+        saga_engine::store::flush_sled(&self.db)
+            .await
+            .map_err(err)?;
         Ok(kept)
     }
 

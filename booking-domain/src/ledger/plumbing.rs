@@ -124,14 +124,8 @@ impl GroupFlush {
         }
         let covered = self.committed.load(Ordering::SeqCst);
         self.runs.fetch_add(1, Ordering::Relaxed);
-        let db = self.db.clone();
-        let result = match tokio::runtime::Handle::try_current() {
-            Ok(rt) => rt
-                .spawn_blocking(move || db.flush())
-                .await
-                .map_err(|e| e.to_string())?,
-            Err(_) => db.flush(),
-        };
+        // Poked while it runs long: see `saga_engine::store::flush_sled`.
+        let result = saga_engine::store::flush_sled(&self.db).await;
         result.map_err(|e| e.to_string())?;
         self.flushed.fetch_max(covered, Ordering::SeqCst);
         Ok(())

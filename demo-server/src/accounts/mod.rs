@@ -152,7 +152,7 @@ impl Accounts {
 
     /// Makes what was written durable.
     pub async fn flush(&self) -> Result<(), AccountError> {
-        self.db.flush_async().await?;
+        saga_engine::store::flush_sled(&self.db).await?;
         Ok(())
     }
 

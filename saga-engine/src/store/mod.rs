@@ -24,8 +24,8 @@ pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
 pub use sled_store::Durability;
 pub use sled_store::{
-    open_sled_db, open_sled_db_with_cache, FlushGate, FlushHook, SledStore, DEFAULT_CACHE_BYTES,
-    HWM_FILE,
+    flush_sled, open_sled_db, open_sled_db_with_cache, FlushGate, FlushHook, SledStore,
+    DEFAULT_CACHE_BYTES, HWM_FILE,
 };
 
 pub use query::{BadCursor, PageCursor, SagaFilter, SagaPage, StatusCounts};

@@ -36,6 +36,7 @@ mod watchdog;
 pub use commit::{Durability, FlushHook, HWM_FILE};
 pub use gate::FlushGate;
 pub use open::{open_sled_db, open_sled_db_with_cache, DEFAULT_CACHE_BYTES};
+pub use watchdog::flush_sled;
 
 use super::{
     CreateOutcome, PageCursor, Resumable, SagaFilter, SagaPage, SagaRecord, StatusCounts, Store,

@@ -96,6 +96,40 @@ pub(super) fn spawn(commit: Weak<GroupCommit>) {
     }
 }
 
+/// The tree [`flush_sled`] pokes (a database-wide wakeup: sled's error
+/// state is per database).
+const POKE_TREE: &str = "saga-engine-poke";
+
+/// Flushes `db` as `sled::Db::flush` does (on a blocking thread), poking it
+/// every [`STALL`] while the flush runs, so that a flush put to sleep by a
+/// failed disk (see the module's text) wakes and returns the error. For
+/// writers of a sled database other than the engine's store (participants,
+/// an outbox), which flush on their own. Outside a tokio runtime it
+/// flushes inline, unwatched.
+pub async fn flush_sled(db: &sled::Db) -> sled::Result<usize> {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return db.flush();
+    };
+    let flushing = {
+        let db = db.clone();
+        rt.spawn_blocking(move || db.flush())
+    };
+    tokio::pin!(flushing);
+    loop {
+        tokio::select! {
+            done = &mut flushing => {
+                return done.unwrap_or_else(|e| Err(sled::Error::ReportableBug(e.to_string())));
+            }
+            _ = tokio::time::sleep(STALL) => {
+                if !crate::sabotage::active(crate::sabotage::FLUSH_UNWATCHED) {
+                    let poked = db.open_tree(POKE_TREE).and_then(|t| t.insert(b"p", &[1u8][..]));
+                    tracing::debug!(failed = poked.is_err(), "a sled flush is taking long: poked it");
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::POKE_KEY;
