@@ -23,6 +23,7 @@
 //! | `catalog-clear-then-load` | (booking-domain) a live catalog import empties the served catalog, then loads |
 //! | `vault-no-flush` | the payments participant answers a card token before the sealed card is durable |
 //! | `cover-foreign-db` | a participant counts on the engine's flush although it lives in another sled database |
+//! | `overdue-not-indexed` | sled flags a saga overdue without putting it in the overdue index |
 //! | `index-unjournaled` | sled changes a record's query index entries and status count without journaling the change first |
 
 /// The store never flushes sled.
@@ -68,8 +69,12 @@ pub const VAULT_NO_FLUSH: &str = "vault-no-flush";
 /// another database.
 pub const COVER_FOREIGN_DB: &str = "cover-foreign-db";
 
+/// Sled flags a saga overdue without indexing it as overdue.
+pub const OVERDUE_NOT_INDEXED: &str = "overdue-not-indexed";
+
 /// Every mode there is.
 pub const ALL: &[&str] = &[
+    OVERDUE_NOT_INDEXED,
     COVER_FOREIGN_DB,
     VAULT_NO_FLUSH,
     PAUSE_NOT_DURABLE,

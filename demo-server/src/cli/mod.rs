@@ -97,6 +97,10 @@ pub struct Filters {
     /// address is hashed before it leaves this process).
     #[arg(long)]
     pub attr: Option<String>,
+    /// Only overdue sagas: past their deadline after the pivot (they go
+    /// on, late) and not finished yet.
+    #[arg(long)]
+    pub overdue: bool,
 }
 
 /// The `sagas` subcommands.
@@ -104,7 +108,7 @@ pub struct Filters {
 pub enum SagasCommand {
     /// List sagas, newest first, a page at a time.
     #[command(
-        after_help = "Example:\n  demo-server sagas list --status compensated --newer-than 2h --limit 20\n  demo-server sagas list --attr reference=K7QX2M\n  demo-server sagas list --cursor 018f3a...   (the next page, as the last line says)"
+        after_help = "Example:\n  demo-server sagas list --status compensated --newer-than 2h --limit 20\n  demo-server sagas list --attr reference=K7QX2M\n  demo-server sagas list --overdue\n  demo-server sagas list --cursor 018f3a...   (the next page, as the last line says)"
     )]
     List {
         /// Filters.
@@ -303,6 +307,7 @@ fn page_query(f: &Filters, limit: usize, cursor: Option<&str>) -> Result<PageQue
         created_before_ms: f.older_than.map(|s| now.saturating_sub(s * 1000)),
         created_after_ms: f.newer_than.map(|s| now.saturating_sub(s * 1000)),
         attribute: attr_filter(f)?,
+        overdue: f.overdue,
         cursor,
         limit,
     })
@@ -337,6 +342,9 @@ fn list_path(f: &Filters, limit: usize, cursor: Option<&str>) -> String {
     }
     if let Some(s) = f.newer_than {
         q.push(format!("newer_than={s}"));
+    }
+    if f.overdue {
+        q.push("overdue=true".into());
     }
     if let Some(c) = cursor {
         q.push(format!("cursor={}", enc(c)));

@@ -1,6 +1,7 @@
 //! Operator operations on one saga (or on every saga of a definition):
-//! pause, resume, retry-now, skip a step with a supplied result, force
-//! compensation, and re-run from a step; each with a dry run.
+//! pause, resume, retry-now, retry of a stuck saga, skip a step with a
+//! supplied result, force compensation, and re-run from a step; each with
+//! a dry run.
 //!
 //! Every operation is a transition of the machine ([`crate::machine`]),
 //! applied by whoever holds the saga: its worker if it has one, else the
@@ -51,6 +52,9 @@ pub enum Operation {
     Resume,
     /// Wake a saga waiting in backoff (forward or compensating) at once.
     RetryNow,
+    /// Retry a stuck saga: its failed compensation gets a fresh round of
+    /// attempts, or its stuck forward step (past the pivot) runs again.
+    Retry,
     /// The operator did `step` by hand: it counts as succeeded, and
     /// `result` (a JSON object) is merged into the data. Only before the
     /// pivot, for a step that has not succeeded and is not running.
@@ -78,6 +82,7 @@ impl Operation {
             Operation::Pause => "pause",
             Operation::Resume => "resume",
             Operation::RetryNow => "retry_now",
+            Operation::Retry => "retry",
             Operation::Skip { .. } => "skip",
             Operation::ForceCompensate => "force_compensate",
             Operation::Rerun { .. } => "rerun",
@@ -382,6 +387,12 @@ impl Inner {
                 }),
             ),
             Operation::RetryNow => (Input::RetryNow, None),
+            Operation::Retry => {
+                if rec.status() != SagaStatus::Stuck {
+                    return Err(bad(Refusal::NotStuck(rec.status())));
+                }
+                (Input::OperatorRetry, Some(EventKind::OperatorRetry))
+            }
             Operation::Skip { step, result } => {
                 let i = rec
                     .state

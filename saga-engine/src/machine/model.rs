@@ -578,6 +578,9 @@ pub enum Refusal {
     /// No step has this name.
     #[error("the saga has no step named {0:?}")]
     UnknownStep(String),
+    /// A retry of a saga that is not stuck.
+    #[error("only a stuck saga can be retried (this one is {0})")]
+    NotStuck(SagaStatus),
     /// A re-run of a saga that did not end compensated or stuck.
     #[error("only a saga that ended compensated or stuck can be re-run (this one is {0})")]
     NotRerunnable(SagaStatus),

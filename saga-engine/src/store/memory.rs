@@ -27,6 +27,8 @@ struct Inner {
     by_attribute: BTreeMap<(String, String), std::collections::BTreeSet<(u64, SagaId)>>,
     /// Sagas by status name.
     counts: StatusCounts,
+    /// Overdue sagas ([`SagaRecord::is_overdue`]) by (creation time, id).
+    overdue: std::collections::BTreeSet<(u64, SagaId)>,
 }
 
 impl Inner {
@@ -57,6 +59,17 @@ impl Inner {
             }
         }
         bump(&mut self.counts, r.status().as_str(), -1);
+        self.overdue.remove(&at);
+    }
+
+    /// Puts `r` in the overdue index or takes it out, as it is now.
+    fn index_overdue(&mut self, r: &SagaRecord) {
+        let at = (r.created_at_ms, r.id.clone());
+        if r.is_overdue() {
+            self.overdue.insert(at);
+        } else {
+            self.overdue.remove(&at);
+        }
     }
 }
 
@@ -123,6 +136,7 @@ impl Store for MemoryStore {
         g.records.insert(record.id.clone(), record.clone());
         g.history.insert(record.id.clone(), events.to_vec());
         g.index(record);
+        g.index_overdue(record);
         Ok(CreateOutcome::Created)
     }
 
@@ -160,6 +174,7 @@ impl Store for MemoryStore {
         ) {
             g.finished.insert((record.updated_at_ms, id.clone()));
         }
+        g.index_overdue(&record);
         g.records.insert(id.clone(), record);
         g.history.entry(id).or_default().extend_from_slice(events);
         Ok(())
@@ -345,6 +360,7 @@ impl Store for MemoryStore {
             upper = upper.min((c.created_ms, c.id.clone()));
         }
         let candidates: Box<dyn Iterator<Item = &(u64, SagaId)>> = match &filter.attribute {
+            _ if filter.overdue => Box::new(g.overdue.range(..upper).rev()),
             Some((n, v)) => match g.by_attribute.get(&(n.clone(), v.clone())) {
                 Some(set) => Box::new(set.range(..upper).rev()),
                 None => Box::new(std::iter::empty()),

@@ -153,6 +153,11 @@ async function loadOverview() {
   if (o.stuck.length) {
     stuck.append(el("h3", {}, "Stuck: needs an operator"), sagaTable(o.stuck, "admin-stuck-table", "admin-stuck-row"));
   }
+  // Beside them, the overdue ones: past their deadline after the pivot,
+  // still going (from the store's overdue index).
+  if (o.overdue && o.overdue.length) {
+    stuck.append(el("h3", {}, "Overdue: past the deadline, still going"), sagaTable(o.overdue, "admin-overdue-table", "admin-overdue-row"));
+  }
   clear($("admin-chart")).append(rateChart(o.rates));
   $("admin-overview-note").textContent = o.retention_days ? "Finished sagas are kept " + o.retention_days + " days" : "Finished sagas are kept forever";
 }
