@@ -80,3 +80,14 @@ async fn rerun_from_a_step_starts_a_linked_saga_with_the_original_data() {
 async fn pause_and_resume_a_whole_definition() {
     scenarios::pause_and_resume_a_whole_definition(&Backend::memory()).await;
 }
+
+#[tokio::test]
+async fn a_definition_pause_holds_sagas_started_later_in_memory() {
+    scenarios::a_definition_pause_holds_sagas_started_later(&Backend::memory()).await;
+}
+
+#[tokio::test]
+async fn a_definition_pause_holds_sagas_started_later_on_sled() {
+    let (_d, b) = sled();
+    scenarios::a_definition_pause_holds_sagas_started_later(&b).await;
+}

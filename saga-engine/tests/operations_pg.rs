@@ -2,7 +2,8 @@
 //! store shared by leases: a paused saga is claimed by no engine, a
 //! resumed or retried one by the next claim): pause across a restart,
 //! resume, retry-now, retry of a stuck saga, skip, force compensation,
-//! re-run, operation ids, pause and resume of a definition. Each scenario
+//! re-run, operation ids, pause and resume of a definition (sagas started
+//! while it is paused included, across a restart). Each scenario
 //! on a fresh database of one server.
 //!
 //! Run with `cargo test -p saga-engine --features postgres --test operations_pg`.
@@ -18,6 +19,7 @@ use pg_support::PgServer;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operations_work_on_postgres() {
     let server = PgServer::start();
+    let server = &server;
     let mut n = 0;
     let mut db = || {
         n += 1;
@@ -36,4 +38,5 @@ async fn operations_work_on_postgres() {
     scenarios::operation_ids_make_operations_idempotent(&db().await).await;
     scenarios::rerun_from_a_step_starts_a_linked_saga_with_the_original_data(&db().await).await;
     scenarios::pause_and_resume_a_whole_definition(&db().await).await;
+    scenarios::a_definition_pause_holds_sagas_started_later(&db().await).await;
 }

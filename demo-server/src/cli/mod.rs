@@ -135,11 +135,18 @@ pub enum SagasCommand {
         /// The saga id.
         id: String,
     },
-    /// Retry the compensation of a stuck saga (needs a running server).
-    #[command(after_help = "Example:\n  demo-server sagas retry 018f3a2b1c4d9e8f7a6b5c4d3e2f")]
+    /// Retry a stuck saga: its failed compensation gets a fresh round of
+    /// attempts, or its stuck forward step runs again; recorded with the
+    /// operator and the reason (needs a running server).
+    #[command(
+        after_help = "Example:\n  demo-server sagas retry 018f3a2b1c4d9e8f7a6b5c4d3e2f --dry-run\n  demo-server sagas retry 018f3a2b1c4d9e8f7a6b5c4d3e2f --operator ada --reason \"seat map fixed\""
+    )]
     Retry {
         /// The saga id.
         id: String,
+        /// Operator, reason, operation id, dry run.
+        #[command(flatten)]
+        flags: OpFlags,
     },
     /// Cancel a saga: it stops and compensates what it did (a running saga
     /// before its pivot, or one stuck forward on a pivot that never
@@ -562,30 +569,11 @@ async fn run_async(
             };
             operate::run(c, &op, flags, args.json, out).await?;
         }
-        SagasCommand::Retry { id } => {
+        SagasCommand::Retry { id, flags } => {
             let Source::Api(c) = &source else {
                 unreachable!("writes need the server")
             };
-            let action = "retry";
-            let v = c
-                .post(
-                    &format!(
-                        "/api/admin/sagas/{}/{action}",
-                        crate::roles::encode_component(id)
-                    ),
-                    &json!({}),
-                )
-                .await?;
-            if args.json {
-                print_json(out, &v)?;
-            } else {
-                writeln!(
-                    out,
-                    "{action} accepted: saga {} is {}",
-                    v["id"].as_str().unwrap_or(id),
-                    v["status"].as_str().unwrap_or("?")
-                )?;
-            }
+            operate::run(c, &Op::Retry(id.clone()), flags, args.json, out).await?;
         }
         SagasCommand::Purge {
             dry_run,

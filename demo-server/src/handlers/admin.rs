@@ -137,18 +137,6 @@ pub(crate) fn saga_id(raw: &str) -> Result<SagaId, ApiError> {
     SagaId::parse(raw).ok_or_else(|| ApiError::NotFound(format!("saga {raw:?} not found")))
 }
 
-/// `POST /api/admin/sagas/{id}/retry`: retries a stuck saga's compensation.
-pub async fn retry(state: &AppState, req: &Req) -> Result<Response<Body>, ApiError> {
-    let id = saga_id(req.param(0))?;
-    state.engine.retry(&id).await?;
-    tracing::info!(saga_id = %id, "operator retry");
-    let rec = state.engine.status(&id).await?;
-    Ok(json_response(
-        StatusCode::ACCEPTED,
-        &json!({ "id": id, "status": rec.status() }),
-    ))
-}
-
 #[derive(Debug, Default, Deserialize)]
 struct CancelBody {
     #[serde(default)]

@@ -204,8 +204,13 @@ impl Engine {
 
     /// Pauses or resumes (`op`) every saga of `definition` that it applies
     /// to (running or compensating ones for a pause, paused ones for a
-    /// resume), each under the same operation id. Sagas started later are
-    /// not affected.
+    /// resume), each under the same operation id. A pause also holds the
+    /// sagas started later: it is persisted as the definition's flag (in
+    /// the store, so it survives a restart) and a new saga of a paused
+    /// definition is created paused (status `paused`, its history saying
+    /// by whom and why); the resume clears the flag first, then resumes
+    /// every paused saga of the definition, those started while it was
+    /// paused included. A dry run changes no flag.
     pub async fn operate_definition(
         &self,
         definition: &str,
@@ -231,6 +236,27 @@ impl Engine {
                 })
             }
         };
+        if !req.dry_run {
+            // The flag first, under the lock every start reads it under:
+            // a start under way finishes its create before this goes on,
+            // so the listing below finds its saga.
+            let mut pauses = self.inner.definition_pauses.write().await;
+            let mark = PauseMark {
+                operator: req.operator.clone(),
+                reason: req.reason.clone(),
+                at_ms: self.inner.clock.now_ms(),
+            };
+            let paused = matches!(op, Operation::Pause);
+            self.inner
+                .store
+                .set_definition_pause(definition, paused.then_some(&mark))
+                .await?;
+            if paused {
+                pauses.insert(definition.to_string(), mark);
+            } else {
+                pauses.remove(definition);
+            }
+        }
         let mut ids = Vec::new();
         for &st in statuses {
             for r in self.inner.store.list(Some(st), usize::MAX).await? {

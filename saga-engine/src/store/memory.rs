@@ -29,6 +29,8 @@ struct Inner {
     counts: StatusCounts,
     /// Overdue sagas ([`SagaRecord::is_overdue`]) by (creation time, id).
     overdue: std::collections::BTreeSet<(u64, SagaId)>,
+    /// Definitions paused as a whole.
+    definition_pauses: BTreeMap<String, crate::machine::PauseMark>,
 }
 
 impl Inner {
@@ -380,6 +382,25 @@ impl Store for MemoryStore {
 
     async fn status_counts(&self) -> Result<StatusCounts, StoreError> {
         Ok(self.lock().counts.clone())
+    }
+
+    async fn definition_pauses(
+        &self,
+    ) -> Result<BTreeMap<String, crate::machine::PauseMark>, StoreError> {
+        Ok(self.lock().definition_pauses.clone())
+    }
+
+    async fn set_definition_pause(
+        &self,
+        definition: &str,
+        mark: Option<&crate::machine::PauseMark>,
+    ) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        match mark {
+            Some(m) => g.definition_pauses.insert(definition.to_string(), m.clone()),
+            None => g.definition_pauses.remove(definition),
+        };
+        Ok(())
     }
 }
 

@@ -277,6 +277,25 @@ pub trait Store: Send + Sync + 'static {
         Ok(counts)
     }
 
+    /// The definitions an operator has paused as a whole, with who paused
+    /// each, why and when: sagas of such a definition started later are
+    /// created paused. The default (a backend without the flag) holds none.
+    async fn definition_pauses(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, crate::machine::PauseMark>, StoreError> {
+        Ok(Default::default())
+    }
+
+    /// Sets (`Some`) or clears (`None`) the pause flag of `definition`,
+    /// durably before it returns.
+    async fn set_definition_pause(
+        &self,
+        _definition: &str,
+        _mark: Option<&crate::machine::PauseMark>,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported("a persisted definition pause"))
+    }
+
     /// True when several engine processes share this store: the engine
     /// then owns sagas by lease ([`Store::claim`], [`Store::renew`]) and
     /// `update` also checks the record's lease (owner and generation).

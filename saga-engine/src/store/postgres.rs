@@ -798,6 +798,57 @@ impl Store for PostgresStore {
         query::list_page(&c, filter, cursor, limit_n).await
     }
 
+    async fn definition_pauses(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, crate::machine::PauseMark>, StoreError> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .client
+            .query("SELECT definition, mark FROM saga_definition_pauses", &[])
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                let name: String = r.get(0);
+                let mark = serde_json::from_str(r.get(1)).map_err(|e| StoreError::Corrupt {
+                    key: format!("pause of definition {name}"),
+                    reason: e.to_string(),
+                })?;
+                Ok((name, mark))
+            })
+            .collect()
+    }
+
+    async fn set_definition_pause(
+        &self,
+        definition: &str,
+        mark: Option<&crate::machine::PauseMark>,
+    ) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        match mark {
+            Some(m) => {
+                let body = serde_json::to_string(m).expect("pause marks serialize");
+                c.client
+                    .execute(
+                        "INSERT INTO saga_definition_pauses (definition, mark) VALUES ($1, $2)
+                         ON CONFLICT (definition) DO UPDATE SET mark = EXCLUDED.mark",
+                        &[&definition, &body],
+                    )
+                    .await
+            }
+            None => {
+                c.client
+                    .execute(
+                        "DELETE FROM saga_definition_pauses WHERE definition = $1",
+                        &[&definition],
+                    )
+                    .await
+            }
+        }
+        .map_err(pg)?;
+        Ok(())
+    }
+
     async fn status_counts(&self) -> Result<StatusCounts, StoreError> {
         let c = self.pool.get().await?;
         query::status_counts(&c).await

@@ -631,3 +631,80 @@ pub async fn retry_of_a_stuck_saga_is_an_operation(b: &Backend) {
     assert_eq!(retries, [("ada", "test t")]);
     assert!(h.iter().any(|e| matches!(e.kind, EventKind::OperatorRetry)));
 }
+
+/// Pausing a definition also holds the sagas started later, across a
+/// restart (the flag is in the store); the resume clears it and resumes
+/// them; after it, and after another restart, new sagas run.
+pub async fn a_definition_pause_holds_sagas_started_later(b: &Backend) {
+    let probe = Arc::new(Probe::default());
+    let open = || async {
+        Engine::builder_arc(b.store().await)
+            .register(definition(&probe, None, None, Duration::from_millis(1)))
+            .open()
+            .await
+            .unwrap()
+    };
+    let engine = open().await;
+    let out = engine
+        .operate_definition("ops", Operation::Pause, &dry("dp0"))
+        .await
+        .unwrap();
+    assert!(out.applied.is_empty());
+    let id = engine.start("ops", &Data::default(), None).await.unwrap();
+    assert_eq!(
+        engine.wait(&id).await.unwrap().status(),
+        SagaStatus::Completed,
+        "a dry run paused the definition"
+    );
+    engine
+        .operate_definition("ops", Operation::Pause, &req("dp"))
+        .await
+        .unwrap();
+    let s1 = engine.start("ops", &Data::default(), None).await.unwrap();
+    assert_eq!(
+        engine.status(&s1).await.unwrap().status(),
+        SagaStatus::Paused
+    );
+    let h = engine.history(&s1).await.unwrap();
+    assert!(
+        h.iter().any(|e| matches!(&e.kind, EventKind::SagaPaused { operator, reason }
+            if operator == "ada" && reason.contains("test dp"))),
+        "{h:?}"
+    );
+    engine.shutdown(Duration::from_secs(1)).await;
+    drop(engine);
+
+    let engine = open().await;
+    let s2 = engine.start("ops", &Data::default(), None).await.unwrap();
+    idle(&engine).await;
+    for id in [&s1, &s2] {
+        assert_eq!(
+            engine.status(id).await.unwrap().status(),
+            SagaStatus::Paused,
+            "the definition's pause did not hold across the restart"
+        );
+    }
+    assert_eq!(probe.runs("a"), 1, "a saga of a paused definition ran");
+    let out = engine
+        .operate_definition("ops", Operation::Resume, &req("dr"))
+        .await
+        .unwrap();
+    assert_eq!(out.applied.len(), 2, "{out:?}");
+    for id in [&s1, &s2] {
+        assert_eq!(
+            engine.wait(id).await.unwrap().status(),
+            SagaStatus::Completed
+        );
+    }
+    engine.shutdown(Duration::from_secs(1)).await;
+    drop(engine);
+
+    let engine = open().await;
+    let s3 = engine.start("ops", &Data::default(), None).await.unwrap();
+    assert_eq!(
+        engine.wait(&s3).await.unwrap().status(),
+        SagaStatus::Completed,
+        "the resume of the definition did not last"
+    );
+    assert_eq!(probe.runs("a"), 4);
+}

@@ -164,7 +164,10 @@ async function loadOverview() {
 
 async function adminAction(id, action) {
   try {
-    const body = action === "cancel" ? { reason: "cancelled by an operator from the admin page" } : undefined;
+    // A retry is an operation: who, why, and an id that makes a double
+    // click one retry.
+    const body = action === "cancel" ? { reason: "cancelled by an operator from the admin page" }
+      : { operator: "admin page", reason: "retried from the admin page", operation_id: "page-" + id + "-" + Date.now() };
     await api("POST", "/api/admin/sagas/" + encodeURIComponent(id) + "/" + action, { admin: true, body });
     await loadSagas();
   } catch (err) {

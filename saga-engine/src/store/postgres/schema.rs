@@ -27,7 +27,8 @@
 //! written by every create and update from the record), the partial index
 //! `sagas_overdue` on the overdue rows alone (newest first), and
 //! `sagas_live` (running, compensating and paused rows: what
-//! `list_active` reads). An upgraded database gets the flag from its
+//! `list_active` reads), and the table `saga_definition_pauses` (the
+//! definitions an operator paused as a whole). An upgraded database gets the flag from its
 //! records, decoded by this code (not by pattern: saga data may hold the
 //! same text).
 //!
@@ -142,6 +143,10 @@ CREATE INDEX IF NOT EXISTS sagas_overdue ON sagas (created_ms DESC, id DESC)
     WHERE overdue AND purged_ms IS NULL;
 CREATE INDEX IF NOT EXISTS sagas_live ON sagas (id)
     WHERE status IN ('running', 'compensating', 'paused');
+CREATE TABLE IF NOT EXISTS saga_definition_pauses (
+    definition TEXT PRIMARY KEY,
+    mark       TEXT NOT NULL
+);
 ";
 
 /// Sets `overdue` on the rows of a database upgraded to version 4 whose

@@ -566,6 +566,36 @@ impl Store for SledStore {
         Ok(self.query.counts())
     }
 
+    async fn definition_pauses(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, crate::machine::PauseMark>, StoreError> {
+        // `dp/{definition}` -> the pause mark, as JSON.
+        let mut out = std::collections::BTreeMap::new();
+        for kv in self.tree.scan_prefix(b"dp/") {
+            let (k, v) = kv.map_err(io)?;
+            let name = String::from_utf8_lossy(&k[3..]).into_owned();
+            out.insert(name, serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?);
+        }
+        Ok(out)
+    }
+
+    async fn set_definition_pause(
+        &self,
+        definition: &str,
+        mark: Option<&crate::machine::PauseMark>,
+    ) -> Result<(), StoreError> {
+        let k = key(b"dp/", definition);
+        match mark {
+            Some(m) => self
+                .tree
+                .insert(k, serde_json::to_vec(m).expect("pause marks serialize"))
+                .map(drop),
+            None => self.tree.remove(k).map(drop),
+        }
+        .map_err(io)?;
+        self.commit.durable().await
+    }
+
     async fn finished_before(
         &self,
         before_ms: u64,
