@@ -126,6 +126,13 @@ pub struct StepProgress {
     /// Absent in records written before groups (and for ungrouped steps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// For a parallel group's member that succeeded: the top-level data
+    /// fields it changed (`""` for data that is not an object). The
+    /// runtime keeps it, so that a sibling changing one of them is
+    /// refused even after a restart (see `engine::group`); the machine
+    /// never reads it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wrote: Vec<String>,
 }
 
 /// The persisted state of a saga, as the machine sees it.

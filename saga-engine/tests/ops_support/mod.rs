@@ -239,6 +239,12 @@ impl Backend {
         Backend::Memory(Arc::new(MemoryStore::new()))
     }
 
+    /// True for a store shared by leases (PostgreSQL): a worker holds a
+    /// saga through its waits there.
+    pub fn is_shared(&self) -> bool {
+        !matches!(self, Backend::Memory(_) | Backend::Sled(_))
+    }
+
     /// The store, opened (again).
     pub async fn store(&self) -> Arc<dyn Store> {
         match self {

@@ -11,6 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
+/// Lease length on a shared store: short, so that a saga resumed or
+/// retried by an operator (no lease held) is claimed soon.
+const LEASE: Duration = Duration::from_millis(300);
+
 /// Pause while `b` runs: `b` finishes and is recorded, nothing else
 /// starts; resume: the saga goes on to the end. The history says who
 /// and why.
@@ -18,6 +22,7 @@ pub async fn pause_holds_after_the_running_step(b: &Backend) {
     let probe = Arc::new(Probe::default());
     let gate = Arc::new(Semaphore::new(0));
     let engine = Engine::builder_arc(b.store().await)
+            .lease_ttl(LEASE)
         .register(definition(
             &probe,
             Some(gate.clone()),
@@ -124,6 +129,7 @@ pub async fn a_paused_saga_stays_paused_across_a_restart_and_its_due_timer_does_
     let nap = Duration::from_secs(3600);
     let id = {
         let engine = Engine::builder_arc(b.store().await)
+            .lease_ttl(LEASE)
             .clock(Arc::new(ManualClock::new(t0)))
             .register(definition(
                 &probe,
@@ -137,11 +143,15 @@ pub async fn a_paused_saga_stays_paused_across_a_restart_and_its_due_timer_does_
         let mut rx = engine.subscribe();
         let id = engine.start("ops", &Data::default(), None).await.unwrap();
         until(&mut rx, &id, |k| matches!(k, EventKind::WaitStarted { .. })).await;
-        idle(&engine).await;
+        if !b.is_shared() {
+            // Parked: the pause is applied without a worker.
+            idle(&engine).await;
+        }
         engine
             .operate(&id, Operation::Pause, &req("p"))
             .await
             .unwrap();
+        idle(&engine).await;
         engine.shutdown(Duration::from_secs(1)).await;
         id
     };
@@ -152,6 +162,7 @@ pub async fn a_paused_saga_stays_paused_across_a_restart_and_its_due_timer_does_
     assert_eq!(resumable.now.len(), 0);
     assert_eq!(resumable.parked, vec![(id.clone(), u64::MAX)]);
     let engine = Engine::builder_arc(store)
+            .lease_ttl(LEASE)
         .clock(Arc::new(ManualClock::new(later)))
         .register(definition(
             &probe,
@@ -188,6 +199,7 @@ pub async fn a_step_interrupted_while_paused_waits_for_the_resume_after_a_restar
     let gate = Arc::new(Semaphore::new(0));
     let id = {
         let engine = Engine::builder_arc(b.store().await)
+            .lease_ttl(LEASE)
             .register(definition(
                 &probe,
                 Some(gate.clone()),
@@ -216,6 +228,7 @@ pub async fn a_step_interrupted_while_paused_waits_for_the_resume_after_a_restar
     assert_eq!(probe.runs("b"), 1);
     gate.add_permits(10);
     let engine = Engine::builder_arc(b.store().await)
+            .lease_ttl(LEASE)
         .register(definition(
             &probe,
             Some(gate.clone()),
@@ -246,6 +259,7 @@ pub async fn retry_now_wakes_a_backoff_forward_and_compensating(b: &Backend) {
     *probe.b_failures.lock().unwrap() = 1;
     let hour = Duration::from_secs(3600);
     let engine = Engine::builder_arc(b.store().await)
+            .lease_ttl(LEASE)
         .register(definition(&probe, None, None, hour))
         .open()
         .await
@@ -292,6 +306,7 @@ pub async fn skip_takes_a_supplied_result_that_fits_the_data_type(b: &Backend) {
     let probe = Arc::new(Probe::default());
     *probe.b_failures.lock().unwrap() = 100;
     let engine = Engine::builder_arc(b.store().await)
+            .lease_ttl(LEASE)
         .register(definition(&probe, None, None, Duration::from_secs(3600)))
         .open()
         .await
@@ -367,6 +382,7 @@ pub async fn force_compensation_dry_run_then_for_real(b: &Backend) {
     let probe = Arc::new(Probe::default());
     *probe.b_failures.lock().unwrap() = 100;
     let engine = Engine::builder_arc(b.store().await)
+            .lease_ttl(LEASE)
         .register(definition(&probe, None, None, Duration::from_secs(3600)))
         .open()
         .await
@@ -424,6 +440,7 @@ pub async fn operation_ids_make_operations_idempotent(b: &Backend) {
     let probe = Arc::new(Probe::default());
     *probe.b_failures.lock().unwrap() = 100;
     let engine = Engine::builder_arc(b.store().await)
+            .lease_ttl(LEASE)
         .register(definition(&probe, None, None, Duration::from_secs(3600)))
         .open()
         .await
@@ -464,6 +481,7 @@ pub async fn rerun_from_a_step_starts_a_linked_saga_with_the_original_data(b: &B
     let probe = Arc::new(Probe::default());
     *probe.pay_rejections.lock().unwrap() = 1;
     let engine = Engine::builder_arc(b.store().await)
+            .lease_ttl(LEASE)
         .register(definition(&probe, None, None, Duration::from_millis(1)))
         .open()
         .await
@@ -512,6 +530,7 @@ pub async fn pause_and_resume_a_whole_definition(b: &Backend) {
     let probe = Arc::new(Probe::default());
     *probe.b_failures.lock().unwrap() = 100;
     let engine = Engine::builder_arc(b.store().await)
+            .lease_ttl(LEASE)
         .register(definition(&probe, None, None, Duration::from_secs(3600)))
         .open()
         .await
@@ -562,6 +581,7 @@ pub async fn retry_of_a_stuck_saga_is_an_operation(b: &Backend) {
     *probe.pay_rejections.lock().unwrap() = 1;
     *probe.undo_a_failures.lock().unwrap() = 1_000;
     let engine = Engine::builder_arc(b.store().await)
+            .lease_ttl(LEASE)
         .register(definition(&probe, None, None, Duration::from_millis(1)))
         .open()
         .await
@@ -639,6 +659,7 @@ pub async fn a_definition_pause_holds_sagas_started_later(b: &Backend) {
     let probe = Arc::new(Probe::default());
     let open = || async {
         Engine::builder_arc(b.store().await)
+            .lease_ttl(LEASE)
             .register(definition(&probe, None, None, Duration::from_millis(1)))
             .open()
             .await
