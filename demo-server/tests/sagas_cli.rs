@@ -711,5 +711,8 @@ async fn the_operations_against_a_running_server() {
         v["saga"]["status"] == "compensated"
     })
     .await;
+    // Recorded with who and why.
+    let h = json_of(&sagas(&data, &url, &["history", &doomed, "--json"])).to_string();
+    assert!(h.contains("seat map fixed") && h.contains("grace"), "{h}");
     stop(srv);
 }

@@ -11,8 +11,8 @@ mod support;
 mod cli;
 
 use cli::*;
-use saga_engine::store::conformance::sample_record;
 use saga_engine::machine::PauseMark;
+use saga_engine::store::conformance::sample_record;
 use saga_engine::{SagaStatus, Store};
 use support::{local, request_from};
 

@@ -441,8 +441,11 @@ async fn two_members_changing_one_field_cancel_the_saga_whichever_finishes_first
                 undo(&ledger),
             )
             .group("seats", |g| {
-                g.action("seat_a", member("seat_a"), undo(&ledger))
-                    .action("seat_b", member("seat_b"), undo(&ledger))
+                g.action("seat_a", member("seat_a"), undo(&ledger)).action(
+                    "seat_b",
+                    member("seat_b"),
+                    undo(&ledger),
+                )
             })
             .build()
             .unwrap();

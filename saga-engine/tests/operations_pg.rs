@@ -28,7 +28,9 @@ async fn operations_work_on_postgres() {
     };
     eprintln!("scenario: pause_holds_after_the_running_step");
     scenarios::pause_holds_after_the_running_step(&db().await).await;
-    eprintln!("scenario: a_paused_saga_stays_paused_across_a_restart_and_its_due_timer_does_not_fire");
+    eprintln!(
+        "scenario: a_paused_saga_stays_paused_across_a_restart_and_its_due_timer_does_not_fire"
+    );
     scenarios::a_paused_saga_stays_paused_across_a_restart_and_its_due_timer_does_not_fire(
         &db().await,
     )

@@ -125,9 +125,10 @@ fn conflict(rec: &SagaRecord, step: usize, fields: &[String]) -> Option<String> 
     let me = &rec.state.steps[step];
     let group = me.group.as_ref()?;
     rec.state.steps.iter().find_map(|s| {
-        let shared = s.wrote.iter().find(|f| {
-            fields.contains(f) || f.is_empty() || fields.iter().any(|x| x.is_empty())
-        })?;
+        let shared = s
+            .wrote
+            .iter()
+            .find(|f| fields.contains(f) || f.is_empty() || fields.iter().any(|x| x.is_empty()))?;
         (s.group.as_ref() == Some(group) && s.name != me.name).then(|| {
             let field = if shared.is_empty() {
                 "(the whole data)".to_string()

@@ -438,7 +438,9 @@ fn layout(
             Shape::Sleep => pol(StepClass::ReadOnly, StepKind::Sleep { for_ms: 300 }, 1, 1),
             Shape::SleepUntil(k) => pol(
                 StepClass::ReadOnly,
-                StepKind::SleepUntil { at_ms: until_ms(*k) },
+                StepKind::SleepUntil {
+                    at_ms: until_ms(*k),
+                },
                 1,
                 1,
             ),
@@ -523,7 +525,11 @@ fn apply_checked(
             continue;
         };
         if a.state == StepState::Waiting && b.state != StepState::Waiting {
-            assert_eq!(a.wake_at_ms, Some(at_ms), "step {i} sleeps to the wrong instant");
+            assert_eq!(
+                a.wake_at_ms,
+                Some(at_ms),
+                "step {i} sleeps to the wrong instant"
+            );
         }
         let skipped = matches!(input, Input::Skip { step } if step == i);
         if a.state == StepState::Succeeded && b.state != StepState::Succeeded && !skipped {

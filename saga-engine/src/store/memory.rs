@@ -397,7 +397,9 @@ impl Store for MemoryStore {
     ) -> Result<(), StoreError> {
         let mut g = self.lock();
         match mark {
-            Some(m) => g.definition_pauses.insert(definition.to_string(), m.clone()),
+            Some(m) => g
+                .definition_pauses
+                .insert(definition.to_string(), m.clone()),
             None => g.definition_pauses.remove(definition),
         };
         Ok(())

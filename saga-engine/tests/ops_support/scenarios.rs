@@ -22,7 +22,7 @@ pub async fn pause_holds_after_the_running_step(b: &Backend) {
     let probe = Arc::new(Probe::default());
     let gate = Arc::new(Semaphore::new(0));
     let engine = Engine::builder_arc(b.store().await)
-            .lease_ttl(LEASE)
+        .lease_ttl(LEASE)
         .register(definition(
             &probe,
             Some(gate.clone()),
@@ -123,7 +123,9 @@ pub async fn pause_holds_after_the_running_step(b: &Backend) {
 
 /// A saga paused in a durable sleep stays paused across a restart even
 /// once its timer is due (it is in no timer index), and resumes after it.
-pub async fn a_paused_saga_stays_paused_across_a_restart_and_its_due_timer_does_not_fire(b: &Backend) {
+pub async fn a_paused_saga_stays_paused_across_a_restart_and_its_due_timer_does_not_fire(
+    b: &Backend,
+) {
     let probe = Arc::new(Probe::default());
     let t0 = 1_000_000;
     let nap = Duration::from_secs(3600);
@@ -162,7 +164,7 @@ pub async fn a_paused_saga_stays_paused_across_a_restart_and_its_due_timer_does_
     assert_eq!(resumable.now.len(), 0);
     assert_eq!(resumable.parked, vec![(id.clone(), u64::MAX)]);
     let engine = Engine::builder_arc(store)
-            .lease_ttl(LEASE)
+        .lease_ttl(LEASE)
         .clock(Arc::new(ManualClock::new(later)))
         .register(definition(
             &probe,
@@ -228,7 +230,7 @@ pub async fn a_step_interrupted_while_paused_waits_for_the_resume_after_a_restar
     assert_eq!(probe.runs("b"), 1);
     gate.add_permits(10);
     let engine = Engine::builder_arc(b.store().await)
-            .lease_ttl(LEASE)
+        .lease_ttl(LEASE)
         .register(definition(
             &probe,
             Some(gate.clone()),
@@ -259,7 +261,7 @@ pub async fn retry_now_wakes_a_backoff_forward_and_compensating(b: &Backend) {
     *probe.b_failures.lock().unwrap() = 1;
     let hour = Duration::from_secs(3600);
     let engine = Engine::builder_arc(b.store().await)
-            .lease_ttl(LEASE)
+        .lease_ttl(LEASE)
         .register(definition(&probe, None, None, hour))
         .open()
         .await
@@ -306,7 +308,7 @@ pub async fn skip_takes_a_supplied_result_that_fits_the_data_type(b: &Backend) {
     let probe = Arc::new(Probe::default());
     *probe.b_failures.lock().unwrap() = 100;
     let engine = Engine::builder_arc(b.store().await)
-            .lease_ttl(LEASE)
+        .lease_ttl(LEASE)
         .register(definition(&probe, None, None, Duration::from_secs(3600)))
         .open()
         .await
@@ -382,7 +384,7 @@ pub async fn force_compensation_dry_run_then_for_real(b: &Backend) {
     let probe = Arc::new(Probe::default());
     *probe.b_failures.lock().unwrap() = 100;
     let engine = Engine::builder_arc(b.store().await)
-            .lease_ttl(LEASE)
+        .lease_ttl(LEASE)
         .register(definition(&probe, None, None, Duration::from_secs(3600)))
         .open()
         .await
@@ -440,7 +442,7 @@ pub async fn operation_ids_make_operations_idempotent(b: &Backend) {
     let probe = Arc::new(Probe::default());
     *probe.b_failures.lock().unwrap() = 100;
     let engine = Engine::builder_arc(b.store().await)
-            .lease_ttl(LEASE)
+        .lease_ttl(LEASE)
         .register(definition(&probe, None, None, Duration::from_secs(3600)))
         .open()
         .await
@@ -481,7 +483,7 @@ pub async fn rerun_from_a_step_starts_a_linked_saga_with_the_original_data(b: &B
     let probe = Arc::new(Probe::default());
     *probe.pay_rejections.lock().unwrap() = 1;
     let engine = Engine::builder_arc(b.store().await)
-            .lease_ttl(LEASE)
+        .lease_ttl(LEASE)
         .register(definition(&probe, None, None, Duration::from_millis(1)))
         .open()
         .await
@@ -530,7 +532,7 @@ pub async fn pause_and_resume_a_whole_definition(b: &Backend) {
     let probe = Arc::new(Probe::default());
     *probe.b_failures.lock().unwrap() = 100;
     let engine = Engine::builder_arc(b.store().await)
-            .lease_ttl(LEASE)
+        .lease_ttl(LEASE)
         .register(definition(&probe, None, None, Duration::from_secs(3600)))
         .open()
         .await
@@ -581,7 +583,7 @@ pub async fn retry_of_a_stuck_saga_is_an_operation(b: &Backend) {
     *probe.pay_rejections.lock().unwrap() = 1;
     *probe.undo_a_failures.lock().unwrap() = 1_000;
     let engine = Engine::builder_arc(b.store().await)
-            .lease_ttl(LEASE)
+        .lease_ttl(LEASE)
         .register(definition(&probe, None, None, Duration::from_millis(1)))
         .open()
         .await
@@ -688,8 +690,10 @@ pub async fn a_definition_pause_holds_sagas_started_later(b: &Backend) {
     );
     let h = engine.history(&s1).await.unwrap();
     assert!(
-        h.iter().any(|e| matches!(&e.kind, EventKind::SagaPaused { operator, reason }
-            if operator == "ada" && reason.contains("test dp"))),
+        h.iter().any(
+            |e| matches!(&e.kind, EventKind::SagaPaused { operator, reason }
+            if operator == "ada" && reason.contains("test dp"))
+        ),
         "{h:?}"
     );
     engine.shutdown(Duration::from_secs(1)).await;

@@ -299,7 +299,7 @@ const OPS_EVENTS = [
 ];
 
 const OPS_LABEL = {
-  pause: "Pause", resume: "Resume", "retry-now": "Retry now", skip: "Skip step",
+  pause: "Pause", resume: "Resume", "retry-now": "Retry now", retry: "Retry stuck saga", skip: "Skip step",
   "force-compensate": "Force compensation", rerun: "Re-run from step",
 };
 

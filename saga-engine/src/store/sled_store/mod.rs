@@ -574,7 +574,10 @@ impl Store for SledStore {
         for kv in self.tree.scan_prefix(b"dp/") {
             let (k, v) = kv.map_err(io)?;
             let name = String::from_utf8_lossy(&k[3..]).into_owned();
-            out.insert(name, serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?);
+            out.insert(
+                name,
+                serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?,
+            );
         }
         Ok(out)
     }

@@ -68,8 +68,7 @@ pub(super) fn after_write(
     deleted: bool,
 ) -> Result<(), StoreError> {
     if r.state.overdue && (deleted || !r.is_overdue()) {
-        tree.remove(entry_key(r.created_at_ms, &r.id))
-            .map_err(io)?;
+        tree.remove(entry_key(r.created_at_ms, &r.id)).map_err(io)?;
     }
     Ok(())
 }
@@ -154,7 +153,11 @@ pub(super) fn list_page(
         for kv in tree.range(lo..hi).rev() {
             let (k, def) = kv.map_err(io)?;
             let (at, id) = parse_key(&k).ok_or_else(|| corrupt(&k, "bad overdue index key"))?;
-            if filter.definition.as_deref().is_some_and(|d| d.as_bytes() != &def[..]) {
+            if filter
+                .definition
+                .as_deref()
+                .is_some_and(|d| d.as_bytes() != &def[..])
+            {
                 continue;
             }
             out.extend(
@@ -217,7 +220,14 @@ mod tests {
             // The write that flags it overdue died after its entry.
             before_write(&s.tree, &overdue_record("late")).unwrap();
             let page = s
-                .list_page(&SagaFilter { overdue: true, ..SagaFilter::default() }, None, 10)
+                .list_page(
+                    &SagaFilter {
+                        overdue: true,
+                        ..SagaFilter::default()
+                    },
+                    None,
+                    10,
+                )
                 .await
                 .unwrap();
             assert!(page.records.is_empty(), "listed a saga that is not overdue");
