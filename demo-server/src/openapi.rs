@@ -316,10 +316,6 @@ fn build() -> Value {
             "responses": { "200": ok("Tier, miles and history", json!({ "type": "object", "properties": { "account": schema("LoyaltyAccount"), "history": { "type": "array", "items": { "type": "object" } } } })),
                 "404": error("No account matches (either field may be wrong)"), "422": ok("Missing parameter", schema("ValidationError")) }
         }), false) },
-        "/api/admin/sagas/{id}/retry": { "post": op("admin", "Retry a stuck saga's compensation", json!({
-            "parameters": [path_param("id", "Saga id")],
-            "responses": { "202": ok("Retry started", schema("SagaAction")), "404": error("No such saga"), "409": error("The saga is not stuck") }
-        }), true) },
         "/api/admin/sagas/{id}/cancel": { "post": op("admin", "Cancel a running saga (it compensates)", cancel, true) },
         "/api/admin/payments": { "get": op("admin", "Payments of one customer (by email), or all; newest first", json!({
             "parameters": [query("email", false, string(), "Customer email"), query("limit", false, json!({ "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 }), "Most payments")],

@@ -6,7 +6,8 @@
 //! zero with the process: they say what this server saw, not what the
 //! store holds. The counts by status ([`status_summary`]) are the store's:
 //! its counters ([`Store::status_counts`]), with the newest stuck sagas
-//! from its status index, without reading every record.
+//! from its status index and the newest overdue ones from its overdue
+//! index, without reading every record.
 
 use saga_engine::store::SagaFilter;
 use saga_engine::{Engine, EventKind, SagaEvent, SagaRecord, SagaStatus, Store, StoreError};
@@ -126,13 +127,22 @@ const STATUS_ORDER: [SagaStatus; 5] = [
     SagaStatus::Compensated,
 ];
 
-/// Counts by status (`{"status", "count"}` objects, stuck first, every
-/// status of [`STATUS_ORDER`] present even at zero) and the newest `stuck`
-/// stuck sagas, from the store's counters and status index.
-pub async fn status_summary(
-    store: &dyn Store,
-    stuck: usize,
-) -> Result<(Vec<serde_json::Value>, Vec<SagaRecord>), StoreError> {
+/// What the overview lists first: the sagas that need an operator.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Counts by status (`{"status", "count"}` objects, stuck first, every
+    /// status of [`STATUS_ORDER`] present even at zero).
+    pub counts: Vec<serde_json::Value>,
+    /// The newest stuck sagas.
+    pub stuck: Vec<SagaRecord>,
+    /// The newest overdue sagas (past their deadline after the pivot,
+    /// still going).
+    pub overdue: Vec<SagaRecord>,
+}
+
+/// Counts by status, the newest `shown` stuck sagas and the newest `shown`
+/// overdue ones, from the store's counters, status index and overdue index.
+pub async fn status_summary(store: &dyn Store, shown: usize) -> Result<Summary, StoreError> {
     let mut counts = store.status_counts().await?;
     let mut out: Vec<serde_json::Value> = STATUS_ORDER
         .iter()
@@ -150,8 +160,17 @@ pub async fn status_summary(
         statuses: vec![SagaStatus::Stuck],
         ..SagaFilter::default()
     };
-    let page = store.list_page(&filter, None, stuck).await?;
-    Ok((out, page.records))
+    let stuck = store.list_page(&filter, None, shown).await?.records;
+    let filter = SagaFilter {
+        overdue: true,
+        ..SagaFilter::default()
+    };
+    let overdue = store.list_page(&filter, None, shown).await?.records;
+    Ok(Summary {
+        counts: out,
+        stuck,
+        overdue,
+    })
 }
 
 /// Milliseconds since the Unix epoch, from the system clock.

@@ -30,6 +30,9 @@ pub struct PageQuery {
     pub created_before_ms: Option<u64>,
     /// Only sagas whose search attribute `name` is `value` (see [`attribute`]).
     pub attribute: Option<(String, String)>,
+    /// Only overdue sagas (past their deadline after the pivot, not
+    /// finished), from the store's overdue index.
+    pub overdue: bool,
     /// Go on after this saga (the previous page's `next_cursor`).
     pub cursor: Option<SagaId>,
     /// Sagas on the page, at most.
@@ -106,6 +109,7 @@ pub async fn page(store: &dyn Store, q: &PageQuery) -> Result<Page, StoreError> 
         created_after_ms: q.created_after_ms,
         created_before_ms: q.created_before_ms,
         attribute: q.attribute.clone(),
+        overdue: q.overdue,
     };
     let cursor = match &q.cursor {
         Some(id) => Some(position(store, id).await?),

@@ -1349,19 +1349,31 @@ async fn admin_lists_sagas_reads_payments_and_cancels() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    let retry = json!({ "operator": "ada", "reason": "test", "operation_id": "r1" });
     let r = s
         .admin_send(
             Method::POST,
             &format!("/api/admin/sagas/{done}/retry"),
-            None,
+            Some(retry.clone()),
         )
         .await;
-    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(r.text.contains("stuck"), "{}", r.text);
+    // A retry is an operation: who and why are required.
+    let r = s
+        .admin_send(
+            Method::POST,
+            &format!("/api/admin/sagas/{done}/retry"),
+            Some(json!({ "reason": "test", "operation_id": "r2" })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("operator"), "{}", r.text);
     let r = s
         .admin_send(
             Method::POST,
             "/api/admin/sagas/0000000000000000000000000000/retry",
-            None,
+            Some(retry),
         )
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);

@@ -694,11 +694,25 @@ async fn the_operations_against_a_running_server() {
     let url = format!("http://{}", srv.addr);
     let v = json_of(&sagas(&data, &url, &["show", &doomed, "--json"]));
     assert_eq!(v["saga"]["status"], "stuck", "{v}");
-    let out = ok(&sagas(&data, &url, &["retry", &doomed]));
-    assert!(out.contains("retry accepted"), "{out}");
+    let out = ok(&sagas(
+        &data,
+        &url,
+        &[
+            "retry",
+            &doomed,
+            "--operator",
+            "grace",
+            "--reason",
+            "seat map fixed",
+        ],
+    ));
+    assert!(out.contains("retry applied"), "{out}");
     until_saga(srv.addr, &token, &doomed, "compensated again", |v| {
         v["saga"]["status"] == "compensated"
     })
     .await;
+    // Recorded with who and why.
+    let h = json_of(&sagas(&data, &url, &["history", &doomed, "--json"])).to_string();
+    assert!(h.contains("seat map fixed") && h.contains("grace"), "{h}");
     stop(srv);
 }

@@ -34,6 +34,7 @@ impl SagaState {
                     last_error: None,
                     wake_at_ms: None,
                     group: None,
+                    wrote: Vec::new(),
                 })
                 .collect(),
             cancel_requested: false,

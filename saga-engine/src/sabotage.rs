@@ -24,6 +24,7 @@
 //! | `vault-no-flush` | the payments participant answers a card token before the sealed card is durable |
 //! | `cover-foreign-db` | a participant counts on the engine's flush although it lives in another sled database |
 //! | `flush-unwatched` | the store's flush watchdog never pokes a stalled sled flush |
+//! | `overdue-not-indexed` | sled flags a saga overdue without putting it in the overdue index |
 //! | `index-unjournaled` | sled changes a record's query index entries and status count without journaling the change first |
 
 /// The store never flushes sled.
@@ -72,9 +73,13 @@ pub const COVER_FOREIGN_DB: &str = "cover-foreign-db";
 /// The flush watchdog never pokes a stalled flush.
 pub const FLUSH_UNWATCHED: &str = "flush-unwatched";
 
+/// Sled flags a saga overdue without indexing it as overdue.
+pub const OVERDUE_NOT_INDEXED: &str = "overdue-not-indexed";
+
 /// Every mode there is.
 pub const ALL: &[&str] = &[
     FLUSH_UNWATCHED,
+    OVERDUE_NOT_INDEXED,
     COVER_FOREIGN_DB,
     VAULT_NO_FLUSH,
     PAUSE_NOT_DURABLE,

@@ -402,3 +402,73 @@ fn the_builder_refuses_a_pivot_a_wait_or_an_empty_group() {
         StepOrderProblem::BadGroup { group: "g".into() }
     );
 }
+
+/// Two members changing the same top-level data field: whichever finishes
+/// second is refused (its effect counts and is compensated), the saga is
+/// cancelled with a reason naming both and the field, and everything is
+/// compensated, whichever member finishes first.
+#[tokio::test]
+async fn two_members_changing_one_field_cancel_the_saga_whichever_finishes_first() {
+    for first in ["seat_a", "seat_b"] {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::default();
+        let member = |name: &'static str| {
+            let l = ledger.clone();
+            move |ctx: StepContext, mut t: Trip| {
+                let l = l.clone();
+                async move {
+                    if name != first {
+                        // The other one finishes first.
+                        while !l.calls().iter().any(|c| c.ends_with(first)) {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                    l.note("run", &ctx);
+                    t.outbound = Some(name.into());
+                    Ok(t)
+                }
+            }
+        };
+        let l = ledger.clone();
+        let def = SagaDefinition::<Trip>::builder("clash", 1)
+            .action(
+                "pay",
+                move |ctx, mut t: Trip| {
+                    l.note("run", &ctx);
+                    t.paid = true;
+                    async move { Ok(t) }
+                },
+                undo(&ledger),
+            )
+            .group("seats", |g| {
+                g.action("seat_a", member("seat_a"), undo(&ledger)).action(
+                    "seat_b",
+                    member("seat_b"),
+                    undo(&ledger),
+                )
+            })
+            .build()
+            .unwrap();
+        let (builder, clash) =
+            Engine::builder(SledStore::open(dir.path()).unwrap()).register_typed(def);
+        let engine = builder.open().await.unwrap();
+        let id = clash.start(&engine, &Trip::default(), None).await.unwrap();
+        let out = clash.wait(&engine, &id).await.unwrap();
+        assert_eq!(out.status, SagaStatus::Compensated, "{:?}", out.failure);
+        let why = out.failure.unwrap_or_default();
+        assert!(
+            why.contains("seat_a and seat_b") || why.contains("seat_b and seat_a"),
+            "{why}"
+        );
+        assert!(why.contains("field outbound"), "{why}");
+        assert_eq!(
+            out.data.outbound.as_deref(),
+            Some(first),
+            "the refused member's data was merged"
+        );
+        for step in ["seat_a", "seat_b", "pay"] {
+            assert_eq!(ledger.count(&format!("undo:{id}:{step}")), 1, "{step}");
+        }
+        engine.shutdown(Duration::from_secs(1)).await;
+    }
+}

@@ -1,781 +1,93 @@
 //! Operator operations through the public API, on sled (across restarts)
-//! and in memory: pause and resume (one saga and a whole definition),
-//! retry-now, skip with a supplied result, force compensation, re-run
-//! from a step, dry runs, operation ids, and the audit in the history.
+//! and in memory: the scenarios of `ops_support/scenarios.rs` (pause and
+//! resume, retry-now, retry of a stuck saga, skip, force compensation,
+//! re-run, dry runs, operation ids, the audit in the history).
+//! `operations_pg.rs` runs them on PostgreSQL.
 
-use saga_engine::machine::{PlannedAction, Refusal};
-use saga_engine::{
-    Engine, Error, EventKind, ManualClock, MemoryStore, Operation, OperationRequest, RetryPolicy,
-    SagaDefinition, SagaEvent, SagaId, SagaStatus, SledStore, StepError, StepState, Store,
-};
-use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::sync::{broadcast, Semaphore};
+mod ops_support;
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-struct Data {
-    trail: Vec<String>,
-    #[serde(default)]
-    note: Option<String>,
-    #[serde(default)]
-    fee: u32,
-}
+use ops_support::{scenarios, Backend};
 
-/// What the steps did, and the knobs the tests turn.
-#[derive(Default)]
-struct Probe {
-    log: Mutex<Vec<String>>,
-    runs: Mutex<HashMap<String, u32>>,
-    /// Step `b` fails retryably this many times first.
-    b_failures: Mutex<u32>,
-    /// Step `pay` (the pivot) rejects this many times first.
-    pay_rejections: Mutex<u32>,
-    /// Step `a`'s compensation fails this many times first.
-    undo_a_failures: Mutex<u32>,
-}
-
-impl Probe {
-    fn note(&self, what: String) {
-        self.log.lock().unwrap().push(what);
-    }
-    fn runs(&self, step: &str) -> u32 {
-        self.runs.lock().unwrap().get(step).copied().unwrap_or(0)
-    }
-    fn count(&self, step: &str) -> u32 {
-        let mut r = self.runs.lock().unwrap();
-        let n = r.entry(step.to_string()).or_default();
-        *n += 1;
-        *n
-    }
-    fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-fn take(n: &Mutex<u32>) -> bool {
-    let mut n = n.lock().unwrap();
-    if *n > 0 {
-        *n -= 1;
-        true
-    } else {
-        false
-    }
-}
-
-/// a (compensatable) -> b (compensatable; may wait on `gate`, may fail)
-/// -> [nap: a durable sleep] -> pay (pivot) -> ship (retriable).
-fn definition(
-    probe: &Arc<Probe>,
-    gate: Option<Arc<Semaphore>>,
-    nap: Option<Duration>,
-    backoff: Duration,
-) -> SagaDefinition<Data> {
-    let policy = RetryPolicy::default()
-        .max_attempts(5)
-        .backoff(backoff, backoff)
-        .attempt_timeout(None);
-    let (p1, p2, p3, p4, p5) = (
-        probe.clone(),
-        probe.clone(),
-        probe.clone(),
-        probe.clone(),
-        probe.clone(),
-    );
-    let b = SagaDefinition::<Data>::builder("ops", 1)
-        .default_retry(policy.clone())
-        .default_compensation_retry(policy)
-        .action(
-            "a",
-            move |_c, mut d: Data| {
-                let p = p1.clone();
-                async move {
-                    p.count("a");
-                    p.note("run a".into());
-                    d.trail.push("a".into());
-                    Ok(d)
-                }
-            },
-            move |_c, _d| {
-                let p = p2.clone();
-                async move {
-                    if take(&p.undo_a_failures) {
-                        return Err(StepError::retryable("undo a: down"));
-                    }
-                    p.note("undo a".into());
-                    Ok(())
-                }
-            },
-        )
-        .action(
-            "b",
-            move |_c, mut d: Data| {
-                let p = p3.clone();
-                let gate = gate.clone();
-                async move {
-                    p.count("b");
-                    if let Some(g) = gate {
-                        // Held until the test lets it go.
-                        g.acquire().await.expect("gate open").forget();
-                    }
-                    if take(&p.b_failures) {
-                        return Err(StepError::retryable("b: busy"));
-                    }
-                    p.note("run b".into());
-                    d.trail.push("b".into());
-                    Ok(d)
-                }
-            },
-            |_c, _d| async move { Ok(()) },
-        );
-    let b = match nap {
-        Some(n) => b.sleep("nap", n),
-        None => b,
-    };
-    b.pivot("pay", move |_c, mut d: Data| {
-        let p = p4.clone();
-        async move {
-            p.count("pay");
-            if take(&p.pay_rejections) {
-                return Err(StepError::rejected("card declined"));
-            }
-            p.note("run pay".into());
-            d.trail.push("pay".into());
-            Ok(d)
-        }
-    })
-    .retriable("ship", move |_c, mut d: Data| {
-        let p = p5.clone();
-        async move {
-            p.count("ship");
-            p.note("run ship".into());
-            d.trail.push("ship".into());
-            Ok(d)
-        }
-    })
-    .build()
-    .expect("a valid definition")
-}
-
-fn req(id: &str) -> OperationRequest {
-    OperationRequest {
-        operation_id: id.into(),
-        operator: "ada".into(),
-        reason: format!("test {id}"),
-        dry_run: false,
-    }
-}
-
-fn dry(id: &str) -> OperationRequest {
-    OperationRequest {
-        dry_run: true,
-        ..req(id)
-    }
-}
-
-/// Waits for the first event of saga `id` that `pred` accepts.
-async fn until(
-    rx: &mut broadcast::Receiver<SagaEvent>,
-    id: &SagaId,
-    pred: impl Fn(&EventKind) -> bool,
-) -> SagaEvent {
-    loop {
-        let e = rx.recv().await.expect("event stream");
-        if &e.saga_id == id && pred(&e.kind) {
-            return e;
-        }
-    }
-}
-
-/// Waits until no worker holds any saga (each has parked or finished).
-async fn idle(engine: &Engine) {
-    while engine.running_count() > 0 {
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-/// Opens the store once the aborted worker of the previous engine has let
-/// go of sled's directory lock (its task is dropped by this runtime).
-async fn reopen(dir: &std::path::Path) -> SledStore {
-    for _ in 0..2_000 {
-        match SledStore::open(dir) {
-            Ok(s) => return s,
-            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-        }
-    }
-    panic!("the store does not reopen");
-}
-
-fn refusal(e: Error) -> Refusal {
-    match e {
-        Error::Refused { refusal, .. } => refusal,
-        e => panic!("expected a refusal, got {e}"),
-    }
-}
-
-/// Pause while `b` runs: `b` finishes and is recorded, nothing else
-/// starts; resume: the saga goes on to the end. The history says who
-/// and why.
-async fn pause_holds_after_the_running_step(store: impl Store) {
-    let probe = Arc::new(Probe::default());
-    let gate = Arc::new(Semaphore::new(0));
-    let engine = Engine::builder(store)
-        .register(definition(
-            &probe,
-            Some(gate.clone()),
-            None,
-            Duration::from_millis(1),
-        ))
-        .open()
-        .await
-        .unwrap();
-    let mut rx = engine.subscribe();
-    let id = engine.start("ops", &Data::default(), None).await.unwrap();
-    until(
-        &mut rx,
-        &id,
-        |k| matches!(k, EventKind::StepStarted { step, .. } if step == "b"),
-    )
-    .await;
-
-    let preview = engine
-        .operate(&id, Operation::Pause, &dry("p1"))
-        .await
-        .unwrap();
-    assert!(!preview.applied);
-    assert_eq!(preview.status, SagaStatus::Paused);
-    assert_eq!(preview.plan.held_after, Some(1), "{:?}", preview.plan);
-    assert_eq!(preview.plan.steps[0].action, PlannedAction::Finish);
-    assert_eq!(
-        engine.status(&id).await.unwrap().status(),
-        SagaStatus::Running
-    );
-
-    let out = engine
-        .operate(&id, Operation::Pause, &req("p1"))
-        .await
-        .unwrap();
-    assert!(out.applied && !out.repeated);
-    assert_eq!(out.status, SagaStatus::Paused);
-    gate.add_permits(1);
-    until(
-        &mut rx,
-        &id,
-        |k| matches!(k, EventKind::StepSucceeded { step, .. } if step == "b"),
-    )
-    .await;
-    idle(&engine).await;
-    let rec = engine.status(&id).await.unwrap();
-    assert_eq!(rec.status(), SagaStatus::Paused);
-    assert_eq!(rec.state.steps[2].state, StepState::Pending);
-    assert_eq!(probe.runs("pay"), 0, "a paused saga started a step");
-    assert_eq!(
-        engine
-            .list(Some(SagaStatus::Paused), 10)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
-    let again = engine
-        .operate(&id, Operation::Pause, &req("p2"))
-        .await
-        .unwrap_err();
-    assert_eq!(refusal(again), Refusal::AlreadyPaused);
-
-    engine
-        .operate(&id, Operation::Resume, &req("r1"))
-        .await
-        .unwrap();
-    let done = engine.wait(&id).await.unwrap();
-    assert_eq!(done.status(), SagaStatus::Completed);
-    assert_eq!(probe.log(), ["run a", "run b", "run pay", "run ship"]);
-    let not = engine
-        .operate(&id, Operation::Resume, &req("r2"))
-        .await
-        .unwrap_err();
-    assert_eq!(refusal(not), Refusal::Finished(SagaStatus::Completed));
-
-    let h = engine.history(&id).await.unwrap();
-    let ops: Vec<(&str, &str, &str)> = h
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::OperationApplied {
-                operation_id,
-                operation,
-                operator,
-                ..
-            } => Some((operation_id.as_str(), operation.as_str(), operator.as_str())),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(ops, [("p1", "pause", "ada"), ("r1", "resume", "ada")]);
-    assert!(h
-        .iter()
-        .any(|e| matches!(&e.kind, EventKind::SagaPaused { reason, .. } if reason == "test p1")));
-    assert!(h
-        .iter()
-        .any(|e| matches!(e.kind, EventKind::SagaUnpaused { .. })));
+fn sled() -> (tempfile::TempDir, Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::Sled(dir.path().to_path_buf());
+    (dir, b)
 }
 
 #[tokio::test]
 async fn pause_holds_after_the_running_step_in_memory() {
-    pause_holds_after_the_running_step(MemoryStore::new()).await;
+    scenarios::pause_holds_after_the_running_step(&Backend::memory()).await;
 }
 
 #[tokio::test]
 async fn pause_holds_after_the_running_step_on_sled() {
-    let dir = tempfile::tempdir().unwrap();
-    pause_holds_after_the_running_step(SledStore::open(dir.path()).unwrap()).await;
+    let (_d, b) = sled();
+    scenarios::pause_holds_after_the_running_step(&b).await;
 }
 
-/// A saga paused in a durable sleep stays paused across a restart even
-/// once its timer is due (it is in no timer index), and resumes after it.
 #[tokio::test]
 async fn a_paused_saga_stays_paused_across_a_restart_and_its_due_timer_does_not_fire() {
-    let dir = tempfile::tempdir().unwrap();
-    let probe = Arc::new(Probe::default());
-    let t0 = 1_000_000;
-    let nap = Duration::from_secs(3600);
-    let id = {
-        let engine = Engine::builder(SledStore::open(dir.path()).unwrap())
-            .clock(Arc::new(ManualClock::new(t0)))
-            .register(definition(
-                &probe,
-                None,
-                Some(nap),
-                Duration::from_millis(1),
-            ))
-            .open()
-            .await
-            .unwrap();
-        let mut rx = engine.subscribe();
-        let id = engine.start("ops", &Data::default(), None).await.unwrap();
-        until(&mut rx, &id, |k| matches!(k, EventKind::WaitStarted { .. })).await;
-        idle(&engine).await;
-        engine
-            .operate(&id, Operation::Pause, &req("p"))
-            .await
-            .unwrap();
-        engine.shutdown(Duration::from_secs(1)).await;
-        id
-    };
-    // Two hours later the nap is long over.
-    let later = t0 + 2 * 3_600_000;
-    let store = SledStore::open(dir.path()).unwrap();
-    let resumable = store.list_resumable().await.unwrap();
-    assert_eq!(resumable.now.len(), 0);
-    assert_eq!(resumable.parked, vec![(id.clone(), u64::MAX)]);
-    let engine = Engine::builder(store)
-        .clock(Arc::new(ManualClock::new(later)))
-        .register(definition(
-            &probe,
-            None,
-            Some(nap),
-            Duration::from_millis(1),
-        ))
-        .open()
-        .await
-        .unwrap();
-    let rec = engine.status(&id).await.unwrap();
-    assert_eq!(
-        rec.status(),
-        SagaStatus::Paused,
-        "the pause did not survive the restart"
-    );
-    assert_eq!(engine.parked_count(), 0, "a paused saga has a timer");
-    assert_eq!(engine.running_count(), 0, "a paused saga got a worker");
-    assert_eq!(probe.runs("pay"), 0);
-
-    engine
-        .operate(&id, Operation::Resume, &req("r"))
-        .await
-        .unwrap();
-    let done = engine.wait(&id).await.unwrap();
-    assert_eq!(done.status(), SagaStatus::Completed);
-    assert_eq!(probe.log(), ["run a", "run b", "run pay", "run ship"]);
+    let (_d, b) = sled();
+    scenarios::a_paused_saga_stays_paused_across_a_restart_and_its_due_timer_does_not_fire(&b)
+        .await;
 }
 
-/// A step cut off by a restart while its saga was paused does not run
-/// again until the saga is resumed.
 #[tokio::test]
 async fn a_step_interrupted_while_paused_waits_for_the_resume_after_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let probe = Arc::new(Probe::default());
-    let gate = Arc::new(Semaphore::new(0));
-    let id = {
-        let engine = Engine::builder(SledStore::open(dir.path()).unwrap())
-            .register(definition(
-                &probe,
-                Some(gate.clone()),
-                None,
-                Duration::from_millis(1),
-            ))
-            .open()
-            .await
-            .unwrap();
-        let mut rx = engine.subscribe();
-        let id = engine.start("ops", &Data::default(), None).await.unwrap();
-        until(
-            &mut rx,
-            &id,
-            |k| matches!(k, EventKind::StepStarted { step, .. } if step == "b"),
-        )
-        .await;
-        engine
-            .operate(&id, Operation::Pause, &req("p"))
-            .await
-            .unwrap();
-        // `b` never returns: the grace runs out and the worker is aborted.
-        engine.shutdown(Duration::from_millis(20)).await;
-        id
-    };
-    assert_eq!(probe.runs("b"), 1);
-    gate.add_permits(10);
-    let engine = Engine::builder(reopen(dir.path()).await)
-        .register(definition(
-            &probe,
-            Some(gate.clone()),
-            None,
-            Duration::from_millis(1),
-        ))
-        .open()
-        .await
-        .unwrap();
-    idle(&engine).await;
-    let rec = engine.status(&id).await.unwrap();
-    assert_eq!(rec.status(), SagaStatus::Paused);
-    assert_eq!(rec.state.steps[1].state, StepState::RetryWait);
-    assert_eq!(probe.runs("b"), 1, "b ran again while paused");
-    engine
-        .operate(&id, Operation::Resume, &req("r"))
-        .await
-        .unwrap();
-    let done = engine.wait(&id).await.unwrap();
-    assert_eq!(done.status(), SagaStatus::Completed);
-    assert_eq!(probe.runs("b"), 2);
+    let (_d, b) = sled();
+    scenarios::a_step_interrupted_while_paused_waits_for_the_resume_after_a_restart(&b).await;
 }
 
-/// Retry-now wakes a forward backoff and a compensation backoff at once;
-/// with no backoff it is refused.
 #[tokio::test]
 async fn retry_now_wakes_a_backoff_forward_and_compensating() {
-    let probe = Arc::new(Probe::default());
-    *probe.b_failures.lock().unwrap() = 1;
-    let hour = Duration::from_secs(3600);
-    let engine = Engine::builder(MemoryStore::new())
-        .register(definition(&probe, None, None, hour))
-        .open()
-        .await
-        .unwrap();
-    let mut rx = engine.subscribe();
-    let id = engine.start("ops", &Data::default(), None).await.unwrap();
-    until(&mut rx, &id, |k| matches!(k, EventKind::StepFailed { .. })).await;
-    let out = engine
-        .operate(&id, Operation::RetryNow, &req("w"))
-        .await
-        .unwrap();
-    assert_eq!(out.plan.steps[0].step, "b");
-    assert_eq!(
-        engine.wait(&id).await.unwrap().status(),
-        SagaStatus::Completed
-    );
-    let none = engine
-        .operate(&id, Operation::RetryNow, &req("w2"))
-        .await
-        .unwrap_err();
-    assert_eq!(refusal(none), Refusal::Finished(SagaStatus::Completed));
-
-    // Compensating: `pay` declines, undoing `a` fails once, then waits an hour.
-    *probe.pay_rejections.lock().unwrap() = 1;
-    *probe.undo_a_failures.lock().unwrap() = 1;
-    let id = engine.start("ops", &Data::default(), None).await.unwrap();
-    until(&mut rx, &id, |k| {
-        matches!(k, EventKind::CompensationFailed { .. })
-    })
-    .await;
-    engine
-        .operate(&id, Operation::RetryNow, &req("w"))
-        .await
-        .unwrap();
-    assert_eq!(
-        engine.wait(&id).await.unwrap().status(),
-        SagaStatus::Compensated
-    );
+    scenarios::retry_now_wakes_a_backoff_forward_and_compensating(&Backend::memory()).await;
 }
 
-/// Skip: only the step the saga stands on, before the pivot, not yet
-/// succeeded; the result is merged and must fit the data type.
+#[tokio::test]
+async fn retry_of_a_stuck_saga_is_an_operation_in_memory() {
+    scenarios::retry_of_a_stuck_saga_is_an_operation(&Backend::memory()).await;
+}
+
+#[tokio::test]
+async fn retry_of_a_stuck_saga_is_an_operation_on_sled() {
+    let (_d, b) = sled();
+    scenarios::retry_of_a_stuck_saga_is_an_operation(&b).await;
+}
+
 #[tokio::test]
 async fn skip_takes_a_supplied_result_that_fits_the_data_type() {
-    let probe = Arc::new(Probe::default());
-    *probe.b_failures.lock().unwrap() = 100;
-    let engine = Engine::builder(MemoryStore::new())
-        .register(definition(&probe, None, None, Duration::from_secs(3600)))
-        .open()
-        .await
-        .unwrap();
-    let mut rx = engine.subscribe();
-    let id = engine.start("ops", &Data::default(), None).await.unwrap();
-    until(&mut rx, &id, |k| matches!(k, EventKind::StepFailed { .. })).await;
-    let skip = |step: &str, result: serde_json::Value| Operation::Skip {
-        step: step.into(),
-        result,
-    };
-    let r = engine
-        .operate(
-            &id,
-            skip("b", serde_json::json!({"fee": "ten"})),
-            &req("s0"),
-        )
-        .await
-        .unwrap_err();
-    assert!(matches!(refusal(r), Refusal::InvalidResult { .. }));
-    let r = engine
-        .operate(&id, skip("b", serde_json::json!([1])), &req("s0"))
-        .await
-        .unwrap_err();
-    assert!(matches!(refusal(r), Refusal::InvalidResult { .. }));
-    let r = engine
-        .operate(&id, skip("a", serde_json::json!({})), &req("s1"))
-        .await
-        .unwrap_err();
-    assert_eq!(refusal(r), Refusal::AlreadySucceeded("a".into()));
-    let r = engine
-        .operate(&id, skip("pay", serde_json::json!({})), &req("s1"))
-        .await
-        .unwrap_err();
-    assert!(matches!(refusal(r), Refusal::NotBeforePivot { .. }));
-    let r = engine
-        .operate(&id, skip("pay", serde_json::json!({})), &req("s2"))
-        .await
-        .unwrap_err();
-    assert!(matches!(refusal(r), Refusal::NotBeforePivot { .. }));
-    let r = engine
-        .operate(&id, skip("zz", serde_json::json!({})), &req("s3"))
-        .await
-        .unwrap_err();
-    assert_eq!(refusal(r), Refusal::UnknownStep("zz".into()));
-    assert_eq!(engine.status(&id).await.unwrap().state.operations.len(), 0);
-
-    let result = serde_json::json!({"note": "done by hand", "fee": 12});
-    let preview = engine
-        .operate(&id, skip("b", result.clone()), &dry("s4"))
-        .await
-        .unwrap();
-    let names: Vec<&str> = preview.plan.steps.iter().map(|s| s.step.as_str()).collect();
-    assert_eq!(names, ["pay", "ship"]);
-    engine
-        .operate(&id, skip("b", result), &req("s4"))
-        .await
-        .unwrap();
-    let done = engine.wait(&id).await.unwrap();
-    assert_eq!(done.status(), SagaStatus::Completed);
-    let data: Data = done.data_as().unwrap();
-    assert_eq!(data.note.as_deref(), Some("done by hand"));
-    assert_eq!(data.fee, 12);
-    assert_eq!(data.trail, ["a", "pay", "ship"]);
-    assert_eq!(probe.runs("b"), 1, "a skipped step ran");
-    let h = engine.history(&id).await.unwrap();
-    assert!(h.iter().any(|e| matches!(&e.kind, EventKind::StepSkipped { step, operator } if step == "b" && operator == "ada")));
+    scenarios::skip_takes_a_supplied_result_that_fits_the_data_type(&Backend::memory()).await;
 }
 
-/// Force compensation: the dry run says what would be undone and changes
-/// nothing; the real one undoes it. After the pivot it is refused.
 #[tokio::test]
 async fn force_compensation_dry_run_then_for_real() {
-    let probe = Arc::new(Probe::default());
-    *probe.b_failures.lock().unwrap() = 100;
-    let engine = Engine::builder(MemoryStore::new())
-        .register(definition(&probe, None, None, Duration::from_secs(3600)))
-        .open()
-        .await
-        .unwrap();
-    let mut rx = engine.subscribe();
-    let id = engine.start("ops", &Data::default(), None).await.unwrap();
-    until(&mut rx, &id, |k| matches!(k, EventKind::StepFailed { .. })).await;
-    let preview = engine
-        .operate(&id, Operation::ForceCompensate, &dry("f"))
-        .await
-        .unwrap();
-    let plan: Vec<(&str, PlannedAction)> = preview
-        .plan
-        .steps
-        .iter()
-        .map(|s| (s.step.as_str(), s.action))
-        .collect();
-    assert_eq!(
-        plan,
-        [
-            ("b", PlannedAction::Compensate),
-            ("a", PlannedAction::Compensate)
-        ]
-    );
-    assert_eq!(preview.plan.ends_as, Some(SagaStatus::Compensated));
-    assert!(!preview.applied);
-    let rec = engine.status(&id).await.unwrap();
-    assert_eq!(rec.status(), SagaStatus::Running);
-    assert!(rec.state.operations.is_empty());
-    assert!(probe.log().iter().all(|l| !l.starts_with("undo")));
-
-    engine
-        .operate(&id, Operation::ForceCompensate, &req("f"))
-        .await
-        .unwrap();
-    let done = engine.wait(&id).await.unwrap();
-    assert_eq!(done.status(), SagaStatus::Compensated);
-    assert!(done.state.failure.as_deref().unwrap().contains("test f"));
-    assert!(probe.log().contains(&"undo a".to_string()));
-
-    // Past the pivot: refused.
-    *probe.b_failures.lock().unwrap() = 0;
-    let id = engine.start("ops", &Data::default(), None).await.unwrap();
-    engine.wait(&id).await.unwrap();
-    let r = engine
-        .operate(&id, Operation::ForceCompensate, &req("f"))
-        .await
-        .unwrap_err();
-    assert_eq!(refusal(r), Refusal::Finished(SagaStatus::Completed));
+    scenarios::force_compensation_dry_run_then_for_real(&Backend::memory()).await;
 }
 
-/// An operation id answers its first result when repeated; another
-/// operation under it is refused; nothing is applied twice.
 #[tokio::test]
 async fn operation_ids_make_operations_idempotent() {
-    let probe = Arc::new(Probe::default());
-    *probe.b_failures.lock().unwrap() = 100;
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::builder(SledStore::open(dir.path()).unwrap())
-        .register(definition(&probe, None, None, Duration::from_secs(3600)))
-        .open()
-        .await
-        .unwrap();
-    let mut rx = engine.subscribe();
-    let id = engine.start("ops", &Data::default(), None).await.unwrap();
-    until(&mut rx, &id, |k| matches!(k, EventKind::StepFailed { .. })).await;
-    let first = engine
-        .operate(&id, Operation::Pause, &req("x"))
-        .await
-        .unwrap();
-    let again = engine
-        .operate(&id, Operation::Pause, &req("x"))
-        .await
-        .unwrap();
-    assert!(!first.repeated && again.repeated);
-    assert_eq!(again.status, SagaStatus::Paused);
-    let other = engine
-        .operate(&id, Operation::Resume, &req("x"))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(other, Error::OperationIdReused { ref first, .. } if first == "pause"),
-        "{other}"
-    );
-    let h = engine.history(&id).await.unwrap();
-    let applied = h
-        .iter()
-        .filter(|e| matches!(e.kind, EventKind::OperationApplied { .. }))
-        .count();
-    assert_eq!(applied, 1);
-    assert_eq!(engine.status(&id).await.unwrap().state.operations.len(), 1);
+    let (_d, b) = sled();
+    scenarios::operation_ids_make_operations_idempotent(&b).await;
 }
 
-/// Re-run from a step: a new saga, linked both ways, starting at the step
-/// with the original's data; repeating the operation id starts no other.
 #[tokio::test]
 async fn rerun_from_a_step_starts_a_linked_saga_with_the_original_data() {
-    let probe = Arc::new(Probe::default());
-    *probe.pay_rejections.lock().unwrap() = 1;
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::builder(SledStore::open(dir.path()).unwrap())
-        .register(definition(&probe, None, None, Duration::from_millis(1)))
-        .open()
-        .await
-        .unwrap();
-    let id = engine.start("ops", &Data::default(), None).await.unwrap();
-    assert_eq!(
-        engine.wait(&id).await.unwrap().status(),
-        SagaStatus::Compensated
-    );
-    let op = Operation::Rerun {
-        from_step: "pay".into(),
-    };
-    let preview = engine.operate(&id, op.clone(), &dry("rr")).await.unwrap();
-    assert_eq!(preview.new_saga, None);
-    let plan: Vec<&str> = preview.plan.steps.iter().map(|s| s.step.as_str()).collect();
-    assert_eq!(plan, ["pay", "ship"]);
-    let out = engine.operate(&id, op.clone(), &req("rr")).await.unwrap();
-    let new = out.new_saga.clone().expect("a new saga");
-    assert_ne!(new, id);
-    let done = engine.wait(&new).await.unwrap();
-    assert_eq!(done.status(), SagaStatus::Completed);
-    assert_eq!(done.state.rerun_of.as_deref(), Some(id.as_str()));
-    assert_eq!(
-        done.data_as::<Data>().unwrap().trail,
-        ["a", "b", "pay", "ship"]
-    );
-    assert_eq!(probe.runs("a"), 1, "the re-run ran a step before its start");
-    let orig = engine.status(&id).await.unwrap();
-    assert_eq!(orig.state.reruns, vec![new.to_string()]);
-    assert_eq!(orig.status(), SagaStatus::Compensated);
-
-    let again = engine.operate(&id, op.clone(), &req("rr")).await.unwrap();
-    assert_eq!(again.new_saga, Some(new.clone()));
-    assert!(again.repeated);
-    assert_eq!(engine.list(None, 100).await.unwrap().len(), 2);
-    let h = engine.history(&new).await.unwrap();
-    assert!(h
-        .iter()
-        .any(|e| matches!(&e.kind, EventKind::RerunStarted { original, .. } if original == &id)));
-    let r = engine.operate(&new, op, &req("rr2")).await.unwrap_err();
-    assert_eq!(refusal(r), Refusal::NotRerunnable(SagaStatus::Completed));
+    let (_d, b) = sled();
+    scenarios::rerun_from_a_step_starts_a_linked_saga_with_the_original_data(&b).await;
 }
 
-/// Pause and resume every saga of a definition.
 #[tokio::test]
 async fn pause_and_resume_a_whole_definition() {
-    let probe = Arc::new(Probe::default());
-    *probe.b_failures.lock().unwrap() = 100;
-    let engine = Engine::builder(MemoryStore::new())
-        .register(definition(&probe, None, None, Duration::from_secs(3600)))
-        .open()
-        .await
-        .unwrap();
-    let mut rx = engine.subscribe();
-    let mut ids = Vec::new();
-    for _ in 0..3 {
-        let id = engine.start("ops", &Data::default(), None).await.unwrap();
-        until(&mut rx, &id, |k| matches!(k, EventKind::StepFailed { .. })).await;
-        ids.push(id);
-    }
-    let out = engine
-        .operate_definition("ops", Operation::Pause, &req("all"))
-        .await
-        .unwrap();
-    assert_eq!(out.applied.len(), 3);
-    for id in &ids {
-        assert_eq!(
-            engine.status(id).await.unwrap().status(),
-            SagaStatus::Paused
-        );
-    }
-    let out = engine
-        .operate_definition("ops", Operation::Resume, &req("all2"))
-        .await
-        .unwrap();
-    assert_eq!(out.applied.len(), 3);
-    for id in &ids {
-        assert_eq!(
-            engine.status(id).await.unwrap().status(),
-            SagaStatus::Running
-        );
-    }
-    assert!(matches!(
-        engine
-            .operate_definition("nope", Operation::Pause, &req("x"))
-            .await,
-        Err(Error::UnknownDefinition { .. })
-    ));
+    scenarios::pause_and_resume_a_whole_definition(&Backend::memory()).await;
+}
+
+#[tokio::test]
+async fn a_definition_pause_holds_sagas_started_later_in_memory() {
+    scenarios::a_definition_pause_holds_sagas_started_later(&Backend::memory()).await;
+}
+
+#[tokio::test]
+async fn a_definition_pause_holds_sagas_started_later_on_sled() {
+    let (_d, b) = sled();
+    scenarios::a_definition_pause_holds_sagas_started_later(&b).await;
 }

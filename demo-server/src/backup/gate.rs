@@ -127,6 +127,20 @@ impl Store for GatedStore {
     async fn status_counts(&self) -> Result<saga_engine::store::StatusCounts, StoreError> {
         self.inner.status_counts().await
     }
+    async fn definition_pauses(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, saga_engine::machine::PauseMark>, StoreError>
+    {
+        self.inner.definition_pauses().await
+    }
+    async fn set_definition_pause(
+        &self,
+        definition: &str,
+        mark: Option<&saga_engine::machine::PauseMark>,
+    ) -> Result<(), StoreError> {
+        let _w = self.barrier.write().await;
+        self.inner.set_definition_pause(definition, mark).await
+    }
     async fn find_by_key(&self, key: &str) -> Result<Option<SagaId>, StoreError> {
         self.inner.find_by_key(key).await
     }

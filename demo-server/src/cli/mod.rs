@@ -97,6 +97,10 @@ pub struct Filters {
     /// address is hashed before it leaves this process).
     #[arg(long)]
     pub attr: Option<String>,
+    /// Only overdue sagas: past their deadline after the pivot (they go
+    /// on, late) and not finished yet.
+    #[arg(long)]
+    pub overdue: bool,
 }
 
 /// The `sagas` subcommands.
@@ -104,7 +108,7 @@ pub struct Filters {
 pub enum SagasCommand {
     /// List sagas, newest first, a page at a time.
     #[command(
-        after_help = "Example:\n  demo-server sagas list --status compensated --newer-than 2h --limit 20\n  demo-server sagas list --attr reference=K7QX2M\n  demo-server sagas list --cursor 018f3a...   (the next page, as the last line says)"
+        after_help = "Example:\n  demo-server sagas list --status compensated --newer-than 2h --limit 20\n  demo-server sagas list --attr reference=K7QX2M\n  demo-server sagas list --overdue\n  demo-server sagas list --cursor 018f3a...   (the next page, as the last line says)"
     )]
     List {
         /// Filters.
@@ -131,11 +135,18 @@ pub enum SagasCommand {
         /// The saga id.
         id: String,
     },
-    /// Retry the compensation of a stuck saga (needs a running server).
-    #[command(after_help = "Example:\n  demo-server sagas retry 018f3a2b1c4d9e8f7a6b5c4d3e2f")]
+    /// Retry a stuck saga: its failed compensation gets a fresh round of
+    /// attempts, or its stuck forward step runs again; recorded with the
+    /// operator and the reason (needs a running server).
+    #[command(
+        after_help = "Example:\n  demo-server sagas retry 018f3a2b1c4d9e8f7a6b5c4d3e2f --dry-run\n  demo-server sagas retry 018f3a2b1c4d9e8f7a6b5c4d3e2f --operator ada --reason \"seat map fixed\""
+    )]
     Retry {
         /// The saga id.
         id: String,
+        /// Operator, reason, operation id, dry run.
+        #[command(flatten)]
+        flags: OpFlags,
     },
     /// Cancel a saga: it stops and compensates what it did (a running saga
     /// before its pivot, or one stuck forward on a pivot that never
@@ -303,6 +314,7 @@ fn page_query(f: &Filters, limit: usize, cursor: Option<&str>) -> Result<PageQue
         created_before_ms: f.older_than.map(|s| now.saturating_sub(s * 1000)),
         created_after_ms: f.newer_than.map(|s| now.saturating_sub(s * 1000)),
         attribute: attr_filter(f)?,
+        overdue: f.overdue,
         cursor,
         limit,
     })
@@ -337,6 +349,9 @@ fn list_path(f: &Filters, limit: usize, cursor: Option<&str>) -> String {
     }
     if let Some(s) = f.newer_than {
         q.push(format!("newer_than={s}"));
+    }
+    if f.overdue {
+        q.push("overdue=true".into());
     }
     if let Some(c) = cursor {
         q.push(format!("cursor={}", enc(c)));
@@ -554,30 +569,11 @@ async fn run_async(
             };
             operate::run(c, &op, flags, args.json, out).await?;
         }
-        SagasCommand::Retry { id } => {
+        SagasCommand::Retry { id, flags } => {
             let Source::Api(c) = &source else {
                 unreachable!("writes need the server")
             };
-            let action = "retry";
-            let v = c
-                .post(
-                    &format!(
-                        "/api/admin/sagas/{}/{action}",
-                        crate::roles::encode_component(id)
-                    ),
-                    &json!({}),
-                )
-                .await?;
-            if args.json {
-                print_json(out, &v)?;
-            } else {
-                writeln!(
-                    out,
-                    "{action} accepted: saga {} is {}",
-                    v["id"].as_str().unwrap_or(id),
-                    v["status"].as_str().unwrap_or("?")
-                )?;
-            }
+            operate::run(c, &Op::Retry(id.clone()), flags, args.json, out).await?;
         }
         SagasCommand::Purge {
             dry_run,

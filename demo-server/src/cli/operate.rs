@@ -1,4 +1,4 @@
-//! `demo-server sagas pause|resume|retry-now|skip|rerun|cancel`: the
+//! `demo-server sagas pause|resume|retry-now|retry|skip|rerun|cancel`: the
 //! operator operations, through the admin API (they need the running
 //! server). Each takes `--operator`, `--reason` and `--operation-id`
 //! (generated when left out, and printed, so the same operation can be
@@ -39,6 +39,8 @@ pub enum Op {
     Resume(Target),
     /// `retry-now`.
     RetryNow(String),
+    /// `retry` of a stuck saga.
+    Retry(String),
     /// `skip` a step with a result.
     Skip {
         /// The saga.
@@ -138,6 +140,7 @@ pub async fn run(
         Op::Pause(Target::Saga(id)) => (saga_path(id, "pause"), "pause"),
         Op::Resume(Target::Saga(id)) => (saga_path(id, "resume"), "resume"),
         Op::RetryNow(id) => (saga_path(id, "retry-now"), "retry-now"),
+        Op::Retry(id) => (saga_path(id, "retry"), "retry"),
         Op::Cancel(id) => (saga_path(id, "force-compensate"), "cancel"),
         Op::Skip { id, step, result } => {
             let r: Value = serde_json::from_str(result)

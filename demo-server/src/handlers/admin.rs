@@ -29,9 +29,10 @@ pub(crate) fn limit(p: &mut Params) -> usize {
     n.clamp(1, MAX_LIMIT)
 }
 
-/// `GET /api/admin/sagas?status=&definition=&older_than=&newer_than=&attr=&cursor=&limit=`:
+/// `GET /api/admin/sagas?status=&definition=&older_than=&newer_than=&attr=&overdue=&cursor=&limit=`:
 /// a page of sagas, newest first (see [`crate::saga_pages`]); `attr=name:value`
-/// filters by a search attribute; `next_cursor` fetches the next page.
+/// filters by a search attribute; `overdue=true` lists only overdue sagas
+/// (from the store's overdue index); `next_cursor` fetches the next page.
 pub async fn sagas(state: &AppState, req: &Req) -> Result<Response<Body>, ApiError> {
     let mut p = Params::new(&req.query);
     if req.query.is_blank("status") {
@@ -75,6 +76,14 @@ pub async fn sagas(state: &AppState, req: &Req) -> Result<Response<Body>, ApiErr
             .map_err(|e| p.error("attr", e))
             .ok(),
     };
+    let overdue = match req.query.get("overdue") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            p.error("overdue", "expected true or false");
+            false
+        }
+    };
     ApiError::check("invalid saga query", p.errors)?;
     let now = crate::overview::now_ms();
     let secs = |s: u64| s.saturating_mul(1000);
@@ -82,13 +91,15 @@ pub async fn sagas(state: &AppState, req: &Req) -> Result<Response<Body>, ApiErr
         || definition.is_some()
         || older_than.is_some()
         || newer_than.is_some()
-        || attribute.is_some();
+        || attribute.is_some()
+        || overdue;
     let q = PageQuery {
         status,
         definition,
         created_before_ms: older_than.map(|s| now.saturating_sub(secs(s))),
         created_after_ms: newer_than.map(|s| now.saturating_sub(secs(s))),
         attribute,
+        overdue,
         cursor,
         limit,
     };
@@ -124,18 +135,6 @@ pub async fn sagas(state: &AppState, req: &Req) -> Result<Response<Body>, ApiErr
 
 pub(crate) fn saga_id(raw: &str) -> Result<SagaId, ApiError> {
     SagaId::parse(raw).ok_or_else(|| ApiError::NotFound(format!("saga {raw:?} not found")))
-}
-
-/// `POST /api/admin/sagas/{id}/retry`: retries a stuck saga's compensation.
-pub async fn retry(state: &AppState, req: &Req) -> Result<Response<Body>, ApiError> {
-    let id = saga_id(req.param(0))?;
-    state.engine.retry(&id).await?;
-    tracing::info!(saga_id = %id, "operator retry");
-    let rec = state.engine.status(&id).await?;
-    Ok(json_response(
-        StatusCode::ACCEPTED,
-        &json!({ "id": id, "status": rec.status() }),
-    ))
 }
 
 #[derive(Debug, Default, Deserialize)]

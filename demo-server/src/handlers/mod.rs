@@ -56,7 +56,7 @@ pub async fn handle(
         Endpoint::Enroll => loyalty::enroll(state, req).await,
         Endpoint::LoyaltyAccount => loyalty::account(state, &req).await,
         Endpoint::AdminSagas => admin::sagas(state, &req).await,
-        Endpoint::AdminRetry => admin::retry(state, &req).await,
+        Endpoint::AdminRetry => operate::saga(state, req, operate::Kind::Retry).await,
         Endpoint::AdminCancel => admin::cancel(state, req).await,
         Endpoint::AdminPayments => admin::payments(state, &req).await,
         Endpoint::AdminMailbox => mailbox::list(state, &req),

@@ -1,5 +1,5 @@
 //! Operator operations over HTTP (the router has already checked the admin
-//! token): `POST /api/admin/sagas/{id}/{pause|resume|retry-now|skip|
+//! token): `POST /api/admin/sagas/{id}/{pause|resume|retry-now|retry|skip|
 //! force-compensate|rerun}` and `POST /api/admin/definitions/{pause|resume}`.
 //!
 //! Every body names the operator, the reason and an operation id (the
@@ -30,6 +30,8 @@ pub enum Kind {
     Resume,
     /// `retry-now`.
     RetryNow,
+    /// `retry` (of a stuck saga).
+    Retry,
     /// `skip`.
     Skip,
     /// `force-compensate`.
@@ -126,6 +128,7 @@ pub async fn saga(state: &AppState, mut req: Req, kind: Kind) -> Result<Response
         Kind::Pause => Operation::Pause,
         Kind::Resume => Operation::Resume,
         Kind::RetryNow => Operation::RetryNow,
+        Kind::Retry => Operation::Retry,
         Kind::ForceCompensate => Operation::ForceCompensate,
         Kind::Skip => {
             let step = text(&body, "step", &mut errors);

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 use std::time::Duration;
 
-/// Stuck sagas listed first on the overview, at most.
+/// Stuck (and, apart, overdue) sagas listed first on the overview, at most.
 const STUCK_SHOWN: usize = 20;
 /// Finished sagas counted at most by a purge preview.
 const PREVIEW_MAX: usize = 100_000;
@@ -49,21 +49,25 @@ pub async fn history(state: &AppState, req: &Req) -> Result<Response<Body>, ApiE
     ))
 }
 
-/// `GET /api/admin/overview`: counts by status, the stuck sagas, and
+/// `GET /api/admin/overview`: counts by status, the stuck and the overdue
+/// sagas, and
 /// sagas started/completed/compensated per bucket over the last minutes.
 ///
 /// The counts come from the store's counters (see [`crate::overview`]).
 pub async fn overview(state: &AppState) -> Result<Response<Body>, ApiError> {
-    let (counts, stuck) = crate::overview::status_summary(&*state.engine.store(), STUCK_SHOWN)
+    let summary = crate::overview::status_summary(&*state.engine.store(), STUCK_SHOWN)
         .await
         .map_err(saga_engine::Error::from)?;
-    let stuck: Vec<SagaSummary> = stuck.iter().map(SagaSummary::from).collect();
+    let stuck: Vec<SagaSummary> = summary.stuck.iter().map(SagaSummary::from).collect();
+    let overdue: Vec<SagaSummary> = summary.overdue.iter().map(SagaSummary::from).collect();
+    let counts = summary.counts;
     let now = crate::overview::now_ms();
     Ok(json_response(
         StatusCode::OK,
         &json!({
             "counts": counts,
             "stuck": stuck,
+            "overdue": overdue,
             "rates": {
                 "bucket_secs": crate::overview::BUCKET_SECS,
                 "buckets": state.saga_rates.snapshot(now),

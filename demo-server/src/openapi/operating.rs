@@ -25,6 +25,7 @@ pub(super) fn paths() -> Map<String, Value> {
             query("older_than", false, int(0), "Only sagas created at least this many seconds ago"),
             query("newer_than", false, int(0), "Only sagas created at most this many seconds ago"),
             query("attr", false, string(), "Only sagas whose search attribute has this value, as name:value: reference:K7QX2M, departure:2026-12-24, email:ann@example.com (the server hashes an address, as the booking indexes it; a SHA-256 hex is taken as is)"),
+            query("overdue", false, json!({ "type": "boolean", "default": false }), "Only overdue sagas: past their deadline after the pivot (they go on, late) and not finished; from the store's overdue index"),
             query("cursor", false, string(), "The previous page's next_cursor"),
             query("limit", false, json!({ "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 }), "Most sagas"),
         ],
@@ -86,6 +87,7 @@ pub(super) fn schemas() -> Map<String, Value> {
         "SagaOverview": { "type": "object", "properties": {
             "counts": { "type": "array", "description": "Stuck first", "items": { "type": "object", "properties": { "status": string(), "count": int } } },
             "stuck": { "type": "array", "items": schema("SagaSummary") },
+            "overdue": { "type": "array", "description": "The newest overdue sagas (past their deadline after the pivot, still going)", "items": schema("SagaSummary") },
             "rates": { "type": "object", "properties": { "bucket_secs": int, "buckets": { "type": "array", "items": bucket } } },
             "retention_days": { "type": "integer", "nullable": true } } },
         "PurgeRequest": { "type": "object", "additionalProperties": false, "properties": {

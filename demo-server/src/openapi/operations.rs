@@ -56,6 +56,7 @@ pub(super) fn paths() -> Map<String, Value> {
         "Resumes a paused saga where it stood (409 if it is not paused).",
     );
     let retry_now = saga_op("adminRetryNowSaga", "OperationBody", "Wakes a saga waiting in backoff (a forward retry or a compensation retry) at once (409 if nothing waits in backoff).");
+    let retry = saga_op("adminRetrySaga", "OperationBody", "Retries a stuck saga: its failed compensation gets a fresh round of attempts, or its stuck forward step (past the pivot) runs again (409 if it is not stuck).");
     let skip = saga_op("adminSkipStep", "SkipBody", "The operator did the step by hand: it counts as succeeded, and result (a JSON object) is merged into the saga's data, which must still decode as the saga's data type. Only for the step the saga stands on, before the pivot, not yet succeeded and not running.");
     let force = saga_op("adminForceCompensate", "OperationBody", "Cancels the saga with the reason and compensates what it did: a running saga before its pivot, or one stuck forward on a pivot that never succeeded.");
     let rerun = saga_op("adminRerunSaga", "RerunBody", "Starts a new saga (new id, linked to this one both ways) at from_step with this saga's data as it last stood; only for a saga that ended compensated or stuck. new_saga names it.");
@@ -68,6 +69,7 @@ pub(super) fn paths() -> Map<String, Value> {
         "/api/admin/sagas/{id}/pause": { "post": op("admin", "Pause a saga (or preview it)", pause, true) },
         "/api/admin/sagas/{id}/resume": { "post": op("admin", "Resume a paused saga (or preview it)", resume, true) },
         "/api/admin/sagas/{id}/retry-now": { "post": op("admin", "Wake a saga waiting in backoff now (or preview it)", retry_now, true) },
+        "/api/admin/sagas/{id}/retry": { "post": op("admin", "Retry a stuck saga (or preview it)", retry, true) },
         "/api/admin/sagas/{id}/skip": { "post": op("admin", "Skip a step with a supplied result (or preview it)", skip, true) },
         "/api/admin/sagas/{id}/force-compensate": { "post": op("admin", "Force a saga to compensate (or preview it)", force, true) },
         "/api/admin/sagas/{id}/rerun": { "post": op("admin", "Re-run a finished saga from a step (or preview it)", rerun, true) },

@@ -5,11 +5,10 @@
 use super::{events_for, Control, Engine, Inner, SignalOutcome, HANDOVER_TRIES};
 use crate::definition::ErasedDefinition;
 use crate::events::EventKind;
-use crate::machine::{Decision, Input, SagaStatus};
+use crate::machine::{Decision, Input, Refusal};
 use crate::retention::{self, PurgeReport, Retention};
 use crate::store::{SagaRecord, StoreError};
 use crate::{Error, SagaId};
-use std::sync::atomic::Ordering;
 use tokio::sync::oneshot;
 
 impl Engine {
@@ -56,44 +55,32 @@ impl Engine {
         ))
     }
 
-    /// Retries the compensation of a `Stuck` saga (an operator action).
+    /// Retries a `Stuck` saga (an operator action): its failed
+    /// compensation gets a fresh round of attempts, or its stuck forward
+    /// step runs again. A thin wrapper of [`Engine::operate`] with
+    /// [`Operation::Retry`](crate::Operation::Retry) under a fresh
+    /// operation id, recorded as by operator `engine` (prefer `operate`,
+    /// which records who and why and is idempotent by your id). A saga
+    /// that is not stuck is [`Error::InvalidState`], as before.
     pub async fn retry(&self, id: &SagaId) -> Result<(), Error> {
-        let _guard = self.inner.control.lock().await;
-        if self.inner.shutting_down.load(Ordering::SeqCst) {
-            return Err(Error::ShuttingDown);
-        }
-        let mut rec = self.status(id).await?;
-        if rec.status() != SagaStatus::Stuck {
-            return Err(Error::InvalidState {
+        let req = crate::OperationRequest {
+            operation_id: format!("retry-{:016x}", self.inner.random_u64()),
+            operator: "engine".into(),
+            reason: "Engine::retry".into(),
+            dry_run: false,
+        };
+        match self.operate(id, crate::Operation::Retry, &req).await {
+            Ok(_) => Ok(()),
+            Err(Error::Refused {
+                refusal: Refusal::NotStuck(status) | Refusal::Finished(status),
+                ..
+            }) => Err(Error::InvalidState {
                 id: id.clone(),
-                status: rec.status(),
+                status,
                 operation: "retry (only a stuck saga can be retried)",
-            });
+            }),
+            Err(e) => Err(e),
         }
-        let def = self
-            .inner
-            .definition_for(&rec)
-            .map_err(|_| self.inner.not_runnable(&rec, "retry"))?;
-        let now = self.inner.clock.now_ms();
-        let (decision, model) = self
-            .inner
-            .step(&*def, &mut rec, Input::OperatorRetry, now)?;
-        let events = events_for(
-            &mut rec,
-            std::iter::once(EventKind::OperatorRetry).chain(model),
-            decision,
-            now,
-        );
-        rec.revision += 1;
-        self.inner.store.update(&rec, &events).await?;
-        self.inner.publish(events);
-        if self.inner.store.is_shared() {
-            // Its lease has run out (a stuck saga has no worker to renew
-            // it): the next claim, here or in another process, runs it.
-            return Ok(());
-        }
-        self.inner.spawn(def, rec, None);
-        Ok(())
     }
 
     /// Runs one retention pass now with the engine's policy (or `policy`

@@ -99,6 +99,7 @@ impl EngineBuilder {
             *v = (*v).max(key.1);
             defs.insert(key, d);
         }
+        let definition_pauses = self.store.definition_pauses().await?;
         let (events, _) = broadcast::channel(self.event_capacity);
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
@@ -128,6 +129,7 @@ impl EngineBuilder {
             retention: self.retention,
             timers: Mutex::new(std::collections::BTreeSet::new()),
             timer_wake: Arc::new(tokio::sync::Notify::new()),
+            definition_pauses: Arc::new(tokio::sync::RwLock::new(definition_pauses)),
             saga_locks: (0..SAGA_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),

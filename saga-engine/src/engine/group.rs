@@ -10,10 +10,23 @@
 //!
 //! Members start from the data as it stands when they are launched; the
 //! top-level fields a member changes are merged into the saga's data when
-//! it succeeds (two members writing the same field: the later one wins).
+//! it succeeds. **A top-level field may be changed by one member of a
+//! group only**: which of two writers would win depends on which finishes
+//! first, which differs from run to run and across a crash, so it is
+//! refused at run time instead. The fields each succeeded member changed
+//! are kept in its step's record ([`StepProgress::wrote`], persisted with
+//! its success); a member whose result changes one of a sibling's fields
+//! counts as succeeded (its effect happened, so it is compensated) but its
+//! data is not merged, and the saga is cancelled with a reason naming
+//! both members and the field (`group g: members a and b both changed the
+//! data field x ...`): every member that succeeded or is in doubt, and
+//! the steps before the group, are compensated.
+//!
+//! [`StepProgress::wrote`]: crate::machine::StepProgress::wrote
 
 use super::{events_for, outcome_event, Control, Inner};
 use crate::definition::{ErasedDefinition, StepContext, StepError};
+use crate::events::EventKind;
 use crate::machine::{Decision, FailureKind, Input, StepState};
 use crate::store::SagaRecord;
 use crate::Error;
@@ -87,6 +100,50 @@ fn merge(data: &mut serde_json::Value, base: &serde_json::Value, out: serde_json
     }
 }
 
+/// The top-level fields `out` changes relative to `base` (added, changed
+/// or removed); `[""]` when either is not an object and they differ.
+fn changed_fields(base: &serde_json::Value, out: &serde_json::Value) -> Vec<String> {
+    match (base.as_object(), out.as_object()) {
+        (Some(b), Some(o)) => {
+            let mut f: Vec<String> = o
+                .iter()
+                .filter(|(k, v)| b.get(*k) != Some(v))
+                .map(|(k, _)| k.clone())
+                .chain(b.keys().filter(|k| !o.contains_key(*k)).cloned())
+                .collect();
+            f.sort();
+            f
+        }
+        _ if base != out => vec![String::new()],
+        _ => Vec::new(),
+    }
+}
+
+/// The reason to refuse member `step` whose result changes `fields`, if a
+/// succeeded sibling of its group changed one of them.
+fn conflict(rec: &SagaRecord, step: usize, fields: &[String]) -> Option<String> {
+    let me = &rec.state.steps[step];
+    let group = me.group.as_ref()?;
+    rec.state.steps.iter().find_map(|s| {
+        let shared = s
+            .wrote
+            .iter()
+            .find(|f| fields.contains(f) || f.is_empty() || fields.iter().any(|x| x.is_empty()))?;
+        (s.group.as_ref() == Some(group) && s.name != me.name).then(|| {
+            let field = if shared.is_empty() {
+                "(the whole data)".to_string()
+            } else {
+                shared.clone()
+            };
+            format!(
+                "group {group}: members {} and {} both changed the data field {field}; \
+                 a field may be changed by one member of a group only",
+                s.name, me.name
+            )
+        })
+    })
+}
+
 /// What the group loop tells the worker.
 pub(super) enum GroupExit {
     /// The saga left the group: act on this decision.
@@ -143,6 +200,8 @@ impl Inner {
             }
             let wait =
                 due.map(|(w, _)| Duration::from_millis(w.saturating_sub(self.clock.now_ms())));
+            // A member's result refused for a field a sibling changed.
+            let mut refused: Option<String> = None;
             let (input, prior) = tokio::select! {
                 // Fixed branch order: a run under a virtual clock repeats exactly.
                 biased;
@@ -163,7 +222,14 @@ impl Inner {
                     let step = f.step;
                     let input = match f.result {
                         Ok(Ok(out)) => {
-                            merge(&mut rec.data, &f.base, out);
+                            let fields = changed_fields(&f.base, &out);
+                            match conflict(rec, step, &fields) {
+                                Some(why) => refused = Some(why),
+                                None => {
+                                    merge(&mut rec.data, &f.base, out);
+                                    rec.state.steps[step].wrote = fields;
+                                }
+                            }
                             Input::StepSucceeded { step }
                         }
                         Ok(Err(StepError::Rejected(error))) => Input::StepFailed {
@@ -197,10 +263,25 @@ impl Inner {
                 _ = shutdown.changed() => continue,
             };
             let now = self.clock.now_ms();
-            let (next, model) = self.step(&**def, rec, input.clone(), now)?;
+            let mut model = Vec::new();
+            if let Some(reason) = refused.take().filter(|_| !rec.state.cancel_requested) {
+                // Two members wrote one field: the group fails (as on a
+                // cancel arriving while this member ran), then its result
+                // is applied, in the same write.
+                tracing::warn!(saga_id = %rec.id, %reason, "group members conflict");
+                let cancel = Input::Cancel {
+                    reason: reason.clone(),
+                };
+                let (_, more) = self.step(&**def, rec, cancel, now)?;
+                model.push(EventKind::CancelRequested { reason });
+                model.extend(more);
+            }
+            let (next, more) = self.step(&**def, rec, input.clone(), now)?;
             let outcome = prior
                 .and_then(|(name, attempt, took)| outcome_event(&input, name, attempt, took, next));
-            let events = events_for(rec, outcome.into_iter().chain(model), next, now);
+            model.extend(outcome);
+            model.extend(more);
+            let events = events_for(rec, model, next, now);
             if let (Input::StepSucceeded { step }, Decision::RunGroup { .. }) = (&input, next) {
                 if crate::sabotage::active(crate::sabotage::GROUP_MEMBER_NOT_PERSISTED) {
                     // Planted defect: the member's success is acted on but

@@ -15,7 +15,7 @@
 use crate::clock::Clock;
 use crate::definition::ErasedDefinition;
 use crate::events::SagaEvent;
-use crate::machine::{Ctx, SagaStatus};
+use crate::machine::{Ctx, PauseMark, SagaStatus};
 use crate::retention::Retention;
 use crate::store::{fingerprint, SagaRecord, Store};
 use crate::{Error, SagaId};
@@ -107,6 +107,11 @@ struct Inner {
     /// Serialises hand-overs of one saga between a worker and the parked
     /// state (park, wake, a signal or cancel for a parked saga), by stripe.
     saga_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Definitions paused as a whole (persisted in the store): their new
+    /// sagas start paused. A start reads it and holds it until its create
+    /// is written, so a definition's pause waits for starts under way and
+    /// then finds their sagas.
+    definition_pauses: Arc<tokio::sync::RwLock<std::collections::BTreeMap<String, PauseMark>>>,
 }
 
 struct Worker {

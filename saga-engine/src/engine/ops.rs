@@ -1,6 +1,7 @@
 //! Operator operations on one saga (or on every saga of a definition):
-//! pause, resume, retry-now, skip a step with a supplied result, force
-//! compensation, and re-run from a step; each with a dry run.
+//! pause, resume, retry-now, retry of a stuck saga, skip a step with a
+//! supplied result, force compensation, and re-run from a step; each with
+//! a dry run.
 //!
 //! Every operation is a transition of the machine ([`crate::machine`]),
 //! applied by whoever holds the saga: its worker if it has one, else the
@@ -51,6 +52,9 @@ pub enum Operation {
     Resume,
     /// Wake a saga waiting in backoff (forward or compensating) at once.
     RetryNow,
+    /// Retry a stuck saga: its failed compensation gets a fresh round of
+    /// attempts, or its stuck forward step (past the pivot) runs again.
+    Retry,
     /// The operator did `step` by hand: it counts as succeeded, and
     /// `result` (a JSON object) is merged into the data. Only before the
     /// pivot, for a step that has not succeeded and is not running.
@@ -78,6 +82,7 @@ impl Operation {
             Operation::Pause => "pause",
             Operation::Resume => "resume",
             Operation::RetryNow => "retry_now",
+            Operation::Retry => "retry",
             Operation::Skip { .. } => "skip",
             Operation::ForceCompensate => "force_compensate",
             Operation::Rerun { .. } => "rerun",
@@ -199,8 +204,13 @@ impl Engine {
 
     /// Pauses or resumes (`op`) every saga of `definition` that it applies
     /// to (running or compensating ones for a pause, paused ones for a
-    /// resume), each under the same operation id. Sagas started later are
-    /// not affected.
+    /// resume), each under the same operation id. A pause also holds the
+    /// sagas started later: it is persisted as the definition's flag (in
+    /// the store, so it survives a restart) and a new saga of a paused
+    /// definition is created paused (status `paused`, its history saying
+    /// by whom and why); the resume clears the flag first, then resumes
+    /// every paused saga of the definition, those started while it was
+    /// paused included. A dry run changes no flag.
     pub async fn operate_definition(
         &self,
         definition: &str,
@@ -226,6 +236,27 @@ impl Engine {
                 })
             }
         };
+        if !req.dry_run {
+            // The flag first, under the lock every start reads it under:
+            // a start under way finishes its create before this goes on,
+            // so the listing below finds its saga.
+            let mut pauses = self.inner.definition_pauses.write().await;
+            let mark = PauseMark {
+                operator: req.operator.clone(),
+                reason: req.reason.clone(),
+                at_ms: self.inner.clock.now_ms(),
+            };
+            let paused = matches!(op, Operation::Pause);
+            self.inner
+                .store
+                .set_definition_pause(definition, paused.then_some(&mark))
+                .await?;
+            if paused {
+                pauses.insert(definition.to_string(), mark);
+            } else {
+                pauses.remove(definition);
+            }
+        }
         let mut ids = Vec::new();
         for &st in statuses {
             for r in self.inner.store.list(Some(st), usize::MAX).await? {
@@ -382,6 +413,12 @@ impl Inner {
                 }),
             ),
             Operation::RetryNow => (Input::RetryNow, None),
+            Operation::Retry => {
+                if rec.status() != SagaStatus::Stuck {
+                    return Err(bad(Refusal::NotStuck(rec.status())));
+                }
+                (Input::OperatorRetry, Some(EventKind::OperatorRetry))
+            }
             Operation::Skip { step, result } => {
                 let i = rec
                     .state

@@ -65,7 +65,15 @@ impl Engine {
         rec.state.deadline_ms = def
             .deadline()
             .map(|d| now.saturating_add(d.as_millis() as u64));
+        // Held until the create is written (see `Inner::definition_pauses`).
+        let pauses = inner.definition_pauses.clone().read_owned().await;
+        let held = pauses.get(definition).cloned();
+        rec.state.paused = held.clone();
         let (decision, model) = inner.step(&*def, &mut rec, Input::Start, now)?;
+        let paused = held.map(|m| EventKind::SagaPaused {
+            operator: m.operator,
+            reason: format!("definition {definition} paused: {}", m.reason),
+        });
         let events = events_for(
             &mut rec,
             Some(EventKind::SagaStarted {
@@ -73,6 +81,7 @@ impl Engine {
                 version,
             })
             .into_iter()
+            .chain(paused)
             .chain(model),
             decision,
             now,
@@ -85,6 +94,7 @@ impl Engine {
         let key = idempotency_key.map(str::to_string);
         let definition = definition.to_string();
         let create = async move {
+            let _pauses = pauses;
             let _guard = match &key {
                 Some(k) => Some(inner.start_lock(k).await),
                 None => None,
@@ -93,7 +103,9 @@ impl Engine {
                 CreateOutcome::Created => {
                     tracing::debug!(saga_id = %id, definition, "saga started");
                     inner.publish(events);
-                    inner.spawn(def, rec, None);
+                    if rec.state.paused.is_none() {
+                        inner.spawn(def, rec, None);
+                    }
                     Ok(id)
                 }
                 CreateOutcome::Existing(existing) => {

@@ -126,6 +126,13 @@ pub struct StepProgress {
     /// Absent in records written before groups (and for ungrouped steps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// For a parallel group's member that succeeded: the top-level data
+    /// fields it changed (`""` for data that is not an object). The
+    /// runtime keeps it, so that a sibling changing one of them is
+    /// refused even after a restart (see `engine::group`); the machine
+    /// never reads it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wrote: Vec<String>,
 }
 
 /// The persisted state of a saga, as the machine sees it.
@@ -578,6 +585,9 @@ pub enum Refusal {
     /// No step has this name.
     #[error("the saga has no step named {0:?}")]
     UnknownStep(String),
+    /// A retry of a saga that is not stuck.
+    #[error("only a stuck saga can be retried (this one is {0})")]
+    NotStuck(SagaStatus),
     /// A re-run of a saga that did not end compensated or stuck.
     #[error("only a saga that ended compensated or stuck can be re-run (this one is {0})")]
     NotRerunnable(SagaStatus),

@@ -338,6 +338,8 @@ enum Shape {
     ReadOnly,
     Wait,
     Sleep,
+    /// A sleep until the instant `250 * k` ms (0 is already past at the start).
+    SleepUntil(u8),
     /// A parallel group; each member compensatable (true) or read-only.
     Group(Vec<bool>),
 }
@@ -388,17 +390,23 @@ fn shape() -> impl Strategy<Value = Shape> {
         1 => Just(Shape::ReadOnly),
         2 => Just(Shape::Wait),
         1 => Just(Shape::Sleep),
+        1 => (0u8..4).prop_map(Shape::SleepUntil),
         2 => proptest::collection::vec(any::<bool>(), 1..4).prop_map(Shape::Group),
     ]
 }
 
+/// The instant a `SleepUntil(k)` step sleeps until.
+fn until_ms(k: u8) -> u64 {
+    250 * u64::from(k)
+}
+
 /// Builds a layout: `before` steps (groups among them), then maybe a pivot
-/// and `after` retriable steps (or sleeps), as the builder allows; and
-/// each step's group.
+/// and `after` retriable steps (0: an action, 1: a sleep, 2 and up: a
+/// sleep until an instant), as the builder allows; and each step's group.
 fn layout(
     before: &[Shape],
     pivot: bool,
-    after: &[bool],
+    after: &[u8],
     forward: u32,
     comp: u32,
 ) -> (Vec<StepPolicy>, Vec<Option<String>>) {
@@ -428,16 +436,31 @@ fn layout(
                 1,
             ),
             Shape::Sleep => pol(StepClass::ReadOnly, StepKind::Sleep { for_ms: 300 }, 1, 1),
+            Shape::SleepUntil(k) => pol(
+                StepClass::ReadOnly,
+                StepKind::SleepUntil {
+                    at_ms: until_ms(*k),
+                },
+                1,
+                1,
+            ),
             Shape::Group(_) => unreachable!(),
         });
     }
     if pivot {
         p.push(pol(StepClass::Pivot, StepKind::Action, forward, comp));
-        for &sleep in after {
-            p.push(if sleep {
-                pol(StepClass::Retriable, StepKind::Sleep { for_ms: 300 }, 1, 1)
-            } else {
-                pol(StepClass::Retriable, StepKind::Action, forward, comp)
+        for &a in after {
+            p.push(match a {
+                0 => pol(StepClass::Retriable, StepKind::Action, forward, comp),
+                1 => pol(StepClass::Retriable, StepKind::Sleep { for_ms: 300 }, 1, 1),
+                k => pol(
+                    StepClass::Retriable,
+                    StepKind::SleepUntil {
+                        at_ms: until_ms(k - 2),
+                    },
+                    1,
+                    1,
+                ),
             });
         }
     }
@@ -494,6 +517,28 @@ fn apply_checked(
     }
     if r.is_err() {
         assert_eq!(&before, s, "a refused input changed the state");
+    }
+    // A sleep until an instant waits for exactly that instant, and ends
+    // only once it has come (or when an operator skips it).
+    for (i, (b, a)) in before.steps.iter().zip(&s.steps).enumerate() {
+        let StepKind::SleepUntil { at_ms } = p[i].kind else {
+            continue;
+        };
+        if a.state == StepState::Waiting && b.state != StepState::Waiting {
+            assert_eq!(
+                a.wake_at_ms,
+                Some(at_ms),
+                "step {i} sleeps to the wrong instant"
+            );
+        }
+        let skipped = matches!(input, Input::Skip { step } if step == i);
+        if a.state == StepState::Succeeded && b.state != StepState::Succeeded && !skipped {
+            assert!(
+                c.now_ms >= at_ms,
+                "step {i} woke at {} before its instant {at_ms}, by {input:?}",
+                c.now_ms
+            );
+        }
     }
     r
 }
@@ -563,8 +608,8 @@ fn drive(
             Outcome::Crash if !s.status.is_terminal() => {
                 let persisted = s.decision();
                 d = apply_checked(&mut s, p, Input::Resume, ctx(now)).unwrap();
-                if let Decision::Wait { .. } = persisted {
-                    assert_eq!(d, persisted, "a wait resumes as it was");
+                if let Decision::Wait { .. } | Decision::Sleep { .. } = persisted {
+                    assert_eq!(d, persisted, "a wait or a sleep resumes as it was");
                 }
                 continue;
             }
@@ -767,7 +812,7 @@ proptest! {
     fn the_model_holds_for_pivots_waits_deadlines_and_groups(
         before in proptest::collection::vec(shape(), 0..5),
         pivot in any::<bool>(),
-        after in proptest::collection::vec(any::<bool>(), 0..3),
+        after in proptest::collection::vec(0u8..6, 0..3),
         forward in 1u32..4,
         comp in 1u32..4,
         deadline in proptest::option::of(0u64..3_000),

@@ -10,7 +10,9 @@ use crate::SagaId;
 use std::future::Future;
 use std::sync::Arc;
 
+mod overdue;
 mod query;
+pub use overdue::*;
 pub use query::*;
 
 /// Opens the sled store in `dir` again once the previous handle in this
@@ -78,6 +80,7 @@ where
     history_is_ordered_and_appended(make().await).await;
     active_list_and_status_filter(make().await).await;
     a_retried_stuck_saga_is_active_again(make().await).await;
+    overdue::a_paused_saga_is_active(make().await).await;
 }
 
 /// A created record reads back equal; a second create of the id fails.

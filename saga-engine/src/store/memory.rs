@@ -27,6 +27,10 @@ struct Inner {
     by_attribute: BTreeMap<(String, String), std::collections::BTreeSet<(u64, SagaId)>>,
     /// Sagas by status name.
     counts: StatusCounts,
+    /// Overdue sagas ([`SagaRecord::is_overdue`]) by (creation time, id).
+    overdue: std::collections::BTreeSet<(u64, SagaId)>,
+    /// Definitions paused as a whole.
+    definition_pauses: BTreeMap<String, crate::machine::PauseMark>,
 }
 
 impl Inner {
@@ -57,6 +61,17 @@ impl Inner {
             }
         }
         bump(&mut self.counts, r.status().as_str(), -1);
+        self.overdue.remove(&at);
+    }
+
+    /// Puts `r` in the overdue index or takes it out, as it is now.
+    fn index_overdue(&mut self, r: &SagaRecord) {
+        let at = (r.created_at_ms, r.id.clone());
+        if r.is_overdue() {
+            self.overdue.insert(at);
+        } else {
+            self.overdue.remove(&at);
+        }
     }
 }
 
@@ -123,6 +138,7 @@ impl Store for MemoryStore {
         g.records.insert(record.id.clone(), record.clone());
         g.history.insert(record.id.clone(), events.to_vec());
         g.index(record);
+        g.index_overdue(record);
         Ok(CreateOutcome::Created)
     }
 
@@ -160,6 +176,7 @@ impl Store for MemoryStore {
         ) {
             g.finished.insert((record.updated_at_ms, id.clone()));
         }
+        g.index_overdue(&record);
         g.records.insert(id.clone(), record);
         g.history.entry(id).or_default().extend_from_slice(events);
         Ok(())
@@ -345,6 +362,7 @@ impl Store for MemoryStore {
             upper = upper.min((c.created_ms, c.id.clone()));
         }
         let candidates: Box<dyn Iterator<Item = &(u64, SagaId)>> = match &filter.attribute {
+            _ if filter.overdue => Box::new(g.overdue.range(..upper).rev()),
             Some((n, v)) => match g.by_attribute.get(&(n.clone(), v.clone())) {
                 Some(set) => Box::new(set.range(..upper).rev()),
                 None => Box::new(std::iter::empty()),
@@ -364,6 +382,27 @@ impl Store for MemoryStore {
 
     async fn status_counts(&self) -> Result<StatusCounts, StoreError> {
         Ok(self.lock().counts.clone())
+    }
+
+    async fn definition_pauses(
+        &self,
+    ) -> Result<BTreeMap<String, crate::machine::PauseMark>, StoreError> {
+        Ok(self.lock().definition_pauses.clone())
+    }
+
+    async fn set_definition_pause(
+        &self,
+        definition: &str,
+        mark: Option<&crate::machine::PauseMark>,
+    ) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        match mark {
+            Some(m) => g
+                .definition_pauses
+                .insert(definition.to_string(), m.clone()),
+            None => g.definition_pauses.remove(definition),
+        };
+        Ok(())
     }
 }
 

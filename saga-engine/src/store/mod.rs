@@ -98,6 +98,15 @@ impl SagaRecord {
         self.state.visible_status()
     }
 
+    /// True while the saga is overdue: its deadline passed after the pivot
+    /// (so it goes on, late) and it has not finished yet (it is running or
+    /// paused). What [`SagaFilter::overdue`] lists; a stuck saga is listed
+    /// as stuck instead. The flag never clears, so a saga leaves this set
+    /// only by finishing.
+    pub fn is_overdue(&self) -> bool {
+        self.state.overdue && !self.status().is_terminal()
+    }
+
     /// The data decoded as `D`.
     pub fn data_as<D: serde::de::DeserializeOwned>(&self) -> Result<D, serde_json::Error> {
         D::deserialize(&self.data)
@@ -202,8 +211,9 @@ pub trait Store: Send + Sync + 'static {
     /// A saga's history, in order.
     async fn history(&self, id: &SagaId) -> Result<Vec<SagaEvent>, StoreError>;
 
-    /// Every saga that is not terminal (`Running`, `Compensating`): what a
-    /// reopened engine must resume.
+    /// Every saga that is not terminal (`Running`, `Compensating`,
+    /// `Paused`): what a reopened engine must resume (a paused one is
+    /// loaded and stays parked until an operator resumes it).
     async fn list_active(&self) -> Result<Vec<SagaRecord>, StoreError>;
 
     /// What a reopened engine must do: the non-terminal sagas to resume
@@ -265,6 +275,25 @@ pub trait Store: Send + Sync + 'static {
             *counts.entry(r.status().as_str().to_string()).or_default() += 1;
         }
         Ok(counts)
+    }
+
+    /// The definitions an operator has paused as a whole, with who paused
+    /// each, why and when: sagas of such a definition started later are
+    /// created paused. The default (a backend without the flag) holds none.
+    async fn definition_pauses(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, crate::machine::PauseMark>, StoreError> {
+        Ok(Default::default())
+    }
+
+    /// Sets (`Some`) or clears (`None`) the pause flag of `definition`,
+    /// durably before it returns.
+    async fn set_definition_pause(
+        &self,
+        _definition: &str,
+        _mark: Option<&crate::machine::PauseMark>,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported("a persisted definition pause"))
     }
 
     /// True when several engine processes share this store: the engine

@@ -19,7 +19,8 @@
 //!       idempotency_key TEXT UNIQUE, status TEXT, revision BIGINT,
 //!       lease_owner TEXT, lease_generation BIGINT, lease_expires_ms BIGINT,
 //!       created_ms BIGINT, record TEXT,
-//!       finished_ms BIGINT, purged_ms BIGINT)           -- version 2
+//!       finished_ms BIGINT, purged_ms BIGINT,           -- version 2
+//!       overdue BOOLEAN)                                -- version 4
 //! saga_events(saga_id TEXT, seq BIGINT, event TEXT, PRIMARY KEY (saga_id, seq))
 //! saga_engine_schema(version INT)
 //! ```
@@ -108,8 +109,8 @@ impl Statements {
                     "WITH ins AS (
                          INSERT INTO sagas (id, definition, version, idempotency_key, status,
                              revision, lease_owner, lease_generation, lease_expires_ms,
-                             created_ms, record, finished_ms)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $14)
+                             created_ms, record, finished_ms, overdue)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $14, $17)
                          ON CONFLICT DO NOTHING
                          RETURNING id),
                      ev AS (
@@ -132,7 +133,7 @@ impl Statements {
                     "WITH u AS (
                          UPDATE sagas SET revision = $2::bigint, status = $3, record = $4,
                              lease_expires_ms = GREATEST(lease_expires_ms, $7::bigint),
-                             finished_ms = $10::bigint
+                             finished_ms = $10::bigint, overdue = $13
                          WHERE id = $1 AND revision = $2::bigint - 1 AND purged_ms IS NULL
                            AND (($5::text IS NULL AND lease_owner IS NULL)
                                 OR (lease_owner = $5 AND lease_generation = $6::bigint))
@@ -173,7 +174,7 @@ impl Statements {
             list_active: c
                 .prepare(&format!(
                     "SELECT {COLUMNS} FROM sagas
-                     WHERE status IN ('running', 'compensating') ORDER BY id"
+                     WHERE status IN ('running', 'compensating', 'paused') ORDER BY id"
                 ))
                 .await?,
             list_all: c
@@ -548,6 +549,7 @@ impl Store for PostgresStore {
                         &finished_ms,
                         &names,
                         &values,
+                        &record.is_overdue(),
                     ],
                 )
                 .await
@@ -605,6 +607,7 @@ impl Store for PostgresStore {
                     &retention::finished_ms(record),
                     &names,
                     &values,
+                    &record.is_overdue(),
                 ],
             )
             .await
@@ -793,6 +796,57 @@ impl Store for PostgresStore {
     ) -> Result<SagaPage, StoreError> {
         let c = self.pool.get().await?;
         query::list_page(&c, filter, cursor, limit_n).await
+    }
+
+    async fn definition_pauses(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, crate::machine::PauseMark>, StoreError> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .client
+            .query("SELECT definition, mark FROM saga_definition_pauses", &[])
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                let name: String = r.get(0);
+                let mark = serde_json::from_str(r.get(1)).map_err(|e| StoreError::Corrupt {
+                    key: format!("pause of definition {name}"),
+                    reason: e.to_string(),
+                })?;
+                Ok((name, mark))
+            })
+            .collect()
+    }
+
+    async fn set_definition_pause(
+        &self,
+        definition: &str,
+        mark: Option<&crate::machine::PauseMark>,
+    ) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        match mark {
+            Some(m) => {
+                let body = serde_json::to_string(m).expect("pause marks serialize");
+                c.client
+                    .execute(
+                        "INSERT INTO saga_definition_pauses (definition, mark) VALUES ($1, $2)
+                         ON CONFLICT (definition) DO UPDATE SET mark = EXCLUDED.mark",
+                        &[&definition, &body],
+                    )
+                    .await
+            }
+            None => {
+                c.client
+                    .execute(
+                        "DELETE FROM saga_definition_pauses WHERE definition = $1",
+                        &[&definition],
+                    )
+                    .await
+            }
+        }
+        .map_err(pg)?;
+        Ok(())
     }
 
     async fn status_counts(&self) -> Result<StatusCounts, StoreError> {

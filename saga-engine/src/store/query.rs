@@ -39,6 +39,11 @@ pub struct SagaFilter {
     pub created_before_ms: Option<u64>,
     /// Only sagas whose search attribute `name` has exactly `value`.
     pub attribute: Option<(String, String)>,
+    /// Only sagas that are overdue ([`SagaRecord::is_overdue`]: past their
+    /// deadline after the pivot and not finished). Backends answer it
+    /// from an index of those sagas alone, so listing them reads no other
+    /// saga.
+    pub overdue: bool,
 }
 
 impl SagaFilter {
@@ -55,6 +60,7 @@ impl SagaFilter {
                 .attribute
                 .as_ref()
                 .is_none_or(|(n, v)| record.attributes.get(n) == Some(v))
+            && (!self.overdue || record.is_overdue())
     }
 
     /// True when a creation time is inside the filter's window.

@@ -208,6 +208,18 @@ impl Store for CrashStore {
     async fn history(&self, id: &SagaId) -> Result<Vec<SagaEvent>, StoreError> {
         self.inner.history(id).await
     }
+    async fn definition_pauses(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, crate::machine::PauseMark>, StoreError> {
+        self.inner.definition_pauses().await
+    }
+    async fn set_definition_pause(
+        &self,
+        definition: &str,
+        mark: Option<&crate::machine::PauseMark>,
+    ) -> Result<(), StoreError> {
+        self.inner.set_definition_pause(definition, mark).await
+    }
     async fn list_active(&self) -> Result<Vec<SagaRecord>, StoreError> {
         self.inner.list_active().await
     }

@@ -95,7 +95,13 @@ async fn a_version_1_database_is_upgraded_at_connect() {
     done.updated_at_ms = 777;
     done.data = serde_json::json!({"text": "nul \u{0}", "updated_at_ms": 1});
     let running = conformance::sample_record("old-running", Some("run-key"));
-    for r in [&done, &running] {
+    // Past its deadline after the pivot; a finished one and one whose data
+    // only mentions the word are not overdue.
+    let mut late = conformance::sample_record("old-late", Some("late-key"));
+    late.state.overdue = true;
+    let mut wordy = conformance::sample_record("old-wordy", Some("wordy-key"));
+    wordy.data = serde_json::json!({"overdue": true});
+    for r in [&done, &running, &late, &wordy] {
         db.execute(
             "INSERT INTO sagas (id, definition, version, idempotency_key, status, revision,
                  created_ms, record) VALUES ($1, 'conformance', 1, $2, $3, 0, 1, $4)",
@@ -116,7 +122,25 @@ async fn a_version_1_database_is_upgraded_at_connect() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
+    let overdue = store
+        .list_page(
+            &saga_engine::store::SagaFilter {
+                overdue: true,
+                ..Default::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    let ids: Vec<_> = overdue.records.iter().map(|r| r.id.to_string()).collect();
+    assert_eq!(ids, ["old-late"], "the overdue flag from the records");
+    for r in [&late, &wordy] {
+        db.execute("DELETE FROM sagas WHERE id = $1", &[&r.id.as_str()])
+            .await
+            .unwrap();
+    }
     assert_eq!(store.get(&done.id).await.unwrap(), Some(done.clone()));
     // Version 3 counted the old rows and lists them.
     let counts = store.status_counts().await.unwrap();

@@ -153,13 +153,21 @@ async function loadOverview() {
   if (o.stuck.length) {
     stuck.append(el("h3", {}, "Stuck: needs an operator"), sagaTable(o.stuck, "admin-stuck-table", "admin-stuck-row"));
   }
+  // Beside them, the overdue ones: past their deadline after the pivot,
+  // still going (from the store's overdue index).
+  if (o.overdue && o.overdue.length) {
+    stuck.append(el("h3", {}, "Overdue: past the deadline, still going"), sagaTable(o.overdue, "admin-overdue-table", "admin-overdue-row"));
+  }
   clear($("admin-chart")).append(rateChart(o.rates));
   $("admin-overview-note").textContent = o.retention_days ? "Finished sagas are kept " + o.retention_days + " days" : "Finished sagas are kept forever";
 }
 
 async function adminAction(id, action) {
   try {
-    const body = action === "cancel" ? { reason: "cancelled by an operator from the admin page" } : undefined;
+    // A retry is an operation: who, why, and an id that makes a double
+    // click one retry.
+    const body = action === "cancel" ? { reason: "cancelled by an operator from the admin page" }
+      : { operator: "admin page", reason: "retried from the admin page", operation_id: "page-" + id + "-" + Date.now() };
     await api("POST", "/api/admin/sagas/" + encodeURIComponent(id) + "/" + action, { admin: true, body });
     await loadSagas();
   } catch (err) {
@@ -291,7 +299,7 @@ const OPS_EVENTS = [
 ];
 
 const OPS_LABEL = {
-  pause: "Pause", resume: "Resume", "retry-now": "Retry now", skip: "Skip step",
+  pause: "Pause", resume: "Resume", "retry-now": "Retry now", retry: "Retry stuck saga", skip: "Skip step",
   "force-compensate": "Force compensation", rerun: "Re-run from step",
 };
 

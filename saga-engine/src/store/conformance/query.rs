@@ -19,6 +19,7 @@ where
     purge_removes_attribute_entries(make().await).await;
     a_lost_key_race_is_neither_listed_nor_counted(make().await).await;
     attributes_are_re_taken_at_a_status_change(make().await).await;
+    super::overdue::overdue_sagas_are_listed_until_they_finish(make().await).await;
 }
 
 const STATUSES: [SagaStatus; 5] = [

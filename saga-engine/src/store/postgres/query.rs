@@ -32,6 +32,10 @@ pub(super) async fn list_page(
             .collect();
         arg(&mut sql, " AND s.status = ANY(?::text[])", Box::new(names));
     }
+    if filter.overdue {
+        // From the partial index `sagas_overdue`: overdue rows only.
+        sql.push_str(" AND s.overdue");
+    }
     if let Some(d) = &filter.definition {
         arg(&mut sql, " AND s.definition = ?", Box::new(d.clone()));
     }

@@ -21,6 +21,17 @@
 //! purge or delete of a saga row, so the counts are exactly those of the
 //! committed rows. An upgraded database gets its counts from its rows.
 //!
+//! Version 4 adds the overdue listing and paused sagas to the active
+//! ones: `sagas.overdue` (true while the saga is overdue, i.e.
+//! [`SagaRecord::is_overdue`](crate::store::SagaRecord::is_overdue),
+//! written by every create and update from the record), the partial index
+//! `sagas_overdue` on the overdue rows alone (newest first), and
+//! `sagas_live` (running, compensating and paused rows: what
+//! `list_active` reads), and the table `saga_definition_pauses` (the
+//! definitions an operator paused as a whole). An upgraded database gets the flag from its
+//! records, decoded by this code (not by pattern: saga data may hold the
+//! same text).
+//!
 //! Every step is `CREATE ... IF NOT EXISTS` / `ADD COLUMN IF NOT EXISTS`,
 //! run in one transaction under an advisory lock, so processes connecting
 //! at once agree, and a version-1 database is upgraded in place (its
@@ -34,7 +45,7 @@ use crate::store::StoreError;
 use tokio_postgres::Client;
 
 /// Version of the tables this code reads and writes.
-pub(super) const SCHEMA_VERSION: i32 = 3;
+pub(super) const SCHEMA_VERSION: i32 = 4;
 
 /// Key of the advisory lock that serialises schema changes between
 /// processes connecting at the same moment (`CREATE TABLE IF NOT EXISTS`
@@ -123,6 +134,50 @@ CREATE TRIGGER saga_engine_count_status AFTER UPDATE OF status, purged_ms ON sag
     EXECUTE FUNCTION saga_engine_count();
 ";
 
+/// Version 4: the overdue flag and its index, and the index of live rows
+/// (paused ones included). The flag changes once or twice in a saga's
+/// life, so the updates of running sagas stay HOT.
+const V4: &str = "
+ALTER TABLE sagas ADD COLUMN IF NOT EXISTS overdue BOOLEAN NOT NULL DEFAULT false;
+CREATE INDEX IF NOT EXISTS sagas_overdue ON sagas (created_ms DESC, id DESC)
+    WHERE overdue AND purged_ms IS NULL;
+CREATE INDEX IF NOT EXISTS sagas_live ON sagas (id)
+    WHERE status IN ('running', 'compensating', 'paused');
+CREATE TABLE IF NOT EXISTS saga_definition_pauses (
+    definition TEXT PRIMARY KEY,
+    mark       TEXT NOT NULL
+);
+";
+
+/// Sets `overdue` on the rows of a database upgraded to version 4 whose
+/// record says so. Only rows that may be overdue (not finished, the word
+/// in their record) are decoded.
+async fn backfill_v4(tx: &tokio_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    let rows = tx
+        .query(
+            "SELECT id, record FROM sagas
+             WHERE purged_ms IS NULL AND status IN ('running', 'paused')
+               AND record LIKE '%\"overdue\":true%'",
+            &[],
+        )
+        .await
+        .map_err(pg)?;
+    for row in rows {
+        let (id, body): (String, String) = (row.get(0), row.get(1));
+        let r: crate::store::SagaRecord =
+            serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+                key: format!("saga {id}"),
+                reason: e.to_string(),
+            })?;
+        if r.is_overdue() {
+            tx.execute("UPDATE sagas SET overdue = true WHERE id = $1", &[&id])
+                .await
+                .map_err(pg)?;
+        }
+    }
+    Ok(())
+}
+
 /// The counts of a database upgraded to version 3, from its rows.
 const BACKFILL_V3: &str = "
 DELETE FROM saga_status_counts;
@@ -171,17 +226,20 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
             // Other processes (older builds) may be writing: take the
             // strongest lock first, so the upgrade waits for them instead
             // of deadlocking when a later statement would strengthen it.
+            let counts = if v < 3 { BACKFILL_V3 } else { "" };
+            let finish = if v < 2 { BACKFILL_V2 } else { "" };
             tx.batch_execute(&format!(
-                "LOCK TABLE sagas IN ACCESS EXCLUSIVE MODE; {V1}{V2}{BACKFILL_V2}{V3}{BACKFILL_V3}"
+                "LOCK TABLE sagas IN ACCESS EXCLUSIVE MODE; {V1}{V2}{finish}{V3}{counts}{V4}"
             ))
             .await
             .map_err(pg)?;
+            backfill_v4(&tx).await?;
             tracing::info!(from = v, to = SCHEMA_VERSION, "PostgreSQL schema upgraded");
         }
         // A new database: nobody uses its tables before the version row
         // exists, and connectors are serialised by the advisory lock.
         None => {
-            tx.batch_execute(&format!("{V1}{V2}{V3}"))
+            tx.batch_execute(&format!("{V1}{V2}{V3}{V4}"))
                 .await
                 .map_err(pg)?;
         }

@@ -28,6 +28,7 @@ mod gate;
 mod journal;
 mod layout;
 mod open;
+mod overdue;
 mod query;
 #[cfg(test)]
 mod tests;
@@ -100,6 +101,7 @@ impl SledStore {
         let start = Self::current_mark(&tree)?;
         let commit = GroupCommit::start(db.clone(), tree.clone(), start, None);
         let query = query::QueryIndex::open(&tree)?;
+        overdue::open(&tree)?;
         Ok(SledStore {
             db,
             tree,
@@ -175,6 +177,7 @@ impl SledStore {
             .map_err(|e| StoreError::Io(format!("opening {}: {e}", file_path.display())))?;
         let commit = GroupCommit::start(db.clone(), tree.clone(), start, Some(file));
         let query = query::QueryIndex::open(&tree)?;
+        overdue::open(&tree)?;
         Ok(SledStore {
             db,
             tree,
@@ -203,11 +206,13 @@ impl SledStore {
     }
 
     /// Compares the query indexes (by creation time, status and search
-    /// attribute, and the status counters) with the records: the problems
+    /// attribute, overdue, and the status counters) with the records: the problems
     /// found, empty when they agree exactly. Reads every record: for tests
     /// and repair tools, not for serving requests.
     pub fn check_query_indexes(&self) -> Result<Vec<String>, StoreError> {
-        self.query.check(&self.tree)
+        let mut problems = self.query.check(&self.tree)?;
+        problems.extend(overdue::check(&self.tree)?);
+        Ok(problems)
     }
 
     /// The underlying database.
@@ -293,6 +298,7 @@ impl Store for SledStore {
         if !record.status().is_terminal() {
             self.tree.insert(&ak, &[][..]).map_err(io)?;
         }
+        overdue::before_write(&self.tree, record)?;
         self.query
             .insert_new(&self.tree, &rk, encode_value(record, &[], events), record)?;
         if let Some(k) = &record.idempotency_key {
@@ -309,6 +315,7 @@ impl Store for SledStore {
                         let owner = cas.current.expect("a failed swap from a value has one");
                         if let Some(purged_at_ms) = retired_at(&owner) {
                             self.query.remove(&self.tree, &rk, record)?;
+                            overdue::after_write(&self.tree, record, true)?;
                             self.tree.remove(&ak).map_err(io)?;
                             return Ok(CreateOutcome::Retired { purged_at_ms });
                         }
@@ -318,6 +325,7 @@ impl Store for SledStore {
                             Some(existing) => {
                                 // Lost the race (or a replay): undo our record.
                                 self.query.remove(&self.tree, &rk, record)?;
+                                overdue::after_write(&self.tree, record, true)?;
                                 self.tree.remove(&ak).map_err(io)?;
                                 // The winner may not be flushed yet.
                                 self.commit.durable().await?;
@@ -397,12 +405,14 @@ impl Store for SledStore {
                 .map_err(io)?;
             old_events.clear();
         }
+        overdue::before_write(&self.tree, record)?;
         self.query.replace(
             &self.tree,
             &rk,
             encode_value(record, &old_events, events),
             record,
         )?;
+        overdue::after_write(&self.tree, record, false)?;
         if terminal {
             // After the record: a crash in between leaves an index entry
             // for a terminal saga, which `list_active` skips and removes.
@@ -543,11 +553,47 @@ impl Store for SledStore {
         cursor: Option<&PageCursor>,
         limit: usize,
     ) -> Result<SagaPage, StoreError> {
+        if filter.overdue {
+            return overdue::list_page(&self.tree, filter, cursor, limit);
+        }
         self.query.list_page(&self.tree, filter, cursor, limit)
     }
 
     async fn status_counts(&self) -> Result<StatusCounts, StoreError> {
         Ok(self.query.counts())
+    }
+
+    async fn definition_pauses(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, crate::machine::PauseMark>, StoreError> {
+        // `dp/{definition}` -> the pause mark, as JSON.
+        let mut out = std::collections::BTreeMap::new();
+        for kv in self.tree.scan_prefix(b"dp/") {
+            let (k, v) = kv.map_err(io)?;
+            let name = String::from_utf8_lossy(&k[3..]).into_owned();
+            out.insert(
+                name,
+                serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn set_definition_pause(
+        &self,
+        definition: &str,
+        mark: Option<&crate::machine::PauseMark>,
+    ) -> Result<(), StoreError> {
+        let k = key(b"dp/", definition);
+        match mark {
+            Some(m) => self
+                .tree
+                .insert(k, serde_json::to_vec(m).expect("pause marks serialize"))
+                .map(drop),
+            None => self.tree.remove(k).map(drop),
+        }
+        .map_err(io)?;
+        self.commit.durable().await
     }
 
     async fn finished_before(
@@ -614,6 +660,7 @@ impl Store for SledStore {
             {
                 purged += 1;
             }
+            overdue::after_write(&self.tree, &r, true)?;
             self.remove_chunks(id)?;
             self.tree
                 .remove(finished_key(r.updated_at_ms, id))

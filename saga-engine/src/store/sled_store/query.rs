@@ -544,7 +544,10 @@ fn next_entry(
 
 /// The record of `id` if it is to be listed: a record whose create never
 /// finished (its idempotency key does not name it) is not.
-fn read_listed(tree: &sled::Tree, id: &SagaId) -> Result<Option<SagaRecord>, StoreError> {
+pub(super) fn read_listed(
+    tree: &sled::Tree,
+    id: &SagaId,
+) -> Result<Option<SagaRecord>, StoreError> {
     let rk = key(b"s/", id.as_str());
     let Some(v) = tree.get(&rk).map_err(io)? else {
         return Ok(None);
