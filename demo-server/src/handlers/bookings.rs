@@ -328,6 +328,7 @@ pub fn lookup(state: &AppState, req: &Req) -> Result<Response<Body>, ApiError> {
     let mut booking = serde_json::to_value(&record)
         .map_err(|e| ApiError::Internal(format!("booking record does not serialize: {e}")))?;
     booking["email"] = json!(super::mask_email(&record.email));
+    super::tickets::holder_fields(state, &record, &mut booking);
     let links = BookingAccepted::new(record.saga_id.as_str());
     let body = json!({
         "booking": booking,
