@@ -1,7 +1,8 @@
 //! The passenger details on the booking form in the browser: the form
 //! asks a date of birth per passenger and a phone; an impossible date (a
-//! 29 February of 2023) stops the booking on the page, naming the field,
-//! before anything is sent; corrected, the booking is confirmed and its
+//! 29 February of 2023) stops the booking on the page, naming and marking
+//! the field (the page checks as the server does); corrected, the booking
+//! is confirmed and its
 //! printable e-ticket lists each passenger with the date of birth given.
 
 use super::{
