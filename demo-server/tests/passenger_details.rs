@@ -302,7 +302,9 @@ async fn bad_dates_of_birth_and_phones_get_422_naming_the_field_without_echo() {
     let tomorrow = (chrono::Utc::now().date_naive() + chrono::Days::new(1))
         .format("%Y-%m-%d")
         .to_string();
-    let cases: Vec<(Value, Value, Vec<(&str, &str)>)> = vec![
+    // (date of birth of the second passenger, phone, (field, message) expected)
+    type Case = (Value, Value, Vec<(&'static str, &'static str)>);
+    let cases: Vec<Case> = vec![
         (
             json!("2023-02-29"),
             json!("+44 (20) 7946 0958"),

@@ -23,6 +23,7 @@
 //! | `catalog-clear-then-load` | (booking-domain) a live catalog import empties the served catalog, then loads |
 //! | `vault-no-flush` | the payments participant answers a card token before the sealed card is durable |
 //! | `cover-foreign-db` | a participant counts on the engine's flush although it lives in another sled database |
+//! | `personal-in-clear` | (booking-domain) a booking's dates of birth are kept in the saga's passengers in clear, besides the seal |
 //! | `index-unjournaled` | sled changes a record's query index entries and status count without journaling the change first |
 
 /// The store never flushes sled.
@@ -68,8 +69,12 @@ pub const VAULT_NO_FLUSH: &str = "vault-no-flush";
 /// another database.
 pub const COVER_FOREIGN_DB: &str = "cover-foreign-db";
 
+/// A booking's dates of birth stay in clear in the saga's data.
+pub const PERSONAL_IN_CLEAR: &str = "personal-in-clear";
+
 /// Every mode there is.
 pub const ALL: &[&str] = &[
+    PERSONAL_IN_CLEAR,
     COVER_FOREIGN_DB,
     VAULT_NO_FLUSH,
     PAUSE_NOT_DURABLE,

@@ -331,7 +331,12 @@ pub async fn prepare_with(
                 .map(|p| Passenger {
                     first_name: p.first_name.trim().to_string(),
                     last_name: p.last_name.trim().to_string(),
-                    date_of_birth: None,
+                    // Only the seal holds it (the sabotage keeps it in clear).
+                    date_of_birth: saga_engine::sabotage::active(
+                        saga_engine::sabotage::PERSONAL_IN_CLEAR,
+                    )
+                    .then(|| p.date_of_birth.clone())
+                    .flatten(),
                 })
                 .collect(),
             email: req.email.trim().to_lowercase(),
