@@ -79,14 +79,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Passenger {
                     first_name: "Ada".into(),
                     last_name: "Lovelace".into(),
+                    date_of_birth: None,
                 },
                 Passenger {
                     first_name: "Charles".into(),
                     last_name: "Babbage".into(),
+                    date_of_birth: None,
                 },
             ],
             email: "ada@example.com".into(),
             loyalty_id: Some(member.id.0.clone()),
+            phone: None,
             card: CardDetails {
                 number: number.into(),
                 exp_month: 12,

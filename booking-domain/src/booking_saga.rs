@@ -68,6 +68,12 @@ pub struct Passenger {
     pub first_name: String,
     /// Family name (used with the reference to find the booking).
     pub last_name: String,
+    /// Date of birth, `YYYY-MM-DD`, as sent (optional in the JSON API).
+    /// Only in a request: checked and sealed into
+    /// [`BookingData::personal`] before the saga starts, so the saga's
+    /// own passengers never carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_of_birth: Option<crate::personal::PersonalText>,
 }
 
 /// What a customer asks to book.
@@ -86,6 +92,10 @@ pub struct BookingRequest {
     /// Loyalty account number to credit, if any.
     #[serde(default)]
     pub loyalty_id: Option<String>,
+    /// Contact phone, `+` and 8 to 15 digits (spaces and dashes allowed),
+    /// as sent (optional in the JSON API); sealed like the dates of birth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<crate::personal::PersonalText>,
     /// The card to charge.
     pub card: CardDetails,
     /// Miles to pay part of the base fare with (needs `loyalty_id`); 0 for
@@ -183,6 +193,10 @@ pub struct BookingData {
     /// use is taken by the `redeem_miles` step (the discounts step).
     #[serde(default)]
     pub promo: Option<crate::promo::PromoApplied>,
+    /// The passengers' dates of birth and the contact phone, sealed
+    /// ([`crate::personal`]); `None` when none was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal: Option<crate::personal::SealedPersonal>,
 }
 
 impl BookingData {
@@ -253,30 +267,35 @@ impl BookingServices {
     /// are sealed under a key of this process only (they do not survive a
     /// restart: use [`local_in`](Self::local_in) for a lasting database).
     pub fn local(db: &sled::Db, catalog: Arc<Catalog>) -> Result<Self, OpenError> {
-        Self::with_payments(db, catalog, LocalPayments::open(db)?)
+        let personal = crate::personal::PersonalVault::ephemeral();
+        Self::with_payments(db, catalog, LocalPayments::open(db)?, personal)
     }
 
     /// Every participant local, on its own trees of `db`, the card vault's
-    /// key in `data_dir` (see [`LocalPayments::open_in`]).
+    /// key in `data_dir` (see [`LocalPayments::open_in`]), the personal
+    /// details' key beside it ([`crate::personal::PERSONAL_KEY_FILE`]).
     pub fn local_in(
         db: &sled::Db,
         data_dir: &std::path::Path,
         catalog: Arc<Catalog>,
     ) -> Result<Self, OpenError> {
-        Self::with_payments(db, catalog, LocalPayments::open_in(db, data_dir)?)
+        let personal = crate::personal::PersonalVault::load_or_create(data_dir)
+            .map_err(|e| BookingStoreError(e.to_string()))?;
+        Self::with_payments(db, catalog, LocalPayments::open_in(db, data_dir)?, personal)
     }
 
     fn with_payments(
         db: &sled::Db,
         catalog: Arc<Catalog>,
         payments: LocalPayments,
+        personal: crate::personal::PersonalVault,
     ) -> Result<Self, OpenError> {
         Ok(BookingServices {
             catalog: Arc::new(crate::live_catalog::LiveCatalog::new(catalog)),
             inventory: Arc::new(LocalInventory::open(db)?),
             payments: Arc::new(payments),
             loyalty: Arc::new(LocalLoyalty::open(db)?),
-            bookings: Arc::new(BookingStore::open(db)?),
+            bookings: Arc::new(BookingStore::open(db)?.sealing_with(personal)),
             faults: Arc::new(Faults::new()),
             promos: Arc::new(crate::promo::PromoStore::open(db)?),
             outbox: Arc::new(Outbox::open(db)?),
@@ -300,7 +319,7 @@ impl BookingServices {
             inventory: Arc::new(LocalInventory::open(db)?.covered_by(engine)?),
             payments: Arc::new(LocalPayments::open_in(db, data_dir)?.covered_by(engine)?),
             loyalty: Arc::new(LocalLoyalty::open(db)?.covered_by(engine)?),
-            bookings: Arc::new(BookingStore::open(db)?.covered_by(engine)?),
+            bookings: Arc::new(BookingStore::open_in(db, data_dir)?.covered_by(engine)?),
             faults: Arc::new(Faults::new()),
             promos: Arc::new(crate::promo::PromoStore::open(db)?),
             outbox: Arc::new(Outbox::open(db)?),
@@ -559,6 +578,7 @@ impl Step<BookingData> for ConfirmBooking {
             miles: d.miles_awarded,
             status: BookingStatus::Confirmed,
             created_at: Utc::now(),
+            personal: d.personal.clone(),
         };
         let confirmed = s
             .fault(d, BookingStep::ConfirmBooking)

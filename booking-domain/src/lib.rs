@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod live_catalog;
 pub mod loyalty;
 pub mod payments;
+pub mod personal;
 pub mod pricing;
 pub mod promo;
 pub mod search;

@@ -74,10 +74,12 @@ impl World {
                 .map(|i| Passenger {
                     first_name: format!("Ada{}", "x".repeat(i)),
                     last_name: "Lovelace".into(),
+                    date_of_birth: None,
                 })
                 .collect(),
             email: "ada@example.com".into(),
             loyalty_id: None,
+            phone: None,
             card: card("4242 4242 4242 4242"),
             redeem_miles: 0,
             faults: BTreeMap::new(),

@@ -153,14 +153,17 @@ impl World {
                 Passenger {
                     first_name: "Ada".into(),
                     last_name: "Lovelace".into(),
+                    date_of_birth: None,
                 },
                 Passenger {
                     first_name: "Byron".into(),
                     last_name: "Lovelace".into(),
+                    date_of_birth: None,
                 },
             ],
             email: "ada@example.com".into(),
             loyalty_id,
+            phone: None,
             card: CardDetails {
                 number: "4242424242424242".into(),
                 exp_month: 12,

@@ -59,9 +59,11 @@ fn request(flight: &Flight, date: NaiveDate) -> BookingRequest {
         passengers: vec![Passenger {
             first_name: "Ada".into(),
             last_name: "Lovelace".into(),
+            date_of_birth: None,
         }],
         email: "ada@example.com".into(),
         loyalty_id: None,
+        phone: None,
         card: CardDetails {
             number: NUMBER.into(),
             exp_month: 12,

@@ -63,9 +63,11 @@ fn request(w: &World, email: &str) -> BookingRequest {
         passengers: vec![Passenger {
             first_name: "Ada".into(),
             last_name: "Lovelace".into(),
+            date_of_birth: None,
         }],
         email: email.into(),
         loyalty_id: None,
+        phone: None,
         card: CardDetails {
             number: "4242 4242 4242 4242".into(),
             exp_month: 12,

@@ -123,9 +123,11 @@ async fn an_unconfirmed_payment_is_never_captured_by_the_booking() {
         passengers: vec![Passenger {
             first_name: "Ada".into(),
             last_name: "Lovelace".into(),
+            date_of_birth: None,
         }],
         email: "ada@example.com".into(),
         loyalty_id: None,
+        phone: None,
         card: card(SCA_CARD),
         redeem_miles: 0,
         faults: BTreeMap::new(),

@@ -291,7 +291,7 @@ fn build() -> Value {
         "/api/bookings": { "post": op("bookings", "Start a booking", create_booking, false) },
         "/api/bookings/lookup": { "get": op("bookings", "Find a confirmed booking by reference and a passenger's last name", json!({
             "parameters": [query("reference", true, string(), "Six-character booking reference"), query("last_name", true, string(), "A passenger's last name")],
-            "responses": { "200": ok("The booking (email masked) and its links", json!({ "type": "object" })),
+            "responses": { "200": ok("The booking (email masked; contact_phone with every digit but the last three hidden, when one was given; dates of birth not shown) and its links", json!({ "type": "object" })),
                 "404": error("No booking matches (either field may be wrong)"), "422": ok("Missing parameter", schema("ValidationError")) }
         }), false) },
         "/api/bookings/{id}": { "get": op("bookings", "A booking's status by its id (the capability returned at creation)", json!({
@@ -370,7 +370,8 @@ fn build() -> Value {
             "outbound": { "type": "array", "items": schema("SearchResult") },
             "inbound": { "type": "array", "items": schema("SearchResult") } } },
         "TestCard": { "type": "object", "properties": { "number": string(), "brand": string(), "outcome": string(), "decline": { "type": "string", "nullable": true } } },
-        "Passenger": { "type": "object", "required": ["first_name", "last_name"], "properties": { "first_name": string(), "last_name": string() } },
+        "Passenger": { "type": "object", "required": ["first_name", "last_name"], "properties": { "first_name": string(), "last_name": string(),
+            "date_of_birth": { "type": "string", "format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "description": "YYYY-MM-DD: a real day, 1900 or later, not after today (else 422 naming passengers[i].date_of_birth). Optional in this API (the web page requires it). Sealed at rest; never in a response except the e-ticket" } } },
         "CardDetails": { "type": "object", "required": ["number", "exp_month", "exp_year", "cvc", "holder_name"], "properties": {
             "number": string(), "exp_month": { "type": "integer" }, "exp_year": { "type": "integer" }, "cvc": string(), "holder_name": string() } },
         "Fault": fault,
@@ -379,6 +380,7 @@ fn build() -> Value {
             "flight_id": string(), "date": date(), "cabin": { "type": "string", "enum": ["economy", "business", "first"] },
             "passengers": { "type": "array", "minItems": 1, "maxItems": 9, "items": schema("Passenger") },
             "email": { "type": "string", "format": "email" }, "loyalty_id": { "type": "string", "nullable": true },
+            "phone": { "type": "string", "maxLength": 32, "description": "Contact phone: + and the country code, then 8 to 15 digits in all; spaces and dashes allowed and dropped (else 422 naming phone). Optional in this API (the web page requires it). Sealed at rest; the manage-booking lookup shows it masked (contact_phone)" },
             "card": schema("CardDetails"), "faults": schema("Faults"),
             "promo_code": { "type": "string", "nullable": true, "maxLength": 32, "description": "A promo code: its discount comes off the base fare (POST /api/quote shows it)" },
             "redeem_miles": { "type": "integer", "minimum": 0, "description": "Miles paying for part of the base fare (100 miles = 1 USD, at most the base fare; needs loyalty_id); the card pays the rest" } } },

@@ -22,6 +22,7 @@ pub const SCRIPTS: &[(&str, &str)] = &[
     ("search.js", include_str!("ui/js/search.js")),
     ("booking.js", include_str!("ui/js/booking.js")),
     ("discounts.js", include_str!("ui/js/discounts.js")),
+    ("passenger.js", include_str!("ui/js/passenger.js")),
     ("manage.js", include_str!("ui/js/manage.js")),
     ("loyalty.js", include_str!("ui/js/loyalty.js")),
     ("timeline.js", include_str!("ui/js/timeline.js")),

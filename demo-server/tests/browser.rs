@@ -68,6 +68,9 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 /// The admin page and the search results at desktop and phone widths.
 #[path = "browser_ops/mod.rs"]
 mod ops;
+/// Dates of birth and the phone on the form, the date on the ticket.
+#[path = "browser_passenger/mod.rs"]
+mod passenger;
 /// A saga's operations page: pause, resume, dry run, force compensation.
 #[path = "browser_saga_ops/mod.rs"]
 mod saga_ops;
@@ -448,8 +451,10 @@ async fn fill_booking_form(
     for (i, (first, last)) in passengers.iter().enumerate() {
         wd.type_into(&format!("#pax-{i}-first"), first).await?;
         wd.type_into(&format!("#pax-{i}-last"), last).await?;
+        wd.type_into(&format!("#pax-{i}-dob"), "1990-01-01").await?;
     }
     wd.type_into("#booking-email", email).await?;
+    wd.type_into("#booking-phone", "+44 20 7946 0958").await?;
     wd.type_into("#card-number", APPROVING_CARD).await?;
     wd.type_into(
         "#card-holder",

@@ -25,6 +25,7 @@
 //! | `cover-foreign-db` | a participant counts on the engine's flush although it lives in another sled database |
 //! | `flush-unwatched` | the store's flush watchdog never pokes a stalled sled flush |
 //! | `overdue-not-indexed` | sled flags a saga overdue without putting it in the overdue index |
+//! | `personal-in-clear` | (booking-domain) a booking's dates of birth are kept in the saga's passengers in clear, besides the seal |
 //! | `index-unjournaled` | sled changes a record's query index entries and status count without journaling the change first |
 
 /// The store never flushes sled.
@@ -76,10 +77,14 @@ pub const FLUSH_UNWATCHED: &str = "flush-unwatched";
 /// Sled flags a saga overdue without indexing it as overdue.
 pub const OVERDUE_NOT_INDEXED: &str = "overdue-not-indexed";
 
+/// A booking's dates of birth stay in clear in the saga's data.
+pub const PERSONAL_IN_CLEAR: &str = "personal-in-clear";
+
 /// Every mode there is.
 pub const ALL: &[&str] = &[
     FLUSH_UNWATCHED,
     OVERDUE_NOT_INDEXED,
+    PERSONAL_IN_CLEAR,
     COVER_FOREIGN_DB,
     VAULT_NO_FLUSH,
     PAUSE_NOT_DURABLE,

@@ -279,10 +279,12 @@ fn request(c: &Child, n: usize) -> BookingRequest {
             .map(|i| Passenger {
                 first_name: format!("P{}", "a".repeat(i + 1)),
                 last_name: "Lovelace".into(),
+                date_of_birth: None,
             })
             .collect(),
         email: format!("c{}@example.com", n % 4),
         loyalty_id: n.is_multiple_of(2).then(|| c.member.0.clone()),
+        phone: None,
         redeem_miles: 0,
         card: CardDetails {
             number: if n % 7 == 3 {

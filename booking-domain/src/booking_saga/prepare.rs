@@ -184,6 +184,22 @@ pub async fn prepare_with(
             );
         }
     }
+    // Checked here, sealed below: the messages never quote the value.
+    let mut personal = crate::personal::PersonalDetails::default();
+    for (i, p) in req.passengers.iter().enumerate().take(MAX_PASSENGERS) {
+        let dob = p.date_of_birth.as_ref().map(|t| {
+            crate::personal::DateOfBirth::parse(t.as_str(), today).map_err(|e| {
+                err(&format!("passengers[{i}].date_of_birth"), e.to_string());
+            })
+        });
+        personal.dates_of_birth.push(dob.and_then(Result::ok));
+    }
+    if let Some(t) = &req.phone {
+        match crate::personal::Phone::parse(t.as_str()) {
+            Ok(p) => personal.phone = Some(p),
+            Err(e) => err("phone", e.to_string()),
+        }
+    }
     if !email_ok(&req.email) {
         err("email", "not a valid email address".into());
     }
@@ -290,8 +306,20 @@ pub async fn prepare_with(
         },
         _ => None,
     };
-    match (errors.is_empty(), price, checked) {
-        (true, Some(price), Some(card)) => Ok(BookingData {
+    if !errors.is_empty() {
+        return Err(ValidationErrors(errors).into());
+    }
+    let personal = match personal.is_empty() {
+        true => None,
+        false => Some(
+            services
+                .bookings
+                .seal_personal(&personal)
+                .map_err(|e| BookingError::Unavailable(e.to_string()))?,
+        ),
+    };
+    match (price, checked) {
+        (Some(price), Some(card)) => Ok(BookingData {
             v: 1,
             request_fingerprint: request_fingerprint(req),
             flight_id,
@@ -303,6 +331,12 @@ pub async fn prepare_with(
                 .map(|p| Passenger {
                     first_name: p.first_name.trim().to_string(),
                     last_name: p.last_name.trim().to_string(),
+                    // Only the seal holds it (the sabotage keeps it in clear).
+                    date_of_birth: saga_engine::sabotage::active(
+                        saga_engine::sabotage::PERSONAL_IN_CLEAR,
+                    )
+                    .then(|| p.date_of_birth.clone())
+                    .flatten(),
                 })
                 .collect(),
             email: req.email.trim().to_lowercase(),
@@ -317,6 +351,7 @@ pub async fn prepare_with(
             booking_ref: None,
             miles_payment,
             promo,
+            personal,
         }),
         _ => Err(ValidationErrors(errors).into()),
     }

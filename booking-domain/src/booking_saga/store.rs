@@ -42,6 +42,10 @@ pub struct BookingRecord {
     pub status: BookingStatus,
     /// When it was confirmed.
     pub created_at: DateTime<Utc>,
+    /// The passengers' dates of birth and the contact phone, sealed as the
+    /// saga's data held them ([`BookingStore::personal_of`] opens them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal: Option<crate::personal::SealedPersonal>,
 }
 
 /// A storage failure of the booking store.
@@ -64,6 +68,7 @@ pub struct BookingStore {
     flush: Arc<crate::payments::GroupFlush>,
     db: sled::Db,
     cover: crate::ledger::Cover,
+    personal: Arc<crate::personal::PersonalVault>,
 }
 
 impl fmt::Debug for BookingStore {
@@ -89,7 +94,9 @@ fn reference_for(saga: &SagaId, salt: u32) -> BookingRef {
 }
 
 impl BookingStore {
-    /// Opens the store's trees in `db`.
+    /// Opens the store's trees in `db`; personal details are sealed under
+    /// a key of this process only (for databases that do not outlive it:
+    /// use [`open_in`](Self::open_in) for a lasting one).
     pub fn open(db: &sled::Db) -> Result<Self, BookingStoreError> {
         Ok(BookingStore {
             by_ref: db.open_tree("bookings")?,
@@ -97,7 +104,58 @@ impl BookingStore {
             flush: Arc::new(crate::payments::GroupFlush::new(db)),
             db: db.clone(),
             cover: crate::ledger::Cover::default(),
+            personal: Arc::new(crate::personal::PersonalVault::ephemeral()),
         })
+    }
+
+    /// Opens the store's trees in `db`, sealing personal details under the
+    /// key file [`crate::personal::PERSONAL_KEY_FILE`] of `data_dir`.
+    pub fn open_in(db: &sled::Db, data_dir: &std::path::Path) -> Result<Self, BookingStoreError> {
+        let vault = crate::personal::PersonalVault::load_or_create(data_dir)
+            .map_err(|e| BookingStoreError(e.to_string()))?;
+        Ok(Self::open(db)?.sealing_with(vault))
+    }
+
+    /// The same store, sealing personal details with `vault`.
+    pub fn sealing_with(self, vault: crate::personal::PersonalVault) -> Self {
+        BookingStore {
+            personal: Arc::new(vault),
+            ..self
+        }
+    }
+
+    /// `details` sealed under this store's key.
+    pub fn seal_personal(
+        &self,
+        details: &crate::personal::PersonalDetails,
+    ) -> Result<crate::personal::SealedPersonal, crate::personal::PersonalError> {
+        self.personal.seal(details)
+    }
+
+    /// The personal details a booking's saga data carries, opened (`None`
+    /// when none were given).
+    pub fn personal_of_data(
+        &self,
+        data: &BookingData,
+    ) -> Result<Option<crate::personal::PersonalDetails>, crate::personal::PersonalError> {
+        data.personal
+            .as_ref()
+            .map(|s| self.personal.open(s))
+            .transpose()
+    }
+
+    /// The personal details of a confirmed booking, opened (`None` when
+    /// none were given). Only for what must show them: the e-ticket, the
+    /// holder's masked phone.
+    pub fn personal_of(
+        &self,
+        record: &BookingRecord,
+    ) -> Result<Option<crate::personal::PersonalDetails>, crate::personal::PersonalError> {
+        record
+            .personal
+            .as_ref()
+            .map(|s| self.personal.open(s))
+            .transpose()
     }
 
     /// The same store, its writes (made by the booking saga's steps) made

@@ -75,7 +75,14 @@ impl VaultKey {
     /// Reads `dir/card-vault.key`, or creates it (`0600`, 32 random bytes,
     /// synced with its directory) when it does not exist yet.
     pub fn load_or_create(dir: &Path) -> Result<VaultKey, VaultKeyError> {
-        let path = dir.join(VAULT_KEY_FILE);
+        Self::load_or_create_file(dir, VAULT_KEY_FILE)
+    }
+
+    /// [`load_or_create`](Self::load_or_create) for a sibling key file
+    /// named `file` in `dir` (the booking's personal data has its own,
+    /// [`crate::personal::PERSONAL_KEY_FILE`]).
+    pub fn load_or_create_file(dir: &Path, file: &str) -> Result<VaultKey, VaultKeyError> {
+        let path = dir.join(file);
         let shown = path.display().to_string();
         let io = |source| VaultKeyError::Io {
             path: shown.clone(),
@@ -107,7 +114,7 @@ impl VaultKey {
                     // Another opener created it first: use theirs.
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                         key.zeroize();
-                        Self::load_or_create(dir)
+                        Self::load_or_create_file(dir, file)
                     }
                     Err(e) => Err(io(e)),
                 }
@@ -147,6 +154,12 @@ impl VaultKey {
         let mut key = [0u8; KEY_LEN];
         key.copy_from_slice(bytes);
         Ok(VaultKey(key))
+    }
+
+    /// The key's bytes, for another AEAD of this crate under the same
+    /// scheme (the personal data's).
+    pub(crate) fn bytes(&self) -> &[u8; KEY_LEN] {
+        &self.0
     }
 
     /// A key that lives only in this process: cards tokenized under it

@@ -39,9 +39,11 @@ pub fn ada_request(flight: &Flight, date: NaiveDate) -> BookingRequest {
         passengers: vec![Passenger {
             first_name: "Ada".into(),
             last_name: "Lovelace".into(),
+            date_of_birth: None,
         }],
         email: "ada@example.com".into(),
         loyalty_id: None,
+        phone: None,
         card: CardDetails {
             number: "4242 4242 4242 4242".into(),
             exp_month: 12,

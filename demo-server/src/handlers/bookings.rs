@@ -197,6 +197,7 @@ pub fn parse_booking_request(value: Value) -> Result<BookingRequest, ApiError> {
     let card = field(&mut obj, "card", true, &mut errors);
     let faults = field(&mut obj, "faults", false, &mut errors);
     let redeem_miles: Option<u64> = field(&mut obj, "redeem_miles", false, &mut errors);
+    let phone = field(&mut obj, "phone", false, &mut errors);
     match (flight_id, date, cabin, passengers, email, card) {
         (Some(flight_id), Some(date), Some(cabin), Some(passengers), Some(email), Some(card))
             if errors.is_empty() =>
@@ -208,6 +209,7 @@ pub fn parse_booking_request(value: Value) -> Result<BookingRequest, ApiError> {
                 passengers,
                 email,
                 loyalty_id: loyalty_id.flatten(),
+                phone,
                 card,
                 redeem_miles: redeem_miles.unwrap_or(0),
                 faults: faults.unwrap_or_default(),
@@ -326,6 +328,7 @@ pub fn lookup(state: &AppState, req: &Req) -> Result<Response<Body>, ApiError> {
     let mut booking = serde_json::to_value(&record)
         .map_err(|e| ApiError::Internal(format!("booking record does not serialize: {e}")))?;
     booking["email"] = json!(super::mask_email(&record.email));
+    super::tickets::holder_fields(state, &record, &mut booking);
     let links = BookingAccepted::new(record.saga_id.as_str());
     let body = json!({
         "booking": booking,

@@ -5,16 +5,18 @@
 //!
 //! One A4 page written with `pdf-writer`: the reference, the flight, the
 //! cabin, every passenger, the boarding code as text and as the same bars
-//! as the HTML ticket. Text uses the standard Helvetica font in
+//! as the HTML ticket; each passenger with the date of birth (opened from
+//! its seal for this page only, `-` when none was given). Text uses the standard Helvetica font in
 //! WinAnsiEncoding, so no font is embedded; a character that encoding lacks
 //! prints as `?`.
 
-use super::tickets::{bar_layout, boarding_code, valid_ticket};
+use super::tickets::{bar_layout, boarding_code, dob_text, opened, valid_ticket};
 use crate::api::{bytes_response, ApiError, FlightSummary};
 use crate::body::Body;
 use crate::routes::Req;
 use crate::state::AppState;
 use booking_domain::booking_saga::BookingRecord;
+use booking_domain::personal::PersonalDetails;
 use bytes::Bytes;
 use hyper::header::{HeaderValue, CONTENT_DISPOSITION};
 use hyper::{Response, StatusCode};
@@ -42,7 +44,7 @@ pub async fn ticket_pdf(state: &AppState, req: &Req) -> Result<Response<Body>, A
     let mut resp = bytes_response(
         StatusCode::OK,
         "application/pdf",
-        Bytes::from(render(&record, flight.as_ref())),
+        Bytes::from(render(&record, flight.as_ref(), &opened(state, &record)?)),
     );
     if let Ok(v) = HeaderValue::from_str(&format!(
         "inline; filename=\"ticket-{}.pdf\"",
@@ -89,8 +91,9 @@ impl Lines {
     }
 }
 
-/// The ticket of a confirmed booking as PDF bytes.
-pub fn render(r: &BookingRecord, f: Option<&FlightSummary>) -> Vec<u8> {
+/// The ticket of a confirmed booking as PDF bytes, each passenger with the
+/// date of birth `personal` holds for them.
+pub fn render(r: &BookingRecord, f: Option<&FlightSummary>, personal: &PersonalDetails) -> Vec<u8> {
     const PAGE: (f32, f32) = (595.0, 842.0); // A4 in points
     let (catalog, tree, page, font, contents) = (
         Ref::new(1),
@@ -146,7 +149,13 @@ pub fn render(r: &BookingRecord, f: Option<&FlightSummary>) -> Vec<u8> {
     for (i, p) in r.passengers.iter().enumerate() {
         l.line(
             11.0,
-            &format!("{}. {} {}", i + 1, p.first_name, p.last_name.to_uppercase()),
+            &format!(
+                "{}. {} {}, born {}",
+                i + 1,
+                p.first_name,
+                p.last_name.to_uppercase(),
+                dob_text(personal, i)
+            ),
         );
     }
     l.gap(8.0);

@@ -5,12 +5,17 @@
 //! lookup (`?last_name=` of a passenger) or by the session of the account
 //! that made the booking; anything else is the same `404`. A cancelled
 //! booking's ticket is refused (`409`): it is no longer valid.
+//!
+//! The passengers' dates of birth are kept sealed ([`booking_domain::personal`]);
+//! the ticket is one of the two places that opens them (the other is the
+//! holder's manage page, [`holder_fields`], which shows the phone masked).
 
 use crate::api::{bytes_response, ApiError};
 use crate::body::Body;
 use crate::routes::Req;
 use crate::state::AppState;
 use booking_domain::booking_saga::{BookingRecord, BookingStatus};
+use booking_domain::personal::PersonalDetails;
 use bytes::Bytes;
 use hyper::{Response, StatusCode};
 
@@ -117,11 +122,60 @@ pub async fn ticket(state: &AppState, req: &Req) -> Result<Response<Body>, ApiEr
     let reference = req.param(0).trim().to_ascii_uppercase();
     let record = valid_ticket(state, req, &reference).await?;
     let flight = super::bookings::flight_summary(state, &record.flight_id, record.date);
+    let personal = opened(state, &record)?;
     Ok(bytes_response(
         StatusCode::OK,
         "text/html; charset=utf-8",
-        Bytes::from(page(&record, flight.as_ref())),
+        Bytes::from(page(&record, flight.as_ref(), &personal)),
     ))
+}
+
+/// The booking's sealed details, opened for its ticket (empty when none
+/// were given); one that does not open is a `500`, never a ticket without
+/// them.
+pub(super) fn opened(
+    state: &AppState,
+    record: &BookingRecord,
+) -> Result<PersonalDetails, ApiError> {
+    state
+        .services
+        .bookings
+        .personal_of(record)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// The `i`th passenger's date of birth as printed, or `-`.
+pub(super) fn dob_text(personal: &PersonalDetails, i: usize) -> String {
+    personal
+        .date_of_birth(i)
+        .map(|d| d.iso())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// What the holder's manage page (`GET /api/bookings/lookup`) shows of the
+/// sealed details, set on the booking's JSON `booking`: `contact_phone`,
+/// every digit but the last three hidden, when one was given. The sealed
+/// form itself is taken out. A record that does not open shows no phone
+/// (the failure is logged).
+pub(crate) fn holder_fields(
+    state: &AppState,
+    record: &BookingRecord,
+    booking: &mut serde_json::Value,
+) {
+    if let Some(obj) = booking.as_object_mut() {
+        obj.remove("personal");
+        let phone = state
+            .services
+            .bookings
+            .personal_of(record)
+            .ok()
+            .flatten()
+            .and_then(|p| p.phone.as_ref().map(|p| p.masked()));
+        if let Some(masked) = phone {
+            obj.insert("contact_phone".into(), serde_json::Value::String(masked));
+        }
+    }
 }
 
 /// The confirmed booking of `reference` the request may print: `404` when
@@ -151,7 +205,11 @@ pub(super) async fn valid_ticket(
     Ok(record)
 }
 
-fn page(r: &BookingRecord, f: Option<&crate::api::FlightSummary>) -> String {
+fn page(
+    r: &BookingRecord,
+    f: Option<&crate::api::FlightSummary>,
+    personal: &PersonalDetails,
+) -> String {
     let reference = escape(&r.reference.0);
     let passengers: String = r
         .passengers
@@ -159,10 +217,11 @@ fn page(r: &BookingRecord, f: Option<&crate::api::FlightSummary>) -> String {
         .enumerate()
         .map(|(i, p)| {
             format!(
-                "<tr><td>{}</td><td class=\"passenger\">{} {}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td class=\"passenger\">{} {}</td><td class=\"dob\">{}</td><td>{}</td></tr>",
                 i + 1,
                 escape(&p.first_name),
                 escape(&p.last_name.to_uppercase()),
+                escape(&dob_text(personal, i)),
                 escape(r.cabin.as_str())
             )
         })
@@ -199,7 +258,7 @@ dt{{font-weight:600}}table{{width:100%;border-collapse:collapse}}td,th{{border-b
 <body><main class=\"ticket\" id=\"ticket\"><h1>E-ticket</h1>\
 <p>Booking reference <span class=\"ref\" id=\"reference\">{reference}</span> &middot; status: confirmed</p>\
 {flight}<dt>Cabin</dt><dd>{cabin}</dd><dt>Seats</dt><dd>{seats} in {cabin} (seat numbers at check-in)</dd></dl>\
-<h2>Passengers</h2><table id=\"passengers\"><thead><tr><th>#</th><th>Name</th><th>Cabin</th></tr></thead><tbody>{passengers}</tbody></table>\
+<h2>Passengers</h2><table id=\"passengers\"><thead><tr><th>#</th><th>Name</th><th>Date of birth</th><th>Cabin</th></tr></thead><tbody>{passengers}</tbody></table>\
 <h2>Boarding code</h2>{bars}<p class=\"code\">{code_text}</p></main>\
 <p class=\"noprint\"><button type=\"button\" onclick=\"window.print()\">Print</button></p></body></html>",
         cabin = escape(r.cabin.as_str()),

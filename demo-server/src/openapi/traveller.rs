@@ -102,19 +102,19 @@ fn account_paths() -> Value {
             "409": ok("Refused: already_cancelled, departed or not_confirmed", schema("CancelRefusal")) } });
     body(&mut cancel, "CancelTripRequest");
     session_errors(&mut cancel);
-    let ticket = json!({ "description": "A printable HTML e-ticket (print style sheet) of a confirmed booking: reference, passengers, flight, cabin and seats, a boarding code. Authorised by a passenger's last_name (like the manage-booking lookup) or by the session of the account that made the booking; otherwise the same 404. Rate-limited like the booking lookup.",
+    let ticket = json!({ "description": "A printable HTML e-ticket (print style sheet) of a confirmed booking: reference, passengers with their dates of birth, flight, cabin and seats, a boarding code. Authorised by a passenger's last_name (like the manage-booking lookup) or by the session of the account that made the booking; otherwise the same 404. Rate-limited like the booking lookup.",
         "parameters": [path_param("id", "The booking reference"),
             { "name": "last_name", "in": "query", "required": false, "schema": string(), "description": "A passenger's last name (not needed with the owning account's session)" }],
         "responses": { "200": { "description": "The e-ticket", "content": { "text/html": { "schema": string() } } },
             "404": error("No booking matches (reference, last name or owner)"),
             "409": error("The booking is cancelled: no valid ticket") } });
-    let pdf = json!({ "description": "The e-ticket of a confirmed booking as a one-page PDF (reference, flight, cabin, passengers, boarding code and bars), made with pdf-writer. The id is the booking id or its reference; authorised exactly as the HTML ticket. Rate-limited like the booking lookup.",
+    let pdf = json!({ "description": "The e-ticket of a confirmed booking as a one-page PDF (reference, flight, cabin, passengers with their dates of birth, boarding code and bars), made with pdf-writer. The id is the booking id or its reference; authorised exactly as the HTML ticket. Rate-limited like the booking lookup.",
         "parameters": [path_param("id", "The booking id (or its reference)"),
             { "name": "last_name", "in": "query", "required": false, "schema": string(), "description": "A passenger's last name (not needed with the owning account's session)" }],
         "responses": { "200": { "description": "The PDF", "content": { "application/pdf": { "schema": { "type": "string", "format": "binary" } } } },
             "404": error("No booking matches (id, last name or owner)"),
             "409": error("The booking is cancelled: no valid ticket") } });
-    let backup = json!({ "description": "A consistent snapshot of every record of this server (catalog, sagas and histories, bookings, payments, loyalty, accounts, sessions, promo codes), taken under a write barrier: writes under way finish, new ones wait while the trees are copied. The backup file format (version, SHA-256 checksum) is described in demo-server's backup module; `demo-server restore` reads it. Card numbers and CVCs are never stored, so never in a backup. 409 when the sagas are in a shared store.",
+    let backup = json!({ "description": "A consistent snapshot of every record of this server (catalog, sagas and histories, bookings, payments, loyalty, accounts, sessions, promo codes), taken under a write barrier: writes under way finish, new ones wait while the trees are copied. The backup file format (version, SHA-256 checksum) is described in demo-server's backup module; `demo-server restore` reads it. Card numbers and CVCs are never stored, so never in a backup; passengers' dates of birth and contact phones are there only sealed (their key file, personal-data.key, is not in the backup). 409 when the sagas are in a shared store.",
         "responses": { "200": { "description": "The backup file", "headers": {
                 "x-backup-trees": { "schema": { "type": "integer" } }, "x-backup-records": { "schema": { "type": "integer" } } },
                 "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } },

@@ -68,6 +68,8 @@ async fn seats_left(h: &Harness, flight: &str, date: &str) -> Result<u64, String
 async fn fill(h: &Harness) -> Result<(), String> {
     h.wd.type_into("#pax-0-first", "Ada").await?;
     h.wd.type_into("#pax-0-last", "Lovelace").await?;
+    h.wd.type_into("#pax-0-dob", "1990-01-01").await?;
+    h.wd.type_into("#booking-phone", "+44 20 7946 0958").await?;
     h.wd.type_into("#card-number", "4242 4242 4242 4242")
         .await?;
     h.wd.type_into("#card-holder", "Ada Lovelace").await?;

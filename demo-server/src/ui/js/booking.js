@@ -123,7 +123,7 @@ function bookingFieldInput(field) {
   if (m) return $("pax-" + m[1] + "-" + m[2]);
   const f = /^faults\.(\w+)$/.exec(field);
   if (f) return $("fault-" + f[1] + "-value");
-  return null;
+  return passengerFieldInput(field); // passenger.js: dates of birth, phone
 }
 
 $("booking-form").addEventListener("submit", async (e) => {

@@ -23,6 +23,7 @@ $("lookup-form").addEventListener("submit", async (e) => {
         el("dt", {}, "Passengers"), el("dd", {}, b.passengers.map((x) => x.first_name + " " + x.last_name).join(", ")),
         el("dt", {}, "Paid"), el("dd", {}, money(b.total)),
         el("dt", {}, "Contact"), el("dd", {}, b.email),
+        b.contact_phone ? [el("dt", {}, "Phone"), el("dd", { "data-testid": "lookup-phone" }, b.contact_phone)] : null,
         b.miles ? [el("dt", {}, "Miles"), el("dd", {}, String(b.miles) + " to account " + b.loyalty_id)] : null),
       el("p", {}, el("a", { href: "#/booking/" + encodeURIComponent(r.booking_id) }, "See how it was booked")),
       b.status === "confirmed" ? el("p", {}, el("button", { type: "button", class: "secondary", "data-testid": "cancel-booking",
