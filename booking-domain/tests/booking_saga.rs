@@ -81,6 +81,8 @@ impl World {
             card: card("4242 4242 4242 4242"),
             redeem_miles: 0,
             faults: BTreeMap::new(),
+            return_flight_id: None,
+            return_date: None,
         }
     }
 

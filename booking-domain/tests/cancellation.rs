@@ -170,6 +170,8 @@ impl World {
             },
             redeem_miles: 0,
             faults: BTreeMap::new(),
+            return_flight_id: None,
+            return_date: None,
         }
     }
 

@@ -255,7 +255,7 @@ fn request(c: &Child, n: usize) -> BookingRequest {
     let mut faults = BTreeMap::new();
     match n % 6 {
         0 => {
-            faults.insert(BookingStep::ALL[n / 6 % 4], Fault::Reject);
+            faults.insert(super::round_trip_mix::ONE_WAY_STEPS[n / 6 % 4], Fault::Reject);
         }
         1 => {
             faults.insert(BookingStep::AuthorizePayment, Fault::LoseReply);
@@ -296,6 +296,8 @@ fn request(c: &Child, n: usize) -> BookingRequest {
             holder_name: "Ada Lovelace".into(),
         },
         faults,
+        return_flight_id: None,
+        return_date: None,
     };
     super::traveller_mix::adjust(n, &mut req);
     req

@@ -42,6 +42,10 @@ pub struct BookingRecord {
     pub status: BookingStatus,
     /// When it was confirmed.
     pub created_at: DateTime<Utc>,
+    /// A round trip's return leg (its seats are held under
+    /// [`return_key`] of the saga).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_leg: Option<ReturnLeg>,
 }
 
 /// A storage failure of the booking store.
