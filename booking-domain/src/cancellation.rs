@@ -459,8 +459,7 @@ pub async fn check_cancellations(
                         .inventory
                         .hold_status(&crate::booking_saga::return_key(&d.booking_saga))
                         .await;
-                    if !matches!(&back, Ok(HoldLookup::Hold(h)) if h.state == HoldState::Released)
-                    {
+                    if !matches!(&back, Ok(HoldLookup::Hold(h)) if h.state == HoldState::Released) {
                         problems.push(format!(
                             "cancellation {} completed but the return hold is {back:?}",
                             rec.id

@@ -60,7 +60,9 @@ pub enum PricingError {
         most_miles: u64,
     },
     /// Two legs priced in different currencies (a round trip is one charge).
-    #[error("the legs are priced in {first} and {second}; a round trip is charged in one currency")]
+    #[error(
+        "the legs are priced in {first} and {second}; a round trip is charged in one currency"
+    )]
     MixedCurrencies {
         /// The outbound leg's currency.
         first: String,

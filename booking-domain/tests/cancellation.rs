@@ -590,7 +590,10 @@ async fn a_declined_card_credits_the_redeemed_miles_back() {
         w.engine.wait(&id).await.unwrap().status(),
         SagaStatus::Compensated
     );
-    assert_eq!(w.steps(&id, true).await, ["redeem_miles", "reserve_seat"]);
+    assert_eq!(
+        w.steps(&id, true).await,
+        ["redeem_miles", "reserve_return_seat", "reserve_seat"]
+    );
     let acct = w
         .services
         .loyalty

@@ -14,8 +14,7 @@ use booking_domain::cancellation::{cancellation_definition, record_of_saga, star
 use booking_domain::catalog::{flight_id, Airport, Catalog, Flight};
 use booking_domain::faults::{BookingStep, Fault};
 use booking_domain::inventory::{
-    Hold, HoldLookup, HoldRequest, HoldState, Inventory, InventoryError, ReleaseOutcome,
-    SeatTotals,
+    Hold, HoldLookup, HoldRequest, HoldState, Inventory, InventoryError, ReleaseOutcome, SeatTotals,
 };
 use booking_domain::payments::{CardDetails, PaymentLookup, PaymentStatus};
 use booking_domain::pricing::{combine, price};
@@ -147,7 +146,12 @@ impl Counted {
 #[async_trait]
 impl Inventory for Counted {
     async fn hold(&self, key: &str, r: &HoldRequest) -> Result<Hold, InventoryError> {
-        *self.holds.lock().unwrap().entry(key.to_string()).or_default() += 1;
+        *self
+            .holds
+            .lock()
+            .unwrap()
+            .entry(key.to_string())
+            .or_default() += 1;
         if self.stall_return && key.ends_with(":reserve_return_seat") {
             std::future::pending::<()>().await;
         }
@@ -244,7 +248,9 @@ async fn seats_left(w: &World, f: &FlightId) -> u32 {
 }
 
 async fn book(w: &World, req: &BookingRequest, key: &str) -> (SagaId, SagaStatus, BookingData) {
-    let saga = start_booking(&w.engine, &w.services, req, key).await.unwrap();
+    let saga = start_booking(&w.engine, &w.services, req, key)
+        .await
+        .unwrap();
     let rec = w.engine.wait(&saga).await.unwrap();
     let data = rec.data_as::<BookingData>().unwrap();
     (saga, rec.status(), data)
@@ -290,7 +296,10 @@ async fn a_round_trip_confirms_with_both_seats_held_and_one_charge() {
         other => panic!("payment is {other:?}"),
     }
     let record = record_of_saga(&w.services, &saga).unwrap();
-    assert_eq!(record.return_leg.as_ref().map(|l| &l.flight_id), Some(&back));
+    assert_eq!(
+        record.return_leg.as_ref().map(|l| &l.flight_id),
+        Some(&back)
+    );
     assert!(check_consistency(&w.engine, &w.services)
         .await
         .unwrap()
@@ -414,7 +423,12 @@ async fn a_restart_in_the_middle_of_the_seat_group_resumes_only_the_unfinished_m
         0,
         "the outbound member had finished: it must not run again"
     );
-    assert_eq!(rec.status(), SagaStatus::Completed, "{:?}", rec.state.failure);
+    assert_eq!(
+        rec.status(),
+        SagaStatus::Completed,
+        "{:?}",
+        rec.state.failure
+    );
     assert_eq!(again.counted.calls(&return_key(&saga)), 1);
     assert!(confirmed(
         &hold(&again, &outbound_key(&saga)).await,
@@ -445,7 +459,12 @@ async fn cancelling_a_round_trip_releases_both_legs_and_refunds_the_whole_charge
         .await
         .unwrap();
     let rec = w.engine.wait(&cancel).await.unwrap();
-    assert_eq!(rec.status(), SagaStatus::Completed, "{:?}", rec.state.failure);
+    assert_eq!(
+        rec.status(),
+        SagaStatus::Completed,
+        "{:?}",
+        rec.state.failure
+    );
     for key in [outbound_key(&saga), return_key(&saga)] {
         assert!(
             matches!(hold(&w, &key).await, HoldLookup::Hold(h) if h.state == HoldState::Released),

@@ -111,15 +111,16 @@ pub(super) async fn after_restart(c: &Child, acks: &[(String, String)]) -> Viola
     let cancelling = super::traveller_mix::under_cancellation(&sagas);
     ended_match(c, &sagas, &cancelling, &ledgers, &mut v).await;
     super::cards::no_card_lost(&sagas, &mut v);
-    let mut taken: BTreeMap<NaiveDate, u32> = BTreeMap::new();
+    let mut taken: BTreeMap<(&str, NaiveDate), u32> = BTreeMap::new();
     for h in holds.iter().filter(|h| h.state != HoldState::Released) {
-        *taken.entry(h.date).or_default() += h.seats;
+        *taken.entry((h.flight.0.as_str(), h.date)).or_default() += h.seats;
     }
-    for (date, n) in taken {
+    for ((flight, date), n) in taken {
         if n > CAPACITY {
-            v.push("oversold", format!("{date}: {n} of {CAPACITY}"));
+            v.push("oversold", format!("{flight} {date}: {n} of {CAPACITY}"));
         }
     }
+    super::round_trip_mix::check(&sagas, &holds, &cancelling, &BTreeSet::new(), &mut v);
     v
 }
 
@@ -279,15 +280,16 @@ pub(super) async fn totals(c: &Child) -> (Violations, usize) {
             format!("{held} seats still held (not confirmed, not released)"),
         );
     }
-    let mut per_date: BTreeMap<NaiveDate, u32> = BTreeMap::new();
+    let mut per_date: BTreeMap<(&str, NaiveDate), u32> = BTreeMap::new();
     for h in holds.iter().filter(|h| h.state == HoldState::Confirmed) {
-        *per_date.entry(h.date).or_default() += h.seats;
+        *per_date.entry((h.flight.0.as_str(), h.date)).or_default() += h.seats;
     }
-    for (date, n) in per_date {
+    for ((flight, date), n) in per_date {
         if n > CAPACITY {
-            v.push("oversold", format!("{date}: {n} of {CAPACITY}"));
+            v.push("oversold", format!("{flight} {date}: {n} of {CAPACITY}"));
         }
     }
+    super::round_trip_mix::totals(&sagas, &holds, &mut v);
     let payments = c.services.payments.all_payments().await.unwrap_or_default();
     let open = payments
         .iter()

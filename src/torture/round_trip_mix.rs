@@ -11,12 +11,12 @@
 //! return seat, and a compensated or cancelled booking holds no seat on
 //! either leg.
 
+use crate::verdict::Violations;
 use booking_domain::booking_saga::{return_key, BookingData, BookingRequest, BOOKING_SAGA};
 use booking_domain::catalog::{flight_id, Flight};
 use booking_domain::faults::{BookingStep, Fault};
 use booking_domain::inventory::{Hold, HoldState};
 use booking_domain::types::{Currency, Money};
-use crate::verdict::Violations;
 use chrono::{NaiveTime, Weekday};
 use saga_engine::{SagaRecord, SagaStatus};
 use std::collections::{BTreeSet, HashMap};
@@ -62,7 +62,8 @@ pub(super) fn adjust(n: usize, req: &mut BookingRequest) {
     req.return_date = Some(req.date);
     match n / 3 % 5 {
         1 => {
-            req.faults.insert(BookingStep::ReserveReturnSeat, Fault::Reject);
+            req.faults
+                .insert(BookingStep::ReserveReturnSeat, Fault::Reject);
         }
         3 => {
             req.faults
@@ -108,18 +109,19 @@ pub(super) fn check(
         let out = by_key.get(format!("{}:reserve_seat", rec.id).as_str());
         let back = by_key.get(return_key(&rec.id).as_str());
         let taken = |h: Option<&&Hold>| h.is_some_and(|h| h.state != HoldState::Released);
-        let sold = |h: Option<&&Hold>, leg: &str| {
+        let sold = |h: Option<&&Hold>| {
             h.is_some_and(|h| h.state == HoldState::Confirmed && h.seats == seats)
-                || leg.is_empty()
         };
         let id = &rec.id;
         match (&d.return_leg, status == SagaStatus::Completed && !done) {
             (Some(_), true) => {
                 round_trips += 1;
-                if !sold(out, "outbound") || !sold(back, "return") {
+                if !sold(out) || !sold(back) {
                     v.push(
                         "round trip legs",
-                        format!("round trip {id} confirmed but holds outbound {out:?}, return {back:?}"),
+                        format!(
+                            "round trip {id} confirmed but holds outbound {out:?}, return {back:?}"
+                        ),
                     );
                 }
             }
@@ -138,4 +140,44 @@ pub(super) fn check(
         }
     }
     round_trips
+}
+
+/// The bookings whose cancellation completed.
+fn cancelled_bookings(sagas: &[SagaRecord]) -> BTreeSet<String> {
+    sagas
+        .iter()
+        .filter(|r| {
+            r.definition == booking_domain::cancellation::CANCELLATION_SAGA
+                && r.status() == SagaStatus::Completed
+        })
+        .filter_map(|r| {
+            r.data_as::<booking_domain::cancellation::CancellationData>()
+                .ok()
+        })
+        .map(|d| d.booking_saga.to_string())
+        .collect()
+}
+
+/// At the end (every saga ended): [`check`] over every booking, cancelled
+/// ones included, and the coverage floors: round trips confirmed, and
+/// round trips compensated with their outbound seat released.
+pub(super) fn totals(sagas: &[SagaRecord], holds: &[Hold], v: &mut Violations) {
+    let cancelled = cancelled_bookings(sagas);
+    let confirmed = check(sagas, holds, &cancelled, &cancelled, v);
+    let undone = sagas
+        .iter()
+        .filter(|r| r.definition == BOOKING_SAGA && r.status() == SagaStatus::Compensated)
+        .filter(|r| {
+            r.data_as::<BookingData>()
+                .is_ok_and(|d| d.return_leg.is_some())
+        })
+        .count();
+    eprintln!("torture: round trips: {confirmed} confirmed (not cancelled), {undone} compensated, {} cancelled",
+        sagas.iter().filter(|r| cancelled.contains(r.id.as_str()) && r.data_as::<BookingData>().is_ok_and(|d| d.return_leg.is_some())).count());
+    if confirmed == 0 || undone == 0 {
+        v.push(
+            "totals",
+            "expected round trips both confirmed and compensated",
+        );
+    }
 }
