@@ -300,6 +300,12 @@ async fn a_round_trip_confirms_with_both_seats_held_and_one_charge() {
         record.return_leg.as_ref().map(|l| &l.flight_id),
         Some(&back)
     );
+    let message = w.services.outbox.get(&saga).unwrap().expect("an itinerary");
+    assert!(
+        message.body.contains("Return RT2 BBB -> AAA on"),
+        "{}",
+        message.body
+    );
     assert!(check_consistency(&w.engine, &w.services)
         .await
         .unwrap()

@@ -234,6 +234,19 @@ pub(super) async fn confirm_return(
     Ok(())
 }
 
+/// The itinerary's line for the return leg ("Return TT101 BBB -> AAA on
+/// DATE"), empty for a one-way booking.
+pub(super) fn itinerary_line(d: &BookingData, catalog: &Catalog) -> String {
+    let Some(leg) = &d.return_leg else {
+        return String::new();
+    };
+    let route = catalog
+        .flight(&leg.flight_id)
+        .map(|f| format!("{} {} -> {}", f.flight_no, f.origin, f.destination))
+        .unwrap_or_else(|| leg.flight_id.0.clone());
+    format!("Return {route} on {}\n", leg.date)
+}
+
 /// Adds the seat group (version 4 on) or the single seat step to `b`.
 pub(super) fn seat_steps(
     b: saga_engine::SagaDefinitionBuilder<BookingData>,
