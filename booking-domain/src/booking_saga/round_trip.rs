@@ -155,16 +155,14 @@ pub(super) fn check_return(
         }
     }
     let fare = fare?;
-    ok.then(|| {
-        (
-            ReturnLeg {
-                flight_id: id,
-                date,
-                price: None,
-            },
-            fare,
-        )
-    })
+    ok.then_some((
+        ReturnLeg {
+            flight_id: id,
+            date,
+            price: None,
+        },
+        fare,
+    ))
 }
 
 /// The return member of the seat group: holds the return flight's seats
@@ -275,45 +273,24 @@ pub(super) async fn check_return_leg(
     cancelled: bool,
 ) -> Vec<String> {
     use saga_engine::SagaStatus;
-    let mut problems = Vec::new();
     let hold = services.inventory.hold_status(&return_key(&rec.id)).await;
     let seats = d.passengers.len() as u32;
-    match (rec.status(), &d.return_leg) {
+    let released = matches!(&hold, Ok(HoldLookup::Hold(h)) if h.state == HoldState::Released);
+    let bad = match (rec.status(), &d.return_leg) {
         (SagaStatus::Completed, Some(_)) if cancelled => {
-            if !matches!(&hold, Ok(HoldLookup::Hold(h)) if h.state == HoldState::Released) {
-                problems.push(format!(
-                    "saga {} cancelled but its return hold is {hold:?}",
-                    rec.id
-                ));
-            }
+            (!released).then_some("cancelled but its return hold is")
         }
-        (SagaStatus::Completed, Some(leg)) => {
-            if !matches!(&hold, Ok(HoldLookup::Hold(h)) if h.state == HoldState::Confirmed
-                && h.seats == seats && h.flight == leg.flight_id && h.date == leg.date)
-            {
-                problems.push(format!(
-                    "saga {} completed but its return hold is {hold:?}",
-                    rec.id
-                ));
-            }
-        }
-        (SagaStatus::Completed, None) => {
-            if matches!(&hold, Ok(HoldLookup::Hold(_))) {
-                problems.push(format!(
-                    "saga {} is one way but holds a return seat: {hold:?}",
-                    rec.id
-                ));
-            }
-        }
-        (SagaStatus::Compensated, _) => {
-            if matches!(&hold, Ok(HoldLookup::Hold(h)) if h.state != HoldState::Released) {
-                problems.push(format!(
-                    "saga {} compensated but its return hold is {hold:?}",
-                    rec.id
-                ));
-            }
-        }
-        _ => {}
-    }
-    problems
+        (SagaStatus::Completed, Some(leg)) => (!matches!(&hold, Ok(HoldLookup::Hold(h))
+            if h.state == HoldState::Confirmed && h.seats == seats
+                && h.flight == leg.flight_id && h.date == leg.date))
+        .then_some("completed but its return hold is"),
+        (SagaStatus::Completed, None) => matches!(&hold, Ok(HoldLookup::Hold(_)))
+            .then_some("is one way but holds a return seat:"),
+        (SagaStatus::Compensated, _) => matches!(&hold, Ok(HoldLookup::Hold(_)) if !released)
+            .then_some("compensated but its return hold is"),
+        _ => None,
+    };
+    bad.map(|what| format!("saga {} {what} {hold:?}", rec.id))
+        .into_iter()
+        .collect()
 }
