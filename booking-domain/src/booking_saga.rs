@@ -696,6 +696,14 @@ fn definition(services: &BookingServices, version: u32) -> SagaDefinition<Bookin
                 StepClass::Pivot,
                 confirm,
             )
+            // v4 on: a crash in the capture is retried 30 times, not 6,
+            // before it is parked (each attempt a restart cut off counts).
+            .retry(
+                RetryPolicy::default()
+                    .max_attempts(if version >= 4 { 30 } else { 6 })
+                    .backoff(Duration::from_millis(100), Duration::from_secs(2))
+                    .attempt_timeout(Some(Duration::from_secs(10))),
+            )
             .step_as(
                 SEND_ITINERARY_STEP,
                 StepClass::Retriable,

@@ -205,5 +205,14 @@ mod tests {
             step_error("reserve_seat", "not enough seats: 2 requested, at /tmp/x"),
             "not enough seats: 2 requested, at /tmp/x"
         );
+        // A round trip's return leg: its customer texts kept, others not.
+        let sold_out = "return leg: not enough seats: 2 requested, 1 available";
+        assert_eq!(step_error("reserve_return_seat", sold_out), sold_out);
+        let outbound = booking_domain::booking_saga::OUTBOUND_FAILED;
+        assert_eq!(step_error("reserve_return_seat", outbound), outbound);
+        assert_eq!(
+            step_error("reserve_return_seat", "return leg: IO error at /var/db"),
+            generic_step_error("reserve_return_seat")
+        );
     }
 }

@@ -260,7 +260,25 @@ pub(super) async fn totals(c: &Child) -> (Violations, usize) {
         match s.status() {
             SagaStatus::Completed => completed += 1,
             SagaStatus::Compensated => compensated += 1,
-            other => v.push("saga not ended", format!("saga {} is {other}", s.id)),
+            other => v.push(
+                "saga not ended",
+                format!(
+                    "saga {} is {other} (v{}): {}",
+                    s.id,
+                    s.version,
+                    s.state.failure.as_deref().unwrap_or("no failure recorded")
+                ) + &s
+                    .state
+                    .steps
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "; {} {:?} x{} {:?}",
+                            p.name, p.state, p.attempts, p.last_error
+                        )
+                    })
+                    .collect::<String>(),
+            ),
         }
     }
     for s in sagas.iter().filter(|s| s.definition != BOOKING_SAGA) {

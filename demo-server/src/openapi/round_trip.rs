@@ -1,6 +1,7 @@
 //! The OpenAPI additions of round trips: the request's return leg
-//! (`return_flight_id`, `return_date`) and the booking's `return_leg`,
-//! added to the main document's `BookingRequest` and `BookingView`.
+//! (`return_flight_id`, `return_date`), the booking's `return_leg` and the
+//! return leg's fault switch, added to the main document's
+//! `BookingRequest`, `BookingView` and `Faults`.
 
 use super::{schema, string};
 use serde_json::{json, Map, Value};
@@ -25,6 +26,11 @@ pub(super) fn extend(schemas: &mut Map<String, Value>) {
             "return_flight_id": { "type": "string", "nullable": true, "description": "A round trip: the return flight, from the outbound's destination back to its origin, leaving after the outbound lands; needs return_date. Both legs' seats are reserved at once (steps reserve_seat and reserve_return_seat, one parallel group) and one charge covers both; a bad return leg is a 422 naming return_flight_id or return_date" },
             "return_date": { "type": "string", "format": "date", "nullable": true, "description": "The return flight's departure date (needs return_flight_id)" },
         }),
+    );
+    add(
+        schemas,
+        "Faults",
+        json!({ "reserve_return_seat": schema("Fault") }),
     );
     add(
         schemas,
