@@ -99,6 +99,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
             redeem_miles: 0,
             faults: Default::default(),
+            return_flight_id: None,
+            return_date: None,
         };
         let id = start_booking(&engine, &services, &request, label).await?;
         let done = engine.wait(&id).await?;

@@ -16,6 +16,7 @@
 mod cards;
 mod checks;
 mod child;
+mod round_trip_mix;
 mod traveller_mix;
 
 pub use child::{child_main, Layout};

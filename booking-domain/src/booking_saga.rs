@@ -37,21 +37,28 @@ use std::time::Duration;
 mod consistency;
 mod outbox;
 mod prepare;
+mod round_trip;
 mod store;
 
 pub use crate::payments::{wipe_card, HeldCard};
 pub use consistency::check_consistency;
 pub use outbox::{itinerary, Outbox, OutboxError, OutboxMessage};
 pub use prepare::*;
+pub use round_trip::{
+    return_key, ReturnLeg, ReturnSeat, OUTBOUND_FAILED, RESERVE_RETURN_SEAT_STEP,
+    RETURN_LEG_PREFIX, SEAT_GROUP,
+};
 pub use store::*;
 
 /// The saga's definition name.
 pub const BOOKING_SAGA: &str = "booking";
 /// The saga's definition version. Version 2 added `redeem_miles` before
 /// `authorize_payment`; version 3 made `confirm_booking` the pivot and
-/// added `send_itinerary` after it. Versions 1 and 2 stay registered (see
-/// [`booking_definitions`]) so that their sagas resume.
-pub const BOOKING_SAGA_VERSION: u32 = 3;
+/// added `send_itinerary` after it; version 4 reserves the seats as a
+/// parallel group of the outbound (`reserve_seat`) and the return leg
+/// (`reserve_return_seat`, see [`SEAT_GROUP`]). Earlier versions stay
+/// registered (see [`booking_definitions`]) so that their sagas resume.
+pub const BOOKING_SAGA_VERSION: u32 = 4;
 /// The pay-with-miles step's name.
 pub const REDEEM_MILES_STEP: &str = "redeem_miles";
 /// The retriable step after the pivot that queues the itinerary.
@@ -105,6 +112,13 @@ pub struct BookingRequest {
     /// Failure injection for this booking only (wins over the global switches).
     #[serde(default)]
     pub faults: BTreeMap<BookingStep, Fault>,
+    /// A round trip's return flight (with `return_date`); left out of the
+    /// JSON (and of the fingerprint) for a one-way booking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_flight_id: Option<String>,
+    /// The return flight's departure date (with `return_flight_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_date: Option<NaiveDate>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -197,6 +211,12 @@ pub struct BookingData {
     /// ([`crate::personal`]); `None` when none was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub personal: Option<crate::personal::SealedPersonal>,
+    /// A round trip's return leg (`price` then covers both legs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_leg: Option<ReturnLeg>,
+    /// Output of reserve_return_seat (version 4 on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_seat: Option<ReturnSeat>,
 }
 
 impl BookingData {
@@ -579,6 +599,7 @@ impl Step<BookingData> for ConfirmBooking {
             status: BookingStatus::Confirmed,
             created_at: Utc::now(),
             personal: d.personal.clone(),
+            return_leg: d.return_leg.clone(),
         };
         let confirmed = s
             .fault(d, BookingStep::ConfirmBooking)
@@ -591,6 +612,7 @@ impl Step<BookingData> for ConfirmBooking {
                     .confirm(&key_of(ctx, BookingStep::ReserveSeat))
                     .await
                     .map_err(|e| classify(e.is_retryable(), e))?;
+                round_trip::confirm_return(s, ctx, d).await?;
                 s.bookings
                     .confirm(record)
                     .await
@@ -636,7 +658,7 @@ impl Step<BookingData> for SendItinerary {
     }
 }
 
-/// The booking saga over `services`: reserve_seat -> redeem_miles ->
+/// The booking saga over `services`: (reserve_seat | reserve_return_seat) -> redeem_miles ->
 /// authorize_payment -> award_miles (compensatable) -> confirm_booking
 /// (the pivot) -> send_itinerary (retriable).
 pub fn booking_definition(services: &BookingServices) -> SagaDefinition<BookingData> {
@@ -668,13 +690,10 @@ fn definition(services: &BookingServices, version: u32) -> SagaDefinition<Bookin
         .max_attempts(20)
         .backoff(Duration::from_millis(200), Duration::from_secs(10))
         .attempt_timeout(Some(Duration::from_secs(10)));
-    let mut b = SagaDefinition::builder(BOOKING_SAGA, version)
+    let b = SagaDefinition::builder(BOOKING_SAGA, version)
         .default_retry(forward)
-        .default_compensation_retry(compensation)
-        .step(
-            BookingStep::ReserveSeat.as_str(),
-            ReserveSeat(services.clone()),
-        );
+        .default_compensation_retry(compensation);
+    let mut b = round_trip::seat_steps(b, services, version);
     if version >= 2 {
         b = b.step(REDEEM_MILES_STEP, RedeemMiles(services.clone()));
     }
@@ -696,6 +715,14 @@ fn definition(services: &BookingServices, version: u32) -> SagaDefinition<Bookin
                 BookingStep::ConfirmBooking.as_str(),
                 StepClass::Pivot,
                 confirm,
+            )
+            // v4 on: a crash in the capture is retried 30 times, not 6,
+            // before it is parked (each attempt a restart cut off counts).
+            .retry(
+                RetryPolicy::default()
+                    .max_attempts(if version >= 4 { 30 } else { 6 })
+                    .backoff(Duration::from_millis(100), Duration::from_secs(2))
+                    .attempt_timeout(Some(Duration::from_secs(10))),
             )
             .step_as(
                 SEND_ITINERARY_STEP,

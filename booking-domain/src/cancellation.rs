@@ -100,9 +100,12 @@ pub struct CancellationData {
     pub refund: Money,
     /// The fare rule's fee (zero within 24 hours of booking).
     pub fee: Money,
-    /// Output of release_seats: seats given back.
+    /// Output of release_seats: seats given back (both legs of a round trip).
     #[serde(default)]
     pub seats_released: Option<u32>,
+    /// A round trip's return leg: its seats are released too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_leg: Option<crate::booking_saga::ReturnLeg>,
     /// Output of reverse_miles: award miles taken back.
     #[serde(default)]
     pub miles_reversed: Option<u64>,
@@ -200,6 +203,7 @@ pub async fn start_cancellation(
                     seats_released: None,
                     miles_reversed: None,
                     miles_recredited: None,
+                    return_leg: current.return_leg.clone(),
                 };
                 return match engine.start(CANCELLATION_SAGA, &data, Some(&key)).await {
                     Ok(id) => {
@@ -291,16 +295,22 @@ impl Step<CancellationData> for RefundPayment {
 #[async_trait::async_trait]
 impl Step<CancellationData> for ReleaseSeats {
     async fn run(&self, _: &StepContext, d: &mut CancellationData) -> Result<(), StepError> {
-        let outcome = self
-            .0
-            .inventory
-            .release(&booking_key(d, BookingStep::ReserveSeat.as_str()))
-            .await
-            .map_err(|e| classify(e.is_retryable(), e))?;
-        d.seats_released = Some(match outcome {
-            crate::inventory::ReleaseOutcome::Released(h) => h.seats,
-            _ => 0,
-        });
+        let inventory = &self.0.inventory;
+        let release = |key: String| async move {
+            let outcome = inventory
+                .release(&key)
+                .await
+                .map_err(|e| classify(e.is_retryable(), e))?;
+            Ok::<_, StepError>(match outcome {
+                crate::inventory::ReleaseOutcome::Released(h) => h.seats,
+                _ => 0,
+            })
+        };
+        let mut seats = release(booking_key(d, BookingStep::ReserveSeat.as_str())).await?;
+        if d.return_leg.is_some() {
+            seats += release(crate::booking_saga::return_key(&d.booking_saga)).await?;
+        }
+        d.seats_released = Some(seats);
         Ok(())
     }
     async fn compensate(&self, _: &StepContext, _: &CancellationData) -> Result<(), StepError> {
@@ -443,6 +453,18 @@ pub async fn check_cancellations(
                         "cancellation {} completed but hold is {hold:?}",
                         rec.id
                     ));
+                }
+                if d.return_leg.is_some() {
+                    let back = services
+                        .inventory
+                        .hold_status(&crate::booking_saga::return_key(&d.booking_saga))
+                        .await;
+                    if !matches!(&back, Ok(HoldLookup::Hold(h)) if h.state == HoldState::Released) {
+                        problems.push(format!(
+                            "cancellation {} completed but the return hold is {back:?}",
+                            rec.id
+                        ));
+                    }
                 }
             }
             SagaStatus::Compensated => {

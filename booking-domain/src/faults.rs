@@ -20,8 +20,11 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BookingStep {
-    /// Hold seats (compensation: release them).
+    /// Hold seats (compensation: release them); the outbound leg.
     ReserveSeat,
+    /// Hold the return leg's seats (a round trip; beside `reserve_seat` in
+    /// one parallel group), compensation: release them.
+    ReserveReturnSeat,
     /// Authorize the card (compensation: void or refund).
     AuthorizePayment,
     /// Award loyalty miles (compensation: reverse them).
@@ -32,8 +35,9 @@ pub enum BookingStep {
 
 impl BookingStep {
     /// All steps in saga order.
-    pub const ALL: [BookingStep; 4] = [
+    pub const ALL: [BookingStep; 5] = [
         BookingStep::ReserveSeat,
+        BookingStep::ReserveReturnSeat,
         BookingStep::AuthorizePayment,
         BookingStep::AwardMiles,
         BookingStep::ConfirmBooking,
@@ -43,6 +47,7 @@ impl BookingStep {
     pub fn as_str(self) -> &'static str {
         match self {
             BookingStep::ReserveSeat => "reserve_seat",
+            BookingStep::ReserveReturnSeat => "reserve_return_seat",
             BookingStep::AuthorizePayment => "authorize_payment",
             BookingStep::AwardMiles => "award_miles",
             BookingStep::ConfirmBooking => "confirm_booking",
@@ -62,7 +67,7 @@ impl FromStr for BookingStep {
         BookingStep::ALL
             .into_iter()
             .find(|step| step.as_str() == s)
-            .ok_or_else(|| format!("unknown step {s:?}: expected one of reserve_seat, authorize_payment, award_miles, confirm_booking"))
+            .ok_or_else(|| format!("unknown step {s:?}: expected one of reserve_seat, reserve_return_seat, authorize_payment, award_miles, confirm_booking"))
     }
 }
 

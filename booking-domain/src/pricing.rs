@@ -59,6 +59,16 @@ pub enum PricingError {
         /// The most that fit in the base fare.
         most_miles: u64,
     },
+    /// Two legs priced in different currencies (a round trip is one charge).
+    #[error(
+        "the legs are priced in {first} and {second}; a round trip is charged in one currency"
+    )]
+    MixedCurrencies {
+        /// The outbound leg's currency.
+        first: String,
+        /// The return leg's currency.
+        second: String,
+    },
     /// A currency with no fixed rate in [`USD_RATES`].
     #[error("no exchange rate for currency {currency}")]
     UnknownCurrency {
@@ -274,6 +284,38 @@ pub fn after_discount(price: &PriceBreakdown, discount: &Money) -> PriceBreakdow
     p.base.minor -= discount.minor;
     p.total.minor -= discount.minor;
     p
+}
+
+/// The price of two legs booked together (a round trip): each part the
+/// sum of the legs' parts, so `total == base + taxes + fees` still holds.
+/// Refused when the legs are priced in different currencies.
+///
+/// ```
+/// use booking_domain::{pricing::{combine, price}, Currency, Money};
+/// let out = price(&Money::new(10_000, Currency::usd()), 2).unwrap();
+/// let back = price(&Money::new(8_000, Currency::usd()), 2).unwrap();
+/// let both = combine(&out, &back).unwrap();
+/// assert_eq!(both.total.minor, out.total.minor + back.total.minor);
+/// ```
+pub fn combine(a: &PriceBreakdown, b: &PriceBreakdown) -> Result<PriceBreakdown, PricingError> {
+    if a.total.currency != b.total.currency {
+        return Err(PricingError::MixedCurrencies {
+            first: a.total.currency.0.clone(),
+            second: b.total.currency.0.clone(),
+        });
+    }
+    let add = |x: &Money, y: &Money| {
+        x.minor
+            .checked_add(y.minor)
+            .map(|m| Money::new(m, x.currency.clone()))
+            .ok_or(PricingError::Overflow)
+    };
+    Ok(PriceBreakdown {
+        base: add(&a.base, &b.base)?,
+        taxes: add(&a.taxes, &b.taxes)?,
+        fees: add(&a.fees, &b.fees)?,
+        total: add(&a.total, &b.total)?,
+    })
 }
 
 /// Hours after booking during which a cancellation is refunded in full.

@@ -173,6 +173,8 @@ impl World {
             },
             redeem_miles: 0,
             faults: BTreeMap::new(),
+            return_flight_id: None,
+            return_date: None,
         }
     }
 
@@ -591,7 +593,10 @@ async fn a_declined_card_credits_the_redeemed_miles_back() {
         w.engine.wait(&id).await.unwrap().status(),
         SagaStatus::Compensated
     );
-    assert_eq!(w.steps(&id, true).await, ["redeem_miles", "reserve_seat"]);
+    assert_eq!(
+        w.steps(&id, true).await,
+        ["redeem_miles", "reserve_return_seat", "reserve_seat"]
+    );
     let acct = w
         .services
         .loyalty

@@ -73,6 +73,8 @@ fn request(flight: &Flight, date: NaiveDate) -> BookingRequest {
         },
         redeem_miles: 0,
         faults: BTreeMap::new(),
+        return_flight_id: None,
+        return_date: None,
     }
 }
 

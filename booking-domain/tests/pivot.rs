@@ -82,6 +82,7 @@ fn the_definition_has_its_pivot_at_capture() {
         def.step_names(),
         [
             "reserve_seat",
+            "reserve_return_seat",
             "redeem_miles",
             "authorize_payment",
             "award_miles",
@@ -97,6 +98,7 @@ fn the_definition_has_its_pivot_at_capture() {
             Compensatable,
             Compensatable,
             Compensatable,
+            Compensatable,
             Pivot,
             Retriable
         ]
@@ -106,7 +108,7 @@ fn the_definition_has_its_pivot_at_capture() {
         .iter()
         .map(|d| (d.version(), d.step_names().len()))
         .collect();
-    assert_eq!(versions, [(3, 6), (2, 5), (1, 4)]);
+    assert_eq!(versions, [(4, 7), (3, 6), (2, 5), (1, 4)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,6 +173,7 @@ async fn a_rejected_pivot_compensates_the_steps_before_it_and_queues_nothing() {
             "award_miles",
             "authorize_payment",
             "redeem_miles",
+            "reserve_return_seat",
             "reserve_seat"
         ]
     );

@@ -77,6 +77,8 @@ fn request(w: &World, email: &str) -> BookingRequest {
         },
         redeem_miles: 0,
         faults: BTreeMap::new(),
+        return_flight_id: None,
+        return_date: None,
     }
 }
 

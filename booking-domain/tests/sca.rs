@@ -131,6 +131,8 @@ async fn an_unconfirmed_payment_is_never_captured_by_the_booking() {
         card: card(SCA_CARD),
         redeem_miles: 0,
         faults: BTreeMap::new(),
+        return_flight_id: None,
+        return_date: None,
     };
     let id = start_booking(&engine, &services, &req, "sca-1")
         .await

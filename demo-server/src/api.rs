@@ -543,6 +543,22 @@ pub struct BookingView {
     pub status_url: String,
     /// Its progress as server-sent events.
     pub events_url: String,
+    /// A round trip's return leg (`null` for a one-way booking); its seats
+    /// are the step `reserve_return_seat`, beside `reserve_seat`.
+    pub return_leg: Option<ReturnLegView>,
+}
+
+/// The return leg of a round trip, as shown back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReturnLegView {
+    /// The return flight's id.
+    pub flight_id: String,
+    /// Its departure date.
+    pub date: NaiveDate,
+    /// The flight, when still in the catalog.
+    pub flight: Option<FlightSummary>,
+    /// This leg's part of the price (included in `price`).
+    pub price: Option<PriceBreakdown>,
 }
 
 /// A card as shown back: never the number.
@@ -586,6 +602,12 @@ impl BookingView {
             updated_at_ms: rec.updated_at_ms,
             status_url: links.status_url,
             events_url: links.events_url,
+            return_leg: data.return_leg.as_ref().map(|l| ReturnLegView {
+                flight_id: l.flight_id.0.clone(),
+                date: l.date,
+                flight: None,
+                price: l.price.clone(),
+            }),
         }
     }
 }

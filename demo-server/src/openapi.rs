@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 mod booking;
 mod operating;
 mod operations;
+mod round_trip;
 mod traveller;
 
 fn schema(name: &str) -> Value {
@@ -420,6 +421,7 @@ fn build() -> Value {
         s.extend(operations::schemas());
         p.extend(booking::paths());
         s.extend(booking::schemas());
+        round_trip::extend(s);
     }
     finish_operations(&mut paths);
     type_every_nullable(&mut schemas);

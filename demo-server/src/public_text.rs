@@ -19,7 +19,7 @@ use saga_engine::{EventKind, SagaEvent};
 /// The generic reason shown for an error of `step`.
 pub fn generic_step_error(step: &str) -> String {
     match step.parse::<BookingStep>().ok() {
-        Some(BookingStep::ReserveSeat) => {
+        Some(BookingStep::ReserveSeat | BookingStep::ReserveReturnSeat) => {
             "the seat inventory service could not be reached; nothing was charged".into()
         }
         Some(BookingStep::AuthorizePayment) => {
@@ -36,7 +36,7 @@ pub fn generic_step_error(step: &str) -> String {
 /// The generic reason shown for a failed compensation of `step`.
 fn generic_compensation_error(step: &str) -> String {
     let what = match step.parse::<BookingStep>().ok() {
-        Some(BookingStep::ReserveSeat) => "releasing the seats",
+        Some(BookingStep::ReserveSeat | BookingStep::ReserveReturnSeat) => "releasing the seats",
         Some(BookingStep::AuthorizePayment) => "releasing the payment",
         Some(BookingStep::AwardMiles) => "taking back the miles",
         Some(BookingStep::ConfirmBooking) => "withdrawing the booking",
@@ -47,8 +47,14 @@ fn generic_compensation_error(step: &str) -> String {
 
 /// True for the texts the domain writes for customers.
 fn is_customer_text(error: &str) -> bool {
-    if error == booking_domain::booking_saga::CARD_NOT_HELD {
+    if error == booking_domain::booking_saga::CARD_NOT_HELD
+        || error == booking_domain::booking_saga::OUTBOUND_FAILED
+    {
         return true;
+    }
+    // A round trip's return leg says which leg it was about.
+    if let Some(rest) = error.strip_prefix(booking_domain::booking_saga::RETURN_LEG_PREFIX) {
+        return is_customer_text(rest);
     }
     if let Some(reason) = error.strip_prefix("payment declined: ") {
         return reason == "declined"
@@ -198,6 +204,15 @@ mod tests {
         assert_ne!(
             step_error("reserve_seat", "not enough seats: 2 requested, at /tmp/x"),
             "not enough seats: 2 requested, at /tmp/x"
+        );
+        // A round trip's return leg: its customer texts kept, others not.
+        let sold_out = "return leg: not enough seats: 2 requested, 1 available";
+        assert_eq!(step_error("reserve_return_seat", sold_out), sold_out);
+        let outbound = booking_domain::booking_saga::OUTBOUND_FAILED;
+        assert_eq!(step_error("reserve_return_seat", outbound), outbound);
+        assert_eq!(
+            step_error("reserve_return_seat", "return leg: IO error at /var/db"),
+            generic_step_error("reserve_return_seat")
         );
     }
 }

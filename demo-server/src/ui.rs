@@ -21,6 +21,7 @@ const APP_JS: &str = include_str!("ui/app.js");
 pub const SCRIPTS: &[(&str, &str)] = &[
     ("search.js", include_str!("ui/js/search.js")),
     ("booking.js", include_str!("ui/js/booking.js")),
+    ("round_trip.js", include_str!("ui/js/round_trip.js")),
     ("discounts.js", include_str!("ui/js/discounts.js")),
     ("passenger.js", include_str!("ui/js/passenger.js")),
     ("manage.js", include_str!("ui/js/manage.js")),

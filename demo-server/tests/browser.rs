@@ -36,8 +36,9 @@ const INSTALL_HINT: &str =
     "install the Debian packages chromium and chromium-driver (apt-get install -y chromium chromium-driver)";
 /// The test card that payments approve.
 const APPROVING_CARD: &str = "4242 4242 4242 4242";
-const STEPS: [&str; 6] = [
+const STEPS: [&str; 7] = [
     "reserve_seat",
+    "reserve_return_seat",
     "redeem_miles",
     "authorize_payment",
     "award_miles",
@@ -71,6 +72,9 @@ mod ops;
 /// Dates of birth and the phone on the form, the date on the ticket.
 #[path = "browser_passenger/mod.rs"]
 mod passenger;
+/// A round trip: search with a return date, both legs booked and watched.
+#[path = "browser_round_trip/mod.rs"]
+mod round_trip;
 /// A saga's operations page: pause, resume, dry run, force compensation.
 #[path = "browser_saga_ops/mod.rs"]
 mod saga_ops;
@@ -212,6 +216,7 @@ async fn compensate_scenario(h: &mut Harness, route: &Route) -> Result<(), Strin
     );
     for (step, state) in [
         ("reserve_seat", "compensated"),
+        ("reserve_return_seat", "compensated"),
         ("redeem_miles", "compensated"),
         ("authorize_payment", "compensated"),
         ("award_miles", "rejected"),
@@ -244,8 +249,8 @@ async fn compensate_scenario(h: &mut Harness, route: &Route) -> Result<(), Strin
         );
     }
     ensure!(
-        view.count("step_compensated") == 3 && view.count("saga_finished") == 1,
-        "the event log should list three step_compensated and one saga_finished: {:?}",
+        view.count("step_compensated") == 4 && view.count("saga_finished") == 1,
+        "the event log should list four step_compensated (the one-way booking's return member too) and one saga_finished: {:?}",
         view.log
     );
     println!("scenario 2: booking {booking_id} compensated: {shown}");

@@ -111,15 +111,16 @@ pub(super) async fn after_restart(c: &Child, acks: &[(String, String)]) -> Viola
     let cancelling = super::traveller_mix::under_cancellation(&sagas);
     ended_match(c, &sagas, &cancelling, &ledgers, &mut v).await;
     super::cards::no_card_lost(&sagas, &mut v);
-    let mut taken: BTreeMap<NaiveDate, u32> = BTreeMap::new();
+    let mut taken: BTreeMap<(&str, NaiveDate), u32> = BTreeMap::new();
     for h in holds.iter().filter(|h| h.state != HoldState::Released) {
-        *taken.entry(h.date).or_default() += h.seats;
+        *taken.entry((h.flight.0.as_str(), h.date)).or_default() += h.seats;
     }
-    for (date, n) in taken {
+    for ((flight, date), n) in taken {
         if n > CAPACITY {
-            v.push("oversold", format!("{date}: {n} of {CAPACITY}"));
+            v.push("oversold", format!("{flight} {date}: {n} of {CAPACITY}"));
         }
     }
+    super::round_trip_mix::check(&sagas, &holds, &cancelling, &BTreeSet::new(), &mut v);
     v
 }
 
@@ -259,7 +260,25 @@ pub(super) async fn totals(c: &Child) -> (Violations, usize) {
         match s.status() {
             SagaStatus::Completed => completed += 1,
             SagaStatus::Compensated => compensated += 1,
-            other => v.push("saga not ended", format!("saga {} is {other}", s.id)),
+            other => v.push(
+                "saga not ended",
+                format!(
+                    "saga {} is {other} (v{}): {}",
+                    s.id,
+                    s.version,
+                    s.state.failure.as_deref().unwrap_or("no failure recorded")
+                ) + &s
+                    .state
+                    .steps
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "; {} {:?} x{} {:?}",
+                            p.name, p.state, p.attempts, p.last_error
+                        )
+                    })
+                    .collect::<String>(),
+            ),
         }
     }
     for s in sagas.iter().filter(|s| s.definition != BOOKING_SAGA) {
@@ -279,15 +298,16 @@ pub(super) async fn totals(c: &Child) -> (Violations, usize) {
             format!("{held} seats still held (not confirmed, not released)"),
         );
     }
-    let mut per_date: BTreeMap<NaiveDate, u32> = BTreeMap::new();
+    let mut per_date: BTreeMap<(&str, NaiveDate), u32> = BTreeMap::new();
     for h in holds.iter().filter(|h| h.state == HoldState::Confirmed) {
-        *per_date.entry(h.date).or_default() += h.seats;
+        *per_date.entry((h.flight.0.as_str(), h.date)).or_default() += h.seats;
     }
-    for (date, n) in per_date {
+    for ((flight, date), n) in per_date {
         if n > CAPACITY {
-            v.push("oversold", format!("{date}: {n} of {CAPACITY}"));
+            v.push("oversold", format!("{flight} {date}: {n} of {CAPACITY}"));
         }
     }
+    super::round_trip_mix::totals(&sagas, &holds, &mut v);
     let payments = c.services.payments.all_payments().await.unwrap_or_default();
     let open = payments
         .iter()

@@ -84,7 +84,7 @@ fn one_flight() -> (Arc<Catalog>, Flight) {
             airport("AAA", "Alpha", 51.47, -0.45),
             airport("BBB", "Beta", 40.64, -73.78),
         ],
-        vec![flight.clone()],
+        vec![flight.clone(), super::round_trip_mix::return_flight()],
     )
     .expect("a valid one-flight catalog");
     (Arc::new(catalog), flight)
@@ -180,16 +180,13 @@ async fn open(dir: &Path) -> Result<Child, Violations> {
         }
     };
     for week in 0..DEPARTURES {
-        services
-            .inventory
-            .set_capacity(
-                &flight.id,
-                date + Days::new(7 * week),
-                Cabin::Economy,
-                CAPACITY,
-            )
-            .await
-            .ok(); // refused once seats are booked: fine
+        for id in [&flight.id, &super::round_trip_mix::return_flight().id] {
+            services
+                .inventory
+                .set_capacity(id, date + Days::new(7 * week), Cabin::Economy, CAPACITY)
+                .await
+                .ok(); // refused once seats are booked: fine
+        }
     }
     let member = match services
         .loyalty
@@ -255,7 +252,10 @@ fn request(c: &Child, n: usize) -> BookingRequest {
     let mut faults = BTreeMap::new();
     match n % 6 {
         0 => {
-            faults.insert(BookingStep::ALL[n / 6 % 4], Fault::Reject);
+            faults.insert(
+                super::round_trip_mix::ONE_WAY_STEPS[n / 6 % 4],
+                Fault::Reject,
+            );
         }
         1 => {
             faults.insert(BookingStep::AuthorizePayment, Fault::LoseReply);
@@ -298,8 +298,11 @@ fn request(c: &Child, n: usize) -> BookingRequest {
             holder_name: "Ada Lovelace".into(),
         },
         faults,
+        return_flight_id: None,
+        return_date: None,
     };
     super::traveller_mix::adjust(n, &mut req);
+    super::round_trip_mix::adjust(n, &mut req);
     req
 }
 

@@ -191,7 +191,7 @@ pub(super) async fn totals(c: &Child, sagas: &[SagaRecord], v: &mut Violations) 
     // What the bookings still confirmed hold.
     let (mut seats, mut captured, mut earned, mut redeemed) = (0u32, 0i64, 0u64, 0u64);
     for (id, d) in bookings.iter().filter(|(id, _)| !cancelled.contains(*id)) {
-        seats += d.passengers.len() as u32;
+        seats += d.passengers.len() as u32 * super::round_trip_mix::legs(d);
         captured += d.charge().minor;
         earned += d.miles_awarded.unwrap_or(0);
         redeemed += d.miles_payment.as_ref().map_or(0, |m| m.miles);

@@ -75,6 +75,7 @@ pub async fn check_consistency(
                 rec.id
             ));
         }
+        problems.extend(round_trip::check_return_leg(services, &rec, &d, cancelled).await);
         let seats = d.passengers.len() as u32;
         match rec.status() {
             // Cancelled after confirmation by a cancellation saga: seats

@@ -135,10 +135,11 @@ pub fn itinerary(
         to: d.email.clone(),
         subject: format!("Your itinerary, booking {}", reference.0),
         body: format!(
-            "Booking {}\nFlight {route} on {} ({})\nPassengers:\n{}\nPaid {}\n",
+            "Booking {}\nFlight {route} on {} ({})\n{}Passengers:\n{}\nPaid {}\n",
             reference.0,
             d.date,
             d.cabin,
+            super::round_trip::itinerary_line(d, catalog),
             names.join("\n"),
             d.charge(),
         ),

@@ -3,6 +3,7 @@
 //! request fingerprinted, and the saga's data prepared.
 
 use super::*;
+use crate::pricing::price as price_fn;
 
 /// Card input bounds, checked (after trimming) before a card is kept.
 pub const MAX_CARD_NUMBER_CHARS: usize = 23;
@@ -156,6 +157,7 @@ pub async fn prepare_with(
             }
         }
     }
+    let back = round_trip::check_return(&catalog, req, flight, today, &mut err);
     if req.date < today {
         err("date", format!("{} is in the past", req.date));
     } else if (req.date - today).num_days() > MAX_DAYS_AHEAD {
@@ -281,6 +283,24 @@ pub async fn prepare_with(
         }
         _ => None,
     };
+    // A round trip: the return leg priced the same way, the two summed.
+    let (price, return_leg) = match (price, back) {
+        (Some(p), Some((mut leg, fare))) => {
+            match price_fn(&fare, req.passengers.len() as u32)
+                .and_then(|b| crate::pricing::combine(&p, &b).map(|both| (b, both)))
+            {
+                Ok((b, both)) => {
+                    leg.price = Some(b);
+                    (Some(both), Some(leg))
+                }
+                Err(e) => {
+                    err("return_flight_id", e.to_string());
+                    (None, None)
+                }
+            }
+        }
+        (p, _) => (p, None),
+    };
     let promo = match (&price, promo_code.map(str::trim).filter(|c| !c.is_empty())) {
         (Some(p), Some(code)) => match services.promos.quote(code, p, Utc::now()) {
             Ok(applied) => Some(applied),
@@ -352,6 +372,8 @@ pub async fn prepare_with(
             miles_payment,
             promo,
             personal,
+            return_leg,
+            return_seat: None,
         }),
         _ => Err(ValidationErrors(errors).into()),
     }

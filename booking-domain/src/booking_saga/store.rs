@@ -46,6 +46,10 @@ pub struct BookingRecord {
     /// saga's data held them ([`BookingStore::personal_of`] opens them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub personal: Option<crate::personal::SealedPersonal>,
+    /// A round trip's return leg (its seats are held under
+    /// [`return_key`] of the saga).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_leg: Option<ReturnLeg>,
 }
 
 /// A storage failure of the booking store.

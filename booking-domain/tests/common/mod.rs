@@ -53,5 +53,7 @@ pub fn ada_request(flight: &Flight, date: NaiveDate) -> BookingRequest {
         },
         redeem_miles: 0,
         faults: BTreeMap::new(),
+        return_flight_id: None,
+        return_date: None,
     }
 }

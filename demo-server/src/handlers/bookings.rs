@@ -198,6 +198,8 @@ pub fn parse_booking_request(value: Value) -> Result<BookingRequest, ApiError> {
     let faults = field(&mut obj, "faults", false, &mut errors);
     let redeem_miles: Option<u64> = field(&mut obj, "redeem_miles", false, &mut errors);
     let phone = field(&mut obj, "phone", false, &mut errors);
+    let return_flight_id = field(&mut obj, "return_flight_id", false, &mut errors);
+    let return_date = field(&mut obj, "return_date", false, &mut errors);
     match (flight_id, date, cabin, passengers, email, card) {
         (Some(flight_id), Some(date), Some(cabin), Some(passengers), Some(email), Some(card))
             if errors.is_empty() =>
@@ -213,6 +215,8 @@ pub fn parse_booking_request(value: Value) -> Result<BookingRequest, ApiError> {
                 card,
                 redeem_miles: redeem_miles.unwrap_or(0),
                 faults: faults.unwrap_or_default(),
+                return_flight_id,
+                return_date,
             })
         }
         _ => Err(ApiError::Validation {
@@ -298,10 +302,11 @@ pub async fn get(state: &AppState, req: &Req) -> Result<Response<Body>, ApiError
         .data_as()
         .map_err(|e| ApiError::Internal(format!("booking {id} data does not decode: {e}")))?;
     let flight = flight_summary(state, &data.flight_id, data.date);
-    Ok(json_response(
-        StatusCode::OK,
-        &BookingView::new(&rec, &data, flight),
-    ))
+    let mut view = BookingView::new(&rec, &data, flight);
+    if let (Some(v), Some(leg)) = (view.return_leg.as_mut(), &data.return_leg) {
+        v.flight = flight_summary(state, &leg.flight_id, leg.date);
+    }
+    Ok(json_response(StatusCode::OK, &view))
 }
 
 /// `GET /api/bookings/lookup?reference=&last_name=`: a confirmed booking by

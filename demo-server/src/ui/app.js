@@ -5,6 +5,7 @@
 
 const STEPS = [
   ["reserve_seat", "Reserve seats"],
+  ["reserve_return_seat", "Reserve return seats"],
   ["redeem_miles", "Pay with miles"],
   ["authorize_payment", "Authorize payment"],
   ["award_miles", "Award miles"],

@@ -7,8 +7,9 @@ let bookingKey = newKey();
 let bookingTarget = null;
 let testCards = null;
 // Other scripts add to the form: `open(target)` runs when it opens for a
-// flight, `body(body)` may add fields to the request before it is sent.
-const bookingHooks = { open: [], body: [] };
+// flight, `body(body)` may add fields to the request before it is sent,
+// `overview(booking, dl)` may add lines to the live view's overview.
+const bookingHooks = { open: [], body: [], overview: [] };
 
 function faultEditor(container, prefix, initial) {
   clear(container);
@@ -265,12 +266,14 @@ async function showOutcome(id) {
 
 function renderOverview(b) {
   const f = b.flight;
-  clear($("booking-overview")).append(el("dl", { class: "kv" },
+  const dl = el("dl", { class: "kv" },
     el("dt", {}, "Flight"), el("dd", {}, f ? f.airline + " " + f.flight_no + ", " + f.origin + " \u2192 " + f.destination + ", " + b.date + " " + f.departure : b.flight_id + " on " + b.date),
     el("dt", {}, "Passengers"), el("dd", {}, b.passengers.map((p) => p.first_name + " " + p.last_name).join(", ")),
     el("dt", {}, "Cabin"), el("dd", {}, b.cabin),
     el("dt", {}, "Total"), el("dd", { "data-testid": "booking-total" }, money(b.total) + " (card " + b.card.brand + " \u2022\u2022\u2022\u2022 " + b.card.last4 + ")"),
-    b.miles_awarded ? [el("dt", {}, "Miles"), el("dd", {}, String(b.miles_awarded))] : null));
+    b.miles_awarded ? [el("dt", {}, "Miles"), el("dd", {}, String(b.miles_awarded))] : null);
+  for (const h of bookingHooks.overview) h(b, dl);
+  clear($("booking-overview")).append(dl);
 }
 
 async function openSaga(id) {

@@ -91,9 +91,47 @@ function updateAirlines(offers) {
   }
 }
 
+// A round-trip search: one offer chosen per leg, then both booked at once.
+let picked = { outbound: null, inbound: null };
+
+function pickLeg(leg, offer, row) {
+  picked[leg] = offer;
+  document.querySelectorAll('#search-results tr[data-leg="' + leg + '"]').forEach((r) => {
+    r.dataset.picked = r === row ? "true" : "false";
+  });
+  renderRoundTripBar();
+}
+
+function renderRoundTripBar() {
+  const bar = $("round-trip-bar");
+  if (!bar) return;
+  const { outbound, inbound } = picked;
+  const label = (o) => (o ? o.flight.flight_no + " " + o.date + " " + hhmm(o.flight.departure) : "not chosen yet");
+  const total = outbound && inbound && outbound.price && inbound.price &&
+    outbound.price.total.currency === inbound.price.total.currency
+    ? money({ minor: outbound.price.total.minor + inbound.price.total.minor, currency: outbound.price.total.currency })
+    : "";
+  clear(bar).append(
+    el("span", { "data-testid": "round-trip-choice" }, "Outbound: " + label(outbound) + " \u00b7 Return: " + label(inbound)),
+    total ? el("strong", { "data-testid": "round-trip-total" }, " Total " + total) : null,
+    el("button", {
+      type: "button", "data-testid": "book-round-trip", disabled: !(outbound && inbound),
+      onclick: () => {
+        if (!(picked.outbound && picked.inbound)) return;
+        location.hash = "#/book?" + new URLSearchParams({
+          flight: picked.outbound.flight.id, date: picked.outbound.date, cabin: picked.outbound.cabin,
+          passengers: String(lastSearch.query.passengers),
+          return_flight: picked.inbound.flight.id, return_date: picked.inbound.date,
+        }).toString();
+      },
+    }, "Book round trip"));
+}
+
 function renderResults(data) {
   const box = clear($("search-results"));
   const q = data.query;
+  const roundTrip = !data.results;
+  picked = { outbound: null, inbound: null };
   const legs = data.results
     ? [["Flights " + q.from + " \u2192 " + q.to + " on " + q.date, data.results, "outbound"]]
     : [
@@ -117,14 +155,19 @@ function renderResults(data) {
         el("td", { class: "num", "data-label": "Fare / passenger", "data-testid": "fare" }, money(o.fare)),
         el("td", { class: "num", "data-label": "Total", "data-testid": "total" }, o.price ? money(o.price.total) : ""),
         el("td", { class: "book" },
-          el("button", {
-            type: "button", class: "small", "data-testid": "book-button", "data-flight-id": o.flight.id,
-            onclick: () => {
-              location.hash = "#/book?" + new URLSearchParams({
-                flight: o.flight.id, date: o.date, cabin: o.cabin, passengers: String(q.passengers),
-              }).toString();
-            },
-          }, "Book"))));
+          roundTrip
+            ? el("button", {
+                type: "button", class: "small", "data-testid": "choose-" + leg, "data-flight-id": o.flight.id,
+                onclick: (e) => pickLeg(leg, o, e.target.closest("tr")),
+              }, "Choose")
+            : el("button", {
+                type: "button", class: "small", "data-testid": "book-button", "data-flight-id": o.flight.id,
+                onclick: () => {
+                  location.hash = "#/book?" + new URLSearchParams({
+                    flight: o.flight.id, date: o.date, cabin: o.cabin, passengers: String(q.passengers),
+                  }).toString();
+                },
+              }, "Book"))));
     box.append(el("div", { class: "results-table" },
       el("table", { "data-testid": "results-table-" + leg },
         el("thead", {}, el("tr", {},
@@ -132,6 +175,10 @@ function renderResults(data) {
           el("th", { class: "num" }, "Seats left"), el("th", { class: "num" }, "Fare / passenger"),
           el("th", { class: "num" }, "Total"), el("th", {}, ""))),
         el("tbody", {}, rows))));
+  }
+  if (roundTrip) {
+    box.append(el("div", { id: "round-trip-bar", class: "card round-trip-bar", "data-testid": "round-trip-bar" }));
+    renderRoundTripBar();
   }
 }
 
