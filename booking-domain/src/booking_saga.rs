@@ -2,10 +2,13 @@
 //! award_miles (compensatable: release seat, re-credit miles, void/refund,
 //! reverse miles) -> confirm_booking (the pivot: capture and ticket; once
 //! it succeeds the booking only moves forward) -> send_itinerary (retriable,
-//! never compensated: the itinerary queued in the outbox). Its parts:
-//! `prepare` (validation and the saga's data), `store` (confirmed
-//! bookings), `outbox` and `consistency` (the participants checked against
-//! ended sagas).
+//! never compensated: the itinerary queued in the outbox). Version 4 adds
+//! two durable waits (`waits`): `await_payment` after `reserve_seat` (a
+//! held booking, paid later) and `await_confirmation` after
+//! `authorize_payment` (a card whose issuer asks the customer to confirm).
+//! Its parts: `prepare` (validation and the saga's data), `store`
+//! (confirmed bookings), `outbox` and `consistency` (the participants
+//! checked against ended sagas), `waits`.
 //!
 //! Input is validated before the saga starts (a message per field). The
 //! card never enters the saga's persisted data: when the booking is
@@ -38,20 +41,23 @@ mod consistency;
 mod outbox;
 mod prepare;
 mod store;
+mod waits;
 
 pub use crate::payments::{wipe_card, HeldCard};
 pub use consistency::check_consistency;
 pub use outbox::{itinerary, Outbox, OutboxError, OutboxMessage};
 pub use prepare::*;
 pub use store::*;
+pub use waits::*;
 
 /// The saga's definition name.
 pub const BOOKING_SAGA: &str = "booking";
 /// The saga's definition version. Version 2 added `redeem_miles` before
 /// `authorize_payment`; version 3 made `confirm_booking` the pivot and
-/// added `send_itinerary` after it. Versions 1 and 2 stay registered (see
-/// [`booking_definitions`]) so that their sagas resume.
-pub const BOOKING_SAGA_VERSION: u32 = 3;
+/// added `send_itinerary` after it; version 4 the waits `await_payment`
+/// and `await_confirmation` ([`WAITS_VERSION`]). Earlier versions stay
+/// registered (see [`booking_definitions`]) so that their sagas resume.
+pub const BOOKING_SAGA_VERSION: u32 = 4;
 /// The pay-with-miles step's name.
 pub const REDEEM_MILES_STEP: &str = "redeem_miles";
 /// The retriable step after the pivot that queues the itinerary.
@@ -86,8 +92,13 @@ pub struct BookingRequest {
     /// Loyalty account number to credit, if any.
     #[serde(default)]
     pub loyalty_id: Option<String>,
-    /// The card to charge.
+    /// The card to charge (none for a hold).
+    #[serde(default)]
     pub card: CardDetails,
+    /// Hold the seats now and pay later ([`pay_held_booking`]) within the
+    /// hold window; no card then. Left out of the JSON when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub hold: bool,
     /// Miles to pay part of the base fare with (needs `loyalty_id`); 0 for
     /// none. Left out of the JSON (and of the fingerprint) when 0.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -99,6 +110,10 @@ pub struct BookingRequest {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// One field's problem.
@@ -183,6 +198,14 @@ pub struct BookingData {
     /// use is taken by the `redeem_miles` step (the discounts step).
     #[serde(default)]
     pub promo: Option<crate::promo::PromoApplied>,
+    /// Held: the seats wait for a payment ([`AWAIT_PAYMENT_STEP`]).
+    #[serde(default)]
+    pub hold: bool,
+    /// The customer confirmed the payment with their bank
+    /// ([`AWAIT_CONFIRMATION_STEP`]): the pivot confirms the authorization
+    /// before capturing it.
+    #[serde(default)]
+    pub customer_confirmed: bool,
 }
 
 impl BookingData {
@@ -217,6 +240,8 @@ pub struct BookingServices {
     pub promos: Arc<crate::promo::PromoStore>,
     /// Messages to send (the itinerary after the pivot).
     pub outbox: Arc<Outbox>,
+    /// How long the booking's waits last (version 4).
+    pub waits: BookingWaits,
 }
 
 impl fmt::Debug for BookingServices {
@@ -280,6 +305,7 @@ impl BookingServices {
             faults: Arc::new(Faults::new()),
             promos: Arc::new(crate::promo::PromoStore::open(db)?),
             outbox: Arc::new(Outbox::open(db)?),
+            waits: BookingWaits::default(),
         })
     }
 
@@ -304,6 +330,7 @@ impl BookingServices {
             faults: Arc::new(Faults::new()),
             promos: Arc::new(crate::promo::PromoStore::open(db)?),
             outbox: Arc::new(Outbox::open(db)?),
+            waits: BookingWaits::default(),
         })
     }
 
@@ -563,6 +590,14 @@ impl Step<BookingData> for ConfirmBooking {
         let confirmed = s
             .fault(d, BookingStep::ConfirmBooking)
             .apply(BookingStep::ConfirmBooking, ctx, async {
+                if d.customer_confirmed {
+                    // The customer's confirmation reaches the issuer first
+                    // (idempotent: a retry finds it confirmed).
+                    s.payments
+                        .confirm_authorization(&key_of(ctx, BookingStep::AuthorizePayment))
+                        .await
+                        .map_err(|e| classify(e.is_retryable(), e))?;
+                }
                 s.payments
                     .capture(&key_of(ctx, BookingStep::AuthorizePayment))
                     .await
@@ -655,18 +690,23 @@ fn definition(services: &BookingServices, version: u32) -> SagaDefinition<Bookin
             BookingStep::ReserveSeat.as_str(),
             ReserveSeat(services.clone()),
         );
+    if version >= WAITS_VERSION {
+        b = waits::payment_wait(b, &services.waits);
+    }
     if version >= 2 {
         b = b.step(REDEEM_MILES_STEP, RedeemMiles(services.clone()));
     }
-    b = b
-        .step(
-            BookingStep::AuthorizePayment.as_str(),
-            AuthorizePayment(services.clone()),
-        )
-        .step(
-            BookingStep::AwardMiles.as_str(),
-            AwardMiles(services.clone()),
-        );
+    b = b.step(
+        BookingStep::AuthorizePayment.as_str(),
+        AuthorizePayment(services.clone()),
+    );
+    if version >= WAITS_VERSION {
+        b = waits::confirmation_wait(b, &services.waits);
+    }
+    b = b.step(
+        BookingStep::AwardMiles.as_str(),
+        AwardMiles(services.clone()),
+    );
     let confirm = ConfirmBooking(services.clone());
     if version >= 3 {
         // Past the capture there is no way back: an in-doubt capture is
@@ -742,6 +782,8 @@ pub async fn start_booking_with(
             if !saga_engine::sabotage::active(saga_engine::sabotage::REPLAY_BEFORE_DURABLE) {
                 engine.durable().await?;
             }
+            // A crash may have come between the start and its signals.
+            waits::deliver_auto_signals(engine, &id, req.hold, &req.card).await?;
             Ok(id)
         } else {
             Err(BookingError::KeyReused { existing: id })
@@ -749,7 +791,9 @@ pub async fn start_booking_with(
     }
     let mut data = prepare_with(services, req, Utc::now().date_naive(), promo_code).await?;
     data.request_fingerprint = fp.clone();
-    data.card_token = tokenize(services, req, idempotency_key, &fp).await?;
+    if !req.hold {
+        data.card_token = tokenize(services, req, idempotency_key, &fp).await?;
+    }
     let token = data.card_token.clone();
     let forget = || async {
         if let Err(e) = services.payments.forget_card(&token).await {
@@ -760,12 +804,16 @@ pub async fn start_booking_with(
         .start(BOOKING_SAGA, &data, Some(idempotency_key))
         .await
     {
-        Ok(id) => Ok(id),
+        Ok(id) => {
+            waits::deliver_auto_signals(engine, &id, req.hold, &req.card).await?;
+            Ok(id)
+        }
         Err(saga_engine::Error::IdempotencyConflict { existing, .. }) => {
             // Raced with another start under the same key.
             forget().await;
             let rec = engine.status(&existing).await?;
             if same(&rec) {
+                waits::deliver_auto_signals(engine, &existing, req.hold, &req.card).await?;
                 Ok(existing)
             } else {
                 Err(BookingError::KeyReused { existing })

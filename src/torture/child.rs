@@ -272,6 +272,7 @@ fn request(c: &Child, n: usize) -> BookingRequest {
         _ => {}
     }
     let mut req = BookingRequest {
+        hold: false,
         flight_id: c.flight.0.clone(),
         date: c.date + Days::new(7 * (n as u64 % DEPARTURES)),
         cabin: Cabin::Economy,
