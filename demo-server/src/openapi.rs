@@ -422,6 +422,7 @@ fn build() -> Value {
         s.extend(operations::schemas());
         p.extend(booking::paths());
         s.extend(booking::schemas());
+        booking::wait_fields(s);
     }
     finish_operations(&mut paths);
     type_every_nullable(&mut schemas);

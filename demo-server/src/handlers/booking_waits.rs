@@ -84,6 +84,14 @@ pub async fn confirm_payment(state: &AppState, mut req: Req) -> Result<Response<
 pub async fn pay(state: &AppState, mut req: Req) -> Result<Response<Body>, ApiError> {
     let id = booking_id(req.param(0))?;
     let value = req.json_value(state).await?;
+    // No such booking is a 404 whatever the body.
+    match state.engine.status(&id).await {
+        Ok(rec) if rec.definition == booking_domain::booking_saga::BOOKING_SAGA => {}
+        Ok(_) | Err(saga_engine::Error::NotFound(_)) => {
+            return Err(ApiError::NotFound(format!("no booking {id}")))
+        }
+        Err(e) => return Err(e.into()),
+    }
     let Value::Object(mut obj) = value else {
         return Err(ApiError::BadRequest(
             "the body must be a JSON object with the card".into(),
