@@ -74,6 +74,8 @@ mod saga_ops;
 /// Accounts, My trips, promo code, miles, PDF ticket, cancellation.
 #[path = "browser_traveller/mod.rs"]
 mod traveller;
+#[path = "browser_waits/mod.rs"]
+mod waits;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_booking_confirms_then_one_with_a_rejection_compensates_in_the_browser() {
