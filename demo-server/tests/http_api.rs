@@ -621,8 +621,10 @@ async fn a_booking_confirms_and_is_found_by_reference_and_last_name() {
         steps,
         [
             ("reserve_seat", "succeeded"),
+            ("await_payment", "succeeded"),
             ("redeem_miles", "succeeded"),
             ("authorize_payment", "succeeded"),
+            ("await_confirmation", "succeeded"),
             ("award_miles", "succeeded"),
             ("confirm_booking", "succeeded"),
             ("send_itinerary", "succeeded")
@@ -734,10 +736,12 @@ async fn a_rejected_step_compensates_and_says_why() {
     assert_eq!(
         states,
         [
-            "compensated",
-            "compensated",
-            "compensated",
-            "rejected",
+            "compensated", // reserve_seat
+            "succeeded",   // await_payment (read-only: nothing to undo)
+            "compensated", // redeem_miles
+            "compensated", // authorize_payment
+            "succeeded",   // await_confirmation
+            "rejected",    // award_miles
             "pending",
             "pending"
         ]
@@ -752,7 +756,8 @@ async fn a_rejected_step_compensates_and_says_why() {
     let id = s.book("decline-1", &declined).await;
     let b = s.wait_terminal(&id).await;
     assert_eq!(b["status"], "compensated");
-    assert_eq!(b["steps"][2]["state"], "rejected");
+    assert_eq!(b["steps"][3]["name"], "authorize_payment");
+    assert_eq!(b["steps"][3]["state"], "rejected");
     s.stop().await;
 }
 
