@@ -206,6 +206,11 @@ pub struct BookingData {
     /// before capturing it.
     #[serde(default)]
     pub customer_confirmed: bool,
+    /// The paying card's issuer asks the customer to confirm (known from
+    /// the card when it is given): without it, `await_confirmation` is
+    /// passed by the automatic signal ([`resume_waits`] re-sends it).
+    #[serde(default)]
+    pub card_needs_confirmation: bool,
 }
 
 impl BookingData {

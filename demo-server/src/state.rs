@@ -313,6 +313,9 @@ impl AppStateBuilder {
             ))
             .open()
             .await?;
+        // Bookings a crash caught between their start and their automatic
+        // wait signals get them now.
+        booking_domain::booking_saga::resume_waits(&engine).await?;
         let state = AppState::assemble(
             engine,
             services,

@@ -241,6 +241,12 @@ async fn open(dir: &Path) -> Result<Child, Violations> {
             return Err(v);
         }
     };
+    // Bookings a kill caught between their start and their automatic
+    // wait signals get them now.
+    if let Err(e) = booking_domain::booking_saga::resume_waits(&engine).await {
+        v.push("store refused to open", format!("resume waits: {e}"));
+        return Err(v);
+    }
     Ok(Child {
         recovery: opened.elapsed(),
         engine,

@@ -307,6 +307,7 @@ pub async fn prepare_with(
     };
     match (errors.is_empty(), price, checked) {
         (true, Some(price), Some(card)) => Ok(BookingData {
+            card_needs_confirmation: card.as_ref().is_some_and(|c| c.needs_confirmation),
             v: 1,
             request_fingerprint: request_fingerprint(req),
             flight_id,

@@ -99,6 +99,9 @@ pub struct PaymentSignal {
     pub card_brand: String,
     /// Last four digits, for display.
     pub card_last4: String,
+    /// The card's issuer asks the customer to confirm.
+    #[serde(default)]
+    pub needs_confirmation: bool,
 }
 
 /// The payload of [`CONFIRMATION_SIGNAL`].
@@ -123,6 +126,7 @@ pub(super) fn payment_wait(
                 d.card_token = p.card_token;
                 d.card_brand = p.card_brand;
                 d.card_last4 = p.card_last4;
+                d.card_needs_confirmation = p.needs_confirmation;
             }
         },
     )
@@ -173,12 +177,65 @@ pub(super) async fn deliver_auto_signals(
         card_token: String::new(),
         card_brand: String::new(),
         card_last4: String::new(),
+        needs_confirmation: false,
     };
     auto_signal(engine, id, PAYMENT_SIGNAL, &own_card).await?;
     if !needs_confirmation(card) {
         auto_confirm(engine, id).await?;
     }
     Ok(())
+}
+
+/// Re-sends the automatic signals of running bookings that wait for one
+/// nobody else will send (a crash came between a start, or a payment, and
+/// its automatic signals): `await_payment` of a booking paid at booking,
+/// `await_confirmation` of a card that needs no confirmation. Call it once
+/// the engine is open; returns how many signals were sent.
+pub async fn resume_waits(engine: &Engine) -> Result<usize, saga_engine::Error> {
+    let mut sent = 0;
+    for rec in engine.list(Some(SagaStatus::Running), usize::MAX).await? {
+        if rec.definition != BOOKING_SAGA || rec.version < WAITS_VERSION {
+            continue;
+        }
+        let Ok(d) = rec.data_as::<BookingData>() else {
+            continue;
+        };
+        let state = |name: &str| {
+            rec.state
+                .steps
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| s.state)
+        };
+        // Not there yet, or waiting, and no signal for it received.
+        let open = |step: &str, signal: &str| {
+            matches!(state(step), Some(StepState::Pending | StepState::Waiting))
+                && !rec.state.signals.iter().any(|g| g.name == signal)
+        };
+        if open(AWAIT_PAYMENT_STEP, PAYMENT_SIGNAL) && !d.hold {
+            let own_card = PaymentSignal {
+                card_token: String::new(),
+                card_brand: String::new(),
+                card_last4: String::new(),
+                needs_confirmation: false,
+            };
+            auto_signal(engine, &rec.id, PAYMENT_SIGNAL, &own_card).await?;
+            sent += 1;
+        }
+        // A held booking's card is known once its payment was taken.
+        let card_known = !d.hold || state(AWAIT_PAYMENT_STEP) == Some(StepState::Succeeded);
+        if open(AWAIT_CONFIRMATION_STEP, CONFIRMATION_SIGNAL)
+            && card_known
+            && !d.card_needs_confirmation
+        {
+            auto_confirm(engine, &rec.id).await?;
+            sent += 1;
+        }
+    }
+    if sent > 0 {
+        tracing::info!(sent, "automatic wait signals re-sent after a restart");
+    }
+    Ok(sent)
 }
 
 fn needs_confirmation(card: &CardDetails) -> bool {
@@ -436,6 +493,7 @@ pub async fn pay_held_booking(
         card_token: token.clone(),
         card_brand: checked.brand.as_str().to_string(),
         card_last4: checked.last4.clone(),
+        needs_confirmation: checked.needs_confirmation,
     };
     let outcome = match engine
         .signal(id, PAYMENT_SIGNAL, &signal_id, &payload)
