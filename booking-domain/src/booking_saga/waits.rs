@@ -403,9 +403,10 @@ pub async fn confirm_booking_payment(
     if rec.state.signals.iter().any(|g| g.id == CUSTOMER_SIGNAL_ID) {
         return Ok(SignalOutcome::Duplicate);
     }
-    if wait_status(&rec).map_or(true, |w| {
-        !matches!(w, WaitStatus::AwaitingConfirmation { .. })
-    }) {
+    if !matches!(
+        wait_status(&rec),
+        Some(WaitStatus::AwaitingConfirmation { .. })
+    ) {
         return Err(not_taken(&rec, AWAIT_CONFIRMATION_STEP, WHAT));
     }
     let signal = ConfirmationSignal { by_customer: true };
