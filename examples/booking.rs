@@ -72,6 +72,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("declined card", "4000 0000 0000 9995"),
     ] {
         let request = BookingRequest {
+            hold: false,
             flight_id: pick.flight.id.0.clone(),
             date: pick.date,
             cabin: Cabin::Economy,

@@ -2,10 +2,13 @@
 //! award_miles (compensatable: release seat, re-credit miles, void/refund,
 //! reverse miles) -> confirm_booking (the pivot: capture and ticket; once
 //! it succeeds the booking only moves forward) -> send_itinerary (retriable,
-//! never compensated: the itinerary queued in the outbox). Its parts:
-//! `prepare` (validation and the saga's data), `store` (confirmed
-//! bookings), `outbox` and `consistency` (the participants checked against
-//! ended sagas).
+//! never compensated: the itinerary queued in the outbox). Version 4 adds
+//! two durable waits (`waits`): `await_payment` after `reserve_seat` (a
+//! held booking, paid later) and `await_confirmation` after
+//! `authorize_payment` (a card whose issuer asks the customer to confirm).
+//! Its parts: `prepare` (validation and the saga's data), `store`
+//! (confirmed bookings), `outbox` and `consistency` (the participants
+//! checked against ended sagas), `waits`.
 //!
 //! Input is validated before the saga starts (a message per field). The
 //! card never enters the saga's persisted data: when the booking is
@@ -39,6 +42,7 @@ mod outbox;
 mod prepare;
 mod round_trip;
 mod store;
+mod waits;
 
 pub use crate::payments::{wipe_card, HeldCard};
 pub use consistency::check_consistency;
@@ -49,6 +53,7 @@ pub use round_trip::{
     RETURN_LEG_PREFIX, SEAT_GROUP,
 };
 pub use store::*;
+pub use waits::*;
 
 /// The saga's definition name.
 pub const BOOKING_SAGA: &str = "booking";
@@ -56,7 +61,8 @@ pub const BOOKING_SAGA: &str = "booking";
 /// `authorize_payment`; version 3 made `confirm_booking` the pivot and
 /// added `send_itinerary` after it; version 4 reserves the seats as a
 /// parallel group of the outbound (`reserve_seat`) and the return leg
-/// (`reserve_return_seat`, see [`SEAT_GROUP`]). Earlier versions stay
+/// (`reserve_return_seat`, see [`SEAT_GROUP`]) and adds the waits
+/// `await_payment` and `await_confirmation` ([`WAITS_VERSION`]). Earlier versions stay
 /// registered (see [`booking_definitions`]) so that their sagas resume.
 pub const BOOKING_SAGA_VERSION: u32 = 4;
 /// The pay-with-miles step's name.
@@ -103,8 +109,13 @@ pub struct BookingRequest {
     /// as sent (optional in the JSON API); sealed like the dates of birth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone: Option<crate::personal::PersonalText>,
-    /// The card to charge.
+    /// The card to charge (none for a hold).
+    #[serde(default)]
     pub card: CardDetails,
+    /// Hold the seats now and pay later ([`pay_held_booking`]) within the
+    /// hold window; no card then. Left out of the JSON when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub hold: bool,
     /// Miles to pay part of the base fare with (needs `loyalty_id`); 0 for
     /// none. Left out of the JSON (and of the fingerprint) when 0.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -123,6 +134,10 @@ pub struct BookingRequest {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// One field's problem.
@@ -217,6 +232,19 @@ pub struct BookingData {
     /// Output of reserve_return_seat (version 4 on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub return_seat: Option<ReturnSeat>,
+    /// Held: the seats wait for a payment ([`AWAIT_PAYMENT_STEP`]).
+    #[serde(default)]
+    pub hold: bool,
+    /// The customer confirmed the payment with their bank
+    /// ([`AWAIT_CONFIRMATION_STEP`]): the pivot confirms the authorization
+    /// before capturing it.
+    #[serde(default)]
+    pub customer_confirmed: bool,
+    /// The paying card's issuer asks the customer to confirm (known from
+    /// the card when it is given): without it, `await_confirmation` is
+    /// passed by the automatic signal ([`resume_waits`] re-sends it).
+    #[serde(default)]
+    pub card_needs_confirmation: bool,
 }
 
 impl BookingData {
@@ -251,6 +279,8 @@ pub struct BookingServices {
     pub promos: Arc<crate::promo::PromoStore>,
     /// Messages to send (the itinerary after the pivot).
     pub outbox: Arc<Outbox>,
+    /// How long the booking's waits last (version 4).
+    pub waits: BookingWaits,
 }
 
 impl fmt::Debug for BookingServices {
@@ -319,6 +349,7 @@ impl BookingServices {
             faults: Arc::new(Faults::new()),
             promos: Arc::new(crate::promo::PromoStore::open(db)?),
             outbox: Arc::new(Outbox::open(db)?),
+            waits: BookingWaits::default(),
         })
     }
 
@@ -343,6 +374,7 @@ impl BookingServices {
             faults: Arc::new(Faults::new()),
             promos: Arc::new(crate::promo::PromoStore::open(db)?),
             outbox: Arc::new(Outbox::open(db)?),
+            waits: BookingWaits::default(),
         })
     }
 
@@ -604,6 +636,14 @@ impl Step<BookingData> for ConfirmBooking {
         let confirmed = s
             .fault(d, BookingStep::ConfirmBooking)
             .apply(BookingStep::ConfirmBooking, ctx, async {
+                if d.customer_confirmed {
+                    // The customer's confirmation reaches the issuer first
+                    // (idempotent: a retry finds it confirmed).
+                    s.payments
+                        .confirm_authorization(&key_of(ctx, BookingStep::AuthorizePayment))
+                        .await
+                        .map_err(|e| classify(e.is_retryable(), e))?;
+                }
                 s.payments
                     .capture(&key_of(ctx, BookingStep::AuthorizePayment))
                     .await
@@ -694,18 +734,23 @@ fn definition(services: &BookingServices, version: u32) -> SagaDefinition<Bookin
         .default_retry(forward)
         .default_compensation_retry(compensation);
     let mut b = round_trip::seat_steps(b, services, version);
+    if version >= WAITS_VERSION {
+        b = waits::payment_wait(b, &services.waits);
+    }
     if version >= 2 {
         b = b.step(REDEEM_MILES_STEP, RedeemMiles(services.clone()));
     }
-    b = b
-        .step(
-            BookingStep::AuthorizePayment.as_str(),
-            AuthorizePayment(services.clone()),
-        )
-        .step(
-            BookingStep::AwardMiles.as_str(),
-            AwardMiles(services.clone()),
-        );
+    b = b.step(
+        BookingStep::AuthorizePayment.as_str(),
+        AuthorizePayment(services.clone()),
+    );
+    if version >= WAITS_VERSION {
+        b = waits::confirmation_wait(b, &services.waits);
+    }
+    b = b.step(
+        BookingStep::AwardMiles.as_str(),
+        AwardMiles(services.clone()),
+    );
     let confirm = ConfirmBooking(services.clone());
     if version >= 3 {
         // Past the capture there is no way back: an in-doubt capture is
@@ -789,6 +834,8 @@ pub async fn start_booking_with(
             if !saga_engine::sabotage::active(saga_engine::sabotage::REPLAY_BEFORE_DURABLE) {
                 engine.durable().await?;
             }
+            // A crash may have come between the start and its signals.
+            waits::deliver_auto_signals(engine, &id, req.hold, &req.card).await?;
             Ok(id)
         } else {
             Err(BookingError::KeyReused { existing: id })
@@ -796,7 +843,9 @@ pub async fn start_booking_with(
     }
     let mut data = prepare_with(services, req, Utc::now().date_naive(), promo_code).await?;
     data.request_fingerprint = fp.clone();
-    data.card_token = tokenize(services, req, idempotency_key, &fp).await?;
+    if !req.hold {
+        data.card_token = tokenize(services, req, idempotency_key, &fp).await?;
+    }
     let token = data.card_token.clone();
     let forget = || async {
         if let Err(e) = services.payments.forget_card(&token).await {
@@ -807,12 +856,16 @@ pub async fn start_booking_with(
         .start(BOOKING_SAGA, &data, Some(idempotency_key))
         .await
     {
-        Ok(id) => Ok(id),
+        Ok(id) => {
+            waits::deliver_auto_signals(engine, &id, req.hold, &req.card).await?;
+            Ok(id)
+        }
         Err(saga_engine::Error::IdempotencyConflict { existing, .. }) => {
             // Raced with another start under the same key.
             forget().await;
             let rec = engine.status(&existing).await?;
             if same(&rec) {
+                waits::deliver_auto_signals(engine, &existing, req.hold, &req.card).await?;
                 Ok(existing)
             } else {
                 Err(BookingError::KeyReused { existing })

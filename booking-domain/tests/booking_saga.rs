@@ -67,6 +67,7 @@ fn card(number: &str) -> CardDetails {
 impl World {
     fn request(&self, passengers: usize) -> BookingRequest {
         BookingRequest {
+            hold: false,
             flight_id: self.flight.id.0.clone(),
             date: self.date,
             cabin: Cabin::Economy,

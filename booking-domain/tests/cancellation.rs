@@ -146,6 +146,7 @@ impl World {
 
     fn request(&self, loyalty_id: Option<String>) -> BookingRequest {
         BookingRequest {
+            hold: false,
             flight_id: self.flight.id.0.clone(),
             date: self.date,
             cabin: Cabin::Economy,

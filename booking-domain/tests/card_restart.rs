@@ -53,6 +53,7 @@ fn flight_and_date(catalog: &Catalog) -> (Flight, NaiveDate) {
 
 fn request(flight: &Flight, date: NaiveDate) -> BookingRequest {
     BookingRequest {
+        hold: false,
         flight_id: flight.id.0.clone(),
         date,
         cabin: Cabin::Economy,

@@ -57,6 +57,7 @@ async fn world() -> World {
 
 fn request(w: &World, email: &str) -> BookingRequest {
     BookingRequest {
+        hold: false,
         flight_id: w.flight.id.0.clone(),
         date: w.date,
         cabin: Cabin::Economy,

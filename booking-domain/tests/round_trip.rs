@@ -105,6 +105,7 @@ fn request(back: Option<(&FlightId, NaiveDate)>) -> BookingRequest {
         ],
         email: "ada@example.com".into(),
         phone: None,
+        hold: false,
         loyalty_id: None,
         card: CardDetails {
             number: "4242 4242 4242 4242".into(),

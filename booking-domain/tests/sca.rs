@@ -3,10 +3,10 @@
 //! the test card 4000 0000 0000 3220 authorizes as `requires_confirmation`;
 //! nothing is captured until the authorization is confirmed; an
 //! unconfirmed one can be voided; confirming is idempotent and refused
-//! once voided. In the booking saga of version 3 (which does not wait for
-//! the confirmation yet) such a booking reaches the pivot unconfirmed, the
-//! capture is refused, and the saga compensates: the authorization voided,
-//! the seats released, nothing captured.
+//! once voided. In the booking saga (version 4) such a booking waits for
+//! the customer (`tests/waits.rs`); unconfirmed, its wait times out and the
+//! saga compensates: the authorization voided, the seats released, nothing
+//! captured.
 
 use booking_domain::booking_saga::{
     booking_definitions, check_consistency, start_booking, BookingRequest, BookingServices,
@@ -105,7 +105,8 @@ async fn an_unconfirmed_payment_is_never_captured_by_the_booking() {
     while date.weekday() != flight.weekday {
         date = date + Days::new(1);
     }
-    let services = BookingServices::local_in(&db, &pdir, catalog).unwrap();
+    let mut services = BookingServices::local_in(&db, &pdir, catalog).unwrap();
+    services.waits.confirmation_timeout = Duration::from_millis(300);
     let mut b = Engine::builder(SledStore::open(dir.path().join("engine")).unwrap());
     for def in booking_definitions(&services) {
         b = b.register(def);
@@ -117,6 +118,7 @@ async fn an_unconfirmed_payment_is_never_captured_by_the_booking() {
         .await
         .unwrap();
     let req = BookingRequest {
+        hold: false,
         flight_id: flight.id.0.clone(),
         date,
         cabin: Cabin::Economy,

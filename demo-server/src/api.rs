@@ -419,6 +419,31 @@ pub enum BookingStatus {
     Stuck,
     /// An operator paused the booking's saga; it goes on when resumed.
     Paused,
+    /// Held without payment: the seats wait for `POST .../pay` until
+    /// `hold_expires_at`.
+    Held,
+    /// The card's issuer asks the customer to confirm the payment
+    /// (`POST .../confirm-payment`) before `confirmation_expires_at`.
+    AwaitingConfirmation,
+}
+
+impl BookingStatus {
+    /// The status of a booking saga's record: its saga's, or the wait it
+    /// stands in.
+    pub fn of(rec: &SagaRecord) -> BookingStatus {
+        use booking_domain::booking_saga::{wait_status, WaitStatus};
+        match wait_status(rec) {
+            Some(WaitStatus::Held { .. }) => BookingStatus::Held,
+            Some(WaitStatus::AwaitingConfirmation { .. }) => BookingStatus::AwaitingConfirmation,
+            None => rec.status().into(),
+        }
+    }
+}
+
+/// RFC 3339 (UTC) of ms since the Unix epoch.
+pub fn rfc3339_ms(ms: u64) -> Option<String> {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(i64::try_from(ms).ok()?)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
 impl From<SagaStatus> for BookingStatus {
@@ -504,8 +529,16 @@ pub struct FlightSummary {
 pub struct BookingView {
     /// The booking's id (the saga id).
     pub booking_id: String,
-    /// pending, confirmed, compensated or stuck.
+    /// pending, held, awaiting_confirmation, confirmed, compensated,
+    /// stuck or paused.
     pub status: BookingStatus,
+    /// A held booking's deadline to pay (RFC 3339), while held.
+    pub hold_expires_at: Option<String>,
+    /// The deadline to confirm the payment with the bank (RFC 3339), while
+    /// awaiting it.
+    pub confirmation_expires_at: Option<String>,
+    /// Held at booking, to be paid later (whether paid yet or not).
+    pub hold: bool,
     /// The saga's own status (running, compensating, completed, compensated, stuck).
     pub saga_status: SagaStatus,
     /// Each step: state, attempts, last error.
@@ -573,10 +606,21 @@ pub struct CardSummary {
 impl BookingView {
     /// The view of a booking saga's record and data.
     pub fn new(rec: &SagaRecord, data: &BookingData, flight: Option<FlightSummary>) -> Self {
+        use booking_domain::booking_saga::{wait_status, WaitStatus};
         let links = BookingAccepted::new(rec.id.as_str());
+        let (hold_expires_at, confirmation_expires_at) = match wait_status(rec) {
+            Some(WaitStatus::Held { expires_at_ms }) => (rfc3339_ms(expires_at_ms), None),
+            Some(WaitStatus::AwaitingConfirmation { expires_at_ms }) => {
+                (None, rfc3339_ms(expires_at_ms))
+            }
+            None => (None, None),
+        };
         BookingView {
             booking_id: rec.id.to_string(),
-            status: rec.status().into(),
+            status: BookingStatus::of(rec),
+            hold_expires_at,
+            confirmation_expires_at,
+            hold: data.hold,
             saga_status: rec.status(),
             steps: rec.state.steps.iter().map(StepView::public).collect(),
             booking_ref: data.booking_ref.as_ref().map(|r| r.0.clone()),
@@ -629,6 +673,10 @@ pub struct SagaSummary {
     pub steps: Vec<StepView>,
     /// Booking reference, for a completed booking.
     pub booking_ref: Option<String>,
+    /// For a booking: `held` or `awaiting_confirmation` while it waits
+    /// for the customer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<BookingStatus>,
     /// Created, ms since the Unix epoch.
     pub created_at_ms: u64,
     /// Last change, ms since the Unix epoch.
@@ -649,6 +697,8 @@ impl From<&SagaRecord> for SagaSummary {
                 .get("booking_ref")
                 .and_then(|v| v.as_str())
                 .map(str::to_string),
+            waiting_for: Some(BookingStatus::of(rec))
+                .filter(|s| matches!(s, BookingStatus::Held | BookingStatus::AwaitingConfirmation)),
             created_at_ms: rec.created_at_ms,
             updated_at_ms: rec.updated_at_ms,
         }

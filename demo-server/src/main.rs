@@ -95,6 +95,15 @@ struct Cli {
     /// 0 keeps everything.
     #[arg(long, default_value_t = 30, value_name = "DAYS")]
     retention: u32,
+    /// Seconds a booking whose card needs the customer's confirmation
+    /// (strong customer authentication) waits for it before the seats are
+    /// released and the authorization voided.
+    #[arg(long, default_value_t = 600, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    payment_confirmation_timeout_secs: u64,
+    /// Seconds a held booking (`"hold": true`, pay later) keeps its seats
+    /// unpaid.
+    #[arg(long, default_value_t = 86_400, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    hold_window_secs: u64,
     /// Log format on standard error: text, or json (one object per line,
     /// with the fields of the spans around each event, e.g. `saga_id`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -282,6 +291,10 @@ fn run_server(cli: &Cli) -> Fallible {
             tls,
             rate_per_minute: cli.rate_per_minute,
             rate_burst: cli.rate_burst,
+            booking_waits: booking_domain::booking_saga::BookingWaits {
+                confirmation_timeout: Duration::from_secs(cli.payment_confirmation_timeout_secs),
+                hold_window: Duration::from_secs(cli.hold_window_secs),
+            },
             ..ServerConfig::default()
         };
         let file = cli.service_token_file.as_deref();

@@ -422,6 +422,7 @@ fn build() -> Value {
         p.extend(booking::paths());
         s.extend(booking::schemas());
         round_trip::extend(s);
+        booking::wait_fields(s);
     }
     finish_operations(&mut paths);
     type_every_nullable(&mut schemas);

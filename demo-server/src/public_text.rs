@@ -103,6 +103,10 @@ pub fn step_error(step: &str, error: &str) -> String {
 /// ("step S rejected: E", "step S gave no clear answer after N attempts:
 /// E", "cancelled: R").
 pub fn failure_reason(reason: &str) -> String {
+    if let Some(text) = booking_domain::booking_saga::wait_failure_reason(reason) {
+        // A hold or a confirmation that ran out.
+        return text.to_string();
+    }
     if reason.starts_with("cancelled: ") {
         // An operator's or the customer's own words.
         return reason.to_string();

@@ -105,6 +105,10 @@ pub enum Endpoint {
     Ticket,
     /// A confirmed booking's e-ticket as a PDF.
     TicketPdf,
+    /// The customer's confirmation of a booking's payment (SCA).
+    ConfirmPayment,
+    /// Pay a held booking.
+    PayBooking,
     /// A consistent snapshot of every record (admin).
     AdminBackup,
     /// Import a schedule into the running server (admin).
@@ -178,6 +182,12 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/api/bookings/lookup", Endpoint::BookingLookup),
     route("GET", "/api/bookings/{id}", Endpoint::GetBooking),
     route("GET", "/api/bookings/{id}/ticket.pdf", Endpoint::TicketPdf),
+    route(
+        "POST",
+        "/api/bookings/{id}/confirm-payment",
+        Endpoint::ConfirmPayment,
+    ),
+    route("POST", "/api/bookings/{id}/pay", Endpoint::PayBooking),
     route("GET", "/api/sagas/{id}/events", Endpoint::SagaEvents),
     admin("GET", "/api/events", Endpoint::AllEvents),
     route("GET", "/api/faults", Endpoint::GetFaults),
@@ -544,7 +554,7 @@ async fn answer(
         }
     }
     let rate = match route.endpoint {
-        Endpoint::CreateBooking => Some(RateKind::CreateBooking),
+        Endpoint::CreateBooking | Endpoint::PayBooking => Some(RateKind::CreateBooking),
         Endpoint::BookingLookup | Endpoint::CreateCancellation => Some(RateKind::BookingLookup),
         Endpoint::LoyaltyAccount => Some(RateKind::LoyaltyLookup),
         Endpoint::Enroll | Endpoint::Register => Some(RateKind::Enroll),

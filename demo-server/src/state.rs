@@ -76,6 +76,10 @@ pub struct ServerConfig {
     pub login_failures_per_account: u32,
     /// Serve HTTPS only, with this certificate (`--tls-cert`, `--tls-key`).
     pub tls: Option<crate::tls::TlsServer>,
+    /// How long a booking waits for the customer's bank confirmation
+    /// (`--payment-confirmation-timeout-secs`, default 600) and a held
+    /// booking for its payment (`--hold-window-secs`, default 86400).
+    pub booking_waits: booking_domain::booking_saga::BookingWaits,
 }
 
 impl Default for ServerConfig {
@@ -100,6 +104,7 @@ impl Default for ServerConfig {
             login_per_minute: 10,
             login_failures_per_account: 5,
             tls: None,
+            booking_waits: Default::default(),
         }
     }
 }
@@ -281,6 +286,7 @@ impl AppStateBuilder {
                 .with_token(self.remote.loyalty_token.clone()),
             );
         }
+        services.waits = self.config.booking_waits;
         // Every participant and store write passes the backup's barrier.
         let barrier = crate::backup::gate::WriteBarrier::new();
         {
@@ -307,6 +313,9 @@ impl AppStateBuilder {
             ))
             .open()
             .await?;
+        // Bookings a crash caught between their start and their automatic
+        // wait signals get them now.
+        booking_domain::booking_saga::resume_waits(&engine).await?;
         let state = AppState::assemble(
             engine,
             services,

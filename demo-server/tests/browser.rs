@@ -85,6 +85,9 @@ mod support;
 #[path = "browser_traveller/mod.rs"]
 mod traveller;
 use support::*;
+/// Confirm with your bank, and hold now, pay later.
+#[path = "browser_waits/mod.rs"]
+mod waits;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_booking_confirms_then_one_with_a_rejection_compensates_in_the_browser() {

@@ -84,11 +84,13 @@ fn cards_held(metrics: &str) -> u64 {
 async fn the_card_is_forgotten_once_authorized_not_at_the_end() {
     let server = Server::start(ServerConfig::default(), RemoteParticipants::default()).await;
     let (flight, date) = find_flight(server.addr).await;
-    // award_miles waits 3 s: the booking sits after its authorization.
+    // reserve_seat waits 2 s: the booking is acknowledged (after its
+    // automatic wait signals) before its authorization; award_miles waits
+    // 3 s: the booking sits after its authorization.
     let body = booking_body(
         &flight,
         &date,
-        json!({"award_miles": {"mode": "delay", "ms": 3000}}),
+        json!({"reserve_seat": {"mode": "delay", "ms": 2000}, "award_miles": {"mode": "delay", "ms": 3000}}),
     );
     let r = book(&server, "card-1", &body).await;
     assert_eq!(r.status, 202, "{}", r.text);

@@ -622,8 +622,10 @@ async fn a_booking_confirms_and_is_found_by_reference_and_last_name() {
         [
             ("reserve_seat", "succeeded"),
             ("reserve_return_seat", "succeeded"),
+            ("await_payment", "succeeded"),
             ("redeem_miles", "succeeded"),
             ("authorize_payment", "succeeded"),
+            ("await_confirmation", "succeeded"),
             ("award_miles", "succeeded"),
             ("confirm_booking", "succeeded"),
             ("send_itinerary", "succeeded")
@@ -735,11 +737,13 @@ async fn a_rejected_step_compensates_and_says_why() {
     assert_eq!(
         states,
         [
-            "compensated",
-            "compensated",
-            "compensated",
-            "compensated",
-            "rejected",
+            "compensated", // reserve_seat
+            "compensated", // reserve_return_seat
+            "succeeded",   // await_payment (read-only: nothing to undo)
+            "compensated", // redeem_miles
+            "compensated", // authorize_payment
+            "succeeded",   // await_confirmation
+            "rejected",    // award_miles
             "pending",
             "pending"
         ]

@@ -238,6 +238,12 @@ async fn open(dir: &Path) -> Result<Child, Violations> {
             return Err(v);
         }
     };
+    // Bookings a kill caught between their start and their automatic
+    // wait signals get them now.
+    if let Err(e) = booking_domain::booking_saga::resume_waits(&engine).await {
+        v.push("store refused to open", format!("resume waits: {e}"));
+        return Err(v);
+    }
     Ok(Child {
         recovery: opened.elapsed(),
         engine,
@@ -272,6 +278,7 @@ fn request(c: &Child, n: usize) -> BookingRequest {
         _ => {}
     }
     let mut req = BookingRequest {
+        hold: false,
         flight_id: c.flight.0.clone(),
         date: c.date + Days::new(7 * (n as u64 % DEPARTURES)),
         cabin: Cabin::Economy,

@@ -98,6 +98,18 @@ pub(super) fn fingerprint_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result
     })
 }
 
+/// The request field a card problem belongs to.
+pub(super) fn card_problem_field(problem: &crate::payments::CardProblem) -> &'static str {
+    match problem {
+        crate::payments::CardProblem::ExpiryMonth { .. }
+        | crate::payments::CardProblem::ExpiryYear { .. }
+        | crate::payments::CardProblem::Expired { .. } => "card.expiry",
+        crate::payments::CardProblem::Cvc => "card.cvc",
+        crate::payments::CardProblem::HolderName => "card.holder_name",
+        _ => "card.number",
+    }
+}
+
 /// Validates `req` against the catalog and participants (as of `today`) and
 /// prices it. Every problem is reported, one per field; on success the
 /// saga's data is returned, its `card_token` still empty (the card is
@@ -208,25 +220,28 @@ pub async fn prepare_with(
     // Bounded and trimmed before anything else looks at it; the messages
     // never quote what was sent.
     let held = HeldCard::new(bounded_card(&req.card));
-    let mut card_ok = true;
-    for (field, message) in card_bounds_problems(held.card()) {
-        card_ok = false;
-        err(field, message.to_string());
-    }
-    let checked = match check_card(held.card(), today) {
-        _ if !card_ok => None,
-        Ok(c) => Some(c),
-        Err(problem) => {
-            let field = match problem {
-                crate::payments::CardProblem::ExpiryMonth { .. }
-                | crate::payments::CardProblem::ExpiryYear { .. }
-                | crate::payments::CardProblem::Expired { .. } => "card.expiry",
-                crate::payments::CardProblem::Cvc => "card.cvc",
-                crate::payments::CardProblem::HolderName => "card.holder_name",
-                _ => "card.number",
-            };
-            err(field, problem.to_string());
-            None
+    // A held booking is paid later (`pay_held_booking`): no card now.
+    let checked = if req.hold {
+        if *held.card() != CardDetails::default() {
+            err(
+                "card",
+                "a held booking takes no card now; pay it later".into(),
+            );
+        }
+        Some(None)
+    } else {
+        let mut card_ok = true;
+        for (field, message) in card_bounds_problems(held.card()) {
+            card_ok = false;
+            err(field, message.to_string());
+        }
+        match check_card(held.card(), today) {
+            _ if !card_ok => None,
+            Ok(c) => Some(Some(c)),
+            Err(problem) => {
+                err(card_problem_field(&problem), problem.to_string());
+                None
+            }
         }
     };
     for (step, f) in &req.faults {
@@ -340,6 +355,7 @@ pub async fn prepare_with(
     };
     match (price, checked) {
         (Some(price), Some(card)) => Ok(BookingData {
+            card_needs_confirmation: card.as_ref().is_some_and(|c| c.needs_confirmation),
             v: 1,
             request_fingerprint: request_fingerprint(req),
             flight_id,
@@ -362,8 +378,11 @@ pub async fn prepare_with(
             email: req.email.trim().to_lowercase(),
             loyalty_id,
             card_token: String::new(),
-            card_brand: card.brand.as_str().to_string(),
-            card_last4: card.last4,
+            card_brand: card
+                .as_ref()
+                .map(|c| c.brand.as_str().to_string())
+                .unwrap_or_default(),
+            card_last4: card.map(|c| c.last4).unwrap_or_default(),
             price,
             faults: req.faults.clone(),
             authorization_id: None,
@@ -374,6 +393,8 @@ pub async fn prepare_with(
             personal,
             return_leg,
             return_seat: None,
+            hold: req.hold,
+            customer_confirmed: false,
         }),
         _ => Err(ValidationErrors(errors).into()),
     }

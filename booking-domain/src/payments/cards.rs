@@ -154,7 +154,7 @@ pub const TEST_CARDS: &[TestCard] = &[
 /// Card data as the customer typed it. Sent to the participant, checked, and
 /// reduced to brand and last four digits; never stored. `Debug` masks the
 /// number and the CVC so they cannot leak into logs.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CardDetails {
     /// The card number; spaces and dashes are allowed.
     pub number: String,

@@ -33,6 +33,7 @@ pub fn economy_flight(catalog: &Catalog) -> (Flight, NaiveDate) {
 /// card that authorizes.
 pub fn ada_request(flight: &Flight, date: NaiveDate) -> BookingRequest {
     BookingRequest {
+        hold: false,
         flight_id: flight.id.0.clone(),
         date,
         cabin: Cabin::Economy,

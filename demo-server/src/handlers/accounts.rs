@@ -279,7 +279,10 @@ fn trip_status(state: &AppState, rec: &SagaRecord) -> Result<&'static str, ApiEr
         },
         SagaStatus::Compensated => "failed",
         SagaStatus::Stuck => "needs_attention",
-        _ => "awaiting_confirmation",
+        _ => match booking_domain::booking_saga::wait_status(rec) {
+            Some(booking_domain::booking_saga::WaitStatus::Held { .. }) => "held",
+            _ => "awaiting_confirmation",
+        },
     })
 }
 
@@ -306,7 +309,12 @@ fn trip_view(state: &AppState, rec: &SagaRecord) -> Result<Value, ApiError> {
         "created_at_ms": rec.created_at_ms,
         // A held booking's deadline (RFC 3339), as the hold-now-pay-later
         // saga keeps it in its data; the page shows the time left.
-        "hold_expires_at": rec.data.get("hold_expires_at").filter(|v| v.is_string()),
+        "hold_expires_at": match booking_domain::booking_saga::wait_status(rec) {
+            Some(booking_domain::booking_saga::WaitStatus::Held { expires_at_ms }) => {
+                crate::api::rfc3339_ms(expires_at_ms)
+            }
+            _ => None,
+        },
         "status_url": format!("/api/bookings/{}", rec.id),
         "events_url": format!("/api/sagas/{}/events", rec.id),
         "ticket_url": (status == "confirmed").then(|| reference.map(|r| format!("/api/tickets/{r}"))).flatten(),

@@ -194,7 +194,14 @@ pub fn parse_booking_request(value: Value) -> Result<BookingRequest, ApiError> {
     let passengers = field(&mut obj, "passengers", true, &mut errors);
     let email = field(&mut obj, "email", true, &mut errors);
     let loyalty_id: Option<Option<String>> = field(&mut obj, "loyalty_id", false, &mut errors);
-    let card = field(&mut obj, "card", true, &mut errors);
+    let hold: Option<bool> = field(&mut obj, "hold", false, &mut errors);
+    let hold = hold.unwrap_or(false);
+    // A held booking is paid later: no card now.
+    let card = if hold {
+        field(&mut obj, "card", false, &mut errors).or(Some(Default::default()))
+    } else {
+        field(&mut obj, "card", true, &mut errors)
+    };
     let faults = field(&mut obj, "faults", false, &mut errors);
     let redeem_miles: Option<u64> = field(&mut obj, "redeem_miles", false, &mut errors);
     let phone = field(&mut obj, "phone", false, &mut errors);
@@ -213,6 +220,7 @@ pub fn parse_booking_request(value: Value) -> Result<BookingRequest, ApiError> {
                 loyalty_id: loyalty_id.flatten(),
                 phone,
                 card,
+                hold,
                 redeem_miles: redeem_miles.unwrap_or(0),
                 faults: faults.unwrap_or_default(),
                 return_flight_id,

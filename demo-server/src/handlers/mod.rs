@@ -6,6 +6,7 @@
 mod accounts;
 mod admin;
 mod backup;
+mod booking_waits;
 mod bookings;
 mod cancellations;
 mod catalog;
@@ -72,6 +73,8 @@ pub async fn handle(
         Endpoint::CancelMyTrip => accounts::cancel_trip(state, req).await,
         Endpoint::Ticket => tickets::ticket(state, &req).await,
         Endpoint::TicketPdf => ticket_pdf::ticket_pdf(state, &req).await,
+        Endpoint::ConfirmPayment => booking_waits::confirm_payment(state, req).await,
+        Endpoint::PayBooking => booking_waits::pay(state, req).await,
         Endpoint::AdminBackup => backup::backup(state, req).await,
         Endpoint::AdminCatalogImport => catalog_import::import(state, req).await,
         Endpoint::Quote => promo::quote(state, req).await,

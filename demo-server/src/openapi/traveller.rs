@@ -202,7 +202,7 @@ fn account_schemas() -> Value {
         "AccountState": { "type": "object", "properties": { "account": schema("Account"), "csrf_token": string(),
             "expires_at_ms": { "type": "integer" }, "loyalty": { "allOf": [schema("LoyaltyAccount")], "nullable": true } } },
         "Trip": { "type": "object", "properties": {
-            "booking_id": string(), "status": { "type": "string", "enum": ["awaiting_confirmation", "confirmed", "cancelled", "failed", "needs_attention"] },
+            "booking_id": string(), "status": { "type": "string", "enum": ["held", "awaiting_confirmation", "confirmed", "cancelled", "failed", "needs_attention"] },
             "failure_reason": nullable("string"), "booking_ref": nullable("string"), "flight": { "type": "object", "nullable": true },
             "flight_id": string(), "date": { "type": "string", "format": "date" }, "cabin": string(),
             "passengers": { "type": "array", "items": schema("Passenger") }, "price": schema("PriceBreakdown"), "charged": schema("Money"),

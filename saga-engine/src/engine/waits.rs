@@ -73,8 +73,10 @@ impl Engine {
                         return r;
                     }
                 }
-                tokio::task::yield_now().await;
-                continue;
+                // The worker let go of its messages: it is parking the
+                // saga, under the saga's lock, which `signal_parked` takes
+                // (so it finds the saga parked, however long the hand-over
+                // takes, instead of spending the tries while it lasts).
             }
             if let Some(r) = self
                 .inner
@@ -83,6 +85,7 @@ impl Engine {
             {
                 return r;
             }
+            tokio::task::yield_now().await;
         }
         let rec = self.status(id).await?;
         Err(self.inner.not_runnable(

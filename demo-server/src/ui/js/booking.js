@@ -137,6 +137,7 @@ $("booking-form").addEventListener("submit", async (e) => {
     passengers.push({ first_name: $("pax-" + i + "-first").value, last_name: $("pax-" + i + "-last").value });
   }
   const holder = $("card-holder").value || (passengers[0].first_name + " " + passengers[0].last_name).trim();
+  const hold = $("booking-hold").checked;
   const body = {
     flight_id: bookingTarget.flight,
     date: bookingTarget.date,
@@ -153,6 +154,11 @@ $("booking-form").addEventListener("submit", async (e) => {
     },
     faults: readFaults("fault", true),
   };
+  if (hold) {
+    // Held: no card now; it is paid later on the booking's page.
+    delete body.card;
+    body.hold = true;
+  }
   for (const h of bookingHooks.body) h(body);
   const button = $("booking-submit");
   button.disabled = true;
@@ -187,7 +193,10 @@ function setStep(step, state, detail) {
       el("span", { class: "name" }, STEP_LABEL[step] || step),
       el("span", { class: "state", "data-testid": "step-state-" + step }, "pending"),
       el("span", { class: "detail", "data-testid": "step-detail-" + step }));
-    $("saga-steps").append(li);
+    // A wait step is shown where it stands in the saga.
+    const prev = WAIT_AFTER[step] && stepRow(WAIT_AFTER[step]);
+    if (prev) prev.after(li);
+    else $("saga-steps").append(li);
   }
   li.dataset.state = state;
   li.querySelector(".state").textContent = state.replace("_", " ");
@@ -237,9 +246,105 @@ function applyEvent(e) {
     case "cancel_requested":
       setStatus("cancelling");
       break;
+    case "wait_started":
+      setStep(e.step, "waiting", e.until_ms ? "until " + timeOf(e.until_ms) : "");
+      showWait(currentSaga);
+      break;
+    case "signal_received":
+      if (e.step) setStep(e.step, "succeeded", "received");
+      showWait(currentSaga);
+      break;
+    case "wait_timed_out":
+      setStep(e.step, "rejected", "timed out");
+      break;
     case "saga_finished":
       break;
   }
+}
+
+// ---------- waits: hold now pay later, confirm with your bank ----------
+
+const WAIT_AFTER = { await_payment: "reserve_seat", await_confirmation: "authorize_payment" };
+STEP_LABEL.await_payment = "Wait for payment";
+STEP_LABEL.await_confirmation = "Confirm with your bank";
+let currentSaga = null;
+let waitTimer = null;
+
+/** Shows what the booking waits for from the customer, if anything. */
+async function showWait(id) {
+  if (!id) return;
+  let b;
+  try {
+    b = await api("GET", "/api/bookings/" + encodeURIComponent(id));
+  } catch (_) {
+    return;
+  }
+  if (id !== currentSaga) return;
+  const box = clear($("saga-wait"));
+  box.dataset.status = b.status;
+  if (waitTimer) clearInterval(waitTimer);
+  waitTimer = null;
+  const deadline = b.status === "held" ? b.hold_expires_at : b.status === "awaiting_confirmation" ? b.confirmation_expires_at : null;
+  if (!deadline) return;
+  setStatus(b.status);
+  const left = el("span", { class: "hold-left", "data-testid": "wait-time-left" }, timeLeft(deadline));
+  waitTimer = setInterval(() => { left.textContent = timeLeft(deadline); }, 15000);
+  if (b.status === "awaiting_confirmation") {
+    const out = el("p", { "data-testid": "confirm-result" });
+    const button = el("button", { type: "button", "data-testid": "confirm-payment" }, "I have confirmed with my bank");
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        await api("POST", "/api/bookings/" + encodeURIComponent(id) + "/confirm-payment");
+        out.textContent = "Confirmation received; finishing the booking…";
+      } catch (err) {
+        out.textContent = err.message;
+        out.className = "error";
+        button.disabled = false;
+      }
+    });
+    box.append(el("div", { class: "card notice", "data-testid": "confirm-step" },
+      el("h2", {}, "Confirm with your bank"),
+      el("p", {}, "Your card's issuer asks you to confirm this payment of " + money(b.total) + ". Your seats are held meanwhile: ", left, "."),
+      button, out));
+    return;
+  }
+  // Held: pay with a card, tokenized by the payments service like at booking.
+  const field = (id2, label, attrs) => el("label", {}, label, el("input", Object.assign({ id: id2, "data-testid": id2, required: "" }, attrs || {})));
+  const form = el("form", { class: "grid-form", "data-testid": "pay-form", novalidate: "" },
+    field("pay-card-number", "Card number", { inputmode: "numeric", autocomplete: "cc-number" }),
+    field("pay-card-exp-month", "Expiry month", { type: "number", min: "1", max: "12", value: "12" }),
+    field("pay-card-exp-year", "Expiry year", { type: "number", min: "2000", max: "2100", value: String(new Date().getFullYear() + 3) }),
+    field("pay-card-cvc", "CVC", { inputmode: "numeric", maxlength: "4", value: "123" }),
+    field("pay-card-holder", "Name on card", { value: b.passengers.length ? b.passengers[0].first_name + " " + b.passengers[0].last_name : "" }),
+    el("div", { class: "actions" }, el("button", { type: "submit", "data-testid": "pay-submit" }, "Pay " + money(b.total))),
+    el("p", { class: "error", "data-testid": "pay-error", hidden: "" }));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const err = form.querySelector("[data-testid=pay-error]");
+    err.hidden = true;
+    const submit = form.querySelector("[data-testid=pay-submit]");
+    submit.disabled = true;
+    const card = {
+      number: $("pay-card-number").value,
+      exp_month: Number($("pay-card-exp-month").value),
+      exp_year: Number($("pay-card-exp-year").value),
+      cvc: $("pay-card-cvc").value,
+      holder_name: $("pay-card-holder").value,
+    };
+    try {
+      await api("POST", "/api/bookings/" + encodeURIComponent(id) + "/pay", { body: { card } });
+      clear(box).append(el("p", { class: "success", "data-testid": "pay-result" }, "Payment received; finishing the booking…"));
+    } catch (e2) {
+      err.textContent = e2.message + (e2.fields && e2.fields.length ? ": " + e2.fields.map((f) => f.field + " " + f.message).join("; ") : "");
+      err.hidden = false;
+      submit.disabled = false;
+    }
+  });
+  box.append(el("div", { class: "card notice", "data-testid": "hold-step" },
+    el("h2", {}, "Held, not paid"),
+    el("p", {}, "Your seats are held without payment: ", left, ". Pay now to confirm the booking."),
+    form));
 }
 
 async function showOutcome(id) {
@@ -287,6 +392,8 @@ async function openSaga(id) {
   show($("booking-confirmed"), false);
   show($("saga-failure"), false);
   $("booking-ref").textContent = "";
+  currentSaga = id;
+  clear($("saga-wait"));
   for (const [step] of STEPS) setStep(step, "pending", "");
   try {
     renderOverview(await api("GET", "/api/bookings/" + encodeURIComponent(id)));
@@ -298,7 +405,8 @@ async function openSaga(id) {
   const es = new EventSource("/api/sagas/" + encodeURIComponent(id) + "/events");
   source = es;
   const kinds = ["saga_started", "step_started", "step_succeeded", "step_failed", "compensation_started",
-    "step_compensated", "compensation_failed", "cancel_requested", "resumed", "operator_retry", "saga_finished"];
+    "step_compensated", "compensation_failed", "cancel_requested", "resumed", "operator_retry", "saga_finished",
+    "wait_started", "signal_received", "wait_timed_out"];
   for (const kind of kinds) {
     es.addEventListener(kind, (msg) => {
       const e = JSON.parse(msg.data);
@@ -306,13 +414,19 @@ async function openSaga(id) {
       if (e.event === "saga_finished") {
         es.close();
         if (source === es) source = null;
+        clear($("saga-wait"));
         showOutcome(id);
       }
     });
   }
+  // Opened while it already waits (from My trips): show the step at once.
+  showWait(id);
   leaveView = () => {
     es.close();
     if (source === es) source = null;
+    currentSaga = null;
+    if (waitTimer) clearInterval(waitTimer);
+    waitTimer = null;
   };
 }
 
