@@ -256,6 +256,14 @@ fn restore(data_dir: &Path, from: &Path) -> Fallible {
         header.created_at.to_rfc3339(),
         data_dir.display()
     );
+    // Keys never travel inside a backup (it would hold its own key).
+    println!(
+        "demo-server: a backup holds no keys: copy {} and {} from the backed-up server's data directory \
+         (same relative paths) into {}, or its sealed cards and passengers' details cannot be opened",
+        booking_domain::payments::VAULT_KEY_FILE,
+        booking_domain::personal::PERSONAL_KEY_FILE,
+        data_dir.display()
+    );
     Ok(())
 }
 

@@ -297,6 +297,11 @@ async fn the_binary_backs_up_and_restores_and_refuses_bad_files_and_full_directo
         .arg(&target));
     assert!(ok, "{out}");
     assert!(out.contains("restored"), "{out}");
+    // It says which keys to carry over (a backup holds none).
+    assert!(
+        out.contains("card-vault.key") && out.contains("personal-data.key"),
+        "{out}"
+    );
     // Again into the same, now full, directory: refused.
     let (ok, out) = run(bin()
         .args(["restore", "--from"])
