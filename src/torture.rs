@@ -18,6 +18,7 @@ mod checks;
 mod child;
 mod round_trip_mix;
 mod traveller_mix;
+mod waits_mix;
 
 pub use child::{child_main, Layout};
 

@@ -111,6 +111,7 @@ pub(super) async fn after_restart(c: &Child, acks: &[(String, String)]) -> Viola
     let cancelling = super::traveller_mix::under_cancellation(&sagas);
     ended_match(c, &sagas, &cancelling, &ledgers, &mut v).await;
     super::cards::no_card_lost(&sagas, &mut v);
+    super::waits_mix::check(&sagas, &c.answered, false, &mut v);
     let mut taken: BTreeMap<(&str, NaiveDate), u32> = BTreeMap::new();
     for h in holds.iter().filter(|h| h.state != HoldState::Released) {
         *taken.entry((h.flight.0.as_str(), h.date)).or_default() += h.seats;
@@ -243,6 +244,7 @@ pub(super) async fn totals(c: &Child) -> (Violations, usize) {
         }
     };
     super::cards::no_card_lost(&sagas, &mut v);
+    super::waits_mix::check(&sagas, &c.answered, true, &mut v);
     match check_consistency(&c.engine, &c.services).await {
         Ok(found) => {
             for p in found {

@@ -46,6 +46,9 @@ pub(super) struct Child {
     pub(super) flight: FlightId,
     pub(super) date: NaiveDate,
     pub(super) member: AccountId,
+    /// The answers to waiting bookings acknowledged so far
+    /// ([`super::waits_mix::LOG`]).
+    pub(super) answered: Vec<(String, String)>,
 }
 
 /// A catalog of one flight: the built-in dataset takes tens of
@@ -172,13 +175,14 @@ async fn open(dir: &Path) -> Result<Child, Violations> {
         }
         None => BookingServices::local_in(&pdb, &pdir, catalog),
     };
-    let services = match opened_services {
+    let mut services = match opened_services {
         Ok(s) => s,
         Err(e) => {
             v.push("participants refused to open", e.to_string());
             return Err(v);
         }
     };
+    services.waits = super::waits_mix::waits();
     for week in 0..DEPARTURES {
         for id in [&flight.id, &super::round_trip_mix::return_flight().id] {
             services
@@ -251,6 +255,7 @@ async fn open(dir: &Path) -> Result<Child, Violations> {
         flight: flight.id,
         date,
         member,
+        answered: acklog::read(&dir.join(super::waits_mix::LOG)),
     })
 }
 
@@ -310,6 +315,7 @@ fn request(c: &Child, n: usize) -> BookingRequest {
     };
     super::traveller_mix::adjust(n, &mut req);
     super::round_trip_mix::adjust(n, &mut req);
+    super::waits_mix::adjust(n, &mut req);
     req
 }
 
@@ -336,8 +342,9 @@ async fn open_and_check(dir: &Path) -> Arc<Child> {
 }
 
 /// Starts booking `n` under key `b-N`, acknowledges it in `acks` (when
-/// given), and waits for its end; reports every failed call.
-async fn book(c: Arc<Child>, n: usize, acks: Option<Arc<AckLog>>) {
+/// given), answers it if it waits for its customer (logged in `waits`),
+/// and waits for its end; reports every failed call.
+async fn book(c: Arc<Child>, n: usize, acks: Option<Arc<AckLog>>, waits: Option<Arc<AckLog>>) {
     let key = format!("b-{n}");
     match start_booking(&c.engine, &c.services, &request(&c, n), &key).await {
         Ok(id) => {
@@ -347,6 +354,7 @@ async fn book(c: Arc<Child>, n: usize, acks: Option<Arc<AckLog>>) {
                     return;
                 }
             }
+            super::waits_mix::answer(&c, n, &id, waits.as_ref()).await;
             if let Err(e) = c.engine.wait(&id).await {
                 wait_again(&c.engine, &key, &id, e).await;
             }
@@ -394,16 +402,24 @@ async fn run_round(dir: PathBuf, round: usize) {
             std::process::exit(3);
         }
     };
+    let waits = match AckLog::open(&dir.join(super::waits_mix::LOG)) {
+        Ok(a) => Arc::new(a),
+        Err(e) => {
+            kill_loop::report_error("start", format!("opening the waits log: {e}"));
+            std::process::exit(3);
+        }
+    };
     let inflight = InFlight::new();
     let mut tasks = Vec::new();
     // This round's bookings and, again, the last round's (same keys: they
     // must map to the sagas already started).
     for r in [round, round.saturating_sub(1)] {
         for i in 0..PER_ROUND {
-            let (c, acks, guard) = (c.clone(), acks.clone(), inflight.enter());
+            let (c, acks, waits, guard) =
+                (c.clone(), acks.clone(), waits.clone(), inflight.enter());
             tasks.push(tokio::spawn(async move {
                 let _guard = guard;
-                book(c, r * PER_ROUND + i, Some(acks)).await;
+                book(c, r * PER_ROUND + i, Some(acks), Some(waits)).await;
             }));
         }
     }
@@ -423,7 +439,7 @@ async fn finish(dir: PathBuf) -> (Violations, usize) {
     let c = open_and_check(&dir).await;
     let mut tasks = Vec::new();
     for n in 100_000..100_000 + PER_ROUND {
-        tasks.push(tokio::spawn(book(c.clone(), n, None)));
+        tasks.push(tokio::spawn(book(c.clone(), n, None, None)));
     }
     for t in tasks {
         if let Err(e) = t.await {
