@@ -18,6 +18,12 @@ pub(crate) struct Harness {
 
 impl Harness {
     pub(crate) async fn start(name: &'static str) -> Harness {
+        Self::start_with(name, &[]).await
+    }
+
+    /// [`Harness::start`] with more arguments for the server (a flag a
+    /// scenario needs, e.g. a short wait window).
+    pub(crate) async fn start_with(name: &'static str, server_args: &[&str]) -> Harness {
         let (chromium, chromedriver) = browser_binaries();
         let artifacts = artifacts_dir();
         std::fs::create_dir_all(&artifacts)
@@ -37,7 +43,12 @@ impl Harness {
             }
         }
         let http: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-        let server = Server::start(&http, &artifacts.join(format!("{name}-server.log"))).await;
+        let server = Server::start(
+            &http,
+            &artifacts.join(format!("{name}-server.log")),
+            server_args,
+        )
+        .await;
         let driver = Driver::start(
             &http,
             &chromedriver,
@@ -216,7 +227,7 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    pub(crate) async fn start(http: &HttpClient, log: &Path) -> Server {
+    pub(crate) async fn start(http: &HttpClient, log: &Path, args: &[&str]) -> Server {
         let data = tempfile::tempdir().expect("temp data dir");
         let out = File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         let err = out.try_clone().expect("log file handle");
@@ -226,6 +237,7 @@ impl Server {
         let child = Command::new(SERVER_BIN)
             .args(["--addr", "127.0.0.1:0", "--data-dir"])
             .arg(data.path())
+            .args(args)
             .env("DEMO_ADMIN_TOKEN", &token)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")

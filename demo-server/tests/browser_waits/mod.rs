@@ -20,9 +20,68 @@ async fn a_payment_is_confirmed_with_the_bank_and_a_held_booking_is_paid_later_i
     h.finish(outcome, started).await;
 }
 
+/// The bank's confirmation never comes: when the window (2 s here) runs
+/// out the live view shows the booking compensated with the reason in
+/// plain words, and the seats are back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_payment_releases_the_seats_when_its_window_runs_out_in_the_browser() {
+    let started = Instant::now();
+    let mut h = Harness::start_with(
+        "waits-timeout",
+        &["--payment-confirmation-timeout-secs", "2"],
+    )
+    .await;
+    let outcome = run_timeout(&mut h).await;
+    h.finish(outcome, started).await;
+}
+
+async fn run_timeout(h: &mut Harness) -> Result<(), String> {
+    let route = find_route(&h.http, &h.server.base).await?;
+    h.wd.goto(&format!("{}/", h.server.base)).await?;
+    h.wd.wait_visible("#search-form", UI_TIMEOUT).await?;
+    h.wd.exec(WATCH_ERRORS_JS, json!([])).await?;
+    h.scenario = "3 the confirmation never comes";
+    search(h, &route, 1).await?;
+    open_first_result(h).await?;
+    h.wd.type_into("#booking-email", "ada@example.com").await?;
+    fill(h, Some(SCA_CARD)).await?;
+    let id = submit_booking(h).await?;
+    h.wd.wait_visible("[data-testid=confirm-step]", UI_TIMEOUT)
+        .await?;
+    h.shot("3-waiting-for-the-bank").await?;
+    let view = watch_saga(h).await?;
+    ensure!(
+        view.status == "compensated",
+        "after the window the live view shows {view:?}"
+    );
+    let shown = view.failure.clone().unwrap_or_default();
+    ensure!(
+        shown.contains("not confirmed in time"),
+        "the reason shown: {shown:?}"
+    );
+    h.shot("3-released").await?;
+    let api = booking_from_api(h, &id).await?;
+    let reason = api["failure_reason"].as_str().unwrap_or_default();
+    ensure!(
+        api["status"] == "compensated" && reason.contains("not confirmed in time"),
+        "the API says {api}"
+    );
+    ensure!(
+        api["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s["name"] == "reserve_seat" && s["state"] == "compensated"),
+        "the seats were released: {api}"
+    );
+    Ok(())
+}
+
 async fn fill(h: &Harness, card: Option<&str>) -> Result<(), String> {
     h.wd.type_into("#pax-0-first", "Ada").await?;
     h.wd.type_into("#pax-0-last", "Lovelace").await?;
+    h.wd.type_into("#pax-0-dob", "1990-01-01").await?;
+    h.wd.type_into("#booking-phone", "+44 20 7946 0958").await?;
     match card {
         Some(number) => {
             h.wd.type_into("#card-number", number).await?;
