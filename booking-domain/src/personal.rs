@@ -13,6 +13,7 @@
 //! its value (the e-ticket asks for it by name: [`DateOfBirth::iso`]).
 
 use crate::payments::VaultKey;
+use crate::payments::{hex, unhex};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use chrono::{Datelike, NaiveDate};
@@ -305,20 +306,6 @@ impl fmt::Debug for PersonalVault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("PersonalVault(..)")
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 impl PersonalVault {

@@ -22,6 +22,8 @@ use std::fmt;
 mod cards;
 mod local;
 mod vault;
+/// The hex text form sealed values are kept in (shared with `crate::personal`).
+pub(crate) use vault::{hex, unhex};
 
 pub use cards::*;
 pub use local::LocalPayments;

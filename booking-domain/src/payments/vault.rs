@@ -240,11 +240,13 @@ pub(crate) struct Vault {
     cipher: XChaCha20Poly1305,
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes` (how sealed values are stored as text).
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
+/// The bytes of [`hex`]'s text; `None` for anything else.
+pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }
