@@ -13,20 +13,21 @@
 //! card is durable) the copy has no card and the test fails.
 
 use booking_domain::booking_saga::{
-    booking_definition, check_consistency, start_booking, BookingRequest, BookingServices,
-    Passenger,
+    booking_definition, check_consistency, start_booking, BookingServices,
 };
-use booking_domain::catalog::{Catalog, Flight};
+use booking_domain::catalog::Catalog;
 use booking_domain::faults::{BookingStep, Fault};
-use booking_domain::payments::{CardDetails, PaymentStatus, VAULT_KEY_FILE};
-use booking_domain::Cabin;
-use chrono::{Datelike, Days, NaiveDate, Utc};
+use booking_domain::payments::{PaymentStatus, VAULT_KEY_FILE};
 use saga_engine::{Engine, SagaStatus, SledStore};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{ada_request as request, economy_flight as flight_and_date};
+
+/// The card `common::ada_request` pays with.
 const NUMBER: &str = "4242 4242 4242 4242";
 
 fn participants_db(dir: &Path) -> sled::Db {
@@ -35,48 +36,6 @@ fn participants_db(dir: &Path) -> sled::Db {
         .flush_every_ms(None)
         .open()
         .unwrap()
-}
-
-fn flight_and_date(catalog: &Catalog) -> (Flight, NaiveDate) {
-    let flight = catalog
-        .flights()
-        .into_iter()
-        .find(|f| f.economy.is_some())
-        .expect("a flight with economy")
-        .clone();
-    let mut date = Utc::now().date_naive() + Days::new(7);
-    while date.weekday() != flight.weekday {
-        date = date + Days::new(1);
-    }
-    (flight, date)
-}
-
-fn request(flight: &Flight, date: NaiveDate) -> BookingRequest {
-    BookingRequest {
-        hold: false,
-        flight_id: flight.id.0.clone(),
-        date,
-        cabin: Cabin::Economy,
-        passengers: vec![Passenger {
-            first_name: "Ada".into(),
-            last_name: "Lovelace".into(),
-            date_of_birth: None,
-        }],
-        email: "ada@example.com".into(),
-        loyalty_id: None,
-        phone: None,
-        card: CardDetails {
-            number: NUMBER.into(),
-            exp_month: 12,
-            exp_year: Utc::now().year() as u32 + 3,
-            cvc: "123".into(),
-            holder_name: "Ada Lovelace".into(),
-        },
-        redeem_miles: 0,
-        faults: BTreeMap::new(),
-        return_flight_id: None,
-        return_date: None,
-    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {
