@@ -17,7 +17,7 @@
 //! | `replay-before-durable` | a replayed booking key is acknowledged without a durability barrier |
 //! | `purge-forgets-keys` | retention deletes a saga without retiring its idempotency key |
 //! | `pause-not-durable` | an operator's pause is acknowledged without being written |
-//! | `group-member-not-persisted` | a group member's success is acted on but written as never started |
+//! | `group-member-not-persisted` | a group member's success is acted on but written as never started for as long as its group runs |
 //! | `wait-not-indexed` | a saga entering a durable wait is left out of sled's active (timer) index |
 //! | `backup-no-barrier` | (demo-server) a backup snapshot does not hold writes back |
 //! | `catalog-clear-then-load` | (booking-domain) a live catalog import empties the served catalog, then loads |

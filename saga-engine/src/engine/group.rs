@@ -165,6 +165,8 @@ impl Inner {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut set: JoinSet<Finished> = JoinSet::new();
         let mut inflight: HashSet<usize> = HashSet::new();
+        // Members the planted defect `group-member-not-persisted` forgets.
+        let mut forgotten: Vec<usize> = Vec::new();
         loop {
             let d = rec.state.decision();
             let Decision::RunGroup { first, end } = d else {
@@ -257,7 +259,15 @@ impl Inner {
                 Some(c) = control.recv() => {
                     // A cancel is recorded here; the members hear of it at
                     // the top of the loop.
-                    self.control(&**def, rec, c).await?;
+                    if forgotten.is_empty() {
+                        self.control(&**def, rec, c).await?;
+                    } else {
+                        // (Only under the planted defect below.)
+                        let mut written = forget(rec, &forgotten);
+                        let r = self.control(&**def, &mut written, c).await;
+                        *rec = remember(written, rec, &forgotten);
+                        r?;
+                    }
                     continue;
                 }
                 _ = shutdown.changed() => continue,
@@ -282,18 +292,17 @@ impl Inner {
             model.extend(outcome);
             model.extend(more);
             let events = events_for(rec, model, next, now);
-            if let (Input::StepSucceeded { step }, Decision::RunGroup { .. }) = (&input, next) {
-                if crate::sabotage::active(crate::sabotage::GROUP_MEMBER_NOT_PERSISTED) {
-                    // Planted defect: the member's success is acted on but
-                    // written as if it had never started.
-                    let kept = rec.state.steps[*step].clone();
-                    rec.state.steps[*step].state = StepState::Pending;
-                    rec.state.steps[*step].attempts = 0;
-                    let r = self.commit(rec, events).await;
-                    rec.state.steps[*step] = kept;
-                    r?;
-                    continue;
+            if crate::sabotage::active(crate::sabotage::GROUP_MEMBER_NOT_PERSISTED) {
+                // Planted defect: a member's success is acted on but, for as
+                // long as the group runs, written as if it had never started.
+                if let (Input::StepSucceeded { step }, Decision::RunGroup { .. }) = (&input, next) {
+                    forgotten.push(*step);
                 }
+                let mut written = forget(rec, &forgotten);
+                let r = self.commit(&mut written, events).await;
+                *rec = remember(written, rec, &forgotten);
+                r?;
+                continue;
             }
             self.commit(rec, events).await?;
         }
@@ -339,4 +348,24 @@ impl Inner {
         };
         set.spawn(GROUP_CANCEL.scope(stop.clone(), work).instrument(span));
     }
+}
+
+/// The record as the planted defect `group-member-not-persisted` writes it:
+/// the `forgotten` members as never started.
+fn forget(rec: &SagaRecord, forgotten: &[usize]) -> SagaRecord {
+    let mut written = rec.clone();
+    for &i in forgotten {
+        written.state.steps[i].state = StepState::Pending;
+        written.state.steps[i].attempts = 0;
+    }
+    written
+}
+
+/// `written` after its write, with the `forgotten` members as they really
+/// are in `rec`.
+fn remember(mut written: SagaRecord, rec: &SagaRecord, forgotten: &[usize]) -> SagaRecord {
+    for &i in forgotten {
+        written.state.steps[i] = rec.state.steps[i].clone();
+    }
+    written
 }
