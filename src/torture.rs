@@ -17,8 +17,10 @@ mod cards;
 mod checks;
 mod child;
 mod round_trip_mix;
+mod test_main;
 mod traveller_mix;
 mod waits_mix;
+pub use test_main::test_main;
 
 pub use child::{child_main, Layout};
 

@@ -15,60 +15,8 @@
 //!
 //! `harness = false`: this binary is the parent and, with `--child`, the child.
 
-use saga_workspace::{torture, verdict};
-use std::time::Instant;
+use saga_workspace::torture;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--child") {
-        torture::child_main(args.get(1).map(String::as_str).unwrap_or(""));
-        return;
-    }
-    if args.iter().any(|a| a == "--list") {
-        println!("booking_crash_shared: test");
-        return;
-    }
-    if std::env::var_os(torture::Layout::VAR).is_none() {
-        // The children inherit it.
-        std::env::set_var(torture::Layout::VAR, "engine-db");
-    }
-    let kills = match verdict::knob("CRASH_KILLS", 40, torture::MIN_KILLS) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("booking_crash_shared REFUSED: {e}");
-            std::process::exit(2);
-        }
-    };
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let exe = std::env::current_exe().expect("own path");
-    let started = Instant::now();
-    let r = match torture::run(&exe, tmp.path(), kills, 60..300) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("booking_crash_shared FAILED: {e}");
-            std::process::exit(1);
-        }
-    };
-    let f = &r.figures;
-    eprintln!(
-        "booking_crash_shared ({}): {} kills ({} in flight, {} recovering), {} checks, {} sagas, {} acknowledged, {} start / {} wait errors, {:.1}s",
-        std::env::var(torture::Layout::VAR).unwrap_or_default(),
-        f.kills,
-        f.in_flight,
-        r.killed_recovering,
-        f.checks,
-        f.sagas,
-        f.acked,
-        f.start_errors,
-        f.wait_errors,
-        started.elapsed().as_secs_f64(),
-    );
-    for e in r.expected.iter().take(3) {
-        eprintln!("  expected error (explained): {e}");
-    }
-    let code = verdict::conclude("booking_crash_shared", f, &r.violations, &r.problems);
-    if code == 0 {
-        eprintln!("booking_crash_shared ... ok");
-    }
-    std::process::exit(code);
+    torture::test_main("booking_crash_shared", 40, Some("engine-db"))
 }
