@@ -284,12 +284,16 @@ impl GroupCommit {
             (b.expect, budget)
         };
         let began = Instant::now();
-        if !gather::keep_waiting(
-            self.tickets.load(Ordering::SeqCst),
-            expect,
-            Duration::ZERO,
-            budget,
-        ) {
+        // Outside a runtime nothing else runs meanwhile (and there is no
+        // timer): flush at once.
+        if tokio::runtime::Handle::try_current().is_err()
+            || !gather::keep_waiting(
+                self.tickets.load(Ordering::SeqCst),
+                expect,
+                Duration::ZERO,
+                budget,
+            )
+        {
             return;
         }
         self.gathers.fetch_add(1, Ordering::Relaxed);

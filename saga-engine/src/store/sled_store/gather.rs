@@ -13,7 +13,9 @@
 //! It sleeps meanwhile (a spinning leader takes a core from the writers it
 //! waits for): the writer taking the awaited ticket wakes it, and so does
 //! the first writer to arrive after the budget is spent (the runtime's
-//! timer, the last resort, ticks in milliseconds). A lone writer
+//! timer, the last resort, ticks in milliseconds; like the engine, the
+//! gathering needs a runtime with timers enabled, and outside a runtime a
+//! leader flushes at once). A lone writer
 //! never waits: the one writer the last flush released is the leader
 //! itself, whose ticket is already taken.
 
