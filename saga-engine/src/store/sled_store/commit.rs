@@ -503,6 +503,49 @@ mod tests {
         );
     }
 
+    /// A leader cancelled while it gathers (every task that could lead is
+    /// aborted) steps down: the writer it waited for then leads, and is
+    /// answered. Red under `flush-leader-sticks`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leader_cancelled_while_gathering_steps_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, commit) = patient_store(dir.path());
+        let gate = FlushGate::default();
+        store.set_flush_hook(Some(gate.hook()));
+        let start = commit.tickets.load(Ordering::SeqCst);
+        let c = commit.clone();
+        let a = tokio::spawn(async move { c.durable_then(true).await });
+        tokio::time::timeout(HANG, gate.wait_entered())
+            .await
+            .expect("A's flush reaches the gate");
+        let others: Vec<_> = (0..3)
+            .map(|_| {
+                let c = commit.clone();
+                tokio::spawn(async move { c.durable_then(false).await })
+            })
+            .collect();
+        until("the three are ticketed", || {
+            commit.tickets.load(Ordering::SeqCst) == start + 4
+        })
+        .await;
+        gate.open();
+        a.await.unwrap().unwrap();
+        until("one of the three gathers", || {
+            commit.gathers.load(Ordering::SeqCst) >= 1
+        })
+        .await;
+        for o in &others {
+            o.abort();
+        }
+        for o in others {
+            assert!(o.await.is_err_and(|e| e.is_cancelled()));
+        }
+        tokio::time::timeout(HANG, commit.durable_then(false))
+            .await
+            .expect("A's second write hangs: the cancelled gathering leader never stepped down")
+            .unwrap();
+    }
+
     /// A lone writer is the one writer the last flush expects back: it
     /// never waits, even with a budget it could not outlast.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
