@@ -237,10 +237,19 @@ async fn a_flush_leader_cancelled_mid_flush_does_not_block_later_writers() {
     let gate = FlushGate::default();
     store.set_flush_hook(Some(gate.hook()));
     let first = sample_record("first", None);
-    let cancelled =
-        tokio::time::timeout(Duration::from_millis(50), store.create(&first, &[])).await;
-    assert!(cancelled.is_err(), "the flush is held at the gate");
-    assert!(gate.entered());
+    {
+        let leading = store.create(&first, &[]);
+        tokio::pin!(leading);
+        tokio::time::timeout(HANG, async {
+            tokio::select! {
+                r = &mut leading => panic!("the flush is held at the gate, yet the write returned {r:?}"),
+                () = gate.wait_entered() => {}
+            }
+        })
+        .await
+        .expect("the first write's flush never reached the gate");
+        // Dropped here: the leader goes away while its flush is held.
+    }
     gate.open();
     let second = sample_record("second", None);
     let r = tokio::time::timeout(HANG, store.create(&second, &[]))

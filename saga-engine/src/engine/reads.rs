@@ -25,10 +25,16 @@ impl Engine {
     /// record (through any number of durable waits).
     pub async fn wait(&self, id: &SagaId) -> Result<SagaRecord, Error> {
         let mut shutdown = self.inner.shutdown.subscribe();
+        // Only a saga found parked needs the event stream. A receiver sees
+        // (and on drop walks) every saga's events while it lives, which at
+        // high concurrency cost more than the rest of `wait`; so the first
+        // look goes without one, and a parked saga is looked at again with
+        // one subscribed before the look.
+        let mut watch_events = false;
         loop {
             // Subscribed before looking, so nothing that happens after the
             // look is missed.
-            let mut events = self.inner.events.subscribe();
+            let mut events = watch_events.then(|| self.inner.events.subscribe());
             let mut rx = self.inner.lock_workers().get(id).map(|w| w.outcome.clone());
             if rx.is_none() {
                 // Found by its key (a replayed start), the saga may be written
@@ -93,6 +99,10 @@ impl Engine {
             }
             // Parked in a durable wait: the next event of this saga (its
             // wake, a signal, a cancel) is the moment to look again.
+            let Some(events) = events.as_mut() else {
+                watch_events = true;
+                continue;
+            };
             loop {
                 tokio::select! {
                     e = events.recv() => match e {

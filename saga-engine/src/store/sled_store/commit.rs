@@ -6,11 +6,19 @@
 //! the next one, led by one of the waiting writers. Before each flush the
 //! mark (flush ticket, creates acknowledged) goes into sled, after it into
 //! [`HWM_FILE`] beside sled's files.
+//!
+//! A leader first *gathers* (see [`super::gather`]): the writers the last
+//! flush released that said they will write again (a saga's next step)
+//! come back within microseconds, and the leader waits for them, up to the
+//! last flush's duration, so that they share this flush instead of leaving
+//! them the next one.
 
+use super::gather::{self, Batch};
 use super::layout::PURGED_KEY;
 use crate::store::StoreError;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 #[derive(Clone, Default)]
@@ -42,6 +50,22 @@ pub(super) struct GroupCommit {
     pub(super) purged: AtomicU64,
     /// The flush under way, for the watchdog ([`super::watchdog`]).
     pub(super) watch: super::watchdog::FlushWatch,
+    /// Writes whose writer said it will not write again soon (a saga's
+    /// last write, an operator's), counted when ticketed.
+    finals: AtomicU64,
+    /// What the last flush released, for the next leader's gathering
+    /// (touched by leaders only, one at a time).
+    batch: std::sync::Mutex<Batch>,
+    /// Leaders that waited for released writers (for tests and debugging).
+    pub(super) gathers: AtomicU64,
+    /// A test's fixed gathering budget in nanoseconds (0: adaptive).
+    pub(super) gather_budget_ns: AtomicU64,
+    /// The ticket a gathering leader waits for (`u64::MAX`: none gathers).
+    gather_until: AtomicU64,
+    /// When its budget is spent ([`super::watchdog::now_ns`]).
+    gather_deadline_ns: AtomicU64,
+    /// Wakes the gathering leader.
+    gather_wake: tokio::sync::Notify,
 }
 
 /// The high-water mark: flush tickets made durable, records created.
@@ -110,6 +134,13 @@ impl GroupCommit {
                     .map_or(0, u64::from_be_bytes),
             ),
             watch: Default::default(),
+            finals: AtomicU64::new(0),
+            batch: std::sync::Mutex::new(Batch::new(start.seq)),
+            gathers: AtomicU64::new(0),
+            gather_budget_ns: AtomicU64::new(0),
+            gather_until: AtomicU64::new(u64::MAX),
+            gather_deadline_ns: AtomicU64::new(0),
+            gather_wake: tokio::sync::Notify::new(),
         }
     }
 
@@ -163,18 +194,33 @@ impl GroupCommit {
         self.hook.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Returns once everything written before the call is durable; the
+    /// writer does not announce a next write (see [`Self::durable_then`]).
+    pub(super) async fn durable(&self) -> Result<(), StoreError> {
+        self.durable_then(false).await
+    }
+
     /// Returns once everything written before the call is durable.
+    /// `again`: this writer will write again as soon as it is answered (a
+    /// saga's next step follows), so the next leader waits for it a little
+    /// (see [`super::gather`]). A lone writer never waits: it is the one
+    /// the next flush expects.
     ///
     /// Cancel- and panic-safe: if the leader's future is dropped while it
-    /// flushes, or the flush panics, [`LeaderGuard`] steps down and wakes
-    /// the waiters, one of which leads the next flush (after a panic every
-    /// waiter gets an error instead: the database is in an unknown state).
-    pub(super) async fn durable(&self) -> Result<(), StoreError> {
+    /// gathers or flushes, or the flush panics, [`LeaderGuard`] steps down
+    /// and wakes the waiters, one of which leads the next flush (after a
+    /// panic every waiter gets an error instead: the database is in an
+    /// unknown state).
+    pub(super) async fn durable_then(&self, again: bool) -> Result<(), StoreError> {
         if crate::sabotage::active(crate::sabotage::ACK_BEFORE_FLUSH) {
             return Ok(());
         }
         let mut rx = self.done.subscribe();
+        if !again {
+            self.finals.fetch_add(1, Ordering::SeqCst);
+        }
         let ticket = self.tickets.fetch_add(1, Ordering::SeqCst) + 1;
+        self.arrived(ticket);
         loop {
             {
                 let m = rx.borrow_and_update();
@@ -191,11 +237,20 @@ impl GroupCommit {
                 // the previous flush) apply their writes first, so that this
                 // flush covers them too instead of leaving them the next one.
                 tokio::task::yield_now().await;
+                self.gather().await;
                 // Every ticket issued so far belongs to a write already
                 // applied to sled's memory, so this flush covers it.
                 let target = self.tickets.load(Ordering::SeqCst);
+                let finals = self.finals.load(Ordering::SeqCst);
+                let began = Instant::now();
                 let result = self.flush_marked(target).await;
                 self.flushes.fetch_add(1, Ordering::Relaxed);
+                self.lock_batch().flushed(
+                    target,
+                    finals,
+                    self.tickets.load(Ordering::SeqCst),
+                    began.elapsed(),
+                );
                 std::mem::forget(guard);
                 // Step down before announcing, so that a waiter who saw a
                 // flush under way is sure to see this announcement.
@@ -213,6 +268,76 @@ impl GroupCommit {
                 return Err(StoreError::Io("the store was dropped".into()));
             }
         }
+    }
+
+    /// The leader's wait for the writers the last flush released: until as
+    /// many tickets as it expects were taken, or its budget is spent.
+    /// It sleeps meanwhile; [`Self::arrived`] wakes it.
+    async fn gather(&self) {
+        let (expect, budget) = {
+            let b = self.lock_batch();
+            let fixed = self.gather_budget_ns.load(Ordering::Relaxed);
+            let budget = match fixed {
+                0 => b.budget(),
+                ns => Duration::from_nanos(ns),
+            };
+            (b.expect, budget)
+        };
+        let began = Instant::now();
+        // Outside a runtime nothing else runs meanwhile (and there is no
+        // timer): flush at once.
+        if tokio::runtime::Handle::try_current().is_err()
+            || !gather::keep_waiting(
+                self.tickets.load(Ordering::SeqCst),
+                expect,
+                Duration::ZERO,
+                budget,
+            )
+        {
+            return;
+        }
+        self.gathers.fetch_add(1, Ordering::Relaxed);
+        let deadline = began + budget;
+        self.gather_deadline_ns.store(
+            super::watchdog::now_ns().saturating_add(budget.as_nanos() as u64),
+            Ordering::SeqCst,
+        );
+        self.gather_until.store(expect, Ordering::SeqCst);
+        loop {
+            let woken = self.gather_wake.notified();
+            tokio::pin!(woken);
+            // Registered before the look: a writer taking the awaited
+            // ticket after it wakes this wait.
+            woken.as_mut().enable();
+            if !gather::keep_waiting(
+                self.tickets.load(Ordering::SeqCst),
+                expect,
+                began.elapsed(),
+                budget,
+            ) {
+                break;
+            }
+            tokio::select! {
+                () = &mut woken => {}
+                () = tokio::time::sleep_until(deadline.into()) => {}
+            }
+        }
+        self.gather_until.store(u64::MAX, Ordering::SeqCst);
+    }
+
+    /// Wakes a gathering leader when this ticket is the one it waits for,
+    /// or its budget is spent (the runtime's timer is coarser than that).
+    fn arrived(&self, ticket: u64) {
+        if ticket >= self.gather_until.load(Ordering::SeqCst)
+            || (self.gather_until.load(Ordering::Relaxed) != u64::MAX
+                && super::watchdog::now_ns() >= self.gather_deadline_ns.load(Ordering::SeqCst))
+        {
+            self.gather_wake.notify_one();
+        }
+    }
+
+    fn lock_batch(&self) -> std::sync::MutexGuard<'_, Batch> {
+        self.batch.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -294,5 +419,148 @@ impl Durability {
     /// Flushes run so far (by the engine's writers and this handle's).
     pub fn flushes(&self) -> u64 {
         self.commit.flushes.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GroupCommit;
+    use crate::store::{FlushGate, SledStore};
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Long enough that a test never sees a budget run out.
+    const PATIENT: Duration = Duration::from_secs(3600);
+    const HANG: Duration = Duration::from_secs(30);
+
+    fn patient_store(dir: &std::path::Path) -> (SledStore, Arc<GroupCommit>) {
+        let store = SledStore::open(dir).unwrap();
+        let commit = store.commit.clone();
+        commit
+            .gather_budget_ns
+            .store(PATIENT.as_nanos() as u64, Ordering::Relaxed);
+        (store, commit)
+    }
+
+    async fn until(what: &str, cond: impl Fn() -> bool) {
+        tokio::time::timeout(HANG, async {
+            while !cond() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("never happened: {what}"));
+    }
+
+    /// Writer A's flush is held while seven others arrive; when it ends,
+    /// A (which said it writes again) is expected back: the leader of the
+    /// next flush waits for it, and the seven and A share that one flush.
+    /// Without the gathering the second flush starts at once and A's next
+    /// write needs a third.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_next_flush_waits_for_a_writer_the_last_one_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, commit) = patient_store(dir.path());
+        let gate = FlushGate::default();
+        store.set_flush_hook(Some(gate.hook()));
+        let start = commit.tickets.load(Ordering::SeqCst);
+        let flushes = commit.flushes.load(Ordering::SeqCst);
+        let c = commit.clone();
+        let a = tokio::spawn(async move { c.durable_then(true).await });
+        tokio::time::timeout(HANG, gate.wait_entered())
+            .await
+            .expect("A's flush reaches the gate");
+        let others: Vec<_> = (0..7)
+            .map(|_| {
+                let c = commit.clone();
+                tokio::spawn(async move { c.durable_then(false).await })
+            })
+            .collect();
+        until("the seven are ticketed", || {
+            commit.tickets.load(Ordering::SeqCst) == start + 8
+        })
+        .await;
+        gate.open();
+        a.await.unwrap().unwrap();
+        until("the next leader waits for A", || {
+            commit.gathers.load(Ordering::SeqCst) >= 1
+        })
+        .await;
+        assert_eq!(commit.flushes.load(Ordering::SeqCst), flushes + 1);
+        // A's next write.
+        tokio::time::timeout(HANG, commit.durable_then(false))
+            .await
+            .expect("A's second write is answered")
+            .unwrap();
+        for o in others {
+            o.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            commit.flushes.load(Ordering::SeqCst),
+            flushes + 2,
+            "the seven and A's second write shared one flush"
+        );
+    }
+
+    /// A leader cancelled while it gathers (every task that could lead is
+    /// aborted) steps down: the writer it waited for then leads, and is
+    /// answered. Red under `flush-leader-sticks`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leader_cancelled_while_gathering_steps_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, commit) = patient_store(dir.path());
+        let gate = FlushGate::default();
+        store.set_flush_hook(Some(gate.hook()));
+        let start = commit.tickets.load(Ordering::SeqCst);
+        let c = commit.clone();
+        let a = tokio::spawn(async move { c.durable_then(true).await });
+        tokio::time::timeout(HANG, gate.wait_entered())
+            .await
+            .expect("A's flush reaches the gate");
+        let others: Vec<_> = (0..3)
+            .map(|_| {
+                let c = commit.clone();
+                tokio::spawn(async move { c.durable_then(false).await })
+            })
+            .collect();
+        until("the three are ticketed", || {
+            commit.tickets.load(Ordering::SeqCst) == start + 4
+        })
+        .await;
+        gate.open();
+        a.await.unwrap().unwrap();
+        until("one of the three gathers", || {
+            commit.gathers.load(Ordering::SeqCst) >= 1
+        })
+        .await;
+        for o in &others {
+            o.abort();
+        }
+        for o in others {
+            assert!(o.await.is_err_and(|e| e.is_cancelled()));
+        }
+        tokio::time::timeout(HANG, commit.durable_then(false))
+            .await
+            .expect("A's second write hangs: the cancelled gathering leader never stepped down")
+            .unwrap();
+    }
+
+    /// A lone writer is the one writer the last flush expects back: it
+    /// never waits, even with a budget it could not outlast.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_writer_never_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, commit) = patient_store(dir.path());
+        let flushes = commit.flushes.load(Ordering::SeqCst);
+        tokio::time::timeout(HANG, async {
+            for i in 0..20 {
+                commit.durable_then(i % 5 != 4).await.unwrap();
+            }
+        })
+        .await
+        .expect("a lone writer waited for writers that do not exist");
+        assert_eq!(commit.gathers.load(Ordering::SeqCst), 0);
+        assert_eq!(commit.flushes.load(Ordering::SeqCst), flushes + 20);
     }
 }

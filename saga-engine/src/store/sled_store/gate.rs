@@ -1,6 +1,7 @@
 //! A slow disk for tests: a [`FlushHook`] that holds the store's first
 //! flush until the test opens the gate, so a test can act while a write is
-//! applied in sled's memory but not yet durable.
+//! applied in sled's memory but not yet durable, and can wait until the
+//! flush has reached the gate ([`FlushGate::wait_entered`]).
 
 use super::FlushHook;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -11,6 +12,7 @@ use std::sync::{Arc, Condvar, Mutex};
 pub struct FlushGate {
     open: Arc<(Mutex<bool>, Condvar)>,
     calls: Arc<AtomicU32>,
+    entered: Arc<tokio::sync::Notify>,
 }
 
 impl FlushGate {
@@ -20,6 +22,7 @@ impl FlushGate {
         let g = self.clone();
         Arc::new(move || {
             if g.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                g.entered.notify_waiters();
                 let (m, c) = &*g.open;
                 let mut open = m.lock().unwrap_or_else(|e| e.into_inner());
                 while !*open {
@@ -39,5 +42,20 @@ impl FlushGate {
     /// True once a flush reached the gate.
     pub fn entered(&self) -> bool {
         self.calls.load(Ordering::SeqCst) > 0
+    }
+
+    /// Returns once a flush has reached the gate (at once if one has).
+    pub async fn wait_entered(&self) {
+        loop {
+            let signalled = self.entered.notified();
+            tokio::pin!(signalled);
+            // Registered before the look, so a flush entering after it
+            // wakes this wait.
+            signalled.as_mut().enable();
+            if self.entered() {
+                return;
+            }
+            signalled.await;
+        }
     }
 }

@@ -25,6 +25,7 @@
 
 mod commit;
 mod gate;
+mod gather;
 mod journal;
 mod layout;
 mod open;
@@ -346,7 +347,10 @@ impl Store for SledStore {
             self.tree.insert(&ak, &t.to_be_bytes()[..]).map_err(io)?;
         }
         self.commit.created.fetch_add(1, Ordering::SeqCst);
-        self.commit.durable().await?;
+        // The first step's result follows at once (unless created waiting).
+        self.commit
+            .durable_then(record.state.parked_until().is_none())
+            .await?;
         Ok(CreateOutcome::Created)
     }
 
@@ -429,7 +433,10 @@ impl Store for SledStore {
                 self.tree.insert(&ak, &t.to_be_bytes()[..]).map_err(io)?;
             }
         }
-        self.commit.durable().await
+        // A running saga's next write follows its next step at once.
+        self.commit
+            .durable_then(!terminal && record.state.parked_until().is_none())
+            .await
     }
 
     async fn get(&self, id: &SagaId) -> Result<Option<SagaRecord>, StoreError> {

@@ -34,7 +34,8 @@ pub(super) const POKE_KEY: &[u8] = b"m/poke";
 
 static BASE: LazyLock<Instant> = LazyLock::new(Instant::now);
 
-fn now_ns() -> u64 {
+/// Nanoseconds since a process-wide base, never 0.
+pub(super) fn now_ns() -> u64 {
     // +1 so that 0 always means "no flush under way".
     BASE.elapsed().as_nanos() as u64 + 1
 }
