@@ -397,7 +397,7 @@ impl Store for SledStore {
             // that this and later transitions do not rewrite it. A crash
             // in between leaves its events in both places; `history`
             // reads each sequence number once.
-            let first = decode_events(VALUE_FORMAT, &record.id, &rk, &old_events)?
+            let first = decode_events(CHUNK_FORMAT, &record.id, &rk, &old_events)?
                 .first()
                 .map_or(0, |e| e.seq);
             self.tree
@@ -460,7 +460,7 @@ impl Store for SledStore {
         let mut out: Vec<SagaEvent> = Vec::new();
         for kv in self.tree.scan_prefix(chunk_prefix(id)) {
             let (k, chunk) = kv.map_err(io)?;
-            out.extend(decode_events(VALUE_FORMAT, id, &k, &chunk)?);
+            out.extend(decode_events(CHUNK_FORMAT, id, &k, &chunk)?);
         }
         for e in Value::parse(&rk, &bytes)?.events(id, &rk)? {
             // Spilled, and still embedded after a crash mid-spill.

@@ -94,6 +94,29 @@ async fn a_damaged_value_is_reported_as_corrupt_not_a_panic() {
         s.get(&r.id).await,
         Err(StoreError::Corrupt { .. })
     ));
+    // Format 3's own damage: lengths that lie (a huge body, a record
+    // longer than the body), a block that does not decode.
+    let good = encode_value(&r, &[], &[ev(&r.id, 0)]);
+    let mut huge = good.clone();
+    huge[13..17].copy_from_slice(&u32::MAX.to_be_bytes());
+    let mut long_record = good.clone();
+    long_record[9..13].copy_from_slice(&u32::MAX.to_be_bytes());
+    let mut scrambled = good.clone();
+    for b in &mut scrambled[17..] {
+        *b = 0xff;
+    }
+    for (what, v) in [
+        ("huge", huge),
+        ("long record", long_record),
+        ("scrambled", scrambled),
+    ] {
+        s.tree.insert(key(b"s/", "trunc"), v).unwrap();
+        let got = s.get(&r.id).await;
+        assert!(
+            matches!(got, Err(StoreError::Corrupt { .. })),
+            "{what}: {got:?}"
+        );
+    }
 }
 
 fn ev(id: &SagaId, seq: u64) -> SagaEvent {
@@ -112,29 +135,50 @@ fn ev(id: &SagaId, seq: u64) -> SagaEvent {
 }
 
 #[tokio::test]
-async fn a_store_written_in_format_1_is_read_and_re_encoded_at_the_next_update() {
-    let (_d, s) = store();
-    let mut r = sample_record("old", None);
-    r.next_seq = 2;
-    let old_events = vec![ev(&r.id, 0), ev(&r.id, 1)];
-    // What a store written before format 2 holds.
-    s.tree.insert(key(b"a/", "old"), &[][..]).unwrap();
-    s.tree
-        .insert(key(b"s/", "old"), encode_value_v1(&r, &old_events))
-        .unwrap();
-    assert_eq!(s.get(&r.id).await.unwrap(), Some(r.clone()));
-    assert_eq!(s.history(&r.id).await.unwrap(), old_events);
-    assert_eq!(s.list_active().await.unwrap(), vec![r.clone()]);
-    r.revision += 1;
-    r.next_seq = 3;
-    r.state.status = SagaStatus::Completed;
-    s.update(&r, &[ev(&r.id, 2)]).await.unwrap();
-    let v = s.tree.get(key(b"s/", "old")).unwrap().unwrap();
-    assert_eq!(v[0], VALUE_FORMAT, "rewritten in the current format");
-    let mut all = old_events.clone();
-    all.push(ev(&r.id, 2));
-    assert_eq!(s.history(&r.id).await.unwrap(), all);
-    assert!(s.list_active().await.unwrap().is_empty());
+async fn stores_written_in_formats_1_and_2_are_read_and_re_encoded_at_the_next_update() {
+    for format in [VALUE_FORMAT_V1, VALUE_FORMAT_V2] {
+        let (_d, s) = store();
+        let mut r = sample_record("old", None);
+        r.next_seq = 2;
+        let old_events = vec![ev(&r.id, 0), ev(&r.id, 1)];
+        // What a store written before format 3 holds.
+        s.tree.insert(key(b"a/", "old"), &[][..]).unwrap();
+        s.tree
+            .insert(
+                key(b"s/", "old"),
+                encode_value_uncompressed(format, &r, &old_events),
+            )
+            .unwrap();
+        assert_eq!(
+            s.get(&r.id).await.unwrap(),
+            Some(r.clone()),
+            "format {format}"
+        );
+        assert_eq!(
+            s.history(&r.id).await.unwrap(),
+            old_events,
+            "format {format}"
+        );
+        assert_eq!(s.list_active().await.unwrap(), vec![r.clone()]);
+        r.revision += 1;
+        r.next_seq = 3;
+        r.state.status = SagaStatus::Completed;
+        s.update(&r, &[ev(&r.id, 2)]).await.unwrap();
+        let v = s.tree.get(key(b"s/", "old")).unwrap().unwrap();
+        assert_eq!(
+            v[0], VALUE_FORMAT,
+            "format {format} rewritten in the current one"
+        );
+        let mut all = old_events.clone();
+        all.push(ev(&r.id, 2));
+        assert_eq!(s.history(&r.id).await.unwrap(), all, "format {format}");
+        assert_eq!(
+            s.get(&r.id).await.unwrap(),
+            Some(r.clone()),
+            "format {format}"
+        );
+        assert!(s.list_active().await.unwrap().is_empty());
+    }
 }
 
 #[tokio::test]
