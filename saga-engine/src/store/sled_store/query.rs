@@ -276,16 +276,23 @@ impl QueryIndex {
 
     /// Replaces a record's value; if its status changed, moves its index
     /// entries and count and re-indexes its attributes, else writes the
-    /// value alone.
+    /// value alone. `stored` is the stored record's status when its value
+    /// says it (format 3): the index holds the same (its entries change
+    /// with the record, and an open replays what a crash cut short), so it
+    /// is not read.
     pub(super) fn replace(
         &self,
         tree: &sled::Tree,
         rk: &[u8],
         value: Vec<u8>,
         r: &SagaRecord,
+        stored: Option<String>,
     ) -> Result<(), StoreError> {
         let new = r.status().as_str();
-        let old = self.stored_status(tree, r)?;
+        let old = match stored {
+            Some(s) => Some(s),
+            None => self.stored_status(tree, r)?,
+        };
         if old.as_deref() == Some(new) {
             tree.insert(rk, value).map_err(io)?;
             return Ok(());

@@ -97,18 +97,23 @@ async fn a_damaged_value_is_reported_as_corrupt_not_a_panic() {
     // Format 3's own damage: lengths that lie (a huge body, a record
     // longer than the body), a block that does not decode.
     let good = encode_value(&r, &[], &[ev(&r.id, 0)]);
+    // [3][revision][parked][status len][status][record len][body len][block]
+    let at = 11 + good[10] as usize;
     let mut huge = good.clone();
-    huge[13..17].copy_from_slice(&u32::MAX.to_be_bytes());
+    huge[at + 4..at + 8].copy_from_slice(&u32::MAX.to_be_bytes());
     let mut long_record = good.clone();
-    long_record[9..13].copy_from_slice(&u32::MAX.to_be_bytes());
+    long_record[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
     let mut scrambled = good.clone();
-    for b in &mut scrambled[17..] {
+    for b in &mut scrambled[at + 8..] {
         *b = 0xff;
     }
+    let mut short_head = good.clone();
+    short_head.truncate(at + 2);
     for (what, v) in [
         ("huge", huge),
         ("long record", long_record),
         ("scrambled", scrambled),
+        ("short header", short_head),
     ] {
         s.tree.insert(key(b"s/", "trunc"), v).unwrap();
         let got = s.get(&r.id).await;
@@ -246,4 +251,33 @@ async fn a_purge_that_died_after_deleting_the_record_is_finished_by_the_next_pas
     assert!(s.finished_before(100, 10).await.unwrap().is_empty());
     assert_eq!(s.tree.scan_prefix(chunk_prefix(&r.id)).count(), 0);
     assert_eq!(s.tree.scan_prefix(b"f/").count(), 0);
+}
+
+#[tokio::test]
+async fn a_saga_leaving_a_durable_wait_is_resumed_now_after_a_restart() {
+    // The update path learns "parked" from the stored value's header
+    // (format 3) instead of the active index: a wrong header would leave
+    // the wake time in the index of a saga that runs again.
+    use crate::machine::StepState;
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = sample_record("waiter", None);
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        r.state.steps[0].state = StepState::Waiting;
+        r.state.steps[0].wake_at_ms = Some(9_000_000);
+        s.create(&r, &[]).await.unwrap();
+        let parked = s.list_resumable().await.unwrap();
+        assert_eq!(parked.parked, vec![(r.id.clone(), 9_000_000)]);
+        // The signal came: the step runs again, then a second update.
+        for _ in 0..2 {
+            r.revision += 1;
+            r.state.steps[0].state = StepState::Running;
+            r.state.steps[0].wake_at_ms = None;
+            s.update(&r, &[]).await.unwrap();
+        }
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    let resumable = s.list_resumable().await.unwrap();
+    assert!(resumable.parked.is_empty(), "{:?}", resumable.parked);
+    assert_eq!(resumable.now, vec![r]);
 }

@@ -9,8 +9,10 @@
 //!   `[len u32 BE][SagaEvent JSON]`.
 //! - Format 2: the same, each event as `[len u32 BE][[seq, at_ms, kind]
 //!   JSON]` (the saga id is the key's).
-//! - Format 3 (written now): `[record len u32 BE][body len u32 BE]` then
-//!   the body (the record JSON followed by the format-2 framed events) as
+//! - Format 3 (written now): `[parked u8][status len u8][status]` (what
+//!   an update must know of the stored record to keep the indexes, read
+//!   without decoding it: its status, and whether it is parked in a
+//!   durable wait), `[record len u32 BE][body len u32 BE]`, then the body (the record JSON followed by the format-2 framed events) as
 //!   one LZ4 block compressed against [`DICTIONARY`]. The dictionary holds
 //!   the field names and words every record and event repeats, so even a
 //!   short value compresses: measured on loadgen's four-step saga, 1,833
@@ -77,9 +79,21 @@ pub(in crate::store::sled_store) const DICTIONARY: &[u8] = concat!(
 pub(in crate::store::sled_store) struct Value<'a> {
     pub(in crate::store::sled_store) format: u8,
     pub(in crate::store::sled_store) revision: u64,
+    /// The stored record's status and whether it is parked (format 3;
+    /// older formats only say so once the record is decoded).
+    pub(in crate::store::sled_store) head: Option<Head>,
     body: Cow<'a, [u8]>,
     /// Where the record ends and the events begin in `body`.
     split: usize,
+}
+
+/// What format 3 says of its record in the clear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(in crate::store::sled_store) struct Head {
+    /// [`SagaRecord::status`], by name.
+    pub(in crate::store::sled_store) status: String,
+    /// The record is in a durable wait (its state's `parked_until`).
+    pub(in crate::store::sled_store) parked: bool,
 }
 
 fn be_u32(b: &[u8]) -> usize {
@@ -95,13 +109,23 @@ impl<'a> Value<'a> {
             return Err(corrupt(key, "unknown value format"));
         }
         let revision = u64::from_be_bytes(bytes[1..9].try_into().expect("8 bytes"));
-        let record_len = be_u32(&bytes[9..13]);
+        let mut head = None;
         let (body, split) = if bytes[0] == VALUE_FORMAT {
-            let body_len = bytes
-                .get(13..17)
-                .map(be_u32)
-                .ok_or_else(|| corrupt(key, "truncated value header"))?;
-            let packed = &bytes[17..];
+            let truncated = || corrupt(key, "truncated value header");
+            let status_len = *bytes.get(10).ok_or_else(truncated)? as usize;
+            let status = bytes.get(11..11 + status_len).ok_or_else(truncated)?;
+            let at = 11 + status_len;
+            let (record_len, body_len) = match bytes.get(at..at + 8) {
+                Some(b) => (be_u32(&b[..4]), be_u32(&b[4..])),
+                None => return Err(truncated()),
+            };
+            head = Some(Head {
+                status: std::str::from_utf8(status)
+                    .map_err(|_| corrupt(key, "bad status in value header"))?
+                    .to_string(),
+                parked: bytes[9] != 0,
+            });
+            let packed = &bytes[at + 8..];
             // LZ4 expands at most about 255 times: a larger claim is
             // damage, not a reason to allocate it.
             if record_len > body_len || body_len > packed.len().saturating_mul(255) + 64 {
@@ -114,6 +138,7 @@ impl<'a> Value<'a> {
             }
             (Cow::Owned(body), record_len)
         } else {
+            let record_len = be_u32(&bytes[9..13]);
             if bytes.len() < 13 + record_len {
                 return Err(corrupt(key, "truncated record"));
             }
@@ -122,6 +147,7 @@ impl<'a> Value<'a> {
         Ok(Value {
             format: bytes[0],
             revision,
+            head,
             body,
             split,
         })
@@ -239,9 +265,14 @@ pub(in crate::store::sled_store) fn encode_value(
     body.extend_from_slice(old_events);
     append_events(&mut body, new_events);
     let packed = lz4_flex::block::compress_with_dict(&body, DICTIONARY);
-    let mut v = Vec::with_capacity(17 + packed.len());
+    let status = record.status().as_str().as_bytes();
+    let mut v = Vec::with_capacity(19 + status.len() + packed.len());
     v.push(VALUE_FORMAT);
     v.extend_from_slice(&record.revision.to_be_bytes());
+    v.push(record.state.parked_until().is_some() as u8);
+    // Status names are short words (`SagaStatus::as_str`).
+    v.push(status.len() as u8);
+    v.extend_from_slice(status);
     v.extend_from_slice(&record_len.to_be_bytes());
     v.extend_from_slice(&(body.len() as u32).to_be_bytes());
     v.extend_from_slice(&packed);
@@ -297,11 +328,11 @@ mod tests {
     /// it must decode for as long as format 3 is read, so the dictionary
     /// (and the framing) can never change under stored data.
     const WRITTEN: &str = concat!(
-        "0300000000000000070000021f000002ee089d0619379d06f00e303139306131623263336434653566363037",
-        "31383239336134623563228e04006900008e0001a802506e666f726d1c050fc40626283432c5061e33c5060e",
-        "c40602e2000fc30616116190010131000fc4065207ac061f627b005d0fab0616069505102276080a9a05517d",
-        "000000411d03163001000db8020ced02006801064e04217d5d4500193145001f3145001b1332450019324500",
-        "1f324500186074223a337d5d",
+        "030000000000000007000772756e6e696e670000021f000002ee089d0619379d06f00e303139306131623263",
+        "33643465356636303731383239336134623563228e04006900008e0001a802506e666f726d1c050fc4062628",
+        "3432c5061e33c5060ec40602e2000fc30616116190010131000fc4065207ac061f627b005d0fab0616069505",
+        "102276080a9a05517d000000411d03163001000db8020ced02006801064e04217d5d4500193145001f314500",
+        "1b13324500193245001f324500186074223a337d5d",
     );
 
     fn unhex(s: &str) -> Vec<u8> {
@@ -321,6 +352,11 @@ mod tests {
         let bytes = unhex(WRITTEN);
         let v = Value::parse(b"s/golden", &bytes).unwrap();
         assert_eq!((v.format, v.revision), (VALUE_FORMAT, 7));
+        let head = Head {
+            status: "running".into(),
+            parked: false,
+        };
+        assert_eq!(v.head, Some(head));
         assert_eq!(v.record(b"s/golden").unwrap(), r);
         assert_eq!(v.events(&id, b"s/golden").unwrap(), events(&id));
         // And what is written now reads back the same.
