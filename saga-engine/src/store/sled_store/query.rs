@@ -197,7 +197,7 @@ impl QueryIndex {
             tracing::info!(sagas = touched.len(), "replayed the query index journal");
             // After the repairs in the log: a prefix with this checkpoint
             // holds them all.
-            journal::write_checkpoint(tree, &mut state)?;
+            journal::write_checkpoint(tree, &mut state)?.remove(tree)?;
         }
         Ok(QueryIndex {
             state: Mutex::new(state),
@@ -248,7 +248,12 @@ impl QueryIndex {
         if let Some(s) = &entry.new {
             bump(&mut state.counts, s, 1);
         }
-        journal::maybe_checkpoint(tree, &mut state)
+        let covered = journal::maybe_checkpoint(tree, &mut state)?;
+        drop(state);
+        match covered {
+            Some(c) => c.remove(tree),
+            None => Ok(()),
+        }
     }
 
     /// Writes a new record's value with its index entries and count.
@@ -595,7 +600,7 @@ fn backfill(tree: &sled::Tree) -> Result<(), StoreError> {
         counts,
         ..State::default()
     };
-    journal::write_checkpoint(tree, &mut state)?;
+    journal::write_checkpoint(tree, &mut state)?.remove(tree)?;
     tree.insert(BUILT, &[][..]).map_err(io)?;
     if total > 0 {
         tracing::info!(
