@@ -37,11 +37,12 @@ pub const DEFAULT_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 /// sled writes is dead soon after; at 500 ms the cleaning fell behind and
 /// the log held about 4 times the live data. Measured with `loadgen
 /// --sagas 20000 --concurrency 128 --data-dir D` (value format 3, same
-/// session, 3 rounds): 500 ms left 50.1-50.3 MB, 20 ms 34.1-39.8 MB, at
-/// the same throughput (4,519-5,191 against 4,742-5,381 sagas/s). The
-/// cost is a tick (and sled's fsync of an unchanged file when idle) 50
-/// times a second.
-const SLED_TICK_MS: u64 = 20;
+/// session, 3 rounds alternating): 500 ms left 50.1-51.3 MB, 20 ms
+/// 36.8-38.3 MB, 10 ms 26.2-27.3 MB, 5 ms 24.1-25.7 MB, at the same
+/// throughput (4,129-4,638, 5,084-5,453, 5,179-5,438 and 4,925-5,626
+/// sagas/s) and CPU time. The cost is 100 wake-ups a second, each with
+/// sled's `fsync` of its file (of nothing new when idle).
+const SLED_TICK_MS: u64 = 10;
 
 /// Like [`open_sled_db`], with sled's page cache limited to `cache_bytes`.
 pub fn open_sled_db_with_cache(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {

@@ -105,6 +105,16 @@ impl<'a> Value<'a> {
         key: &[u8],
         bytes: &'a [u8],
     ) -> Result<Value<'a>, StoreError> {
+        if bytes.first().is_some_and(|f| *f > VALUE_FORMAT) {
+            return Err(corrupt(
+                key,
+                format!(
+                    "value format {} is newer than this build reads (1 to {VALUE_FORMAT}): \
+                     the store was written by a later version",
+                    bytes[0]
+                ),
+            ));
+        }
         if bytes.len() < 13 || !matches!(bytes[0], 1..=VALUE_FORMAT) {
             return Err(corrupt(key, "unknown value format"));
         }
