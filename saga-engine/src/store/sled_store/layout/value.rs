@@ -12,13 +12,15 @@
 //! - Format 3 (written now): `[parked u8][status len u8][status]` (what
 //!   an update must know of the stored record to keep the indexes, read
 //!   without decoding it: its status, and whether it is parked in a
-//!   durable wait), `[record len u32 BE][body len u32 BE]`, then the body (the record JSON followed by the format-2 framed events) as
-//!   one LZ4 block compressed against [`DICTIONARY`]. The dictionary holds
-//!   the field names and words every record and event repeats, so even a
-//!   short value compresses: measured on loadgen's four-step saga, 1,833
-//!   bytes of record and history became 486. A format-3 value is only
-//!   readable with these exact dictionary bytes: they never change (a new
-//!   dictionary is a new format).
+//!   durable wait), `[record len u32 BE][body len u32 BE]`, then the body
+//!   (the record JSON followed by the format-2 framed events) as one LZ4
+//!   block compressed against [`DICTIONARY`]. The dictionary holds the
+//!   field names and words every record and event repeats, so even a
+//!   short value compresses: the record JSON and ten events of loadgen's
+//!   four-step saga, 1,786 bytes, become 464 (728 without the
+//!   dictionary), in 1.9 us (0.3 us to decompress; release, one core). A
+//!   format-3 value is only readable with these exact dictionary bytes:
+//!   they never change (a new dictionary is a new format).
 //!
 //! Once the embedded history passes [`SPILL_BYTES`] (uncompressed), an
 //! update moves it to a chunk of its own, `h/{id len u8}{id}{first seq u64
