@@ -430,7 +430,11 @@ fn live_breakdown(db: &sled::Db) -> std::collections::BTreeMap<String, u64> {
     };
     for (k, v) in tree.iter().flatten() {
         let prefix = String::from_utf8_lossy(&k[..k.len().min(2)]).into_owned();
-        if prefix == "s/" && v.len() >= 13 {
+        if prefix == "s/" && v.first() == Some(&3) {
+            // Format 3: record and history compressed together.
+            *out.entry("value (record and history, compressed)".into())
+                .or_default() += (k.len() + v.len()) as u64;
+        } else if prefix == "s/" && v.len() >= 13 {
             // [format u8][revision u64][record len u32][record][events]
             let rec = u32::from_be_bytes(v[9..13].try_into().expect("4 bytes")) as u64;
             *out.entry("record".into()).or_default() += k.len() as u64 + 13 + rec;

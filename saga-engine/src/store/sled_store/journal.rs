@@ -15,7 +15,8 @@
 //! 2. every [`CHECKPOINT_EVERY`] such writes, the counts go to
 //!    `qm/checkpoint` with the last journal sequence number they include
 //!    (the mutex makes that exact), then the entries it covers are
-//!    removed;
+//!    removed, after the mutex is let go (1,024 removals held every
+//!    counted write back);
 //! 3. at open, the entries after the checkpoint (at most
 //!    [`CHECKPOINT_EVERY`]) are replayed against the records as they survived: each
 //!    touched saga's entries are rewritten from its record (or removed
@@ -86,23 +87,45 @@ pub(super) fn append(
     Ok(())
 }
 
-/// Writes a checkpoint of `state` if one is due, and drops the entries
-/// the checkpoint before it covered.
+/// Writes a checkpoint of `state` if one is due; the entries it covers
+/// are then the caller's to drop, once it has let go of the mutex.
 pub(super) fn maybe_checkpoint(
     tree: &sled::Tree,
     state: &mut State,
-) -> Result<(), crate::store::StoreError> {
+) -> Result<Option<Covered>, crate::store::StoreError> {
     if state.seq < state.checkpoint + CHECKPOINT_EVERY {
-        return Ok(());
+        return Ok(None);
     }
-    write_checkpoint(tree, state)
+    write_checkpoint(tree, state).map(Some)
 }
 
-/// Writes the checkpoint now, then drops the entries it covers.
+/// The journal entries a checkpoint made unneeded.
+#[must_use = "the covered entries stay until removed"]
+pub(super) struct Covered {
+    upto: u64,
+}
+
+impl Covered {
+    /// Drops every entry up to the checkpoint's. Not under the mutex: the
+    /// writes after the checkpoint append entries past these, and an entry
+    /// left by a crash here is dropped by the next checkpoint's pass (it
+    /// starts from the journal's first key) and never replayed (replay
+    /// starts after the checkpoint). After the checkpoint in the log: a
+    /// prefix holding these removals holds the checkpoint that makes them
+    /// unneeded.
+    pub(super) fn remove(self, tree: &sled::Tree) -> Result<(), crate::store::StoreError> {
+        for k in tree.range(JOURNAL.to_vec()..=journal_key(self.upto)).keys() {
+            tree.remove(k.map_err(io)?).map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the checkpoint now; the entries it covers are returned, to drop.
 pub(super) fn write_checkpoint(
     tree: &sled::Tree,
     state: &mut State,
-) -> Result<(), crate::store::StoreError> {
+) -> Result<Covered, crate::store::StoreError> {
     let c = Checkpoint {
         seq: state.seq,
         counts: state.counts.clone(),
@@ -112,13 +135,8 @@ pub(super) fn write_checkpoint(
         serde_json::to_vec(&c).expect("checkpoints serialize"),
     )
     .map_err(io)?;
-    // After the checkpoint in the log: a prefix holding these removals
-    // holds the checkpoint that makes them unneeded.
-    for k in tree.range(JOURNAL.to_vec()..=journal_key(state.seq)).keys() {
-        tree.remove(k.map_err(io)?).map_err(io)?;
-    }
     state.checkpoint = state.seq;
-    Ok(())
+    Ok(Covered { upto: state.seq })
 }
 
 /// The stored checkpoint, if any.
@@ -182,5 +200,34 @@ pub(super) fn recount(counts: &mut StatusCounts, t: &Touched, now: Option<&str>)
     }
     if let Some(s) = now {
         bump(counts, s, 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::layout::key;
+    use super::super::query::QueryIndex;
+    use super::*;
+    use crate::store::conformance::sample_record;
+
+    #[test]
+    fn the_journal_stays_within_a_checkpoint_of_entries() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let index = QueryIndex::open(&tree).unwrap();
+        let writes = 3 * CHECKPOINT_EVERY + 10;
+        for i in 0..writes {
+            let r = sample_record(&format!("s{i:05}"), None);
+            let rk = key(b"s/", r.id.as_str());
+            index.insert_new(&tree, &rk, vec![], &r).unwrap();
+        }
+        let left = tree.scan_prefix(JOURNAL).count() as u64;
+        assert!(
+            left <= CHECKPOINT_EVERY,
+            "{left} journal entries after {writes} counted writes"
+        );
+        let cp = load_checkpoint(&tree).unwrap().unwrap();
+        assert_eq!(cp.seq, 3 * CHECKPOINT_EVERY);
+        assert_eq!(index.counts()["running"], 3 * CHECKPOINT_EVERY + 10);
     }
 }

@@ -357,12 +357,13 @@ impl Store for SledStore {
     async fn update(&self, record: &SagaRecord, events: &[SagaEvent]) -> Result<(), StoreError> {
         let rk = key(b"s/", record.id.as_str());
         let old = self.tree.get(&rk).map_err(io)?;
-        let (found, mut old_events) = match &old {
+        let (found, head, mut old_events) = match &old {
             Some(bytes) => {
                 let v = Value::parse(&rk, bytes)?;
-                (Some(v.revision), v.events_bytes(&record.id, &rk)?)
+                let head = v.head.clone();
+                (Some(v.revision), head, v.events_bytes(&record.id, &rk)?)
             }
-            None => (None, Vec::new()),
+            None => (None, None, Vec::new()),
         };
         if found != Some(record.revision.wrapping_sub(1)) {
             return Err(StoreError::Conflict {
@@ -379,12 +380,20 @@ impl Store for SledStore {
             // index, before the record, so that a crash in between leaves
             // an entry for a stuck saga, which `list_active` skips.
             // The same holds for a saga leaving a durable wait: "resume
-            // now" (an empty entry) goes before the record.
-            if self
-                .tree
-                .get(&ak)
-                .map_err(io)?
-                .is_none_or(|v| !v.is_empty())
+            // now" (an empty entry) goes before the record. A stored
+            // record that is neither terminal nor parked already has that
+            // entry (it is written before such a record, and removed or
+            // changed only after a record that is terminal or parked), so
+            // its index is not read.
+            let resume_now = head.as_ref().is_some_and(|h| {
+                !h.parked && SagaStatus::parse(&h.status).is_some_and(|s| !s.is_terminal())
+            });
+            if !resume_now
+                && self
+                    .tree
+                    .get(&ak)
+                    .map_err(io)?
+                    .is_none_or(|v| !v.is_empty())
             {
                 self.tree.insert(&ak, &[][..]).map_err(io)?;
             }
@@ -401,7 +410,7 @@ impl Store for SledStore {
             // that this and later transitions do not rewrite it. A crash
             // in between leaves its events in both places; `history`
             // reads each sequence number once.
-            let first = decode_events(VALUE_FORMAT, &record.id, &rk, &old_events)?
+            let first = decode_events(CHUNK_FORMAT, &record.id, &rk, &old_events)?
                 .first()
                 .map_or(0, |e| e.seq);
             self.tree
@@ -415,6 +424,7 @@ impl Store for SledStore {
             &rk,
             encode_value(record, &old_events, events),
             record,
+            head.map(|h| h.status),
         )?;
         overdue::after_write(&self.tree, record, false)?;
         if terminal {
@@ -467,7 +477,7 @@ impl Store for SledStore {
         let mut out: Vec<SagaEvent> = Vec::new();
         for kv in self.tree.scan_prefix(chunk_prefix(id)) {
             let (k, chunk) = kv.map_err(io)?;
-            out.extend(decode_events(VALUE_FORMAT, id, &k, &chunk)?);
+            out.extend(decode_events(CHUNK_FORMAT, id, &k, &chunk)?);
         }
         for e in Value::parse(&rk, &bytes)?.events(id, &rk)? {
             // Spilled, and still embedded after a crash mid-spill.

@@ -197,7 +197,7 @@ impl QueryIndex {
             tracing::info!(sagas = touched.len(), "replayed the query index journal");
             // After the repairs in the log: a prefix with this checkpoint
             // holds them all.
-            journal::write_checkpoint(tree, &mut state)?;
+            journal::write_checkpoint(tree, &mut state)?.remove(tree)?;
         }
         Ok(QueryIndex {
             state: Mutex::new(state),
@@ -248,7 +248,12 @@ impl QueryIndex {
         if let Some(s) = &entry.new {
             bump(&mut state.counts, s, 1);
         }
-        journal::maybe_checkpoint(tree, &mut state)
+        let covered = journal::maybe_checkpoint(tree, &mut state)?;
+        drop(state);
+        match covered {
+            Some(c) => c.remove(tree),
+            None => Ok(()),
+        }
     }
 
     /// Writes a new record's value with its index entries and count.
@@ -276,16 +281,23 @@ impl QueryIndex {
 
     /// Replaces a record's value; if its status changed, moves its index
     /// entries and count and re-indexes its attributes, else writes the
-    /// value alone.
+    /// value alone. `stored` is the stored record's status when its value
+    /// says it (format 3): the index holds the same (its entries change
+    /// with the record, and an open replays what a crash cut short), so it
+    /// is not read.
     pub(super) fn replace(
         &self,
         tree: &sled::Tree,
         rk: &[u8],
         value: Vec<u8>,
         r: &SagaRecord,
+        stored: Option<String>,
     ) -> Result<(), StoreError> {
         let new = r.status().as_str();
-        let old = self.stored_status(tree, r)?;
+        let old = match stored {
+            Some(s) => Some(s),
+            None => self.stored_status(tree, r)?,
+        };
         if old.as_deref() == Some(new) {
             tree.insert(rk, value).map_err(io)?;
             return Ok(());
@@ -588,7 +600,7 @@ fn backfill(tree: &sled::Tree) -> Result<(), StoreError> {
         counts,
         ..State::default()
     };
-    journal::write_checkpoint(tree, &mut state)?;
+    journal::write_checkpoint(tree, &mut state)?.remove(tree)?;
     tree.insert(BUILT, &[][..]).map_err(io)?;
     if total > 0 {
         tracing::info!(

@@ -86,6 +86,8 @@ async fn a_damaged_value_is_reported_as_corrupt_not_a_panic() {
     s.tree.insert(key(b"s/", "bad"), &[9u8, 1, 2][..]).unwrap();
     let err = s.get(&SagaId::from_raw("bad".into())).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    // A later version's format is refused as such, not misread.
+    assert!(err.to_string().contains("newer than this build"), "{err}");
     let r = sample_record("trunc", None);
     let mut v = encode_value(&r, &[], &[]);
     v.truncate(v.len() - 3);
@@ -94,6 +96,34 @@ async fn a_damaged_value_is_reported_as_corrupt_not_a_panic() {
         s.get(&r.id).await,
         Err(StoreError::Corrupt { .. })
     ));
+    // Format 3's own damage: lengths that lie (a huge body, a record
+    // longer than the body), a block that does not decode.
+    let good = encode_value(&r, &[], &[ev(&r.id, 0)]);
+    // [3][revision][parked][status len][status][record len][body len][block]
+    let at = 11 + good[10] as usize;
+    let mut huge = good.clone();
+    huge[at + 4..at + 8].copy_from_slice(&u32::MAX.to_be_bytes());
+    let mut long_record = good.clone();
+    long_record[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+    let mut scrambled = good.clone();
+    for b in &mut scrambled[at + 8..] {
+        *b = 0xff;
+    }
+    let mut short_head = good.clone();
+    short_head.truncate(at + 2);
+    for (what, v) in [
+        ("huge", huge),
+        ("long record", long_record),
+        ("scrambled", scrambled),
+        ("short header", short_head),
+    ] {
+        s.tree.insert(key(b"s/", "trunc"), v).unwrap();
+        let got = s.get(&r.id).await;
+        assert!(
+            matches!(got, Err(StoreError::Corrupt { .. })),
+            "{what}: {got:?}"
+        );
+    }
 }
 
 fn ev(id: &SagaId, seq: u64) -> SagaEvent {
@@ -112,29 +142,50 @@ fn ev(id: &SagaId, seq: u64) -> SagaEvent {
 }
 
 #[tokio::test]
-async fn a_store_written_in_format_1_is_read_and_re_encoded_at_the_next_update() {
-    let (_d, s) = store();
-    let mut r = sample_record("old", None);
-    r.next_seq = 2;
-    let old_events = vec![ev(&r.id, 0), ev(&r.id, 1)];
-    // What a store written before format 2 holds.
-    s.tree.insert(key(b"a/", "old"), &[][..]).unwrap();
-    s.tree
-        .insert(key(b"s/", "old"), encode_value_v1(&r, &old_events))
-        .unwrap();
-    assert_eq!(s.get(&r.id).await.unwrap(), Some(r.clone()));
-    assert_eq!(s.history(&r.id).await.unwrap(), old_events);
-    assert_eq!(s.list_active().await.unwrap(), vec![r.clone()]);
-    r.revision += 1;
-    r.next_seq = 3;
-    r.state.status = SagaStatus::Completed;
-    s.update(&r, &[ev(&r.id, 2)]).await.unwrap();
-    let v = s.tree.get(key(b"s/", "old")).unwrap().unwrap();
-    assert_eq!(v[0], VALUE_FORMAT, "rewritten in the current format");
-    let mut all = old_events.clone();
-    all.push(ev(&r.id, 2));
-    assert_eq!(s.history(&r.id).await.unwrap(), all);
-    assert!(s.list_active().await.unwrap().is_empty());
+async fn stores_written_in_formats_1_and_2_are_read_and_re_encoded_at_the_next_update() {
+    for format in [VALUE_FORMAT_V1, VALUE_FORMAT_V2] {
+        let (_d, s) = store();
+        let mut r = sample_record("old", None);
+        r.next_seq = 2;
+        let old_events = vec![ev(&r.id, 0), ev(&r.id, 1)];
+        // What a store written before format 3 holds.
+        s.tree.insert(key(b"a/", "old"), &[][..]).unwrap();
+        s.tree
+            .insert(
+                key(b"s/", "old"),
+                encode_value_uncompressed(format, &r, &old_events),
+            )
+            .unwrap();
+        assert_eq!(
+            s.get(&r.id).await.unwrap(),
+            Some(r.clone()),
+            "format {format}"
+        );
+        assert_eq!(
+            s.history(&r.id).await.unwrap(),
+            old_events,
+            "format {format}"
+        );
+        assert_eq!(s.list_active().await.unwrap(), vec![r.clone()]);
+        r.revision += 1;
+        r.next_seq = 3;
+        r.state.status = SagaStatus::Completed;
+        s.update(&r, &[ev(&r.id, 2)]).await.unwrap();
+        let v = s.tree.get(key(b"s/", "old")).unwrap().unwrap();
+        assert_eq!(
+            v[0], VALUE_FORMAT,
+            "format {format} rewritten in the current one"
+        );
+        let mut all = old_events.clone();
+        all.push(ev(&r.id, 2));
+        assert_eq!(s.history(&r.id).await.unwrap(), all, "format {format}");
+        assert_eq!(
+            s.get(&r.id).await.unwrap(),
+            Some(r.clone()),
+            "format {format}"
+        );
+        assert!(s.list_active().await.unwrap().is_empty());
+    }
 }
 
 #[tokio::test]
@@ -202,4 +253,33 @@ async fn a_purge_that_died_after_deleting_the_record_is_finished_by_the_next_pas
     assert!(s.finished_before(100, 10).await.unwrap().is_empty());
     assert_eq!(s.tree.scan_prefix(chunk_prefix(&r.id)).count(), 0);
     assert_eq!(s.tree.scan_prefix(b"f/").count(), 0);
+}
+
+#[tokio::test]
+async fn a_saga_leaving_a_durable_wait_is_resumed_now_after_a_restart() {
+    // The update path learns "parked" from the stored value's header
+    // (format 3) instead of the active index: a wrong header would leave
+    // the wake time in the index of a saga that runs again.
+    use crate::machine::StepState;
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = sample_record("waiter", None);
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        r.state.steps[0].state = StepState::Waiting;
+        r.state.steps[0].wake_at_ms = Some(9_000_000);
+        s.create(&r, &[]).await.unwrap();
+        let parked = s.list_resumable().await.unwrap();
+        assert_eq!(parked.parked, vec![(r.id.clone(), 9_000_000)]);
+        // The signal came: the step runs again, then a second update.
+        for _ in 0..2 {
+            r.revision += 1;
+            r.state.steps[0].state = StepState::Running;
+            r.state.steps[0].wake_at_ms = None;
+            s.update(&r, &[]).await.unwrap();
+        }
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    let resumable = s.list_resumable().await.unwrap();
+    assert!(resumable.parked.is_empty(), "{:?}", resumable.parked);
+    assert_eq!(resumable.now, vec![r]);
 }
