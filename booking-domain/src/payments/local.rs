@@ -201,16 +201,22 @@ impl LocalPayments {
     /// The same participant, with its saga steps' writes made durable by
     /// the engine's flushes (see `ledger::Cover`): refused unless `engine`
     /// is the group commit of this participant's own database. The card
-    /// vault's writes (tokenize, forget) still flush themselves: a token is
-    /// answered before any saga step exists to cover it.
+    /// vault's writes (tokenize, forget) still wait for a flush before they
+    /// answer (a token is answered before any saga step exists to cover
+    /// it), but the engine's: they join its group commit instead of running
+    /// a flush of their own beside it.
     pub fn covered_by(self, engine: &saga_engine::store::Durability) -> Result<Self, PaymentError> {
         let cover = crate::ledger::Cover::engine(self.inner.ledger.db(), engine)?;
         Ok(LocalPayments { cover, ..self })
     }
 
-    /// Returns once every write committed so far is durable.
+    /// Returns once every write committed so far is durable: through the
+    /// engine's group commit when it covers this database, else with the
+    /// participant's own.
     async fn flush(&self) -> Result<(), PaymentError> {
-        Ok(self.inner.ledger.durable().await?)
+        self.cover
+            .direct(async { Ok(self.inner.ledger.durable().await?) })
+            .await
     }
 
     /// Makes a saga step's write durable before the reply, unless the
@@ -644,7 +650,7 @@ impl Payments for LocalPayments {
             if p.customer_email != email || p.amount != request.amount {
                 return Err(PaymentError::KeyReused { key: key.into() });
             }
-            self.flush().await?;
+            self.step_flush().await?;
             return match p.status {
                 PaymentStatus::Declined => Err(PaymentError::Declined {
                     reason: p.decline_reason.unwrap_or(DeclineReason::CardDeclined),
@@ -669,11 +675,12 @@ impl Payments for LocalPayments {
         let result = self.authorize(key, &plain).await;
         wipe_card(&mut plain.card);
         if matches!(result, Ok(_) | Err(PaymentError::Declined { .. })) {
-            // Recorded (and flushed) first, forgotten after: a crash in
-            // between leaves a sealed card for the purge, never a payment
-            // without its record.
+            // Recorded first, forgotten after, both made durable with the
+            // step (the engine's flush when it covers this database): a
+            // crash in between leaves a sealed card for the purge, never a
+            // payment without its record.
             self.inner.vault.remove(&request.token)?;
-            self.flush().await?;
+            self.step_flush().await?;
         }
         result
     }
