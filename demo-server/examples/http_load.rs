@@ -501,7 +501,13 @@ async fn engine_alone(n: usize, concurrency: usize, booking: Option<Value>) -> f
                             .expect("signal");
                     }
                 }
-                let done = engine.wait(&id).await.expect("wait");
+                // Bounded, so that a saga that never ends (one run hung
+                // once in an engine-only phase, every thread idle) fails
+                // with its id instead of hanging the benchmark.
+                let done = tokio::time::timeout(Duration::from_secs(120), engine.wait(&id))
+                    .await
+                    .unwrap_or_else(|_| panic!("saga {id} did not end within 120 s"))
+                    .expect("wait");
                 assert_eq!(done.status(), saga_engine::SagaStatus::Completed);
             }
         }));
