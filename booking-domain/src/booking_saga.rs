@@ -373,7 +373,7 @@ impl BookingServices {
             bookings: Arc::new(BookingStore::open_in(db, data_dir)?.covered_by(engine)?),
             faults: Arc::new(Faults::new()),
             promos: Arc::new(crate::promo::PromoStore::open(db)?),
-            outbox: Arc::new(Outbox::open(db)?),
+            outbox: Arc::new(Outbox::open(db)?.covered_by(engine)?),
             waits: BookingWaits::default(),
         })
     }

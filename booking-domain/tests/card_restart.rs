@@ -206,3 +206,107 @@ async fn a_vault_key_of_another_directory_does_not_open_the_cards() {
     assert!(pay.all_payments().await.unwrap().is_empty());
     engine.shutdown(Duration::from_millis(10)).await;
 }
+
+/// The payments participant on the engine's own database answers a token
+/// once the sealed card is durable, through the engine's group commit (no
+/// flush of its own): a crash image taken right after the answer, with no
+/// other flush since, holds the card. Under `SAGA_SABOTAGE=vault-no-flush`
+/// (or `ack-before-flush`, the engine's flushes not waited for) the image
+/// has no card and this fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_tokenized_on_the_engines_database_is_durable_once_answered() {
+    use booking_domain::payments::{LocalPayments, Payments, TokenizeRequest};
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    let catalog = Arc::new(Catalog::default_dataset());
+    let (flight, date) = flight_and_date(&catalog);
+    let db = participants_db(&dir);
+    let store = SledStore::with_db(db.clone()).unwrap();
+    let pay = LocalPayments::open_in(&db, &dir)
+        .unwrap()
+        .covered_by(&store.durability())
+        .unwrap();
+    let flushes = store.durability().flushes();
+    let token = pay
+        .tokenize(
+            "card:covered-1",
+            &TokenizeRequest {
+                card: request(&flight, date).card,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        store.durability().flushes() > flushes
+            || saga_engine::sabotage::active(saga_engine::sabotage::VAULT_NO_FLUSH)
+            || saga_engine::sabotage::active(saga_engine::sabotage::ACK_BEFORE_FLUSH),
+        "the token waited for the engine's group commit"
+    );
+    let img = root.path().join("img");
+    copy_dir(&dir, &img);
+    let db2 = participants_db(&img);
+    let pay2 = LocalPayments::open_in(&db2, &img).unwrap();
+    assert_eq!(
+        pay2.cards_held().await.unwrap(),
+        1,
+        "the sealed card {} is in the crash image",
+        token.last4
+    );
+    drop(store);
+}
+
+/// A booking on the engine's database whose saga is acknowledged finished
+/// has its itinerary in the outbox after a crash: the outbox does not
+/// flush the message itself, the engine's flush of `send_itinerary`'s
+/// result covers it. The crash image is taken right after `wait` answers
+/// (sled's periodic flush off). Under `SAGA_SABOTAGE=ack-before-flush`
+/// nothing acknowledged is on disk and this fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_bookings_itinerary_is_in_the_outbox_after_a_crash_on_the_engines_database() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    let catalog = Arc::new(Catalog::default_dataset());
+    let (flight, date) = flight_and_date(&catalog);
+    let db = participants_db(&dir);
+    let store = SledStore::with_db(db.clone()).unwrap();
+    let durability = store.durability();
+    let services =
+        BookingServices::local_on_engine_db(&db, &dir, catalog.clone(), &durability).unwrap();
+    let engine = Engine::builder(store)
+        .register(booking_definition(&services))
+        .open()
+        .await
+        .unwrap();
+    let id = start_booking(&engine, &services, &request(&flight, date), "outbox-1")
+        .await
+        .unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(60), engine.wait(&id))
+        .await
+        .expect("the booking ends")
+        .unwrap();
+    assert_eq!(done.status(), SagaStatus::Completed, "{:?}", done.state);
+    let img = root.path().join("img");
+    copy_dir(&dir, &img);
+
+    let db2 = participants_db(&img);
+    let store2 = SledStore::with_db(db2.clone()).unwrap();
+    let durability2 = store2.durability();
+    let services2 = BookingServices::local_on_engine_db(&db2, &img, catalog, &durability2).unwrap();
+    let engine2 = Engine::builder(store2)
+        .register(booking_definition(&services2))
+        .open()
+        .await
+        .unwrap();
+    let status = engine2.status(&id).await;
+    assert!(
+        matches!(&status, Ok(r) if r.status() == SagaStatus::Completed),
+        "the acknowledged booking is completed in the image: {status:?}"
+    );
+    let message = services2.outbox.get(&id).unwrap();
+    assert!(
+        message.is_some_and(|m| m.saga_id == id),
+        "the itinerary is in the image's outbox"
+    );
+    engine2.shutdown(Duration::from_secs(5)).await;
+    engine.shutdown(Duration::from_millis(10)).await;
+}

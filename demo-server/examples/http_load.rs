@@ -13,8 +13,17 @@
 //!    sending the POST to receiving that event.
 //! 2. `healthz`: `GET /healthz` on the demo server at the same concurrency.
 //! 3. `hello`: `GET /` on the bare hyper server at the same concurrency.
+//! 4. `engine_alone`: the engine on its own sled store, four trivial steps
+//!    a saga, at the same concurrency (what `loadgen` runs), and the ratio
+//!    of the bookings' rate to it.
+//! 5. `engine_booking_shape`: the engine alone with the booking saga's
+//!    shape (its eight steps, two of them waits answered by signals right
+//!    after the start, its three search attributes, one booking's data),
+//!    every step trivial: what the engine itself spends on a booking.
 //!
-//! Each prints one JSON line. Run it in release:
+//! Each prints one JSON line; `cpu_ms_per_booking` and `cpu_ms_per_saga`
+//! are the process's CPU time (user and system) over the phase, per item,
+//! which a machine shared with other work disturbs less than rates. Run it in release:
 //!
 //! ```text
 //! cargo run --release -p demo-server --example http_load -- --bookings 2000 --concurrency 64
@@ -104,13 +113,14 @@ fn flight_dates(state: &AppState, wanted: usize) -> Vec<(String, String)> {
     out
 }
 
-/// Books once and follows the saga to its end; (latency, final status).
+/// Books once and follows the saga to its end; (latency, final status,
+/// saga id).
 async fn book_one(
     client: &HttpClient,
     base: &str,
     i: usize,
     flight: &(String, String),
-) -> Result<(Duration, String), String> {
+) -> Result<(Duration, String, String), String> {
     let body = json!({
         "flight_id": flight.0,
         "date": flight.1,
@@ -141,6 +151,10 @@ async fn book_one(
     }
     let accepted: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
     let events_url = accepted["events_url"].as_str().ok_or("no events_url")?;
+    let id = accepted["booking_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let req = Request::get(format!("{base}{events_url}"))
         .body(Full::new(Bytes::new()))
         .map_err(|e| e.to_string())?;
@@ -158,7 +172,8 @@ async fn book_one(
                 if let Some(end) = rest.find('\n') {
                     let elapsed = started.elapsed();
                     let e: Value = serde_json::from_str(&rest[..end]).map_err(|e| e.to_string())?;
-                    return Ok((elapsed, e["status"].as_str().unwrap_or("?").to_string()));
+                    let status = e["status"].as_str().unwrap_or("?").to_string();
+                    return Ok((elapsed, status, id));
                 }
             }
         }
@@ -239,6 +254,7 @@ async fn main() {
     // 1. Bookings to their terminal state.
     let flights = Arc::new(flight_dates(&state, args.bookings / 50 + 10));
     let next = Arc::new(AtomicUsize::new(0));
+    let cpu_before = cpu_time();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
@@ -259,11 +275,13 @@ async fn main() {
     }
     let mut latencies = Vec::new();
     let (mut completed, mut other, mut errors) = (0usize, 0usize, Vec::new());
+    let mut sample_id = None;
     for t in tasks {
         for r in t.await.expect("task") {
             match r {
-                Ok((lat, status)) => {
+                Ok((lat, status, id)) => {
                     latencies.push(lat.as_micros() as u64);
+                    sample_id.get_or_insert(id);
                     if status == "completed" {
                         completed += 1;
                     } else {
@@ -275,7 +293,17 @@ async fn main() {
         }
     }
     let elapsed = started.elapsed();
+    let booking_cpu = cpu_time() - cpu_before;
     latencies.sort_unstable();
+    // One booking's saga: its data (the shaped engine run below carries
+    // the same) and how many events and bytes of history it wrote.
+    let sample = match sample_id.as_deref().and_then(saga_engine::SagaId::parse) {
+        Some(id) => Some((
+            state.engine.status(&id).await.expect("status").data,
+            state.engine.history(&id).await.expect("history"),
+        )),
+        None => None,
+    };
     println!(
         "{}",
         json!({
@@ -292,6 +320,10 @@ async fn main() {
             "p99_ms": percentile(&latencies, 0.99),
             "max_ms": percentile(&latencies, 1.0),
             "store_flushes": state.engine.flush_count(),
+            "flushes_per_booking": state.engine.flush_count() as f64 / args.bookings as f64,
+            "cpu_ms_per_booking": booking_cpu.as_secs_f64() * 1000.0 / args.bookings as f64,
+            "events_per_booking": sample.as_ref().map(|(_, h)| h.len()),
+            "data_bytes": sample.as_ref().map(|(d, _)| d.to_string().len()),
         })
     );
 
@@ -320,7 +352,10 @@ async fn main() {
 
     // 4. The engine alone, same run, same concurrency: four trivial steps
     // per saga on a durable sled store, as `loadgen` runs them.
-    let engine_per_s = engine_alone(args.bookings.max(2000), args.concurrency).await;
+    let n = args.bookings.max(2000);
+    let cpu_before = cpu_time();
+    let engine_per_s = engine_alone(n, args.concurrency, None).await;
+    let engine_cpu = cpu_time() - cpu_before;
     let http_per_s = completed as f64 / elapsed.as_secs_f64();
     println!(
         "{}",
@@ -328,9 +363,41 @@ async fn main() {
             "bench": "engine_alone",
             "sagas_per_s": engine_per_s,
             "concurrency": args.concurrency,
+            "cpu_ms_per_saga": engine_cpu.as_secs_f64() * 1000.0 / n as f64,
             "http_bookings_over_engine_sagas": http_per_s / engine_per_s,
         })
     );
+
+    // 5. The engine alone with the booking's shape: its eight steps (the
+    // two waits answered by signals right after the start, as a booking's
+    // are), its search attributes and one booking's data, every step
+    // trivial. What the engine itself costs a booking, without HTTP and
+    // participants.
+    if let Some((data, _)) = sample {
+        let cpu_before = cpu_time();
+        let shaped_per_s = engine_alone(n, args.concurrency, Some(data)).await;
+        let shaped_cpu = cpu_time() - cpu_before;
+        println!(
+            "{}",
+            json!({
+                "bench": "engine_booking_shape",
+                "sagas_per_s": shaped_per_s,
+                "concurrency": args.concurrency,
+                "cpu_ms_per_saga": shaped_cpu.as_secs_f64() * 1000.0 / n as f64,
+                "over_engine_alone": shaped_per_s / engine_per_s,
+                "http_bookings_over_shaped": http_per_s / shaped_per_s,
+            })
+        );
+    }
+}
+
+/// CPU time (user and system) this process has used so far.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage writes into the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 struct Trivial;
@@ -353,36 +420,95 @@ impl saga_engine::Step<Value> for Trivial {
     }
 }
 
-/// Sagas per second of four trivial steps at `concurrency` on sled.
-async fn engine_alone(n: usize, concurrency: usize) -> f64 {
+/// Sagas per second at `concurrency` on sled: four trivial steps, or with
+/// `booking` (one booking's data) the booking saga's shape.
+async fn engine_alone(n: usize, concurrency: usize, booking: Option<Value>) -> f64 {
+    use booking_domain::booking_saga::{AUTO_SIGNAL_ID, CONFIRMATION_SIGNAL, PAYMENT_SIGNAL};
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut def = saga_engine::SagaDefinition::<Value>::builder("trivial", 1);
-    for step in [
-        "reserve_seat",
-        "authorize_payment",
-        "award_miles",
-        "confirm_booking",
-    ] {
-        def = def.step(step, Trivial);
-    }
+    let def = match &booking {
+        None => {
+            let mut def = saga_engine::SagaDefinition::<Value>::builder("trivial", 1);
+            for step in [
+                "reserve_seat",
+                "authorize_payment",
+                "award_miles",
+                "confirm_booking",
+            ] {
+                def = def.step(step, Trivial);
+            }
+            def
+        }
+        Some(_) => {
+            let wait = Duration::from_secs(600);
+            saga_engine::SagaDefinition::<Value>::builder("trivial", 1)
+                .step("reserve_seat", Trivial)
+                .wait_for(
+                    "await_payment",
+                    PAYMENT_SIGNAL,
+                    wait,
+                    |_: &mut Value, _: Value| {},
+                )
+                .step("redeem_miles", Trivial)
+                .step("authorize_payment", Trivial)
+                .wait_for(
+                    "await_confirmation",
+                    CONFIRMATION_SIGNAL,
+                    wait,
+                    |_: &mut Value, _: Value| {},
+                )
+                .step("award_miles", Trivial)
+                .step_as("confirm_booking", saga_engine::StepClass::Pivot, Trivial)
+                .step_as("send_itinerary", saga_engine::StepClass::Retriable, Trivial)
+                .with(|b| {
+                    ["booking_ref", "email", "date"]
+                        .into_iter()
+                        .fold(b, |b, field| {
+                            b.search_attribute(field, move |d: &Value| {
+                                d.get(field).map(|v| v.to_string())
+                            })
+                        })
+                })
+        }
+    };
     let engine =
         saga_engine::Engine::builder(saga_engine::SledStore::open(dir.path()).expect("store"))
             .register(def.build().expect("definition"))
             .open()
             .await
             .expect("engine");
+    let data = Arc::new(booking.clone().unwrap_or_else(|| json!({})));
+    let signals = booking.is_some();
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (engine, next) = (engine.clone(), next.clone());
+        let (engine, next, data) = (engine.clone(), next.clone(), data.clone());
         tasks.push(tokio::spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < n {
-                let id = engine
-                    .start("trivial", &json!({}), None)
+                let id = engine.start("trivial", &*data, None).await.expect("start");
+                if signals {
+                    for (signal, payload) in [
+                        (
+                            PAYMENT_SIGNAL,
+                            json!({"card_token": "", "card_brand": "", "card_last4": ""}),
+                        ),
+                        (CONFIRMATION_SIGNAL, json!({"by_customer": false})),
+                    ] {
+                        let signal_id = format!("{AUTO_SIGNAL_ID}:{signal}");
+                        engine
+                            .signal(&id, signal, &signal_id, &payload)
+                            .await
+                            .expect("signal");
+                    }
+                }
+                // Bounded, so that a saga that never ends (one run hung
+                // once in an engine-only phase, every thread idle) fails
+                // with its id instead of hanging the benchmark.
+                let done = tokio::time::timeout(Duration::from_secs(120), engine.wait(&id))
                     .await
-                    .expect("start");
-                engine.wait(&id).await.expect("wait");
+                    .unwrap_or_else(|_| panic!("saga {id} did not end within 120 s"))
+                    .expect("wait");
+                assert_eq!(done.status(), saga_engine::SagaStatus::Completed);
             }
         }));
     }

@@ -66,6 +66,7 @@ pub mod saga_pages;
 pub mod server;
 pub mod service_token;
 pub mod sse;
+pub mod sse_hub;
 pub mod state;
 pub mod tls;
 pub mod trace_context;

@@ -2,9 +2,10 @@
 //!
 //! `GET /api/sagas/{id}/events` replays the saga's history from the store,
 //! then forwards the engine's live events for that saga, and ends after the
-//! `saga_finished` event. It subscribes to the engine *before* reading the
-//! history, so an event is either in the history read or arrives live (or
-//! both); events are sent strictly in `seq` order, each once: one already
+//! `saga_finished` event. It subscribes to the saga's live events (through
+//! [`crate::sse_hub`], which wakes a stream for its own saga's events only)
+//! *before* reading the history, so an event is either in the history read
+//! or arrives live (or both); events are sent strictly in `seq` order, each once: one already
 //! sent is skipped, and a gap (the subscriber fell behind the broadcast
 //! buffer) is filled from the store. Each event carries its `seq` as the SSE
 //! `id`, so a browser that reconnects with `Last-Event-ID` resumes after the
@@ -28,6 +29,7 @@ use crate::api::ApiError;
 use crate::body::Body;
 use crate::limits::StreamSlot;
 use crate::routes::Req;
+use crate::sse_hub::{Live, Subscription};
 use crate::state::AppState;
 use bytes::Bytes;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
@@ -35,7 +37,7 @@ use hyper::{Response, StatusCode};
 use saga_engine::{SagaEvent, SagaId};
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 
 /// Chunks buffered per stream before the writer waits for the client.
@@ -76,7 +78,7 @@ pub async fn saga_events(state: &Arc<AppState>, req: &Req) -> Result<Response<Bo
     let last_seen: Option<u64> = req.header("last-event-id").and_then(|v| v.parse().ok());
     // Subscribe first: whatever is persisted after the history read below
     // is published after this point, so it arrives on `live`.
-    let live = state.engine.subscribe();
+    let live = state.saga_events.subscribe(&id);
     let history = state.engine.history(&id).await?;
     if let (Some(last), Some(end)) = (last_seen, history.last()) {
         if end.is_terminal() && last >= end.seq {
@@ -175,7 +177,7 @@ impl SagaStream {
         }
     }
 
-    async fn run(mut self, history: Vec<SagaEvent>, mut live: broadcast::Receiver<SagaEvent>) {
+    async fn run(mut self, history: Vec<SagaEvent>, mut live: Subscription) {
         let _ = self.stream(history, &mut live).await;
         tracing::debug!(saga_id = %self.id, next = self.next, "event stream closed");
     }
@@ -183,7 +185,7 @@ impl SagaStream {
     async fn stream(
         &mut self,
         history: Vec<SagaEvent>,
-        live: &mut broadcast::Receiver<SagaEvent>,
+        live: &mut Subscription,
     ) -> Result<(), Stop> {
         self.send(Bytes::from(format!("retry: {RETRY_MS}\n\n")))
             .await?;
@@ -199,16 +201,15 @@ impl SagaStream {
                 // The client reconnects with Last-Event-ID and resumes.
                 () = &mut lifetime => return Err(Stop::Gone),
                 r = live.recv() => match r {
-                    Ok(e) if e.saga_id == self.id => {
+                    Live::Event(e) => {
                         if e.seq == self.next {
                             self.send_new(std::slice::from_ref(&e)).await?;
                         } else if e.seq > self.next {
                             self.fill_from_store().await?;
                         }
                     }
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => self.fill_from_store().await?,
-                    Err(RecvError::Closed) => return Err(Stop::Gone),
+                    Live::Missed => self.fill_from_store().await?,
+                    Live::Closed => return Err(Stop::Gone),
                 },
                 _ = keepalive.tick() => self.send(Bytes::from_static(b": keep-alive\n\n")).await?,
                 () = stopped(&mut stopping) => return Err(Stop::Gone),

@@ -391,6 +391,8 @@ pub struct AppState {
     /// a consistent point unless the caller wrapped them in
     /// [`crate::backup::gate`]).
     pub barrier: Arc<crate::backup::gate::WriteBarrier>,
+    /// The engine's live events, by saga, for the event streams.
+    pub saga_events: Arc<crate::sse_hub::SagaEventHub>,
     stopping: watch::Sender<bool>,
 }
 
@@ -464,7 +466,9 @@ impl AppState {
         let saga_rates = Arc::new(crate::overview::Rates::new());
         crate::overview::spawn_sampler(&engine, saga_rates.clone(), stop_rx.clone());
         crate::metrics::spawn_collector(&engine, metrics.clone(), stop_rx);
+        let saga_events = crate::sse_hub::SagaEventHub::start(&engine);
         Arc::new(AppState {
+            saga_events,
             engine,
             services,
             db,

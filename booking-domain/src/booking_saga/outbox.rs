@@ -1,7 +1,9 @@
 //! The itinerary outbox: after the pivot (the capture), the booking saga's
 //! retriable `send_itinerary` step writes the message to send (to, subject,
 //! the itinerary) as a durable record, once per saga, flushed before the
-//! step succeeds. A mail sender would deliver from here; the demo shows the
+//! step succeeds (on the engine's database, by the engine's flush of the
+//! step's result: a crash before it leaves the step in doubt, and its retry
+//! finds the message queued or queues it). A mail sender would deliver from here; the demo shows the
 //! outbox as a mailbox (`GET /api/admin/mailbox`) and logs each message's
 //! booking reference. The message carries no card data.
 
@@ -37,6 +39,7 @@ pub struct OutboxError(pub String);
 pub struct Outbox {
     db: sled::Db,
     tree: sled::Tree,
+    cover: crate::ledger::Cover,
 }
 
 impl fmt::Debug for Outbox {
@@ -55,7 +58,17 @@ impl Outbox {
         Ok(Outbox {
             db: db.clone(),
             tree: db.open_tree(OUTBOX_TREE).map_err(err)?,
+            cover: crate::ledger::Cover::default(),
         })
+    }
+
+    /// The same outbox, with a queued message made durable by the engine's
+    /// flush of the `send_itinerary` step's result instead of a flush of
+    /// its own (see `ledger::Cover`): refused unless `engine` is the group
+    /// commit of the outbox's own database.
+    pub fn covered_by(self, engine: &saga_engine::store::Durability) -> Result<Self, OutboxError> {
+        let cover = crate::ledger::Cover::engine(&self.db, engine).map_err(err)?;
+        Ok(Outbox { cover, ..self })
     }
 
     /// Queues `message` under its saga, durably; a message already queued
@@ -74,9 +87,14 @@ impl Outbox {
                 None => message,
             },
         };
-        saga_engine::store::flush_sled(&self.db)
-            .await
-            .map_err(err)?;
+        self.cover
+            .step(async {
+                saga_engine::store::flush_sled(&self.db)
+                    .await
+                    .map(|_| ())
+                    .map_err(err)
+            })
+            .await?;
         Ok(kept)
     }
 

@@ -200,17 +200,32 @@ impl LocalPayments {
 
     /// The same participant, with its saga steps' writes made durable by
     /// the engine's flushes (see `ledger::Cover`): refused unless `engine`
-    /// is the group commit of this participant's own database. The card
-    /// vault's writes (tokenize, forget) still flush themselves: a token is
-    /// answered before any saga step exists to cover it.
+    /// is the group commit of this participant's own database. A
+    /// tokenization still waits for a flush before it answers (a token is
+    /// answered before any saga step exists to cover it), but the
+    /// engine's: it joins its group commit instead of running a flush of
+    /// its own beside it. Forgetting a card flushes on its own.
     pub fn covered_by(self, engine: &saga_engine::store::Durability) -> Result<Self, PaymentError> {
         let cover = crate::ledger::Cover::engine(self.inner.ledger.db(), engine)?;
         Ok(LocalPayments { cover, ..self })
     }
 
-    /// Returns once every write committed so far is durable.
+    /// Returns once every write committed so far is durable, with the
+    /// participant's own group flush.
     async fn flush(&self) -> Result<(), PaymentError> {
         Ok(self.inner.ledger.durable().await?)
+    }
+
+    /// Makes a write answered outside any saga step (a tokenization)
+    /// durable: through the engine's group commit when it covers this
+    /// database, else with the participant's own flush. Not for writes
+    /// made inside a step (a card forgotten on a rejection): waiting there
+    /// for the engine's group commit hung a booking in the demo server's
+    /// tests (`accounts::my_trips_tickets_loyalty_and_cancellation`).
+    async fn direct_flush(&self) -> Result<(), PaymentError> {
+        self.cover
+            .direct(async { Ok(self.inner.ledger.durable().await?) })
+            .await
     }
 
     /// Makes a saga step's write durable before the reply, unless the
@@ -626,7 +641,7 @@ impl Payments for LocalPayments {
         // The token is answered only once the sealed card is on disk: a
         // restart right after must still find it.
         if !saga_engine::sabotage::active(saga_engine::sabotage::VAULT_NO_FLUSH) {
-            self.flush().await?;
+            self.direct_flush().await?;
         }
         tracing::debug!(brand = %token.brand, "card tokenized");
         Ok(token)
@@ -644,7 +659,7 @@ impl Payments for LocalPayments {
             if p.customer_email != email || p.amount != request.amount {
                 return Err(PaymentError::KeyReused { key: key.into() });
             }
-            self.flush().await?;
+            self.step_flush().await?;
             return match p.status {
                 PaymentStatus::Declined => Err(PaymentError::Declined {
                     reason: p.decline_reason.unwrap_or(DeclineReason::CardDeclined),
@@ -669,11 +684,12 @@ impl Payments for LocalPayments {
         let result = self.authorize(key, &plain).await;
         wipe_card(&mut plain.card);
         if matches!(result, Ok(_) | Err(PaymentError::Declined { .. })) {
-            // Recorded (and flushed) first, forgotten after: a crash in
-            // between leaves a sealed card for the purge, never a payment
-            // without its record.
+            // Recorded first, forgotten after, both made durable with the
+            // step (the engine's flush when it covers this database): a
+            // crash in between leaves a sealed card for the purge, never a
+            // payment without its record.
             self.inner.vault.remove(&request.token)?;
-            self.flush().await?;
+            self.step_flush().await?;
         }
         result
     }

@@ -28,7 +28,7 @@ pub(crate) use vault::{hex, unhex};
 pub use cards::*;
 pub use local::LocalPayments;
 pub use vault::{
-    wipe_card, CardToken, HeldCard, VaultKey, VaultKeyError, CARD_TTL, VAULT_KEY_FILE,
+    wipe_card, CardToken, HeldCard, VaultKey, VaultKeyError, CARD_TTL, PURGE_EVERY, VAULT_KEY_FILE,
 };
 
 /// Longest idempotency key accepted, in bytes.

@@ -29,8 +29,15 @@ pub const VAULT_KEY_FILE: &str = "card-vault.key";
 
 /// How long a tokenized card is kept when nothing uses it: a booking
 /// authorizes within seconds, so an older card belongs to a booking that
-/// will never need it (purged at the next tokenization).
+/// will never need it (purged by a later tokenization: the first one
+/// [`PURGE_EVERY`] or more after the previous purge).
 pub const CARD_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// How often at most a tokenization looks for cards older than
+/// [`CARD_TTL`]. The look reads every card held (one per booking in
+/// flight), so running it on each tokenization made a booking's cost grow
+/// with the bookings in flight.
+pub const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 const VAULT_TREE: &str = "payments_vault";
 const KEY_LEN: usize = 32;
@@ -238,6 +245,9 @@ struct Sealed {
 pub(crate) struct Vault {
     tree: sled::Tree,
     cipher: XChaCha20Poly1305,
+    /// When the last purge ran (ms since the epoch, by the clock given to
+    /// `put`); `i64::MIN` before the first.
+    purged_at_ms: std::sync::atomic::AtomicI64,
 }
 
 /// Lower-case hex of `bytes` (how sealed values are stored as text).
@@ -267,6 +277,7 @@ impl Vault {
         Ok(Vault {
             tree: db.open_tree(VAULT_TREE).map_err(storage)?,
             cipher: XChaCha20Poly1305::new((&key.0).into()),
+            purged_at_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
         })
     }
 
@@ -313,7 +324,7 @@ impl Vault {
             // Used and forgotten: a repeat of a finished tokenization.
             return Err(PaymentError::UnknownToken);
         }
-        self.purge_older_than(now - chrono::Duration::from_std(CARD_TTL).unwrap_or_default())?;
+        self.purge_if_due(now)?;
         let token = format!("tok_{:032x}", rand::random::<u128>());
         let mut nonce = [0u8; 24];
         rand::Rng::fill(&mut rand::thread_rng(), &mut nonce[..]);
@@ -410,6 +421,25 @@ impl Vault {
         self.tree.scan_prefix(b"t/").count() as u64
     }
 
+    /// Purges the cards older than [`CARD_TTL`] when the last purge is
+    /// [`PURGE_EVERY`] or more before `now` (or there was none).
+    fn purge_if_due(&self, now: DateTime<Utc>) -> Result<(), PaymentError> {
+        use std::sync::atomic::Ordering;
+        let now_ms = now.timestamp_millis();
+        let last = self.purged_at_ms.load(Ordering::Relaxed);
+        let due = last == i64::MIN || now_ms.saturating_sub(last) >= PURGE_EVERY.as_millis() as i64;
+        // One caller wins the turn; the others go on without purging.
+        if !due
+            || self
+                .purged_at_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return Ok(());
+        }
+        self.purge_older_than(now - chrono::Duration::from_std(CARD_TTL).unwrap_or_default())
+    }
+
     fn purge_older_than(&self, cutoff: DateTime<Utc>) -> Result<(), PaymentError> {
         for item in self.tree.scan_prefix(b"t/") {
             let (k, v) = item.map_err(storage)?;
@@ -503,6 +533,38 @@ mod tests {
         assert!(v.get(&old.token).unwrap().is_none());
         assert!(v.get(&new.token).unwrap().is_some());
         assert_eq!(v.len(), 1);
+    }
+
+    #[test]
+    fn the_purge_runs_once_a_minute_at_most() {
+        let key = VaultKey::ephemeral();
+        let (_db, v) = vault(&key);
+        let checked = check_card(&card(), Utc::now().date_naive()).unwrap();
+        let t0 = Utc::now();
+        v.put("first", &card(), &checked, t0).unwrap();
+        // A card that is old by the time of the next tokenizations.
+        let old = v
+            .put("old", &card(), &checked, t0 - chrono::Duration::days(2))
+            .unwrap();
+        // Within a minute of the first purge: not looked for yet.
+        v.put(
+            "soon",
+            &card(),
+            &checked,
+            t0 + chrono::Duration::seconds(30),
+        )
+        .unwrap();
+        assert!(v.get(&old.token).unwrap().is_some());
+        // A minute after it: purged.
+        v.put(
+            "later",
+            &card(),
+            &checked,
+            t0 + chrono::Duration::seconds(61),
+        )
+        .unwrap();
+        assert!(v.get(&old.token).unwrap().is_none());
+        assert_eq!(v.len(), 3);
     }
 
     #[cfg(unix)]
