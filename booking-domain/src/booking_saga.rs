@@ -417,6 +417,37 @@ pub const CARD_NOT_HELD: &str =
 
 /// Maps a participant error to a step error: retryable stays retryable,
 /// anything else is a definite no.
+/// Holds the booking's seats on one leg (`flight` on `date`) under the
+/// step's key, through the step's fault injection; an error message starts
+/// with `prefix`. A rejection forgets the card.
+async fn hold_seats(
+    s: &BookingServices,
+    ctx: &StepContext,
+    d: &BookingData,
+    step: BookingStep,
+    flight: FlightId,
+    date: NaiveDate,
+    prefix: &str,
+) -> Result<crate::inventory::Hold, StepError> {
+    let req = HoldRequest {
+        flight,
+        date,
+        cabin: d.cabin,
+        seats: d.passengers.len() as u32,
+    };
+    let inv = &s.inventory;
+    let result = s
+        .fault(d, step)
+        .apply(step, ctx, async {
+            inv.hold(&ctx.idempotency_key, &req)
+                .await
+                .map_err(|e| classify(e.is_retryable(), format!("{prefix}{e}")))
+        })
+        .await;
+    forget_card_on_rejection(s, d, &result).await;
+    result
+}
+
 fn classify(retryable: bool, message: impl fmt::Display) -> StepError {
     if retryable {
         StepError::retryable(message)
@@ -439,24 +470,18 @@ struct SendItinerary(BookingServices);
 #[async_trait::async_trait]
 impl Step<BookingData> for ReserveSeat {
     async fn run(&self, ctx: &StepContext, d: &mut BookingData) -> Result<(), StepError> {
-        let req = HoldRequest {
-            flight: d.flight_id.clone(),
-            date: d.date,
-            cabin: d.cabin,
-            seats: d.passengers.len() as u32,
-        };
-        let inv = &self.0.inventory;
-        let result = self
-            .0
-            .fault(d, BookingStep::ReserveSeat)
-            .apply(BookingStep::ReserveSeat, ctx, async {
-                inv.hold(&ctx.idempotency_key, &req)
-                    .await
-                    .map_err(|e| classify(e.is_retryable(), e))
-            })
-            .await;
-        forget_card_on_rejection(&self.0, d, &result).await;
-        result.map(|_| ())
+        let flight = d.flight_id.clone();
+        hold_seats(
+            &self.0,
+            ctx,
+            d,
+            BookingStep::ReserveSeat,
+            flight,
+            d.date,
+            "",
+        )
+        .await
+        .map(|_| ())
     }
     async fn compensate(&self, ctx: &StepContext, d: &BookingData) -> Result<(), StepError> {
         self.0

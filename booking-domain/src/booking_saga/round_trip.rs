@@ -180,26 +180,17 @@ impl Step<BookingData> for ReserveReturnSeat {
         if ctx.is_cancelled() {
             return Err(StepError::rejected(OUTBOUND_FAILED));
         }
-        let req = HoldRequest {
-            flight: leg.flight_id,
-            date: leg.date,
-            cabin: d.cabin,
-            seats: d.passengers.len() as u32,
-        };
-        let inv = &self.0.inventory;
-        let result = self
-            .0
-            .fault(d, BookingStep::ReserveReturnSeat)
-            .apply(BookingStep::ReserveReturnSeat, ctx, async {
-                inv.hold(&ctx.idempotency_key, &req)
-                    .await
-                    .map_err(|e| classify(e.is_retryable(), format!("{RETURN_LEG_PREFIX}{e}")))
-            })
-            .await;
-        forget_card_on_rejection(&self.0, d, &result).await;
-        d.return_seat = Some(ReturnSeat::Held {
-            seats: result?.seats,
-        });
+        let held = hold_seats(
+            &self.0,
+            ctx,
+            d,
+            BookingStep::ReserveReturnSeat,
+            leg.flight_id,
+            leg.date,
+            RETURN_LEG_PREFIX,
+        )
+        .await?;
+        d.return_seat = Some(ReturnSeat::Held { seats: held.seats });
         Ok(())
     }
 
