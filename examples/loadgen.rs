@@ -3,8 +3,11 @@
 //! ```text
 //! cargo run --release --example loadgen -- --sagas N --concurrency C \
 //!     [--fail-at-step K] [--store sled|memory|postgres://...] [--data-dir DIR] \
-//!     [--retention-secs S] [--attributes A]
+//!     [--retention-secs S] [--attributes A] [--cache-mb M]
 //! ```
+//!
+//! `--cache-mb M` limits sled's page cache to M MiB (default: the store's
+//! own, `saga_engine::store::DEFAULT_CACHE_BYTES`).
 //!
 //! `--attributes A` declares A search attributes (taken from the data,
 //! indexed at create and at the end) on the definition.
@@ -81,6 +84,7 @@ struct Args {
     data_dir: Option<String>,
     retention_secs: Option<u64>,
     attributes: usize,
+    cache_mb: Option<u64>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -92,6 +96,7 @@ fn parse_args() -> Result<Args, String> {
         data_dir: None,
         retention_secs: None,
         attributes: 0,
+        cache_mb: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -126,8 +131,11 @@ fn parse_args() -> Result<Args, String> {
                     .parse()
                     .map_err(|e| format!("--attributes: {e}"))?
             }
+            "--cache-mb" => {
+                a.cache_mb = Some(value()?.parse().map_err(|e| format!("--cache-mb: {e}"))?)
+            }
             "-h" | "--help" => {
-                return Err("usage: loadgen --sagas N --concurrency C [--fail-at-step K] [--store sled|memory|postgres://...] [--data-dir DIR] [--retention-secs S]".into())
+                return Err("usage: loadgen --sagas N --concurrency C [--fail-at-step K] [--store sled|memory|postgres://...] [--data-dir DIR] [--retention-secs S] [--attributes A] [--cache-mb M]".into())
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -181,7 +189,11 @@ async fn main() {
                 }
             };
             dir_used = Some(dir.clone());
-            let s = SledStore::open(&dir).unwrap_or_else(|e| {
+            let opened = match args.cache_mb {
+                Some(mb) => SledStore::open_with_cache(&dir, mb * 1024 * 1024),
+                None => SledStore::open(&dir),
+            };
+            let s = opened.unwrap_or_else(|e| {
                 eprintln!("cannot open {}: {e}", dir.display());
                 std::process::exit(2)
             });
