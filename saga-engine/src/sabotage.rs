@@ -26,6 +26,7 @@
 //! | `flush-unwatched` | the store's flush watchdog never pokes a stalled sled flush |
 //! | `overdue-not-indexed` | sled flags a saga overdue without putting it in the overdue index |
 //! | `personal-in-clear` | (booking-domain) a booking's dates of birth are kept in the saga's passengers in clear, besides the seal |
+//! | `control-freezes-step` | a control (signal, cancel, operation) arriving while a step runs is recorded with the step left unpolled |
 //! | `index-unjournaled` | sled changes a record's query index entries and status count without journaling the change first |
 
 /// The store never flushes sled.
@@ -80,8 +81,13 @@ pub const OVERDUE_NOT_INDEXED: &str = "overdue-not-indexed";
 /// A booking's dates of birth stay in clear in the saga's data.
 pub const PERSONAL_IN_CLEAR: &str = "personal-in-clear";
 
+/// A control arriving while a step runs is recorded while the step's
+/// future is left unpolled.
+pub const CONTROL_FREEZES_STEP: &str = "control-freezes-step";
+
 /// Every mode there is.
 pub const ALL: &[&str] = &[
+    CONTROL_FREEZES_STEP,
     FLUSH_UNWATCHED,
     OVERDUE_NOT_INDEXED,
     PERSONAL_IN_CLEAR,

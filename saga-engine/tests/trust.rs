@@ -2,8 +2,9 @@
 //! test that failed before its fix: a stuck saga retried by an operator
 //! lost at the next restart, a group commit that a cancelled or panicking
 //! flush leader left blocked for ever, an `Engine::start` that a caller
-//! going away left without a worker, and a damage check that switched
-//! itself off when its side file was missing.
+//! going away left without a worker, a damage check that switched
+//! itself off when its side file was missing, and a control arriving
+//! while a step led a flush, which hung every write of the process.
 //!
 //! `.ci/run` re-plants each defect with the `sabotage` feature
 //! (`SAGA_SABOTAGE=...`, see `src/sabotage.rs`) and requires these tests to
@@ -446,4 +447,104 @@ async fn the_durability_barrier_waits_for_a_flush_under_way() {
         "the barrier returned while the flush was still held"
     );
     writer.await.unwrap().unwrap();
+}
+
+/// Step `pay`: writes a participant's record to the engine's own sled
+/// database and waits for it to be durable through the engine's group
+/// commit (as an in-process participant does for a write it acknowledges
+/// to someone else), with the store's next flush held at `gate`.
+struct LeadsAFlush {
+    store: Arc<SledStore>,
+    gate: FlushGate,
+}
+
+#[saga_engine::async_trait]
+impl Step<Data> for LeadsAFlush {
+    async fn run(&self, ctx: &StepContext, _: &mut Data) -> Result<(), StepError> {
+        self.store
+            .db()
+            .open_tree("participant")
+            .and_then(|t| t.insert(ctx.idempotency_key.as_bytes(), &b"done"[..]))
+            .map_err(StepError::retryable)?;
+        self.store.set_flush_hook(Some(self.gate.hook()));
+        self.store
+            .durability()
+            .durable()
+            .await
+            .map_err(StepError::retryable)
+    }
+    async fn compensate(&self, _: &StepContext, _: &Data) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+/// A control (here an operator's cancel) arriving while a step waits for
+/// the group commit, with that step leading the flush: the worker records
+/// the control while the step is still polled, so the step's flush
+/// completes, the control's own write follows it, and the saga ends. With
+/// the step left unpolled meanwhile, the leader never announced its flush
+/// and every write of the process waited on it for ever (found when the
+/// card vault's forget joined the group commit: a booking's cancel hung the
+/// server). On a current-thread runtime the flush runs on a blocking
+/// thread, so the leader is a suspended future while it flushes.
+#[tokio::test]
+async fn a_control_arriving_while_a_step_leads_a_flush_does_not_hang_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    let gate = FlushGate::default();
+    let def = SagaDefinition::<Data>::builder("leads", 1)
+        .step(
+            "pay",
+            LeadsAFlush {
+                store: store.clone(),
+                gate: gate.clone(),
+            },
+        )
+        .step("confirm", Refuses)
+        .build()
+        .unwrap();
+    let engine = Engine::builder_arc(store.clone())
+        .register(def)
+        .open()
+        .await
+        .unwrap();
+    let id = engine.start("leads", &Data::default(), None).await.unwrap();
+    tokio::time::timeout(HANG, gate.wait_entered())
+        .await
+        .expect("the step's flush never reached the gate");
+    let canceller = {
+        let engine = engine.clone();
+        let id = id.clone();
+        tokio::spawn(async move { engine.cancel(&id, "the customer changed their mind").await })
+    };
+    // The worker records the cancel while the step's flush is held: its
+    // write is applied (readable, not yet durable) and waits for a flush.
+    tokio::time::timeout(HANG, async {
+        while !store
+            .get(&id)
+            .await
+            .unwrap()
+            .is_some_and(|r| r.state.cancel_requested)
+        {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the cancel was never recorded");
+    gate.open();
+    let cancelled = tokio::time::timeout(HANG, canceller)
+        .await
+        .expect("the cancel hangs: the step leading the flush was left unpolled")
+        .unwrap();
+    assert!(cancelled.is_ok(), "{cancelled:?}");
+    let rec = tokio::time::timeout(HANG, engine.wait(&id))
+        .await
+        .expect("the saga never ends")
+        .unwrap();
+    assert_eq!(rec.status(), SagaStatus::Compensated, "{:?}", rec.state);
+    // The store still takes writes.
+    tokio::time::timeout(HANG, store.create(&sample_record("after", None), &[]))
+        .await
+        .expect("a later write hangs")
+        .unwrap();
 }

@@ -204,24 +204,19 @@ impl LocalPayments {
     /// tokenization still waits for a flush before it answers (a token is
     /// answered before any saga step exists to cover it), but the
     /// engine's: it joins its group commit instead of running a flush of
-    /// its own beside it. Forgetting a card flushes on its own.
+    /// its own beside it; so does forgetting a card.
     pub fn covered_by(self, engine: &saga_engine::store::Durability) -> Result<Self, PaymentError> {
         let cover = crate::ledger::Cover::engine(self.inner.ledger.db(), engine)?;
         Ok(LocalPayments { cover, ..self })
     }
 
-    /// Returns once every write committed so far is durable, with the
-    /// participant's own group flush.
-    async fn flush(&self) -> Result<(), PaymentError> {
-        Ok(self.inner.ledger.durable().await?)
-    }
-
-    /// Makes a write answered outside any saga step (a tokenization)
-    /// durable: through the engine's group commit when it covers this
-    /// database, else with the participant's own flush. Not for writes
-    /// made inside a step (a card forgotten on a rejection): waiting there
-    /// for the engine's group commit hung a booking in the demo server's
-    /// tests (`accounts::my_trips_tickets_loyalty_and_cancellation`).
+    /// Makes a write durable before it is answered (a tokenization, a
+    /// card forgotten): through the engine's group commit when it covers
+    /// this database, else with the participant's own flush. A step may
+    /// wait here too: the engine keeps polling a running step while it
+    /// records a control that arrived meanwhile (waiting for the group
+    /// commit inside a step once hung every write when a booking was
+    /// cancelled; `saga-engine/tests/trust.rs`).
     async fn direct_flush(&self) -> Result<(), PaymentError> {
         self.cover
             .direct(async { Ok(self.inner.ledger.durable().await?) })
@@ -724,7 +719,7 @@ impl Payments for LocalPayments {
 
     async fn forget_card(&self, token: &str) -> Result<(), PaymentError> {
         if self.inner.vault.remove(token)? {
-            self.flush().await?;
+            self.direct_flush().await?;
         }
         Ok(())
     }

@@ -197,15 +197,43 @@ impl Inner {
                             .instrument(span)
                         };
                         tokio::pin!(call);
+                        // The step's result, once it returned while a
+                        // control was being recorded.
+                        let mut returned = None;
                         loop {
+                            if let Some(r) = returned.take() {
+                                break r;
+                            }
                             tokio::select! {
                                 // Fixed branch order: a run under a virtual clock repeats exactly.
                                 biased;
                                 r = &mut call => break r,
                                 Some(c) = control.recv() => {
-                                    // The running step goes on; what the
-                                    // control changed takes effect when it returns.
-                                    self.control(&*def, &mut rec, c).await?;
+                                    // The running step goes on, and is
+                                    // polled while the control is recorded:
+                                    // it may hold what that write waits for
+                                    // (the group commit's leadership, when
+                                    // the step waits for `durable()`), so
+                                    // leaving it unpolled meanwhile hung
+                                    // every write of the process. What the
+                                    // control changed takes effect when the
+                                    // step returns.
+                                    if crate::sabotage::active(crate::sabotage::CONTROL_FREEZES_STEP) {
+                                        self.control(&*def, &mut rec, c).await?;
+                                        continue;
+                                    }
+                                    let recording = self.control(&*def, &mut rec, c);
+                                    tokio::pin!(recording);
+                                    loop {
+                                        tokio::select! {
+                                            biased;
+                                            r = &mut call, if returned.is_none() => returned = Some(r),
+                                            recorded = &mut recording => {
+                                                recorded?;
+                                                break;
+                                            }
+                                        }
+                                    }
                                 }
                             }
                         }
