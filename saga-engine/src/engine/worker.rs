@@ -9,6 +9,7 @@ use crate::events::{EventKind, SagaEvent};
 use crate::machine::{Decision, FailureKind, Input, SagaStatus};
 use crate::store::{SagaRecord, StoreError};
 use crate::Error;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -197,42 +198,22 @@ impl Inner {
                             .instrument(span)
                         };
                         tokio::pin!(call);
-                        // The step's result, once it returned while a
-                        // control was being recorded.
-                        let mut returned = None;
                         loop {
-                            if let Some(r) = returned.take() {
-                                break r;
-                            }
                             tokio::select! {
                                 // Fixed branch order: a run under a virtual clock repeats exactly.
                                 biased;
                                 r = &mut call => break r,
                                 Some(c) = control.recv() => {
-                                    // The running step goes on, and is
-                                    // polled while the control is recorded:
-                                    // it may hold what that write waits for
-                                    // (the group commit's leadership, when
-                                    // the step waits for `durable()`), so
-                                    // leaving it unpolled meanwhile hung
-                                    // every write of the process. What the
-                                    // control changed takes effect when the
-                                    // step returns.
+                                    // The running step goes on; what the
+                                    // control changed takes effect when it
+                                    // returns.
+                                    let recording = self.control(&*def, &mut rec, c);
                                     if crate::sabotage::active(crate::sabotage::CONTROL_FREEZES_STEP) {
-                                        self.control(&*def, &mut rec, c).await?;
+                                        recording.await?;
                                         continue;
                                     }
-                                    let recording = self.control(&*def, &mut rec, c);
-                                    tokio::pin!(recording);
-                                    loop {
-                                        tokio::select! {
-                                            biased;
-                                            r = &mut call, if returned.is_none() => returned = Some(r),
-                                            recorded = &mut recording => {
-                                                recorded?;
-                                                break;
-                                            }
-                                        }
+                                    if let Some(r) = record_polling(&mut call, recording).await? {
+                                        break r;
                                     }
                                 }
                             }
@@ -301,6 +282,33 @@ impl Inner {
             let events = events_for(&mut rec, outcome_event.into_iter().chain(model), next, now);
             self.commit(&mut rec, events).await?;
             decision = next;
+        }
+    }
+}
+
+/// Drives `recording` (a control being written) to its end while still
+/// polling the running `step`, and returns the step's result if it came
+/// meanwhile. The step may hold what that write waits for (the group
+/// commit's leadership, when the step waits for `durable()`): left
+/// unpolled, it hung every write of the process
+/// (`tests/trust.rs`, sabotage `control-freezes-step`).
+async fn record_polling<S, T>(
+    step: &mut S,
+    recording: impl Future<Output = Result<T, Error>>,
+) -> Result<Option<S::Output>, Error>
+where
+    S: Future + Unpin,
+{
+    tokio::pin!(recording);
+    let mut returned = None;
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut *step, if returned.is_none() => returned = Some(r),
+            recorded = &mut recording => {
+                recorded?;
+                return Ok(returned);
+            }
         }
     }
 }
