@@ -29,11 +29,7 @@
 //! must compensate. Every saga's outcome is checked before printing; a wrong
 //! one exits non-zero.
 
-use saga_engine::{
-    Engine, MemoryStore, SagaDefinition, SagaStatus, SledStore, Step, StepContext, StepError,
-    StepState, Store,
-};
-use serde::{Deserialize, Serialize};
+use saga_engine::{Engine, MemoryStore, SagaDefinition, SagaStatus, SledStore, StepState, Store};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,36 +41,9 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const STEPS: [&str; 4] = [
-    "reserve_seat",
-    "authorize_payment",
-    "award_miles",
-    "confirm_booking",
-];
-
-#[derive(Serialize, Deserialize)]
-struct Booking {
-    n: u64,
-    done: u8,
-}
-
-struct Trivial {
-    reject: bool,
-}
-
-#[saga_engine::async_trait]
-impl Step<Booking> for Trivial {
-    async fn run(&self, _: &StepContext, b: &mut Booking) -> Result<(), StepError> {
-        if self.reject {
-            return Err(StepError::rejected("injected failure"));
-        }
-        b.done += 1;
-        Ok(())
-    }
-    async fn compensate(&self, _: &StepContext, _: &Booking) -> Result<(), StepError> {
-        Ok(())
-    }
-}
+#[path = "support/trivial_saga.rs"]
+mod trivial_saga;
+use trivial_saga::{Booking, Trivial, STEPS};
 
 struct Args {
     sagas: usize,

@@ -23,10 +23,7 @@
 //! rates and their ratios. All four phases run in the same process, so the
 //! ratios hold on a noisy machine.
 
-use saga_engine::{
-    Engine, MemoryStore, SagaDefinition, SagaStatus, SledStore, Step, StepContext, StepError, Store,
-};
-use serde::{Deserialize, Serialize};
+use saga_engine::{Engine, MemoryStore, SagaDefinition, SagaStatus, SledStore, Store};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -36,35 +33,14 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const STEPS: [&str; 4] = [
-    "reserve_seat",
-    "authorize_payment",
-    "award_miles",
-    "confirm_booking",
-];
+#[path = "support/trivial_saga.rs"]
+mod trivial_saga;
+use trivial_saga::{Booking, Trivial, STEPS};
+
 /// The engine's tree in the sled database (`SledStore`'s own name).
 const TREE: &str = "saga_engine";
 /// Written after the recorded run: the recorder stops at it.
 const END: &[u8] = b"~sled_floor/end";
-
-#[derive(Serialize, Deserialize)]
-struct Booking {
-    n: u64,
-    done: u8,
-}
-
-struct Trivial;
-
-#[saga_engine::async_trait]
-impl Step<Booking> for Trivial {
-    async fn run(&self, _: &StepContext, b: &mut Booking) -> Result<(), StepError> {
-        b.done += 1;
-        Ok(())
-    }
-    async fn compensate(&self, _: &StepContext, _: &Booking) -> Result<(), StepError> {
-        Ok(())
-    }
-}
 
 /// One write the engine made to its tree.
 enum Op {
@@ -102,7 +78,7 @@ fn parse_args() -> Result<(usize, usize), String> {
 async fn run_engine(store: Arc<dyn Store>, sagas: usize, concurrency: usize) -> f64 {
     let mut def = SagaDefinition::<Booking>::builder("loadgen", 1);
     for name in STEPS {
-        def = def.step(name, Trivial);
+        def = def.step(name, Trivial { reject: false });
     }
     let engine = Engine::builder_arc(store)
         .register(def.build().expect("valid definition"))
@@ -196,12 +172,8 @@ async fn main() {
     let engine_sled = run_engine(Arc::new(store), sagas, concurrency).await;
 
     // 3. sled alone, the same writes.
-    let db = sled::Config::new()
-        .path(scratch.path().join("replay"))
-        .cache_capacity(saga_engine::store::DEFAULT_CACHE_BYTES)
-        .flush_every_ms(Some(10))
-        .open()
-        .expect("sled opens");
+    // Opened as the store opens its own (cache, background tick).
+    let db = saga_engine::store::open_sled_db(&scratch.path().join("replay")).expect("sled opens");
     let tree = db.open_tree(TREE).expect("tree");
     let ops = Arc::new(ops);
     let stop = Arc::new(AtomicBool::new(false));

@@ -453,15 +453,21 @@ mod tests {
         .unwrap_or_else(|_| panic!("never happened: {what}"));
     }
 
-    /// Writer A's flush is held while seven others arrive; when it ends,
-    /// A (which said it writes again) is expected back: the leader of the
-    /// next flush waits for it, and the seven and A share that one flush.
-    /// Without the gathering the second flush starts at once and A's next
-    /// write needs a third.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_next_flush_waits_for_a_writer_the_last_one_released() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, commit) = patient_store(dir.path());
+    /// Writer A (which says it writes again) has its flush held at a gate
+    /// while `n` others arrive; then the gate opens, A is answered, and
+    /// the leader of the next flush (one of the `n`) gathers, waiting for
+    /// A. Returns the store (kept open), the commit, the `n` writers and
+    /// the flush count before A.
+    async fn a_released_writer_awaited(
+        dir: &std::path::Path,
+        n: u64,
+    ) -> (
+        SledStore,
+        Arc<GroupCommit>,
+        Vec<tokio::task::JoinHandle<Result<(), crate::store::StoreError>>>,
+        u64,
+    ) {
+        let (store, commit) = patient_store(dir);
         let gate = FlushGate::default();
         store.set_flush_hook(Some(gate.hook()));
         let start = commit.tickets.load(Ordering::SeqCst);
@@ -471,14 +477,14 @@ mod tests {
         tokio::time::timeout(HANG, gate.wait_entered())
             .await
             .expect("A's flush reaches the gate");
-        let others: Vec<_> = (0..7)
+        let others: Vec<_> = (0..n)
             .map(|_| {
                 let c = commit.clone();
                 tokio::spawn(async move { c.durable_then(false).await })
             })
             .collect();
-        until("the seven are ticketed", || {
-            commit.tickets.load(Ordering::SeqCst) == start + 8
+        until("the others are ticketed", || {
+            commit.tickets.load(Ordering::SeqCst) == start + n + 1
         })
         .await;
         gate.open();
@@ -487,6 +493,18 @@ mod tests {
             commit.gathers.load(Ordering::SeqCst) >= 1
         })
         .await;
+        (store, commit, others, flushes)
+    }
+
+    /// Writer A's flush is held while seven others arrive; when it ends,
+    /// A (which said it writes again) is expected back: the leader of the
+    /// next flush waits for it, and the seven and A share that one flush.
+    /// Without the gathering the second flush starts at once and A's next
+    /// write needs a third.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_next_flush_waits_for_a_writer_the_last_one_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, commit, others, flushes) = a_released_writer_awaited(dir.path(), 7).await;
         assert_eq!(commit.flushes.load(Ordering::SeqCst), flushes + 1);
         // A's next write.
         tokio::time::timeout(HANG, commit.durable_then(false))
@@ -509,31 +527,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_leader_cancelled_while_gathering_steps_down() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, commit) = patient_store(dir.path());
-        let gate = FlushGate::default();
-        store.set_flush_hook(Some(gate.hook()));
-        let start = commit.tickets.load(Ordering::SeqCst);
-        let c = commit.clone();
-        let a = tokio::spawn(async move { c.durable_then(true).await });
-        tokio::time::timeout(HANG, gate.wait_entered())
-            .await
-            .expect("A's flush reaches the gate");
-        let others: Vec<_> = (0..3)
-            .map(|_| {
-                let c = commit.clone();
-                tokio::spawn(async move { c.durable_then(false).await })
-            })
-            .collect();
-        until("the three are ticketed", || {
-            commit.tickets.load(Ordering::SeqCst) == start + 4
-        })
-        .await;
-        gate.open();
-        a.await.unwrap().unwrap();
-        until("one of the three gathers", || {
-            commit.gathers.load(Ordering::SeqCst) >= 1
-        })
-        .await;
+        let (_store, commit, others, _) = a_released_writer_awaited(dir.path(), 3).await;
         for o in &others {
             o.abort();
         }
